@@ -1,0 +1,166 @@
+"""Input checking, conversion between numpy and tensors, and random generators."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .exceptions import NotFittedError
+
+__all__ = [
+    "InputKind",
+    "as_float_tensor",
+    "check_data",
+    "make_generator",
+    "to_output",
+]
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """Where an input came from, so outputs can be returned the same way."""
+
+    is_numpy: bool
+    device: torch.device | None = None
+
+
+def as_float_tensor(X, name: str = "X", *, detach: bool = True) -> tuple[Tensor, InputKind]:
+    """Convert array-like input to a floating tensor without copying when possible.
+
+    numpy float32/float64 stay as they are, other numeric numpy input becomes float64 (as in
+    scikit-learn); float16/bfloat16 tensors become float32 and integer/bool tensors take
+    torch's default dtype. Strings, objects and complex numbers are refused.
+    """
+    if isinstance(X, Tensor):
+        kind = InputKind(False, X.device)
+        t = X.detach() if detach else X
+        if t.is_complex():
+            raise ValueError(f"{name} must be real-valued; got a complex tensor of dtype {t.dtype}.")
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        elif not t.is_floating_point():
+            t = t.to(torch.get_default_dtype())
+        return t, kind
+    if isinstance(X, (str, bytes)) or X is None:
+        raise ValueError(f"{name} must be an array-like of numbers (numpy array or torch tensor); got {type(X).__name__}.")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must be real-valued; got complex values of dtype {arr.dtype}.")
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(
+            f"{name} must contain numbers; got an array of dtype {arr.dtype}. "
+            "Convert it with np.asarray(X, dtype=float) first."
+        )
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    if not arr.flags.writeable or not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.array(arr)
+    return torch.from_numpy(arr), InputKind(True, None)
+
+
+def check_data(
+    X: Tensor,
+    name: str = "X",
+    *,
+    min_samples: int = 1,
+    n_features: int | None = None,
+    allow_batch: bool = True,
+    check_finite: bool = True,
+) -> Tensor:
+    """Validate a ``[N, D]`` or ``[B, N, D]`` data tensor and return it.
+
+    Raises a ``ValueError`` that names ``name`` and says what to do for: wrong rank, empty
+    input, fewer than ``min_samples`` samples, a feature count other than ``n_features``, and
+    NaN or infinite values.
+    """
+    ranks = "2-D [n_samples, n_features] or 3-D [batch, n_samples, n_features]" if allow_batch else (
+        "2-D [n_samples, n_features]"
+    )
+    if X.ndim == 1:
+        raise ValueError(
+            f"Expected {name} to be {ranks}; got a 1-D array of shape {tuple(X.shape)}. Reshape your data "
+            "with X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it contains a single sample."
+        )
+    if X.ndim not in ((2, 3) if allow_batch else (2,)):
+        raise ValueError(f"Expected {name} to be {ranks}; got {X.ndim} dimensions (shape {tuple(X.shape)}).")
+    n, d = X.shape[-2], X.shape[-1]
+    if X.ndim == 3 and X.shape[0] == 0:
+        raise ValueError(f"{name} has an empty batch dimension (shape {tuple(X.shape)}); pass at least one problem.")
+    if d == 0:
+        raise ValueError(f"{name} has 0 features (shape {tuple(X.shape)}); at least one feature is required.")
+    if n < min_samples:
+        raise ValueError(
+            f"{name} has {n} sample(s) (shape {tuple(X.shape)}) but at least {min_samples} are required."
+        )
+    if n_features is not None and d != n_features:
+        raise ValueError(
+            f"{name} has {d} features, but this model was fitted with {n_features} features; "
+            "pass data with the same columns as the training data."
+        )
+    if check_finite and not bool(torch.isfinite(X).all()):
+        raise ValueError(
+            f"Input {name} contains NaN or infinity. Remove or impute those values before calling this method."
+        )
+    return X
+
+
+def to_output(t: Tensor, kind: InputKind):
+    """Return ``t`` the way the input came: numpy in, numpy out; tensor in, tensor on its device out."""
+    t = t.detach()
+    if kind.is_numpy:
+        return t.cpu().numpy()
+    if kind.device is not None and t.device != kind.device:
+        return t.to(kind.device)
+    return t
+
+
+def make_generator(random_state, device: torch.device) -> torch.Generator:
+    """A ``torch.Generator`` from ``random_state``.
+
+    ``None`` draws a seed from torch's global generator (so ``torch.manual_seed`` makes the fit
+    reproducible); an int seeds a new generator on ``device``; a ``torch.Generator`` is used as
+    it is (random numbers are drawn on its own device and moved); a numpy ``RandomState`` or
+    ``Generator`` supplies a seed.
+    """
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    if random_state is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a non-negative integer; got {random_state}.")
+        seed = int(random_state)
+    elif isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(0, 2**31 - 1))
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(0, 2**62))
+    else:
+        raise ValueError(
+            "random_state must be None, an int, a torch.Generator or a numpy RandomState/Generator; "
+            f"got {type(random_state).__name__}."
+        )
+    try:
+        gen = torch.Generator(device=device)
+    except RuntimeError:
+        gen = torch.Generator()
+    return gen.manual_seed(seed)
+
+
+def rand(generator: torch.Generator, *shape, device, dtype=torch.float64) -> Tensor:
+    """Uniform [0, 1) numbers drawn on the generator's device and moved to ``device``."""
+    return torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def check_fitted(model, attribute: str = "_fitted") -> None:
+    if not getattr(model, attribute, False):
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+            "arguments before using this estimator."
+        )

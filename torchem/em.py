@@ -1,0 +1,189 @@
+"""The one EM driver shared by every mixture family.
+
+Only this module knows about restarts, chunks, convergence, warnings, progress and the choice
+of the best restart. A family supplies four stateless hooks (see :class:`EMFamily`) that work
+on a dict of parameter tensors whose leading dimensions are ``[B, R]``: ``B`` independent
+problems and ``R`` restarts, all advanced together as one batch.
+
+One EM iteration is one pass over the chunks of the data: the E-step of each chunk produces
+responsibilities, which are turned into additive sufficient statistics at once and summed
+(in float64), together with the log-likelihood; the M-step then reads only the summed
+statistics. As in scikit-learn, the lower bound recorded at iteration ``t`` is the mean
+log-likelihood of the parameters *before* that iteration's M-step, and a restart stops when
+its change falls below ``tol``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from .data import TensorSource
+from .functional.estep import log_responsibilities
+
+__all__ = ["EMFamily", "EMResult", "run_em", "e_step_pass", "select_best"]
+
+Params = dict[str, Tensor]
+
+
+class EMFamily(Protocol):
+    """The hooks a mixture family gives the driver. All are pure functions of their inputs."""
+
+    def log_prob(self, X: Tensor, params: Params) -> tuple[Tensor, object]:
+        """Component log-densities ``[B, R, n, K]`` of a chunk ``X [B, 1, n, D]``, and an
+        opaque value passed on to :meth:`stats`."""
+
+    def log_weights(self, params: Params) -> Tensor:
+        """Log mixing weights ``[B, R, K]``."""
+
+    def stats(self, X: Tensor, resp: Tensor, params: Params, aux: object, sample_weight: Tensor | None) -> Params:
+        """Additive (float64) sufficient statistics of a chunk."""
+
+    def m_step(self, stats: Params, params: Params) -> tuple[Params, Tensor]:
+        """New parameters from summed statistics, and a ``[B, R]`` mask of restarts whose
+        update failed (e.g. a covariance that could not be made positive definite)."""
+
+
+@dataclass
+class EMResult:
+    """What :func:`run_em` returns; every tensor is ``[B, R]`` unless stated."""
+
+    params: Params
+    lower_bound: Tensor  # float64
+    n_iter: Tensor  # int64
+    converged: Tensor  # bool
+    history: list[Tensor] = field(default_factory=list)  # one [B, R] lower bound per iteration
+
+
+def _add_into(total: Params | None, part: Params) -> Params:
+    if total is None:
+        return dict(part)
+    for key, value in part.items():
+        total[key] = total[key] + value
+    return total
+
+
+def e_step_pass(family: EMFamily, source: TensorSource, params: Params) -> tuple[Params, Tensor]:
+    """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood."""
+    stats = None
+    ll = None
+    lw = family.log_weights(params)
+    for _, X, w in source.chunks():
+        X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
+        w = None if w is None else w.unsqueeze(1)
+        log_prob, aux = family.log_prob(X, params)
+        log_norm, log_resp = log_responsibilities(log_prob, lw)
+        stats = _add_into(stats, family.stats(X, log_resp.exp(), params, aux, w))
+        part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
+        ll = part if ll is None else ll + part
+    return stats, ll / source.total_weight().unsqueeze(-1)
+
+
+def _where(mask: Tensor, new: Params, old: Params) -> Params:
+    out = {}
+    for key, value in new.items():
+        m = mask.reshape(mask.shape + (1,) * (value.ndim - mask.ndim))
+        out[key] = torch.where(m, value.to(old[key].dtype), old[key])
+    return out
+
+
+def run_em(
+    family: EMFamily,
+    source: TensorSource,
+    params: Params,
+    *,
+    tol: float,
+    max_iter: int,
+    lower_bound: Tensor | None = None,
+    callback: Callable[[int, Tensor], bool | None] | None = None,
+    verbose: int = 0,
+    verbose_interval: int = 10,
+    failure_message: str = "EM failed.",
+) -> EMResult:
+    """Run batched EM from ``params`` until every restart has converged or ``max_iter``.
+
+    Args:
+        family: the model family's hooks.
+        source: the data, read chunk by chunk.
+        params: initial parameters with leading dims ``[B, R]``.
+        tol: a restart has converged once ``|lower_bound - previous| < tol``.
+        max_iter: the most EM iterations.
+        lower_bound: ``[B, R]`` starting lower bound (for warm starts); ``-inf`` by default.
+        callback: called after each iteration with ``(iteration, lower_bound [B, R])``;
+            returning ``True`` stops the fit.
+        verbose: 0 silent, 1 a summary line, 2 also every ``verbose_interval`` iterations.
+        failure_message: the ``ValueError`` raised if an active restart's M-step fails.
+
+    Returns:
+        :class:`EMResult`; restarts that converged keep the parameters of their last update.
+    """
+    any_param = next(iter(params.values()))
+    batch = any_param.shape[:2]
+    device = any_param.device
+    if lower_bound is None:
+        lower_bound = torch.full(batch, -torch.inf, dtype=torch.float64, device=device)
+    n_iter = torch.zeros(batch, dtype=torch.int64, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    history = []
+    start = time.perf_counter()
+    for it in range(1, max_iter + 1):
+        previous = lower_bound
+        stats, ll = e_step_pass(family, source, params)
+        new_params, failed = family.m_step(stats, params)
+        if bool((failed & active).any()):
+            raise ValueError(failure_message)
+        params = _where(active, new_params, params)
+        lower_bound = torch.where(active, ll, lower_bound)
+        n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
+        history.append(lower_bound)
+        change = lower_bound - previous
+        if bool(torch.isnan(lower_bound).any()):
+            raise ValueError(
+                "The log-likelihood became NaN during EM. Check the input data for extreme values, "
+                "or increase reg_covar."
+            )
+        newly = active & (change.abs() < tol)
+        converged = converged | newly
+        active = active & ~newly
+        if verbose >= 2 and it % verbose_interval == 0:
+            print(
+                f"  Iteration {it}\t time lapse {time.perf_counter() - start:.5f}s\t "
+                f"ll change {change[active | newly].abs().max().item() if (active | newly).any() else 0.0:.5g}\t "
+                f"active {int(active.sum())}/{active.numel()}"
+            )
+        if callback is not None and callback(it, lower_bound):
+            break
+        if not bool(active.any()):
+            break
+    if verbose >= 1:
+        print(
+            f"EM finished after {int(n_iter.max()) if n_iter.numel() else 0} iterations in "
+            f"{time.perf_counter() - start:.3f}s: {int(converged.sum())}/{converged.numel()} converged, "
+            f"best lower bound {lower_bound.max().item():.6g}"
+        )
+    return EMResult(params, lower_bound, n_iter, converged, history)
+
+
+def select_best(result: EMResult) -> tuple[Params, Tensor, Tensor, Tensor, list[Tensor]]:
+    """Keep, for every problem, the restart with the highest lower bound (the first on ties).
+
+    Returns:
+        ``(params [B, ...], lower_bound [B], n_iter [B], converged [B], history)`` where
+        ``history`` holds one ``[B]`` tensor per iteration of the chosen restarts.
+    """
+    best = result.lower_bound.argmax(-1)  # [B]; -inf everywhere picks restart 0
+    idx = best.unsqueeze(-1)
+
+    def pick(t: Tensor) -> Tensor:
+        index = idx.reshape(idx.shape + (1,) * (t.ndim - 2)).expand(t.shape[0], 1, *t.shape[2:])
+        return torch.gather(t, 1, index).squeeze(1)
+
+    params = {k: pick(v) for k, v in result.params.items()}
+    n_iter = pick(result.n_iter)
+    history = [pick(h) for h in result.history]
+    return params, pick(result.lower_bound), n_iter, pick(result.converged), history

@@ -1,0 +1,48 @@
+"""The E-step shared by every mixture family: log-sum-exp responsibilities.
+
+Shapes: ``...`` is any batch shape (independent problems and/or restarts), ``n`` samples,
+``K`` components.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["log_responsibilities", "mixture_log_prob"]
+
+
+def mixture_log_prob(component_log_prob: Tensor, log_weights: Tensor) -> Tensor:
+    """Per-sample log-likelihood of a mixture, ``log sum_k w_k p_k(x)``.
+
+    Args:
+        component_log_prob: ``[..., n, K]`` log-densities ``log p_k(x_i)``.
+        log_weights: ``[..., K]`` log mixing weights (log-softmax of the logits).
+
+    Returns:
+        ``[..., n]`` log-likelihood of each sample.
+    """
+    return torch.logsumexp(component_log_prob + log_weights.unsqueeze(-2), dim=-1)
+
+
+def log_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """E-step: posterior log-probabilities of the components, computed in log space.
+
+    ``log r_ik = log w_k + log p_k(x_i) - log sum_j w_j p_j(x_i)``.
+
+    Args:
+        component_log_prob: ``[..., n, K]`` log-densities ``log p_k(x_i)``.
+        log_weights: ``[..., K]`` log mixing weights.
+
+    Returns:
+        ``(log_norm, log_resp)``: ``[..., n]`` per-sample log-likelihood and ``[..., n, K]``
+        log-responsibilities (each row log-sums to zero).
+    """
+    joint = component_log_prob + log_weights.unsqueeze(-2)
+    log_norm = torch.logsumexp(joint, dim=-1)
+    # A sample with zero likelihood under every component (log_norm = -inf, e.g. a float32
+    # Mahalanobis distance that overflowed) would give -inf - -inf = NaN. Subtracting 0 instead
+    # gives it zero responsibilities, so it adds nothing to the statistics; its -inf
+    # log-likelihood still reaches the caller through log_norm.
+    safe_norm = torch.where(torch.isfinite(log_norm), log_norm, torch.zeros_like(log_norm))
+    return log_norm, joint - safe_norm.unsqueeze(-1)

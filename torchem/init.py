@@ -1,0 +1,95 @@
+"""Batched initialisation: k-means++, Lloyd refinement, random responsibilities, random data
+points. Every routine works on ``B`` problems and ``R`` restarts at once, on the data's device,
+and draws its randomness from one ``torch.Generator`` so a ``random_state`` reproduces it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._utils import rand
+from .data import TensorSource
+from .functional.kmeans import assign, default_local_trials, kmeans_plusplus_step, lloyd_stats, squared_distances
+
+__all__ = [
+    "gather_rows",
+    "kmeans_plusplus",
+    "lloyd",
+    "random_distinct_indices",
+    "random_resp",
+]
+
+
+def gather_rows(X: Tensor, index: Tensor) -> Tensor:
+    """``X [B, N, D]``, ``index [B, R, K]`` -> ``[B, R, K, D]``."""
+    b, r, k = index.shape
+    flat = index.reshape(b, r * k, 1).expand(b, r * k, X.shape[-1])
+    return torch.gather(X, 1, flat).reshape(b, r, k, X.shape[-1])
+
+
+def kmeans_plusplus(
+    X: Tensor,
+    n_clusters: int,
+    n_seeds: int,
+    generator: torch.Generator,
+    *,
+    sample_weight: Tensor | None = None,
+    n_local_trials: int | None = None,
+) -> Tensor:
+    """Greedy k-means++ seeding of ``n_seeds`` independent restarts for each problem.
+
+    Args:
+        X: ``[B, N, D]`` data.
+        n_clusters: ``K``.
+        n_seeds: ``R`` restarts.
+        generator: random generator.
+        sample_weight: optional ``[B, N]`` weights.
+        n_local_trials: candidates per step; ``2 + log(K)`` by default.
+
+    Returns:
+        ``[B, R, K]`` indices of the chosen samples.
+    """
+    b, n, _ = X.shape
+    trials = n_local_trials or default_local_trials(n_clusters)
+    mass = torch.ones(b, n, dtype=torch.float64, device=X.device) if sample_weight is None else sample_weight.double()
+    cum = mass.cumsum(-1).unsqueeze(1)  # [B, 1, N]
+    u = rand(generator, b, n_seeds, 1, device=X.device) * cum[..., -1:]
+    first = torch.searchsorted(cum.expand(b, n_seeds, n).contiguous(), u).squeeze(-1).clamp_max_(n - 1)  # [B, R]
+    indices = [first]
+    closest = squared_distances(X.unsqueeze(1), gather_rows(X, first.unsqueeze(-1))).squeeze(-1)  # [B, R, N]
+    for _ in range(1, n_clusters):
+        index, closest = kmeans_plusplus_step(X, closest, generator, trials, sample_weight)
+        indices.append(index)
+    return torch.stack(indices, dim=-1)
+
+
+def lloyd(source: TensorSource, centers: Tensor, n_iter: int) -> Tensor:
+    """A few Lloyd iterations on ``centers [B, R, K, D]`` (a cluster that loses all its points
+    keeps its centre). Returns the refined centres in the source's dtype."""
+    k = centers.shape[-2]
+    for _ in range(n_iter):
+        counts, sums = None, None
+        for _, X, w in source.chunks():
+            labels, _ = assign(X.unsqueeze(1), centers)
+            c, s = lloyd_stats(X.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
+            counts = c if counts is None else counts + c
+            sums = s if sums is None else sums + s
+        new = sums / counts.clamp_min(1e-300).unsqueeze(-1)
+        centers = torch.where((counts > 0).unsqueeze(-1), new.to(centers.dtype), centers)
+    return centers
+
+
+def random_distinct_indices(n_samples: int, n_pick: int, batch: tuple[int, int], generator: torch.Generator, device) -> Tensor:
+    """``[B, R, n_pick]`` distinct sample indices for every problem and restart."""
+    b, r = batch
+    keys = torch.rand(b, r, n_samples, generator=generator, device=generator.device)
+    return keys.topk(n_pick, dim=-1).indices.to(device)
+
+
+def random_resp(seed: int, start: int, shape: tuple[int, ...], device, dtype) -> Tensor:
+    """Random responsibilities (uniform, normalised per sample) for the chunk starting at
+    sample ``start``; the same ``seed`` and ``start`` always give the same numbers, so several
+    passes over the data see the same responsibilities."""
+    gen = torch.Generator().manual_seed(seed + start)
+    resp = torch.rand(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    return resp / resp.sum(-1, keepdim=True)
