@@ -49,6 +49,8 @@ __all__ = [
     "precision_cholesky_from_covariances",
     "precision_cholesky_from_precisions",
     "precisions_from_precision_cholesky",
+    "precision_cholesky_from_unconstrained",
+    "precision_cholesky_to_unconstrained",
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -378,3 +380,27 @@ def gaussian_m_step(
         cov = 0.5 * (cov + cov.mT) + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     new_prec_chol, failed = _regularised_cholesky(cov, covariance_type)
     return log_weights, new_means, new_prec_chol, failed
+
+
+# --------------------------------------------------------------------------------------------
+# Unconstrained parametrisation (what the nn.Module stores)
+# --------------------------------------------------------------------------------------------
+
+
+def precision_cholesky_to_unconstrained(prec_chol: Tensor, covariance_type: str) -> Tensor:
+    """Map a precision factor to an unconstrained tensor of the same shape: for ``full`` and
+    ``tied`` the strict upper triangle is kept and the (positive) diagonal is replaced by its
+    log; for ``diag`` and ``spherical`` the log of the factor."""
+    if covariance_type in ("full", "tied"):
+        diag = torch.diagonal(prec_chol, dim1=-2, dim2=-1)
+        return prec_chol.triu(1) + torch.diag_embed(diag.log())
+    return prec_chol.log()
+
+
+def precision_cholesky_from_unconstrained(raw: Tensor, covariance_type: str) -> Tensor:
+    """Inverse of :func:`precision_cholesky_to_unconstrained`; differentiable, and any
+    unconstrained tensor gives a valid (upper-triangular, positive-diagonal) factor."""
+    if covariance_type in ("full", "tied"):
+        diag = torch.diagonal(raw, dim1=-2, dim2=-1)
+        return raw.triu(1) + torch.diag_embed(diag.exp())
+    return raw.exp()

@@ -1,0 +1,568 @@
+"""The estimator layer every mixture family shares: a thin ``nn.Module`` around the EM driver.
+
+A family subclasses :class:`BaseMixture` and fills a few hooks; everything else (input
+checking, restarts, warm starts, the final E-step, numpy-or-tensor outputs, the state dict,
+BIC/AIC) lives here once:
+
+* ``_family()``: the stateless hooks the EM driver calls (see :class:`torchem.em.EMFamily`).
+* ``_initial_params(source, n_init, generator)``: starting parameters ``[B, R, ...]``.
+* ``_store(params)`` / ``_constrained()``: move parameters between the driver's constrained
+  form and the module's unconstrained ``nn.Parameter`` s.
+* ``_n_parameters()``, ``_bytes_per_sample(n_features, n_restarts)``, ``_sample(...)``.
+
+Fitted parameters are registered on the module (so ``.to(device)``, ``.double()`` and
+``state_dict`` work); everything else a fit produces travels in the module's extra state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._utils import InputKind, as_float_tensor, check_data, check_fitted, make_generator, to_output
+from ..data import TensorSource, auto_chunk_size
+from ..em import EMResult, run_em, select_best
+from ..exceptions import ConvergenceWarning, NotFittedError
+from ..functional.estep import log_responsibilities
+
+__all__ = ["BaseMixture"]
+
+_EXTRA_STATE_VERSION = 1
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _check_real(value, name: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number >= {minimum}; got {value!r}.")
+    if not math.isfinite(float(value)) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}; got {value!r}.")
+    return float(value)
+
+
+class BaseMixture(nn.Module):
+    """Shared behaviour of torchem's mixture models (not used directly).
+
+    Shapes: a model fitted on ``X [N, D]`` holds parameters for one problem; a model fitted on
+    ``X [B, N, D]`` holds ``B`` independent problems, and every fitted attribute and every
+    per-sample output gains a leading ``B``.
+    """
+
+    #: Names of the registered parameters (unconstrained), in the order of the constructor.
+    _param_names: tuple[str, ...] = ()
+    #: Fitted attributes that raise NotFittedError (not a bare AttributeError) before fit.
+    _fitted_attributes: tuple[str, ...] = (
+        "converged_",
+        "n_iter_",
+        "lower_bound_",
+        "lower_bounds_",
+        "n_features_in_",
+        "weights_",
+    )
+    _init_methods: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        n_components: int,
+        *,
+        tol: float,
+        max_iter: int,
+        n_init: int,
+        init_params: str,
+        random_state,
+        warm_start: bool,
+        verbose: int,
+        verbose_interval: int,
+        chunk_size: int | None,
+    ):
+        super().__init__()
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunk_size = chunk_size
+        for name in self._param_names:
+            self.register_parameter(name, None)
+        # An empty buffer that follows .to(device) / .double(): where and in which dtype to fit.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        self._fitted = False
+        self._batched = False
+        self._batch_size = 1
+        self._output_numpy = True
+
+    # ----------------------------------------------------------------------------------------
+    # scikit-learn estimator protocol
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's hyper-parameters, as in scikit-learn (so ``sklearn.base.clone`` works)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set hyper-parameters by name; returns ``self``."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. Valid parameters are: {valid}."
+                )
+            setattr(self, key, value)
+        return self
+
+    def extra_repr(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        shown = []
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            default = defaults.get(name, inspect.Parameter.empty)
+            try:
+                same = value is default or bool(value == default)
+            except Exception:  # arrays
+                same = False
+            if not same:
+                shown.append(f"{name}={value!r}" if not isinstance(value, (np.ndarray, Tensor)) else f"{name}=<array>")
+        return ", ".join(shown)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in type(self)._fitted_attributes:
+                raise NotFittedError(
+                    f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
+                    "Call 'fit' with appropriate arguments before using this estimator."
+                ) from None
+            raise
+
+    # ----------------------------------------------------------------------------------------
+    # Hooks for the families
+    # ----------------------------------------------------------------------------------------
+
+    def _validate_hyperparameters(self) -> None:
+        self.n_components = _check_int(self.n_components, "n_components", 1)
+        _check_real(self.tol, "tol")
+        _check_int(self.max_iter, "max_iter", 0)
+        _check_int(self.n_init, "n_init", 1)
+        _check_int(self.verbose, "verbose", 0)
+        _check_int(self.verbose_interval, "verbose_interval", 1)
+        if self.chunk_size is not None:
+            _check_int(self.chunk_size, "chunk_size", 1)
+        if self.init_params not in self._init_methods:
+            raise ValueError(
+                f"init_params must be one of {list(self._init_methods)}; got {self.init_params!r}."
+            )
+
+    def _validate_values(self, X: Tensor, name: str) -> None:
+        """Family-specific checks of the data's values (e.g. binary for Bernoulli)."""
+
+    def _family(self):
+        raise NotImplementedError
+
+    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _store(self, params: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    def _constrained(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _n_parameters(self) -> int:
+        raise NotImplementedError
+
+    def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        k = self.n_components
+        return itemsize * n_restarts * (4 * k + 3 * n_features) + 16 * n_restarts * k
+
+    # ----------------------------------------------------------------------------------------
+    # Data handling
+    # ----------------------------------------------------------------------------------------
+
+    def _fit_device_dtype(self, X: Tensor) -> tuple[torch.device, torch.dtype]:
+        anchor = self._anchor
+        device = anchor.device if anchor.device.type != "cpu" else X.device
+        dtype = torch.promote_types(X.dtype, anchor.dtype)
+        if not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()
+        return device, dtype
+
+    def _model_device_dtype(self, X: Tensor) -> tuple[torch.device, torch.dtype]:
+        ref = getattr(self, self._param_names[0])
+        return ref.device, torch.promote_types(X.dtype, ref.dtype)
+
+    def _source(self, X: Tensor, device, dtype, n_restarts: int, sample_weight=None) -> TensorSource:
+        source = TensorSource(X, device=device, dtype=dtype, sample_weight=sample_weight)
+        if self.chunk_size is not None:
+            source.chunk_size = int(self.chunk_size)
+        else:
+            per = self._bytes_per_sample(source.n_features, n_restarts * source.batch_size, source.X.element_size())
+            source.chunk_size = auto_chunk_size(per, source.device, source.n_samples)
+        return source
+
+    def _check_input(self, X, name: str = "X") -> tuple[Tensor, InputKind]:
+        """Convert and validate data given to a fitted model."""
+        check_fitted(self)
+        t, kind = as_float_tensor(X, name)
+        check_data(t, name, n_features=self.n_features_in_, allow_batch=True)
+        if t.ndim == 3 and not self._batched:
+            raise ValueError(
+                f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "
+                "pass a 2-D array [n_samples, n_features]."
+            )
+        if t.ndim == 3 and t.shape[0] != self._batch_size:
+            raise ValueError(
+                f"{name} holds {t.shape[0]} problems (shape {tuple(t.shape)}) but this model was fitted on "
+                f"{self._batch_size}; pass [{self._batch_size}, n_samples, n_features] or a 2-D array to score "
+                "the same samples under every problem."
+            )
+        self._validate_values(t, name)
+        return t, kind
+
+    def _map_chunks(self, X: Tensor, fn, dim: int = -1) -> Tensor:
+        """Apply ``fn(X_chunk, params)`` to chunks of samples on the model's device and
+        concatenate the results along ``dim`` (their sample dimension)."""
+        device, dtype = self._model_device_dtype(X)
+        params = {k: v.to(dtype) for k, v in self._constrained().items()}
+        n = X.shape[-2]
+        if self.chunk_size is not None:
+            step = int(self.chunk_size)
+        else:
+            step = auto_chunk_size(
+                self._bytes_per_sample(X.shape[-1], self._batch_size, torch.finfo(dtype).bits // 8), device, n
+            )
+        outs = [fn(X[..., s : s + step, :].to(device=device, dtype=dtype), params) for s in range(0, n, step)]
+        return torch.cat(outs, dim=dim)
+
+    def _log_resp(self, X: Tensor, params) -> tuple[Tensor, Tensor]:
+        family = self._family()
+        log_prob, _ = family.log_prob(X, params)
+        return log_responsibilities(log_prob, family.log_weights(params))
+
+    def _out(self, t: Tensor, kind: InputKind):
+        return to_output(t, kind)
+
+    def _attr(self, t: Tensor):
+        """Fitted attributes come back as numpy when the model was fitted on numpy."""
+        t = t.detach()
+        return t.cpu().numpy() if self._output_numpy else t
+
+    # ----------------------------------------------------------------------------------------
+    # Fitting
+    # ----------------------------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Estimate the parameters by EM.
+
+        Runs ``n_init`` restarts as one batch (or continues from the current parameters when
+        ``warm_start`` and already fitted) and keeps the restart with the highest lower bound.
+
+        Args:
+            X: ``[N, D]`` data, or ``[B, N, D]`` for ``B`` independent problems; numpy array or
+                tensor on any device.
+            y: ignored (scikit-learn compatibility).
+
+        Returns:
+            ``self``.
+        """
+        self._fit(X)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the component of each sample (``fit(X).predict(X)``, computed
+        from the final parameters)."""
+        self._fit(X)
+        return self.predict(X)
+
+    @torch.no_grad()
+    def _fit(self, X, sample_weight=None) -> None:
+        self._validate_hyperparameters()
+        t, kind = as_float_tensor(X, "X")
+        check_data(t, "X", min_samples=1, allow_batch=True)
+        n = t.shape[-2]
+        if n < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n}. Reduce n_components or pass more data."
+            )
+        self._validate_values(t, "X")
+        batched = t.ndim == 3
+        b = t.shape[0] if batched else 1
+        do_init = not (self.warm_start and self._fitted)
+        if not do_init:
+            if t.shape[-1] != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+                raise ValueError(
+                    f"warm_start=True continues the previous fit, which had {self._batch_size} problem(s) with "
+                    f"{self.n_features_in_} features; X has shape {tuple(t.shape)}. Pass data of the same layout "
+                    "or set warm_start=False."
+                )
+        device, dtype = self._fit_device_dtype(t) if do_init else self._model_device_dtype(t)
+        n_init = self.n_init if do_init else 1
+        source = self._source(t, device, dtype, n_init, sample_weight)
+        self._check_initial_parameters(source)
+        generator = make_generator(self.random_state, device)
+        if do_init:
+            params = self._initial_params(source, n_init, generator)
+            lower_bound = None
+        else:
+            params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
+            if not self._batched:
+                params = {k: v.unsqueeze(0) for k, v in params.items()}
+            params = {k: v.unsqueeze(1) for k, v in params.items()}
+            lb = torch.as_tensor(np.asarray(self._lower_bound, dtype=np.float64), device=device)
+            lower_bound = lb.reshape(b, 1)
+        params = {k: v.to(dtype) for k, v in params.items()}
+        if self.max_iter > 0:
+            result = run_em(
+                self._family(),
+                source,
+                params,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                lower_bound=lower_bound,
+                verbose=self.verbose,
+                verbose_interval=self.verbose_interval,
+                failure_message=self._failure_message(),
+            )
+        else:
+            batch = next(iter(params.values())).shape[:2]
+            lb0 = lower_bound if lower_bound is not None else torch.full(batch, -torch.inf, dtype=torch.float64, device=device)
+            result = EMResult(
+                params,
+                lb0,
+                torch.zeros(batch, dtype=torch.int64, device=device),
+                torch.zeros(batch, dtype=torch.bool, device=device),
+            )
+        best, lower_bound, n_iter, converged, history = select_best(result)
+        if not batched:
+            best = {k: v.squeeze(0) for k, v in best.items()}
+        self._batched = batched
+        self._batch_size = b
+        self._output_numpy = kind.is_numpy
+        self.n_features_in_ = int(t.shape[-1])
+        self._anchor = self._anchor.to(device=device, dtype=dtype)
+        self._store(best)
+        self._lower_bound = lower_bound.cpu().numpy()
+        self._n_iter = n_iter.cpu().numpy()
+        self._converged = converged.cpu().numpy()
+        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((b, 0))
+        self._fitted = True
+        if self.max_iter > 0 and not bool(converged.all()):
+            which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
+            warnings.warn(
+                f"Best performing initialization did not converge{which}. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
+            )
+
+    def _check_initial_parameters(self, source: TensorSource) -> None:
+        """Validate user-given initial parameters against the data (family hook)."""
+
+    def _failure_message(self) -> str:
+        return "EM failed: an M-step produced invalid parameters."
+
+    # ----------------------------------------------------------------------------------------
+    # Fitted attributes shared by every family
+    # ----------------------------------------------------------------------------------------
+
+    def _scalar_or_array(self, value: np.ndarray, cast):
+        if not self._batched:
+            return cast(value.reshape(-1)[0])
+        return value if self._output_numpy else torch.as_tensor(value)
+
+    @property
+    def converged_(self):
+        """Whether the best restart converged (``[B]`` for a batched fit)."""
+        check_fitted(self)
+        return self._scalar_or_array(self._converged, bool)
+
+    @property
+    def n_iter_(self):
+        """EM iterations of the best restart (``[B]`` for a batched fit)."""
+        check_fitted(self)
+        return self._scalar_or_array(self._n_iter, int)
+
+    @property
+    def lower_bound_(self):
+        """Mean log-likelihood of the training data under the best restart, as recorded at its
+        last iteration (before its last M-step, as in scikit-learn)."""
+        check_fitted(self)
+        return self._scalar_or_array(self._lower_bound, float)
+
+    @property
+    def lower_bounds_(self):
+        """The lower bound at every iteration of the best restart (``[B, n_iter]`` if batched)."""
+        check_fitted(self)
+        h = self._history
+        if self._batched:
+            return h if self._output_numpy else torch.as_tensor(h)
+        return list(h[0, : int(self._n_iter.reshape(-1)[0])]) if h.size else []
+
+    @property
+    def weights_(self):
+        """Mixing weights ``[K]`` (``[B, K]`` if batched)."""
+        check_fitted(self)
+        return self._attr(torch.softmax(self.logits.detach(), -1))
+
+    # ----------------------------------------------------------------------------------------
+    # Inference
+    # ----------------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-sample log-likelihood ``[n]`` (``[B, n]``) of a tensor, differentiable with
+        respect to the module's parameters when they require gradients."""
+        check_fitted(self)
+        if not isinstance(x, Tensor):
+            raise ValueError("forward expects a torch.Tensor; use score_samples for numpy input.")
+        check_data(x, "x", n_features=self.n_features_in_, check_finite=False)
+        params = self._constrained()
+        dtype = torch.promote_types(x.dtype, next(iter(params.values())).dtype)
+        family = self._family()
+        params = {k: v.to(dtype) for k, v in params.items()}
+        log_prob, _ = family.log_prob(x.to(dtype), params)
+        return torch.logsumexp(log_prob + family.log_weights(params).unsqueeze(-2), -1)
+
+    @torch.no_grad()
+    def score_samples(self, X):
+        """Log-likelihood of every sample, ``log p(x)``: ``[N]`` (``[B, N]``)."""
+        t, kind = self._check_input(X)
+        out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0])
+        return self._out(out, kind)
+
+    @torch.no_grad()
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples: a float (``[B]`` if batched; a tensor for tensor input)."""
+        t, kind = self._check_input(X)
+        out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0]).double().mean(-1)
+        if kind.is_numpy:
+            return float(out) if out.ndim == 0 else out.cpu().numpy()
+        return to_output(out, kind)
+
+    @torch.no_grad()
+    def predict_proba(self, X):
+        """Posterior probability of each component for each sample: ``[N, K]`` (``[B, N, K]``)."""
+        t, kind = self._check_input(X)
+        out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[1].exp(), dim=-2)
+        return self._out(out, kind)
+
+    @torch.no_grad()
+    def predict(self, X):
+        """The most probable component of each sample: ``[N]`` (``[B, N]``) int64 labels."""
+        t, kind = self._check_input(X)
+        out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[1].argmax(-1))
+        return self._out(out, kind)
+
+    def _information_criterion(self, X, penalty) -> Any:
+        t, kind = self._check_input(X)
+        n = t.shape[-2]
+        with torch.no_grad():
+            ll = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0]).double().mean(-1)
+        value = -2.0 * ll * n + penalty(n) * self._n_parameters()
+        if kind.is_numpy:
+            return float(value) if value.ndim == 0 else value.cpu().numpy()
+        return to_output(value, kind)
+
+    def bic(self, X):
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        return self._information_criterion(X, lambda n: math.log(n))
+
+    def aic(self, X):
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return self._information_criterion(X, lambda n: 2.0)
+
+    def _sample_labels(self, n_samples: int, generator: torch.Generator) -> Tensor:
+        """Component labels ``[B, n]`` (sorted, as scikit-learn returns them)."""
+        n_samples = _check_int(n_samples, "n_samples", 1)
+        weights = torch.softmax(self.logits.detach().double(), -1)
+        if not self._batched:
+            weights = weights.unsqueeze(0)
+        labels = torch.multinomial(weights.to(generator.device), n_samples, replacement=True, generator=generator)
+        return labels.sort(-1).values.to(weights.device)
+
+    # ----------------------------------------------------------------------------------------
+    # State dict
+    # ----------------------------------------------------------------------------------------
+
+    def get_extra_state(self) -> dict:
+        state = {"version": _EXTRA_STATE_VERSION, "fitted": self._fitted}
+        if self._fitted:
+            state.update(
+                batched=self._batched,
+                batch_size=self._batch_size,
+                output_numpy=self._output_numpy,
+                n_features_in=self.n_features_in_,
+                lower_bound=self._lower_bound,
+                n_iter=self._n_iter,
+                converged=self._converged,
+                history=self._history,
+                hyper=self._structural_hyperparameters(),
+            )
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        self._fitted = bool(state.get("fitted", False))
+        if not self._fitted:
+            return
+        hyper = state["hyper"]
+        mine = self._structural_hyperparameters()
+        for key, value in hyper.items():
+            if mine.get(key) != value:
+                raise ValueError(
+                    f"The state dict was saved from a model with {key}={value!r}, but this model has "
+                    f"{key}={mine.get(key)!r}; construct the model with the same {key} before loading."
+                )
+        self._batched = state["batched"]
+        self._batch_size = state["batch_size"]
+        self._output_numpy = state["output_numpy"]
+        self.n_features_in_ = state["n_features_in"]
+        self._lower_bound = state["lower_bound"]
+        self._n_iter = state["n_iter"]
+        self._converged = state["converged"]
+        self._history = state["history"]
+
+    def _structural_hyperparameters(self) -> dict:
+        return {"n_components": self.n_components}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # A fresh model has no parameters yet: give them the saved shapes so they can be filled.
+        for name in self._param_names:
+            key = prefix + name
+            if key in state_dict and isinstance(state_dict[key], Tensor):
+                current = self._parameters.get(name)
+                device = self._anchor.device
+                dtype = state_dict[key].dtype if current is None else current.dtype
+                if current is None or current.shape != state_dict[key].shape:
+                    self._parameters[name] = nn.Parameter(
+                        torch.empty(state_dict[key].shape, device=device, dtype=dtype), requires_grad=False
+                    )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if any(self._parameters.get(n) is not None for n in self._param_names):
+            ref = self._parameters[self._param_names[0]]
+            self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+
+    def _set_parameter(self, name: str, value: Tensor) -> None:
+        current = self._parameters.get(name)
+        requires_grad = current.requires_grad if current is not None else False
+        self._parameters[name] = nn.Parameter(value.detach().clone(), requires_grad=requires_grad)

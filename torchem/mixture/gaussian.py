@@ -1,0 +1,413 @@
+"""Gaussian mixture: scikit-learn's ``GaussianMixture`` as a batched ``nn.Module``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._utils import as_float_tensor, check_fitted, make_generator
+from ..data import TensorSource
+from ..functional import gaussian as G
+from ..functional.kmeans import assign
+from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
+from .base import BaseMixture
+
+__all__ = ["GaussianMixture"]
+
+_EPS = 10.0 * torch.finfo(torch.float64).eps
+
+# Lloyd iterations run after k-means++ seeding by init_params="kmeans".
+_KMEANS_INIT_ITER = 10
+
+
+class _GaussianFamily:
+    """The EM hooks of a Gaussian mixture (see :class:`torchem.em.EMFamily`)."""
+
+    def __init__(self, covariance_type: str, reg_covar: float):
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+
+    def log_prob(self, X, params):
+        return G.gaussian_log_prob(X, params["means"], params["prec_chol"], self.covariance_type, return_aux=True)
+
+    def log_weights(self, params):
+        return params["log_weights"]
+
+    def stats(self, X, resp, params, aux, sample_weight):
+        return G.gaussian_stats(
+            X, resp, params["means"], params["prec_chol"], self.covariance_type, sample_weight=sample_weight, aux=aux
+        )
+
+    def m_step(self, stats, params):
+        log_weights, means, prec_chol, failed = G.gaussian_m_step(
+            stats, params["means"], params["prec_chol"], self.covariance_type, self.reg_covar
+        )
+        if self.covariance_type != "tied":
+            failed = failed.any(-1)
+        return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}, failed
+
+
+def _identity_factor(covariance_type: str, lead: tuple[int, ...], k: int, d: int, device, dtype) -> Tensor:
+    if covariance_type == "full":
+        return torch.eye(d, device=device, dtype=dtype).expand(*lead, k, d, d)
+    if covariance_type == "tied":
+        return torch.eye(d, device=device, dtype=dtype).expand(*lead, d, d)
+    if covariance_type == "diag":
+        return torch.ones(*lead, k, d, device=device, dtype=dtype)
+    return torch.ones(*lead, k, device=device, dtype=dtype)
+
+
+class GaussianMixture(BaseMixture):
+    """Gaussian mixture model fitted by EM, with scikit-learn's interface.
+
+    A drop-in replacement for ``sklearn.mixture.GaussianMixture``: the same constructor
+    arguments, methods and fitted attributes, computed by batched torch kernels on the CPU or
+    on CUDA. numpy input gives numpy output; tensor input gives tensors on the input's device.
+
+    Beyond scikit-learn:
+
+    * ``X`` may be ``[B, N, D]``: ``B`` independent problems fitted at once; every fitted
+      attribute then has a leading ``B``.
+    * The ``n_init`` restarts run in parallel as a batch dimension.
+    * The data is read in chunks of ``chunk_size`` samples (chosen from the available memory
+      when ``None``), so memory does not grow with ``N·K·D``.
+    * The model is an ``nn.Module``: ``.to("cuda")`` makes it fit and predict on the GPU,
+      ``.double()`` in float64; ``state_dict``/``load_state_dict`` save and restore a fitted
+      model; ``forward(x)`` returns the per-sample log-likelihood.
+
+    The fitted state is stored unconstrained (so it can later be trained by gradient):
+
+    * ``logits`` ``[K]``: normalised log mixing weights;
+    * ``loc`` ``[K, D]``: means;
+    * ``precision_cholesky_unconstrained``: the precision Cholesky factor with its diagonal
+      replaced by its log (``full`` ``[K, D, D]``, ``tied`` ``[D, D]``), or the log of the
+      factor (``diag`` ``[K, D]``, ``spherical`` ``[K]``).
+
+    ``weights_``, ``means_``, ``covariances_``, ``precisions_`` and ``precisions_cholesky_`` are
+    derived from them.
+
+    Args:
+        n_components: number of mixture components ``K``.
+        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        tol: convergence threshold on the change of the mean log-likelihood.
+        reg_covar: non-negative value added to the diagonal of every covariance.
+        max_iter: the most EM iterations per restart.
+        n_init: number of restarts; the best is kept.
+        init_params: ``"kmeans"``, ``"k-means++"``, ``"random"`` or ``"random_from_data"``.
+        weights_init: ``[K]`` (or ``[B, K]``) initial weights.
+        means_init: ``[K, D]`` (or ``[B, K, D]``) initial means.
+        precisions_init: initial precisions, shaped as ``precisions_``.
+        random_state: ``None``, an int, a ``torch.Generator`` or a numpy random state.
+        warm_start: continue from the previous fit's parameters (with one restart).
+        verbose: 0 silent, 1 a summary, 2 progress every ``verbose_interval`` iterations.
+        verbose_interval: iterations between progress lines.
+        chunk_size: samples per chunk; ``None`` picks one from the available memory.
+    """
+
+    _param_names = ("logits", "loc", "precision_cholesky_unconstrained")
+    _fitted_attributes = BaseMixture._fitted_attributes + (
+        "means_",
+        "covariances_",
+        "precisions_",
+        "precisions_cholesky_",
+    )
+    _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunk_size: int | None = None,
+    ):
+        super().__init__(
+            n_components,
+            tol=tol,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            chunk_size=chunk_size,
+        )
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+
+    # ----------------------------------------------------------------------------------------
+    # Hooks
+    # ----------------------------------------------------------------------------------------
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        if self.covariance_type not in G.COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {list(G.COVARIANCE_TYPES)}; got {self.covariance_type!r}."
+            )
+        if isinstance(self.reg_covar, bool) or not isinstance(self.reg_covar, (int, float, np.floating, np.integer)):
+            raise ValueError(f"reg_covar must be a non-negative number; got {self.reg_covar!r}.")
+        if not math.isfinite(self.reg_covar) or self.reg_covar < 0:
+            raise ValueError(f"reg_covar must be a finite non-negative number; got {self.reg_covar!r}.")
+
+    def _structural_hyperparameters(self) -> dict:
+        return {"n_components": self.n_components, "covariance_type": self.covariance_type}
+
+    def _family(self) -> _GaussianFamily:
+        return _GaussianFamily(self.covariance_type, float(self.reg_covar))
+
+    def _failure_message(self) -> str:
+        return G.COLLAPSED_MESSAGE
+
+    def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        k, d = self.n_components, n_features
+        per = 4 * k + 3 * d
+        if self.covariance_type == "full":
+            per += 2 * k * d  # whitened residuals y and r*y
+        elif self.covariance_type in ("diag", "spherical"):
+            per += 2 * d
+        return itemsize * n_restarts * per + 16 * n_restarts * k
+
+    def _n_parameters(self) -> int:
+        return G.n_parameters(self.n_components, self.n_features_in_, self.covariance_type)
+
+    def _store(self, params: dict[str, Tensor]) -> None:
+        self._set_parameter("logits", params["log_weights"])
+        self._set_parameter("loc", params["means"])
+        self._set_parameter(
+            "precision_cholesky_unconstrained",
+            G.precision_cholesky_to_unconstrained(params["prec_chol"], self.covariance_type),
+        )
+
+    def _constrained(self) -> dict[str, Tensor]:
+        return {
+            "log_weights": torch.log_softmax(self.logits, -1),
+            "means": self.loc,
+            "prec_chol": G.precision_cholesky_from_unconstrained(self.precision_cholesky_unconstrained, self.covariance_type),
+        }
+
+    # ----------------------------------------------------------------------------------------
+    # User-given initial parameters
+    # ----------------------------------------------------------------------------------------
+
+    def _user_array(self, value, name: str, event_shape: tuple[int, ...], batch: int, batched: bool) -> Tensor:
+        t, _ = as_float_tensor(value, name)
+        t = t.double()
+        shapes = [event_shape] + ([(batch, *event_shape)] if batched else [])
+        if tuple(t.shape) not in shapes:
+            expect = " or ".join(str(s) for s in shapes)
+            raise ValueError(f"{name} should have the shape {expect}, but got {tuple(t.shape)}.")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinity; pass finite initial values.")
+        return t
+
+    def _check_initial_parameters(self, source: TensorSource) -> None:
+        k, d, b = self.n_components, source.n_features, source.batch_size
+        self._user_init = {}
+        if self.weights_init is not None:
+            w = self._user_array(self.weights_init, "weights_init", (k,), b, True)
+            if bool((w < 0).any()) or bool((w > 1).any()):
+                raise ValueError(
+                    f"weights_init should be in the range [0, 1], but got min value {float(w.min()):.5f}, "
+                    f"max value {float(w.max()):.5f}."
+                )
+            sums = w.sum(-1)
+            if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=1e-6)):
+                raise ValueError(
+                    f"weights_init should be normalized, but got sum(weights_init) = {float(sums.reshape(-1)[0]):.5f}; "
+                    "divide it by its sum."
+                )
+            self._user_init["log_weights"] = w.log()
+        if self.means_init is not None:
+            self._user_init["means"] = self._user_array(self.means_init, "means_init", (k, d), b, True)
+        if self.precisions_init is not None:
+            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[self.covariance_type]
+            p = self._user_array(self.precisions_init, "precisions_init", shape, b, True)
+            if self.covariance_type in ("full", "tied"):
+                if not bool(torch.allclose(p, p.mT, rtol=1e-6, atol=1e-8 * float(p.abs().max().clamp_min(1.0)))):
+                    raise ValueError(
+                        f"precisions_init ({self.covariance_type}) should be symmetric; pass symmetric "
+                        "positive-definite matrices."
+                    )
+            prec_chol, failed = G.precision_cholesky_from_precisions(p, self.covariance_type)
+            if bool(failed.any()):
+                kind = {"full": "every matrix", "tied": "the matrix", "diag": "every value", "spherical": "every value"}
+                raise ValueError(
+                    f"precisions_init ({self.covariance_type}) should be positive: {kind[self.covariance_type]} "
+                    "must be positive definite."
+                )
+            self._user_init["prec_chol"] = prec_chol
+
+    # ----------------------------------------------------------------------------------------
+    # Initialisation
+    # ----------------------------------------------------------------------------------------
+
+    def _params_from_resp(self, source: TensorSource, resp_fn, n_init: int) -> dict[str, Tensor]:
+        """Initial parameters from responsibilities ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``,
+        in two passes: the means, then the covariances about them (scikit-learn's
+        ``_initialize``, computed chunk by chunk)."""
+        k, d = self.n_components, source.n_features
+        nk, s1 = None, None
+        for start, X, _ in source.chunks():
+            r = resp_fn(start, X.unsqueeze(1)).double()
+            a, bsum = r.sum(-2), r.mT @ X.unsqueeze(1).double()
+            nk = a if nk is None else nk + a
+            s1 = bsum if s1 is None else s1 + bsum
+        means = (s1 / (nk + _EPS).unsqueeze(-1)).to(source.dtype)
+        lead = means.shape[:-2]
+        eye = _identity_factor(self.covariance_type, lead, k, d, source.device, source.dtype)
+        stats = None
+        for start, X, _ in source.chunks():
+            X = X.unsqueeze(1)
+            r = resp_fn(start, X).to(source.dtype)
+            part = G.gaussian_stats(X, r, means, eye, self.covariance_type)
+            stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+        log_weights, means, prec_chol, failed = G.gaussian_m_step(
+            stats, means, eye, self.covariance_type, float(self.reg_covar)
+        )
+        if bool(failed.any()):
+            raise ValueError(G.COLLAPSED_MESSAGE)
+        return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}
+
+    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        k = self.n_components
+        b, n = source.batch_size, source.n_samples
+        user = self._user_init
+        params: dict[str, Tensor] = {}
+        if len(user) < 3:
+            method = self.init_params
+            if method == "kmeans":
+                idx = kmeans_plusplus(source.X, k, n_init, generator)
+                centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
+
+                def resp_fn(start, X):
+                    return torch.nn.functional.one_hot(assign(X, centers)[0], k)
+
+            elif method == "random":
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+                def resp_fn(start, X):
+                    shape = (b, n_init, X.shape[-2], k)
+                    return random_resp(seed, start, shape, source.device, torch.float64)
+
+            else:
+                if method == "k-means++":
+                    idx = kmeans_plusplus(source.X, k, n_init, generator)
+                else:
+                    idx = random_distinct_indices(n, k, (b, n_init), generator, source.device)
+
+                def resp_fn(start, X):
+                    pos = torch.arange(start, start + X.shape[-2], device=source.device)
+                    return (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
+
+            params = self._params_from_resp(source, resp_fn, n_init)
+        event_ndim = {
+            "log_weights": 1,
+            "means": 2,
+            "prec_chol": {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[self.covariance_type],
+        }
+        for key, value in user.items():
+            if value.ndim == event_ndim[key]:
+                value = value.unsqueeze(0)
+            value = value.unsqueeze(1).to(device=source.device, dtype=torch.float64)
+            params[key] = value.expand(b, n_init, *value.shape[2:])
+        return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
+
+    # ----------------------------------------------------------------------------------------
+    # Fitted attributes
+    # ----------------------------------------------------------------------------------------
+
+    def _prec_chol(self) -> Tensor:
+        return G.precision_cholesky_from_unconstrained(
+            self.precision_cholesky_unconstrained.detach(), self.covariance_type
+        )
+
+    @property
+    def means_(self):
+        """Component means ``[K, D]`` (``[B, K, D]``)."""
+        check_fitted(self)
+        return self._attr(self.loc)
+
+    @property
+    def precisions_cholesky_(self):
+        """Cholesky factors ``U`` of the precisions (``P = U U^T``, upper triangular)."""
+        check_fitted(self)
+        return self._attr(self._prec_chol())
+
+    @property
+    def precisions_(self):
+        """Precision matrices (inverse covariances), shaped per ``covariance_type``."""
+        check_fitted(self)
+        return self._attr(G.precisions_from_precision_cholesky(self._prec_chol(), self.covariance_type))
+
+    @property
+    def covariances_(self):
+        """Covariances: ``full`` ``[K, D, D]``, ``tied`` ``[D, D]``, ``diag`` ``[K, D]``,
+        ``spherical`` ``[K]`` (with a leading ``B`` if batched)."""
+        check_fitted(self)
+        return self._attr(G.covariances_from_precision_cholesky(self._prec_chol(), self.covariance_type))
+
+    # ----------------------------------------------------------------------------------------
+    # Sampling
+    # ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n_samples: int = 1):
+        """Draw samples from the fitted mixture.
+
+        Returns:
+            ``(X, y)``: samples ``[n_samples, D]`` and their component labels ``[n_samples]``
+            (sorted by component, as in scikit-learn), with a leading ``B`` if batched; numpy
+            if the model was fitted on numpy. Randomness comes from ``random_state``.
+        """
+        check_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
+            )
+        device = self.loc.device
+        generator = make_generator(self.random_state, device)
+        labels = self._sample_labels(int(n_samples), generator)  # [B, n]
+        means = self.loc.detach()
+        prec_chol = self._prec_chol()
+        if not self._batched:
+            means, prec_chol = means.unsqueeze(0), prec_chol.unsqueeze(0)
+        b, k, d = means.shape
+        z = torch.randn(b, int(n_samples), d, generator=generator, device=generator.device, dtype=means.dtype).to(device)
+        ct = self.covariance_type
+        if ct in ("full", "tied"):
+            eye = torch.eye(d, dtype=means.dtype, device=device)
+            u_inv = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True)  # U^{-1}
+            if ct == "tied":
+                noise = z @ u_inv  # rows z^T U^{-1} ~ N(0, U^{-T} U^{-1}) = N(0, Sigma)
+            else:
+                gathered = torch.gather(
+                    u_inv, 1, labels[:, :, None, None].expand(b, labels.shape[1], d, d)
+                )  # [B, n, D, D]
+                noise = (z.unsqueeze(-2) @ gathered).squeeze(-2)
+        elif ct == "diag":
+            noise = z / torch.gather(prec_chol, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d))
+        else:
+            noise = z / torch.gather(prec_chol, 1, labels).unsqueeze(-1)
+        X = torch.gather(means, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d)) + noise
+        if not self._batched:
+            X, labels = X.squeeze(0), labels.squeeze(0)
+        return self._attr(X), self._attr(labels)
