@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .data import TensorSource
-from .functional.estep import log_responsibilities
+from .functional.estep import responsibilities
 
 __all__ = ["EMFamily", "EMResult", "run_em", "e_step_pass", "select_best"]
 
@@ -33,19 +33,26 @@ Params = dict[str, Tensor]
 class EMFamily(Protocol):
     """The hooks a mixture family gives the driver. All are pure functions of their inputs."""
 
-    def log_prob(self, X: Tensor, params: Params) -> tuple[Tensor, object]:
+    def prepare(self, params: Params) -> object:
+        """Whatever the per-chunk hooks need that depends on the parameters only (computed
+        once per pass)."""
+
+    def log_prob(self, X: Tensor, prepared: object) -> tuple[Tensor, object]:
         """Component log-densities ``[B, R, n, K]`` of a chunk ``X [B, 1, n, D]``, and an
         opaque value passed on to :meth:`stats`."""
 
     def log_weights(self, params: Params) -> Tensor:
         """Log mixing weights ``[B, R, K]``."""
 
-    def stats(self, X: Tensor, resp: Tensor, params: Params, aux: object, sample_weight: Tensor | None) -> Params:
+    def stats(self, X: Tensor, resp: Tensor, prepared: object, aux: object, sample_weight: Tensor | None) -> Params:
         """Additive (float64) sufficient statistics of a chunk."""
 
     def m_step(self, stats: Params, params: Params) -> tuple[Params, Tensor]:
         """New parameters from summed statistics, and a ``[B, R]`` mask of restarts whose
         update failed (e.g. a covariance that could not be made positive definite)."""
+
+    # Optional: ``needs_precise_pass(stats, params) -> bool``. When it returns True the driver
+    # sets ``family.working_dtype = torch.float64``, redoes the pass, and resets it to None.
 
 
 @dataclass
@@ -72,12 +79,13 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params) -> tuple
     stats = None
     ll = None
     lw = family.log_weights(params)
+    prepared = family.prepare(params)
     for _, X, w in source.chunks():
         X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
         w = None if w is None else w.unsqueeze(1)
-        log_prob, aux = family.log_prob(X, params)
-        log_norm, log_resp = log_responsibilities(log_prob, lw)
-        stats = _add_into(stats, family.stats(X, log_resp.exp(), params, aux, w))
+        log_prob, aux = family.log_prob(X, prepared)
+        log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype))
+        stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))
         part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = part if ll is None else ll + part
     return stats, ll / source.total_weight().unsqueeze(-1)
@@ -134,6 +142,14 @@ def run_em(
     for it in range(1, max_iter + 1):
         previous = lower_bound
         stats, ll = e_step_pass(family, source, params)
+        if hasattr(family, "needs_precise_pass") and family.needs_precise_pass(stats, params):
+            # The family found that rounding in the working dtype spoilt the statistics
+            # (e.g. float32 second moments that cancel): redo this pass in float64.
+            family.working_dtype = torch.float64
+            try:
+                stats, ll = e_step_pass(family, source, params)
+            finally:
+                family.working_dtype = None
         new_params, failed = family.m_step(stats, params)
         if bool((failed & active).any()):
             raise ValueError(failure_message)

@@ -6,10 +6,12 @@ Shapes: ``...`` is any batch shape (independent problems and/or restarts), ``n``
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["log_responsibilities", "mixture_log_prob"]
+__all__ = ["log_responsibilities", "mixture_log_prob", "responsibilities"]
 
 
 def mixture_log_prob(component_log_prob: Tensor, log_weights: Tensor) -> Tensor:
@@ -46,3 +48,23 @@ def log_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tup
     # log-likelihood still reaches the caller through log_norm.
     safe_norm = torch.where(torch.isfinite(log_norm), log_norm, torch.zeros_like(log_norm))
     return log_norm, joint - safe_norm.unsqueeze(-1)
+
+
+def responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """E-step with one exponential per entry: ``(log_norm [..., n], resp [..., n, K])``.
+
+    The same quantities as :func:`log_responsibilities` (``resp = exp(log_resp)``), computed
+    as a max-shifted softmax that also yields the log-sum-exp. A sample with zero likelihood
+    under every component gets zero responsibilities and a ``-inf`` log-likelihood.
+    """
+    joint = component_log_prob + log_weights.unsqueeze(-2)
+    shift = joint.amax(-1, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    # Exponents are clamped a little above the smallest normal number (e^-79 in float32):
+    # exp() of very negative numbers is an order of magnitude slower on many CPUs (denormal
+    # and underflow paths), and a responsibility of 1e-35 instead of 0 changes nothing.
+    e = (joint - shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0).exp_()
+    total = e.sum(-1, keepdim=True)
+    log_norm = (total.log() + shift).squeeze(-1)
+    resp = e / torch.where(total > 0, total, torch.ones_like(total))
+    return log_norm, resp

@@ -42,6 +42,8 @@ __all__ = [
     "COVARIANCE_TYPES",
     "covariances_from_precision_cholesky",
     "gaussian_log_prob",
+    "gaussian_log_prob_prepared",
+    "gaussian_prepare",
     "gaussian_m_step",
     "gaussian_stats",
     "log_det_precision_cholesky",
@@ -49,6 +51,7 @@ __all__ = [
     "precision_cholesky_from_covariances",
     "precision_cholesky_from_precisions",
     "precisions_from_precision_cholesky",
+    "stats_need_float64",
     "precision_cholesky_from_unconstrained",
     "precision_cholesky_to_unconstrained",
 ]
@@ -165,8 +168,184 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
 
 
 def _centre(means: Tensor) -> Tensor:
-    """Reference point for centring: the mean of the component means, ``[..., 1, D]``."""
-    return means.mean(-2, keepdim=True)
+    """Reference point for centring: the mean of the component means, ``[..., 1, D]``.
+
+    Computed in float64 and rounded to the means' dtype, so the statistics (which subtract it
+    in the working dtype) and the M-step (which adds it back in float64) use the very same
+    point."""
+    return means.double().mean(-2, keepdim=True).to(means.dtype)
+
+
+_TRIU_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+
+def _triu(d: int, device) -> tuple[Tensor, Tensor]:
+    """Flat indices of the upper triangle (``i <= j``, row-major) of a ``D x D`` matrix and
+    of its mirror image, on ``device``."""
+    key = (d, str(device))
+    if key not in _TRIU_CACHE:
+        i, j = torch.triu_indices(d, d)
+        _TRIU_CACHE[key] = ((i * d + j).to(device), (j * d + i).to(device))
+    return _TRIU_CACHE[key]
+
+
+def quadratic_features(xc: Tensor) -> Tensor:
+    """``[..., n, D(D+1)/2]``: the products ``x_i x_j`` for ``i <= j``."""
+    d = xc.shape[-1]
+    flat = xc.reshape(-1, d)  # index_select on a 2-D tensor takes torch's fast path
+    outer = (flat.unsqueeze(-1) * flat.unsqueeze(-2)).reshape(flat.shape[0], d * d)
+    return outer.index_select(-1, _triu(d, xc.device)[0]).reshape(*xc.shape[:-1], -1)
+
+
+def symmetric_from_upper(upper: Tensor, d: int) -> Tensor:
+    """``[..., D, D]`` symmetric matrices from their upper triangles ``[..., D(D+1)/2]``."""
+    flat_upper, flat_lower = _triu(d, upper.device)
+    out = upper.new_zeros(*upper.shape[:-1], d * d)
+    out = out.index_copy(-1, flat_lower, upper).index_copy(-1, flat_upper, upper)
+    return out.unflatten(-1, (d, d))
+
+
+#: Rounding error of an expanded Mahalanobis distance, in units of the distance, above which
+#: the kernels compute in float64 instead of float32.
+EXPANSION_TOLERANCE = 1e-3
+
+#: Relative rounding error of a variance computed from float32 second moments above which the
+#: M-step's statistics are recomputed in float64 (see :func:`stats_need_float64`).
+CANCELLATION_TOLERANCE = 1e-4
+
+
+@torch.no_grad()
+def expansion_error_bound(means: Tensor, prec_chol: Tensor, covariance_type: str) -> Tensor:
+    """Size ``S`` of the terms that cancel when a Mahalanobis distance is expanded into GEMMs.
+
+    Expanding ``(x - mu)^T P (x - mu)`` on data centred on ``c`` (the mean of the means)
+    sums terms whose size, for a typical sample ``x`` of the component, is about
+    ``S = sum_i P_ii (|mu_i - c_i| + sigma_i)^2``, so its rounding error is about
+    ``eps * S``: small when the components sit within a few standard deviations of each
+    other, large when they are tight and far apart. The same holds for the second-moment
+    statistics, whose subtraction ``E[xx^T] - mu mu^T`` cancels the same terms. Returns the largest ``S`` over every component and batch entry (a
+    0-d float64 tensor).
+    """
+    means = means.double()
+    prec_chol = prec_chol.double()
+    mc = (means - _centre(means)).abs()
+    if covariance_type in ("full", "tied"):
+        prec = prec_chol @ prec_chol.mT
+        root = torch.diagonal(prec, dim1=-2, dim2=-1).sqrt()  # [..., K, D] or [..., D]
+        d = prec_chol.shape[-1]
+        inv = torch.linalg.solve_triangular(prec_chol, _eye_like(prec_chol, d).expand_as(prec_chol), upper=True)
+        sigma = (inv.mT @ inv).diagonal(dim1=-2, dim2=-1).sqrt()
+        if covariance_type == "tied":
+            root, sigma = root.unsqueeze(-2), sigma.unsqueeze(-2)
+        terms = (root * (mc + sigma)).square().sum(-1)
+    elif covariance_type == "diag":
+        terms = (prec_chol * mc + 1.0).square().sum(-1)
+    else:
+        terms = (prec_chol.unsqueeze(-1) * mc + 1.0).square().sum(-1)
+    return terms.max()
+
+
+def _working_dtype(
+    X: Tensor, means: Tensor, prec_chol: Tensor, covariance_type: str, forced: torch.dtype | None = None
+) -> torch.dtype:
+    dtype = torch.promote_types(X.dtype, means.dtype)
+    if forced is not None:
+        return torch.promote_types(dtype, forced)
+    if dtype == torch.float64 or means.requires_grad or prec_chol.requires_grad:
+        return dtype
+    if torch.finfo(dtype).eps * float(expansion_error_bound(means, prec_chol, covariance_type)) > EXPANSION_TOLERANCE:
+        return torch.float64
+    return dtype
+
+
+def _features(xc: Tensor, covariance_type: str) -> Tensor:
+    """Per-sample features whose products with per-component weights give the expanded
+    Mahalanobis distances, and whose responsibility-weighted sums are the statistics."""
+    if covariance_type == "full":
+        return torch.cat([quadratic_features(xc), xc], dim=-1)  # [..., n, T + D]
+    if covariance_type == "diag":
+        return torch.cat([xc * xc, xc], dim=-1)  # [..., n, 2D]
+    if covariance_type == "spherical":
+        return torch.cat([(xc * xc).sum(-1, keepdim=True), xc], dim=-1)  # [..., n, 1 + D]
+    return xc  # tied
+
+
+def gaussian_prepare(
+    means: Tensor,
+    prec_chol: Tensor,
+    covariance_type: str,
+    *,
+    working_dtype: torch.dtype | None = None,
+    data_dtype: torch.dtype | None = None,
+) -> dict:
+    """Everything :func:`gaussian_log_prob` needs that depends on the parameters only, so an
+    EM pass computes it once rather than once per chunk.
+
+    The Mahalanobis distance is expanded as ``z(x) . w_k + b_k`` with per-sample features
+    ``z`` (see :func:`_features`) of the data centred on ``c``, the mean of the means; this
+    returns ``c``, the weights ``w [..., K, F]``, the offsets ``b [..., K]`` and the
+    log-determinants, in the working dtype: the data's, or float64 when float32 rounding of
+    the expansion would exceed :data:`EXPANSION_TOLERANCE` (see
+    :func:`expansion_error_bound`), or at least ``working_dtype`` when given.
+    """
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"unknown covariance_type {covariance_type!r}; expected one of {COVARIANCE_TYPES}")
+    data_dtype = data_dtype or means.dtype
+    probe = torch.empty(0, dtype=data_dtype)
+    dtype = _working_dtype(probe, means, prec_chol, covariance_type, working_dtype)
+    c = _centre(means).to(dtype)
+    means, prec_chol = means.to(dtype), prec_chol.to(dtype)
+    mc = means - c
+    d = means.shape[-1]
+    if covariance_type == "full":
+        prec = prec_chol @ prec_chol.mT  # [..., K, D, D]
+        off = 2.0 - torch.eye(d, dtype=dtype, device=prec.device)  # off-diagonal terms appear twice
+        quad = (prec * off).flatten(-2).index_select(-1, _triu(d, prec.device)[0])  # [..., K, T]
+        pm = (prec @ mc.unsqueeze(-1)).squeeze(-1)  # [..., K, D]
+        w = torch.cat([quad, -2.0 * pm], dim=-1)
+        b = (mc * pm).sum(-1)
+    elif covariance_type == "diag":
+        prec = prec_chol.square()
+        w = torch.cat([prec, -2.0 * mc * prec], dim=-1)  # [..., K, 2D]
+        b = (mc * mc * prec).sum(-1)
+    elif covariance_type == "spherical":
+        prec = prec_chol.square().unsqueeze(-1)
+        w = torch.cat([prec, -2.0 * mc * prec], dim=-1)  # [..., K, 1 + D]
+        b = (mc * mc).sum(-1) * prec.squeeze(-1)
+    else:
+        zm = mc @ prec_chol  # [..., K, D]: whitened means
+        w = -2.0 * zm
+        b = zm.square().sum(-1)
+    log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
+    if covariance_type == "tied":
+        log_det = log_det.unsqueeze(-1)
+    return {
+        "covariance_type": covariance_type,
+        "dtype": dtype,
+        "centre": c,
+        "prec_chol": prec_chol,
+        "w": w,
+        "b": b,
+        "const": log_det - 0.5 * d * _LOG_2PI,  # [..., K]
+    }
+
+
+def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = False):
+    """Component log-densities ``[..., n, K]`` of ``X [..., n, D]`` from
+    :func:`gaussian_prepare`'s output (one GEMM per call), in ``X``'s dtype."""
+    out_dtype = X.dtype
+    covariance_type = prep["covariance_type"]
+    xc = X.to(prep["dtype"]) - prep["centre"]
+    z = _features(xc, covariance_type)
+    if covariance_type == "tied":
+        zx = xc @ prep["prec_chol"]
+        maha = zx.square().sum(-1, keepdim=True) + zx @ prep["w"].mT + prep["b"].unsqueeze(-2)
+    else:
+        maha = z @ prep["w"].mT + prep["b"].unsqueeze(-2)
+    log_prob = (prep["const"].unsqueeze(-2) - 0.5 * maha.clamp_min(0.0)).to(out_dtype)
+    if return_aux:
+        return log_prob, {"z": z}
+    return log_prob
 
 
 def gaussian_log_prob(
@@ -176,60 +355,32 @@ def gaussian_log_prob(
     covariance_type: str,
     *,
     return_aux: bool = False,
+    working_dtype: torch.dtype | None = None,
 ):
     """Component log-densities ``log N(x_i | mu_k, Sigma_k)``.
+
+    The Mahalanobis distances are expanded into one GEMM against per-component weights
+    (``x^T P x - 2 x^T P mu + mu^T P mu`` on data centred on the mean of the means), so no
+    ``[n, K, D]`` tensor is formed. When float32 rounding of that expansion would exceed
+    :data:`EXPANSION_TOLERANCE` (see :func:`expansion_error_bound`), the computation runs in
+    float64; the result keeps the inputs' dtype.
 
     Args:
         X: ``[..., n, D]`` samples.
         means: ``[..., K, D]`` means.
         prec_chol: precision Cholesky factor, shaped per ``covariance_type`` (module docstring).
         covariance_type: one of ``full``, ``tied``, ``diag``, ``spherical``.
-        return_aux: also return intermediate tensors that :func:`gaussian_stats` can reuse.
+        return_aux: also return the features that :func:`gaussian_stats` reuses.
+        working_dtype: compute in (at least) this dtype instead of choosing automatically.
 
     Returns:
         ``[..., n, K]`` log-densities, or ``(log_prob, aux)`` when ``return_aux``.
     """
-    d = X.shape[-1]
-    k = means.shape[-2]
-    c = _centre(means)
-    xc = X - c
-    mc = means - c
-    if covariance_type == "full":
-        # y[n, k, :] = (x_n - mu_k) U_k, for all k in one GEMM against [D, K*D].
-        u_flat = prec_chol.transpose(-3, -2).reshape(*prec_chol.shape[:-3], d, k * d)
-        shift = (mc.unsqueeze(-2) @ prec_chol).squeeze(-2)  # [..., K, D]
-        y = (xc @ u_flat).unflatten(-1, (k, d)) - shift.unsqueeze(-3)
-        maha = y.square().sum(-1)
-        aux = {"xc": xc, "y": y}
-    elif covariance_type == "diag":
-        prec = prec_chol.square()
-        z = torch.cat([xc * xc, xc], dim=-1)  # [..., n, 2D]
-        w = torch.cat([prec, -2.0 * mc * prec], dim=-1)  # [..., K, 2D]
-        maha = (z @ w.mT + (mc * mc * prec).sum(-1).unsqueeze(-2)).clamp_min(0.0)
-        aux = {"xc": xc, "z": z}
-    elif covariance_type == "spherical":
-        prec = prec_chol.square()
-        sq = (xc * xc).sum(-1, keepdim=True)
-        z = torch.cat([sq, xc], dim=-1)  # [..., n, D+1]
-        w = torch.cat([torch.ones_like(mc[..., :1]), -2.0 * mc], dim=-1)  # [..., K, D+1]
-        maha = ((z @ w.mT + (mc * mc).sum(-1).unsqueeze(-2)) * prec.unsqueeze(-2)).clamp_min(0.0)
-        aux = {"xc": xc, "z": z}
-    elif covariance_type == "tied":
-        zx = xc @ prec_chol  # [..., n, D]
-        zm = mc @ prec_chol  # [..., K, D]
-        maha = (
-            zx.square().sum(-1, keepdim=True) - 2.0 * (zx @ zm.mT) + zm.square().sum(-1).unsqueeze(-2)
-        ).clamp_min(0.0)
-        aux = {"xc": xc}
-    else:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}; expected one of {COVARIANCE_TYPES}")
-    log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
-    if covariance_type == "tied":
-        log_det = log_det.unsqueeze(-1)
-    log_prob = log_det.unsqueeze(-2) - 0.5 * (d * _LOG_2PI + maha)
-    if return_aux:
-        return log_prob, aux
-    return log_prob
+    prep = gaussian_prepare(
+        means, prec_chol, covariance_type, working_dtype=working_dtype,
+        data_dtype=torch.promote_types(X.dtype, means.dtype),
+    )
+    return gaussian_log_prob_prepared(X.to(torch.promote_types(X.dtype, means.dtype)), prep, return_aux=return_aux)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,11 +397,15 @@ def gaussian_stats(
     *,
     sample_weight: Tensor | None = None,
     aux: dict | None = None,
+    working_dtype: torch.dtype | None = None,
 ) -> dict[str, Tensor]:
-    """Additive sufficient statistics for the M-step, in float64.
+    """Additive sufficient statistics of a chunk, about the mean of the current means.
 
-    The statistics are taken about the current parameters (``means``, ``prec_chol``), which
-    must stay fixed while statistics from several chunks are added up.
+    The statistics are responsibility-weighted sums of ``x - c`` and of its products, ``c``
+    being the mean of ``means``; they are computed in the working dtype of
+    :func:`gaussian_log_prob` (float64 when float32 would lose accuracy) and returned in
+    float64, so sums over chunks, batches and ranks add exactly. ``means`` (hence ``c``) must
+    stay fixed while the statistics of several chunks are added up.
 
     Args:
         X: ``[..., n, D]`` samples.
@@ -259,37 +414,71 @@ def gaussian_stats(
         covariance_type: the covariance type.
         sample_weight: optional ``[..., n]`` non-negative sample weights.
         aux: the ``aux`` returned by :func:`gaussian_log_prob` for the same ``X`` and
-            parameters, to avoid recomputing intermediates.
+            parameters (saves recomputing the features).
+        working_dtype: compute in (at least) this dtype when ``aux`` is not given.
 
     Returns:
         dict of float64 tensors: ``nk [..., K]`` (sum of responsibilities), ``sx [..., K, D]``
-        (responsibility-weighted sum of ``x - c``, ``c`` the mean of ``means``), and the
-        second-order term ``sxx``: ``[..., K, D, D]`` whitened scatter about each mean for
-        ``full``, ``[..., K, D]`` for ``diag``, ``[..., K]`` for ``spherical``,
-        ``[..., D, D]`` for ``tied``.
+        (weighted sum of ``x - c``) and ``sxx``, the weighted sum of second powers: upper
+        triangles ``[..., K, D(D+1)/2]`` of ``sum r (x-c)(x-c)^T`` for ``full``, squares
+        ``[..., K, D]`` for ``diag``, squared norms ``[..., K]`` for ``spherical``, and the
+        total (unweighted by ``r``) scatter ``[..., D, D]`` for ``tied``.
     """
     if aux is None:
-        _, aux = gaussian_log_prob(X, means, prec_chol, covariance_type, return_aux=True)
+        dtype = _working_dtype(X, means, prec_chol, covariance_type, working_dtype)
+        z = _features(X.to(dtype) - _centre(means).to(dtype), covariance_type)
+    else:
+        z = aux["z"]
     r = resp if sample_weight is None else resp * sample_weight.unsqueeze(-1)
-    r64 = r.double()
-    xc64 = aux["xc"].double()
-    rt = r64.mT  # [..., K, n]
-    nk = r64.sum(-2)
+    r = r.to(z.dtype)
+    nk = r.sum(-2).double()
+    both = (r.mT @ z).double()  # [..., K, F]
+    d = X.shape[-1]
     if covariance_type == "full":
-        y = aux["y"].transpose(-3, -2)  # [..., K, n, D]
-        ry = y * r.mT.unsqueeze(-1)
-        sxx = (ry.mT @ y).double()  # [..., K, D, D] = sum_n r y^T y, in the data's dtype
-        return {"nk": nk, "sx": rt @ xc64, "sxx": sxx}
-    if covariance_type in ("diag", "spherical"):
-        both = rt @ aux["z"].double()  # [..., K, 2D] or [..., K, D+1]
-        d = xc64.shape[-1]
-        if covariance_type == "diag":
-            return {"nk": nk, "sx": both[..., d:], "sxx": both[..., :d]}
+        return {"nk": nk, "sx": both[..., -d:], "sxx": both[..., :-d]}
+    if covariance_type == "diag":
+        return {"nk": nk, "sx": both[..., d:], "sxx": both[..., :d]}
+    if covariance_type == "spherical":
         return {"nk": nk, "sx": both[..., 1:], "sxx": both[..., 0]}
     # tied: the total scatter about c does not depend on the responsibilities.
-    w64 = r64.sum(-1, keepdim=True)  # per-sample total weight (1, or the sample weight)
-    sxx = xc64.mT @ (xc64 * w64)
-    return {"nk": nk, "sx": rt @ xc64, "sxx": sxx}
+    total = r.sum(-1, keepdim=True)  # per-sample weight (1, or the sample weight)
+    return {"nk": nk, "sx": both, "sxx": (z.mT @ (z * total)).double()}
+
+
+def stats_need_float64(stats: dict[str, Tensor], covariance_type: str, eps: float) -> bool:
+    """Whether variances computed from these statistics lost too much to rounding.
+
+    The M-step subtracts ``mean^2`` from the second moment ``E[(x-c)^2]``; when both were
+    accumulated from products rounded to ``eps``, the result carries an error of about
+    ``eps * E[(x-c)^2]``. This returns True when that error exceeds
+    :data:`CANCELLATION_TOLERANCE` of a variance (a component much narrower than its
+    distance from the centre), so the caller can recompute the statistics in float64.
+    """
+    nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
+    mean_c = stats["sx"] / nk.unsqueeze(-1)
+    if covariance_type == "full":
+        d = mean_c.shape[-1]
+        diag_index = torch.arange(d, device=nk.device)
+        flat_upper = _triu(d, nk.device)[0]
+        pos = torch.searchsorted(flat_upper, diag_index * (d + 1))
+        second = stats["sxx"].index_select(-1, pos) / nk.unsqueeze(-1)
+    elif covariance_type == "diag":
+        second = stats["sxx"] / nk.unsqueeze(-1)
+    elif covariance_type == "spherical":
+        second = stats["sxx"] / nk
+        mean_c = mean_c.square().sum(-1, keepdim=True)
+        second = second.unsqueeze(-1)
+        variance = second - mean_c
+        return bool((eps * second > CANCELLATION_TOLERANCE * variance.abs()).any())
+    else:
+        n = nk.sum(-1, keepdim=True)
+        second = torch.diagonal(stats["sxx"], dim1=-2, dim2=-1) / n
+        mean_sq = (mean_c.square() * nk.unsqueeze(-1)).sum(-2) / n
+        return bool((eps * second > CANCELLATION_TOLERANCE * (second - mean_sq).abs()).any())
+    variance = second - mean_c.square()
+    live = stats["nk"] > 0
+    bad = (eps * second > CANCELLATION_TOLERANCE * variance.abs()) & live.unsqueeze(-1)
+    return bool(bad.any())
 
 
 def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Tensor]:
@@ -336,15 +525,14 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Te
 def gaussian_m_step(
     stats: dict[str, Tensor],
     means: Tensor,
-    prec_chol: Tensor,
     covariance_type: str,
     reg_covar: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Closed-form M-step from statistics produced by :func:`gaussian_stats`.
 
     Args:
-        stats: summed statistics, taken about ``means`` and ``prec_chol``.
-        means, prec_chol: the parameters the statistics were taken about.
+        stats: summed statistics from :func:`gaussian_stats`.
+        means: the means the statistics were taken with (their mean is the centre).
         covariance_type: the covariance type.
         reg_covar: non-negative value added to the diagonal of every covariance.
 
@@ -355,20 +543,13 @@ def gaussian_m_step(
     """
     nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
-    means64 = means.double()
-    c = _centre(means64)
+    c = _centre(means).double()
     mean_c = stats["sx"] / nk.unsqueeze(-1)
     new_means = mean_c + c
     d = means.shape[-1]
     if covariance_type == "full":
-        u = prec_chol.double()
-        low = u.mT
-        # A = U^{-T} W U^{-1}: the scatter about the old means, by two triangular solves.
-        t = torch.linalg.solve_triangular(low, stats["sxx"], upper=False)
-        a = torch.linalg.solve_triangular(low, t.mT, upper=False)
-        a = 0.5 * (a + a.mT)
-        shift = mean_c - (means64 - c)
-        cov = a / nk[..., None, None] - shift.unsqueeze(-1) * shift.unsqueeze(-2)
+        second = symmetric_from_upper(stats["sxx"], d) / nk[..., None, None]
+        cov = second - mean_c.unsqueeze(-1) * mean_c.unsqueeze(-2)
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     elif covariance_type == "diag":
         cov = stats["sxx"] / nk.unsqueeze(-1) - mean_c.square() + reg_covar

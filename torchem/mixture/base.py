@@ -243,6 +243,7 @@ class BaseMixture(nn.Module):
         concatenate the results along ``dim`` (their sample dimension)."""
         device, dtype = self._model_device_dtype(X)
         params = {k: v.to(dtype) for k, v in self._constrained().items()}
+        params = (params, self._family().prepare(params))
         n = X.shape[-2]
         if self.chunk_size is not None:
             step = int(self.chunk_size)
@@ -253,10 +254,12 @@ class BaseMixture(nn.Module):
         outs = [fn(X[..., s : s + step, :].to(device=device, dtype=dtype), params) for s in range(0, n, step)]
         return torch.cat(outs, dim=dim)
 
-    def _log_resp(self, X: Tensor, params) -> tuple[Tensor, Tensor]:
+    def _log_resp(self, X: Tensor, state) -> tuple[Tensor, Tensor]:
+        """``(log_norm, log_resp)`` of a chunk; ``state`` is ``(params, prepared)``."""
+        params, prepared = state
         family = self._family()
-        log_prob, _ = family.log_prob(X, params)
-        return log_responsibilities(log_prob, family.log_weights(params))
+        log_prob, _ = family.log_prob(X, prepared)
+        return log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
 
     def _out(self, t: Tensor, kind: InputKind):
         return to_output(t, kind)
@@ -439,7 +442,7 @@ class BaseMixture(nn.Module):
         dtype = torch.promote_types(x.dtype, next(iter(params.values())).dtype)
         family = self._family()
         params = {k: v.to(dtype) for k, v in params.items()}
-        log_prob, _ = family.log_prob(x.to(dtype), params)
+        log_prob, _ = family.log_prob(x.to(dtype), family.prepare(params))
         return torch.logsumexp(log_prob + family.log_weights(params).unsqueeze(-2), -1)
 
     @torch.no_grad()

@@ -17,7 +17,6 @@ from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
 
-_EPS = 10.0 * torch.finfo(torch.float64).eps
 
 # Lloyd iterations run after k-means++ seeding by init_params="kmeans".
 _KMEANS_INIT_ITER = 10
@@ -29,21 +28,37 @@ class _GaussianFamily:
     def __init__(self, covariance_type: str, reg_covar: float):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
+        self.working_dtype = None  # set to float64 by the driver for a precise pass
 
-    def log_prob(self, X, params):
-        return G.gaussian_log_prob(X, params["means"], params["prec_chol"], self.covariance_type, return_aux=True)
+    def prepare(self, params):
+        prep = G.gaussian_prepare(
+            params["means"], params["prec_chol"], self.covariance_type,
+            working_dtype=self.working_dtype, data_dtype=params["means"].dtype,
+        )
+        prep["means"] = params["means"]
+        return prep
+
+    def log_prob(self, X, prepared):
+        return G.gaussian_log_prob_prepared(X, prepared, return_aux=True)
+
+    def needs_precise_pass(self, stats, params) -> bool:
+        """Ask the driver to redo a float32 pass in float64 when its second moments cancelled."""
+        dtype = params["means"].dtype
+        if self.working_dtype == torch.float64 or dtype == torch.float64:
+            return False
+        return G.stats_need_float64(stats, self.covariance_type, torch.finfo(dtype).eps)
 
     def log_weights(self, params):
         return params["log_weights"]
 
-    def stats(self, X, resp, params, aux, sample_weight):
+    def stats(self, X, resp, prepared, aux, sample_weight):
         return G.gaussian_stats(
-            X, resp, params["means"], params["prec_chol"], self.covariance_type, sample_weight=sample_weight, aux=aux
+            X, resp, prepared["means"], prepared["prec_chol"], self.covariance_type, sample_weight=sample_weight, aux=aux
         )
 
     def m_step(self, stats, params):
         log_weights, means, prec_chol, failed = G.gaussian_m_step(
-            stats, params["means"], params["prec_chol"], self.covariance_type, self.reg_covar
+            stats, params["means"], self.covariance_type, self.reg_covar
         )
         if self.covariance_type != "tied":
             failed = failed.any(-1)
@@ -179,12 +194,11 @@ class GaussianMixture(BaseMixture):
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k, d = self.n_components, n_features
-        per = 4 * k + 3 * d
-        if self.covariance_type == "full":
-            per += 2 * k * d  # whitened residuals y and r*y
-        elif self.covariance_type in ("diag", "spherical"):
-            per += 2 * d
-        return itemsize * n_restarts * per + 16 * n_restarts * k
+        # features z (and, for full, the outer product they are cut from), log-probs,
+        # exponentials and responsibilities, the centred chunk.
+        features = {"full": d * d + d * (d + 1) // 2 + d, "diag": 2 * d, "spherical": d + 1, "tied": 2 * d}
+        per = features[self.covariance_type] + 4 * k + d
+        return itemsize * n_restarts * per
 
     def _n_parameters(self) -> int:
         return G.n_parameters(self.n_components, self.n_features_in_, self.covariance_type)
@@ -261,27 +275,23 @@ class GaussianMixture(BaseMixture):
     # ----------------------------------------------------------------------------------------
 
     def _params_from_resp(self, source: TensorSource, resp_fn, n_init: int) -> dict[str, Tensor]:
-        """Initial parameters from responsibilities ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``,
-        in two passes: the means, then the covariances about them (scikit-learn's
-        ``_initialize``, computed chunk by chunk)."""
+        """Initial parameters from responsibilities ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``
+        (scikit-learn's ``_initialize``, computed chunk by chunk)."""
         k, d = self.n_components, source.n_features
-        nk, s1 = None, None
-        for start, X, _ in source.chunks():
-            r = resp_fn(start, X.unsqueeze(1)).double()
-            a, bsum = r.sum(-2), r.mT @ X.unsqueeze(1).double()
-            nk = a if nk is None else nk + a
-            s1 = bsum if s1 is None else s1 + bsum
-        means = (s1 / (nk + _EPS).unsqueeze(-1)).to(source.dtype)
-        lead = means.shape[:-2]
-        eye = _identity_factor(self.covariance_type, lead, k, d, source.device, source.dtype)
+        # One pass in float64 (initialisation only): statistics about the data's first-chunk
+        # mean, which the M-step reads as the centre of k identical reference means.
+        X0 = next(iter(source.chunks()))[1]
+        ref = X0.double().mean(-2, keepdim=True).unsqueeze(1)  # [B, 1, 1, D]
+        means = ref.expand(source.batch_size, n_init, k, d)
+        eye = _identity_factor(self.covariance_type, means.shape[:-2], k, d, source.device, torch.float64)
         stats = None
         for start, X, _ in source.chunks():
-            X = X.unsqueeze(1)
-            r = resp_fn(start, X).to(source.dtype)
+            X = X.unsqueeze(1).double()
+            r = resp_fn(start, X).double()
             part = G.gaussian_stats(X, r, means, eye, self.covariance_type)
             stats = part if stats is None else {key: stats[key] + part[key] for key in part}
         log_weights, means, prec_chol, failed = G.gaussian_m_step(
-            stats, means, eye, self.covariance_type, float(self.reg_covar)
+            stats, means, self.covariance_type, float(self.reg_covar)
         )
         if bool(failed.any()):
             raise ValueError(G.COLLAPSED_MESSAGE)
