@@ -176,32 +176,77 @@ def _centre(means: Tensor) -> Tensor:
     return means.double().mean(-2, keepdim=True).to(means.dtype)
 
 
-_TRIU_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+_PAIR_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = {}
 
 
-def _triu(d: int, device) -> tuple[Tensor, Tensor]:
-    """Flat indices of the upper triangle (``i <= j``, row-major) of a ``D x D`` matrix and
-    of its mirror image, on ``device``."""
+def _pairs(d: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """The layout of :func:`quadratic_features`: for shift ``s = 0 .. D//2`` and feature
+    ``i``, the pair ``(i, (i + s) mod D)``. Returns flat indices ``i*D + j`` and ``j*D + i``
+    of every pair into a ``D x D`` matrix, and how many times each unordered pair ``{i, j}``
+    is counted by ``x^T P x`` divided by how often it appears in the layout (1 on the
+    diagonal and, for even ``D``, on the last shift, where each pair appears twice; else 2)."""
     key = (d, str(device))
-    if key not in _TRIU_CACHE:
-        i, j = torch.triu_indices(d, d)
-        _TRIU_CACHE[key] = ((i * d + j).to(device), (j * d + i).to(device))
-    return _TRIU_CACHE[key]
+    if key not in _PAIR_CACHE:
+        h = d // 2 + 1
+        s = torch.arange(h).repeat_interleave(d)
+        i = torch.arange(d).repeat(h)
+        j = (i + s) % d
+        mult = torch.full((h * d,), 2.0)
+        mult[s == 0] = 1.0
+        if d % 2 == 0:
+            mult[s == d // 2] = 1.0
+        _PAIR_CACHE[key] = ((i * d + j).to(device), (j * d + i).to(device), mult.to(device))
+    return _PAIR_CACHE[key]
 
 
 def quadratic_features(xc: Tensor) -> Tensor:
-    """``[..., n, D(D+1)/2]``: the products ``x_i x_j`` for ``i <= j``."""
+    """``[..., n, (D//2 + 1) * D]``: the products ``x_i x_{(i+s) mod D}`` for shifts
+    ``s = 0 .. D//2``, which cover every unordered pair ``{i, j}`` (at most twice), built by a
+    single multiplication with a sliding window instead of a gather."""
+    return _full_features(xc, with_linear=False)
+
+
+def _buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
+    """An uninitialised tensor of ``shape``: a view of a buffer kept in ``workspace`` (reused
+    from chunk to chunk, so its pages are touched once rather than faulted in for every
+    chunk) or, without a workspace, a fresh one."""
+    numel = math.prod(shape)
+    if workspace is None:
+        return like.new_empty(shape)
+    buf = workspace.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        buf = like.new_empty(numel)
+        workspace[name] = buf
+    return buf[:numel].view(shape)
+
+
+def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None) -> Tensor:
+    """Quadratic features, followed by ``xc`` itself when ``with_linear``, in one buffer."""
     d = xc.shape[-1]
-    flat = xc.reshape(-1, d)  # index_select on a 2-D tensor takes torch's fast path
-    outer = (flat.unsqueeze(-1) * flat.unsqueeze(-2)).reshape(flat.shape[0], d * d)
-    return outer.index_select(-1, _triu(d, xc.device)[0]).reshape(*xc.shape[:-1], -1)
+    h = d // 2 + 1
+    lead = xc.shape[:-1]
+    if xc.requires_grad:
+        window = torch.cat([xc, xc], dim=-1).unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D]
+        quad = (xc.unsqueeze(-2) * window).reshape(*lead, h * d)
+        return torch.cat([quad, xc], dim=-1) if with_linear else quad
+    # Without autograd, every piece is written straight into preallocated buffers: copies
+    # and concatenations of chunk-sized tensors cost as much as the GEMMs on CPU.
+    doubled = _buffer(workspace, "doubled", (*lead, 2 * d), xc)
+    doubled[..., :d] = xc
+    doubled[..., d:] = xc
+    window = doubled.unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D], a view
+    z = _buffer(workspace, "z", (*lead, h * d + (d if with_linear else 0)), xc)
+    torch.mul(xc.unsqueeze(-2), window, out=z[..., : h * d].unflatten(-1, (h, d)))
+    if with_linear:
+        z[..., h * d :] = xc
+    return z
 
 
-def symmetric_from_upper(upper: Tensor, d: int) -> Tensor:
-    """``[..., D, D]`` symmetric matrices from their upper triangles ``[..., D(D+1)/2]``."""
-    flat_upper, flat_lower = _triu(d, upper.device)
-    out = upper.new_zeros(*upper.shape[:-1], d * d)
-    out = out.index_copy(-1, flat_lower, upper).index_copy(-1, flat_upper, upper)
+def symmetric_from_pairs(pairs: Tensor, d: int) -> Tensor:
+    """``[..., D, D]`` symmetric matrices from sums laid out as :func:`quadratic_features`."""
+    flat, flat_t, _ = _pairs(d, pairs.device)
+    out = pairs.new_zeros(*pairs.shape[:-1], d * d)
+    out = out.index_copy(-1, flat_t, pairs).index_copy(-1, flat, pairs)
     return out.unflatten(-1, (d, d))
 
 
@@ -223,7 +268,8 @@ def expansion_error_bound(means: Tensor, prec_chol: Tensor, covariance_type: str
     ``S = sum_i P_ii (|mu_i - c_i| + sigma_i)^2``, so its rounding error is about
     ``eps * S``: small when the components sit within a few standard deviations of each
     other, large when they are tight and far apart. The same holds for the second-moment
-    statistics, whose subtraction ``E[xx^T] - mu mu^T`` cancels the same terms. Returns the largest ``S`` over every component and batch entry (a
+    statistics, whose subtraction ``E[xx^T] - mu mu^T`` cancels the same terms. Returns the
+    largest ``S`` over every component and batch entry (a
     0-d float64 tensor).
     """
     means = means.double()
@@ -258,16 +304,27 @@ def _working_dtype(
     return dtype
 
 
-def _features(xc: Tensor, covariance_type: str) -> Tensor:
+def _features(xc: Tensor, covariance_type: str, workspace: dict | None = None) -> Tensor:
     """Per-sample features whose products with per-component weights give the expanded
-    Mahalanobis distances, and whose responsibility-weighted sums are the statistics."""
+    Mahalanobis distances, and whose responsibility-weighted sums are the statistics.
+
+    With a ``workspace`` dict the result is a view of a buffer that the next call reuses."""
     if covariance_type == "full":
-        return torch.cat([quadratic_features(xc), xc], dim=-1)  # [..., n, T + D]
+        return _full_features(xc, True, workspace)  # [..., n, (D//2 + 2) D]
+    if covariance_type == "tied":
+        return xc
+    if xc.requires_grad or workspace is None:
+        sq = xc * xc if covariance_type == "diag" else (xc * xc).sum(-1, keepdim=True)
+        return torch.cat([sq, xc], dim=-1)  # [..., n, 2D] or [..., n, 1 + D]
+    d = xc.shape[-1]
+    first = d if covariance_type == "diag" else 1
+    z = _buffer(workspace, "z", (*xc.shape[:-1], first + d), xc)
     if covariance_type == "diag":
-        return torch.cat([xc * xc, xc], dim=-1)  # [..., n, 2D]
-    if covariance_type == "spherical":
-        return torch.cat([(xc * xc).sum(-1, keepdim=True), xc], dim=-1)  # [..., n, 1 + D]
-    return xc  # tied
+        torch.mul(xc, xc, out=z[..., :d])
+    else:
+        torch.sum(xc * xc, dim=-1, keepdim=True, out=z[..., :1])
+    z[..., first:] = xc
+    return z
 
 
 def gaussian_prepare(
@@ -299,8 +356,8 @@ def gaussian_prepare(
     d = means.shape[-1]
     if covariance_type == "full":
         prec = prec_chol @ prec_chol.mT  # [..., K, D, D]
-        off = 2.0 - torch.eye(d, dtype=dtype, device=prec.device)  # off-diagonal terms appear twice
-        quad = (prec * off).flatten(-2).index_select(-1, _triu(d, prec.device)[0])  # [..., K, T]
+        flat, _, mult = _pairs(d, prec.device)
+        quad = prec.flatten(-2).index_select(-1, flat) * mult.to(dtype)  # [..., K, (D//2+1) D]
         pm = (prec @ mc.unsqueeze(-1)).squeeze(-1)  # [..., K, D]
         w = torch.cat([quad, -2.0 * pm], dim=-1)
         b = (mc * pm).sum(-1)
@@ -319,30 +376,35 @@ def gaussian_prepare(
     log_det = log_det_precision_cholesky(prec_chol, covariance_type, d)
     if covariance_type == "tied":
         log_det = log_det.unsqueeze(-1)
+    const = log_det - 0.5 * d * _LOG_2PI  # [..., K]: the log-density at the mean
     return {
         "covariance_type": covariance_type,
         "dtype": dtype,
         "centre": c,
         "prec_chol": prec_chol,
-        "w": w,
-        "b": b,
-        "const": log_det - 0.5 * d * _LOG_2PI,  # [..., K]
+        # log N(x) = z(x) . w' + b', with w' = -w/2 and b' = const - b/2: one GEMM.
+        "w": (-0.5 * w).mT.contiguous(),  # [..., F, K]
+        "b": (const - 0.5 * b).unsqueeze(-2),  # [..., 1, K]
+        "const": const.unsqueeze(-2),  # [..., 1, K]
     }
 
 
 def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = False):
     """Component log-densities ``[..., n, K]`` of ``X [..., n, D]`` from
-    :func:`gaussian_prepare`'s output (one GEMM per call), in ``X``'s dtype."""
-    out_dtype = X.dtype
+    :func:`gaussian_prepare`'s output (one GEMM per call), in ``X``'s dtype.
+
+    If ``prep`` holds a ``"workspace"`` dict, the features returned in ``aux`` live in a
+    buffer that the next call overwrites (the EM driver uses them before that)."""
     covariance_type = prep["covariance_type"]
     xc = X.to(prep["dtype"]) - prep["centre"]
-    z = _features(xc, covariance_type)
+    z = _features(xc, covariance_type, prep.get("workspace"))
     if covariance_type == "tied":
         zx = xc @ prep["prec_chol"]
-        maha = zx.square().sum(-1, keepdim=True) + zx @ prep["w"].mT + prep["b"].unsqueeze(-2)
+        log_prob = zx @ prep["w"] + prep["b"] - 0.5 * zx.square().sum(-1, keepdim=True)
     else:
-        maha = z @ prep["w"].mT + prep["b"].unsqueeze(-2)
-    log_prob = (prep["const"].unsqueeze(-2) - 0.5 * maha.clamp_min(0.0)).to(out_dtype)
+        log_prob = z @ prep["w"] + prep["b"]
+    # A Mahalanobis distance cannot be negative: cap rounding at the density's peak.
+    log_prob = torch.minimum(log_prob, prep["const"]).to(X.dtype)
     if return_aux:
         return log_prob, {"z": z}
     return log_prob
@@ -419,8 +481,9 @@ def gaussian_stats(
 
     Returns:
         dict of float64 tensors: ``nk [..., K]`` (sum of responsibilities), ``sx [..., K, D]``
-        (weighted sum of ``x - c``) and ``sxx``, the weighted sum of second powers: upper
-        triangles ``[..., K, D(D+1)/2]`` of ``sum r (x-c)(x-c)^T`` for ``full``, squares
+        (weighted sum of ``x - c``) and ``sxx``, the weighted sum of second powers:
+        ``sum r (x-c)(x-c)^T`` for ``full``, laid out as :func:`quadratic_features`
+        (``[..., K, (D//2 + 1) D]``, see :func:`symmetric_from_pairs`), squares
         ``[..., K, D]`` for ``diag``, squared norms ``[..., K]`` for ``spherical``, and the
         total (unweighted by ``r``) scatter ``[..., D, D]`` for ``tied``.
     """
@@ -458,10 +521,7 @@ def stats_need_float64(stats: dict[str, Tensor], covariance_type: str, eps: floa
     mean_c = stats["sx"] / nk.unsqueeze(-1)
     if covariance_type == "full":
         d = mean_c.shape[-1]
-        diag_index = torch.arange(d, device=nk.device)
-        flat_upper = _triu(d, nk.device)[0]
-        pos = torch.searchsorted(flat_upper, diag_index * (d + 1))
-        second = stats["sxx"].index_select(-1, pos) / nk.unsqueeze(-1)
+        second = stats["sxx"][..., :d] / nk.unsqueeze(-1)  # shift 0: the squares
     elif covariance_type == "diag":
         second = stats["sxx"] / nk.unsqueeze(-1)
     elif covariance_type == "spherical":
@@ -548,7 +608,7 @@ def gaussian_m_step(
     new_means = mean_c + c
     d = means.shape[-1]
     if covariance_type == "full":
-        second = symmetric_from_upper(stats["sxx"], d) / nk[..., None, None]
+        second = symmetric_from_pairs(stats["sxx"], d) / nk[..., None, None]
         cov = second - mean_c.unsqueeze(-1) * mean_c.unsqueeze(-2)
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     elif covariance_type == "diag":

@@ -36,6 +36,7 @@ class _GaussianFamily:
             working_dtype=self.working_dtype, data_dtype=params["means"].dtype,
         )
         prep["means"] = params["means"]
+        prep["workspace"] = {}  # chunk buffers reused through the pass
         return prep
 
     def log_prob(self, X, prepared):
