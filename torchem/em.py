@@ -84,7 +84,7 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params) -> tuple
         X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
         w = None if w is None else w.unsqueeze(1)
         log_prob, aux = family.log_prob(X, prepared)
-        log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype))
+        log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
         stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))
         part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = part if ll is None else ll + part

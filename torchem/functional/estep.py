@@ -50,21 +50,30 @@ def log_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tup
     return log_norm, joint - safe_norm.unsqueeze(-1)
 
 
-def responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+def responsibilities(
+    component_log_prob: Tensor, log_weights: Tensor, *, inplace: bool = False
+) -> tuple[Tensor, Tensor]:
     """E-step with one exponential per entry: ``(log_norm [..., n], resp [..., n, K])``.
 
     The same quantities as :func:`log_responsibilities` (``resp = exp(log_resp)``), computed
     as a max-shifted softmax that also yields the log-sum-exp. A sample with zero likelihood
     under every component gets zero responsibilities and a ``-inf`` log-likelihood.
+
+    With ``inplace=True`` the responsibilities are written over ``component_log_prob``.
     """
-    joint = component_log_prob + log_weights.unsqueeze(-2)
+    if inplace:
+        joint = component_log_prob.add_(log_weights.unsqueeze(-2))
+    else:
+        joint = component_log_prob + log_weights.unsqueeze(-2)
     shift = joint.amax(-1, keepdim=True)
-    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    possible = torch.isfinite(shift)  # [..., n, 1]: False for a sample impossible under every component
+    shift = torch.where(possible, shift, torch.zeros_like(shift))
     # Exponents are clamped a little above the smallest normal number (e^-79 in float32):
     # exp() of very negative numbers is an order of magnitude slower on many CPUs (denormal
     # and underflow paths), and a responsibility of 1e-35 instead of 0 changes nothing.
-    e = (joint - shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0).exp_()
-    total = e.sum(-1, keepdim=True)
-    log_norm = (total.log() + shift).squeeze(-1)
-    resp = e / torch.where(total > 0, total, torch.ones_like(total))
-    return log_norm, resp
+    # Everything after the first operation works in place: on CPU, writing fresh chunk-sized
+    # tensors costs more than the arithmetic.
+    e = joint.sub_(shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0).exp_()
+    total = torch.where(possible, e.sum(-1, keepdim=True), torch.full_like(shift, torch.inf))
+    log_norm = torch.where(possible, total.log() + shift, -torch.inf).squeeze(-1)
+    return log_norm, e.div_(total)

@@ -396,15 +396,27 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     If ``prep`` holds a ``"workspace"`` dict, the features returned in ``aux`` live in a
     buffer that the next call overwrites (the EM driver uses them before that)."""
     covariance_type = prep["covariance_type"]
-    xc = X.to(prep["dtype"]) - prep["centre"]
-    z = _features(xc, covariance_type, prep.get("workspace"))
+    ws = prep.get("workspace")
+    Xw, c = X.to(prep["dtype"]), prep["centre"]
+    if ws is None or Xw.requires_grad or c.requires_grad:
+        xc = Xw - c
+    else:
+        xc = torch.sub(Xw, c, out=_buffer(ws, "xc", torch.broadcast_shapes(Xw.shape, c.shape), Xw))
+    z = _features(xc, covariance_type, ws)
     if covariance_type == "tied":
         zx = xc @ prep["prec_chol"]
         log_prob = zx @ prep["w"] + prep["b"] - 0.5 * zx.square().sum(-1, keepdim=True)
-    else:
+    elif ws is None or z.requires_grad or prep["w"].requires_grad:
         log_prob = z @ prep["w"] + prep["b"]
+    else:
+        shape = (*torch.broadcast_shapes(z.shape[:-2], prep["w"].shape[:-2]), z.shape[-2], prep["w"].shape[-1])
+        log_prob = torch.matmul(z, prep["w"], out=_buffer(ws, "log_prob", shape, z)).add_(prep["b"])
     # A Mahalanobis distance cannot be negative: cap rounding at the density's peak.
-    log_prob = torch.minimum(log_prob, prep["const"]).to(X.dtype)
+    if log_prob.requires_grad:
+        log_prob = torch.minimum(log_prob, prep["const"])
+    else:
+        log_prob = torch.minimum(log_prob, prep["const"], out=log_prob) if log_prob.shape == torch.broadcast_shapes(log_prob.shape, prep["const"].shape) else torch.minimum(log_prob, prep["const"])
+    log_prob = log_prob.to(X.dtype)
     if return_aux:
         return log_prob, {"z": z}
     return log_prob

@@ -1,0 +1,199 @@
+"""The stateless kernels against independent references (scipy densities, NumPy closed forms)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from torchem.functional import gaussian as G
+from torchem.functional.estep import log_responsibilities, mixture_log_prob, responsibilities
+
+from .conftest import random_spd
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _random_model(rng, k, d, covariance_type):
+    means = rng.normal(scale=3.0, size=(k, d))
+    if covariance_type == "full":
+        cov = random_spd(rng, k, d)
+    elif covariance_type == "tied":
+        cov = random_spd(rng, 1, d)[0]
+    elif covariance_type == "diag":
+        cov = rng.uniform(0.3, 2.0, size=(k, d))
+    else:
+        cov = rng.uniform(0.3, 2.0, size=k)
+    return means, cov
+
+
+def _dense_cov(cov, covariance_type, k, d):
+    if covariance_type == "full":
+        return cov
+    if covariance_type == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if covariance_type == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return np.stack([np.eye(d) * c for c in cov])
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_log_prob_matches_scipy(covariance_type):
+    rng = np.random.default_rng(1)
+    k, d = 4, 5
+    means, cov = _random_model(rng, k, d, covariance_type)
+    X = rng.normal(scale=3.0, size=(50, d))
+    prec_chol, failed = G.precision_cholesky_from_covariances(torch.from_numpy(cov), covariance_type)
+    assert not failed.any()
+    got = G.gaussian_log_prob(torch.from_numpy(X), torch.from_numpy(means), prec_chol, covariance_type).numpy()
+    dense = _dense_cov(cov, covariance_type, k, d)
+    want = np.stack([multivariate_normal(means[j], dense[j]).logpdf(X) for j in range(k)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_log_prob_float32_far_from_origin(covariance_type):
+    """Centring keeps float32 densities accurate for data offset by 1e4."""
+    rng = np.random.default_rng(2)
+    k, d = 3, 4
+    means, cov = _random_model(rng, k, d, covariance_type)
+    means = means + 1e4
+    X = means[rng.integers(0, k, 200)] + rng.normal(size=(200, d))
+    prec_chol, _ = G.precision_cholesky_from_covariances(torch.from_numpy(cov), covariance_type)
+    want = G.gaussian_log_prob(torch.from_numpy(X), torch.from_numpy(means), prec_chol, covariance_type)
+    X32 = torch.from_numpy(X).float()
+    got = G.gaussian_log_prob(X32, torch.from_numpy(means).float(), prec_chol.float(), covariance_type)
+    assert got.dtype == torch.float32
+    # Inputs rounded to float32 at 1e4 move by ~5e-4, which moves a log-density by ~1e-3.
+    np.testing.assert_allclose(got.double().numpy(), want.numpy(), atol=2e-2, rtol=1e-4)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_log_prob_batched_matches_loop(covariance_type):
+    rng = np.random.default_rng(3)
+    b, k, d = 3, 4, 3
+    models = [_random_model(rng, k, d, covariance_type) for _ in range(b)]
+    means = torch.from_numpy(np.stack([m for m, _ in models]))
+    cov = torch.from_numpy(np.stack([c for _, c in models]))
+    prec_chol, _ = G.precision_cholesky_from_covariances(cov, covariance_type)
+    X = torch.from_numpy(rng.normal(size=(b, 20, d)))
+    batched = G.gaussian_log_prob(X, means, prec_chol, covariance_type)
+    for i in range(b):
+        single = G.gaussian_log_prob(X[i], means[i], prec_chol[i], covariance_type)
+        torch.testing.assert_close(batched[i], single, rtol=1e-12, atol=1e-12)
+
+
+def test_factor_round_trips():
+    rng = np.random.default_rng(4)
+    cov = torch.from_numpy(random_spd(rng, 3, 4))
+    u, failed = G.precision_cholesky_from_covariances(cov, "full")
+    assert not failed.any()
+    assert torch.allclose(u, u.triu())
+    precisions = torch.linalg.inv(cov)  # reference only
+    torch.testing.assert_close(G.precisions_from_precision_cholesky(u, "full"), precisions)
+    torch.testing.assert_close(G.covariances_from_precision_cholesky(u, "full"), cov)
+    u2, _ = G.precision_cholesky_from_precisions(precisions, "full")
+    torch.testing.assert_close(u2, u)
+    raw = G.precision_cholesky_to_unconstrained(u, "full")
+    torch.testing.assert_close(G.precision_cholesky_from_unconstrained(raw, "full"), u)
+    log_det = G.log_det_precision_cholesky(u, "full", 4)
+    torch.testing.assert_close(2 * log_det, torch.logdet(precisions))
+
+
+def test_not_positive_definite_is_reported():
+    cov = torch.tensor([[[1.0, 2.0], [2.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    _, failed = G.precision_cholesky_from_covariances(cov, "full")
+    assert failed.tolist() == [True, False]
+    _, failed = G.precision_cholesky_from_covariances(torch.tensor([[1.0, -1.0]]), "diag")
+    assert failed.tolist() == [True]
+
+
+def test_responsibilities_match_logsumexp():
+    rng = np.random.default_rng(5)
+    lp = rng.normal(scale=30.0, size=(2, 40, 6))
+    lw = np.log(rng.dirichlet(np.ones(6), size=2))
+    joint = lp + lw[:, None, :]
+    want_norm = logsumexp(joint, axis=-1)
+    norm, log_resp = log_responsibilities(torch.from_numpy(lp), torch.from_numpy(lw))
+    np.testing.assert_allclose(norm.numpy(), want_norm, rtol=1e-12)
+    np.testing.assert_allclose(log_resp.numpy(), joint - want_norm[..., None], rtol=1e-10, atol=1e-10)
+    norm2, resp = responsibilities(torch.from_numpy(lp), torch.from_numpy(lw))
+    np.testing.assert_allclose(norm2.numpy(), want_norm, rtol=1e-12)
+    np.testing.assert_allclose(resp.numpy(), np.exp(joint - want_norm[..., None]), atol=1e-12)
+    torch.testing.assert_close(mixture_log_prob(torch.from_numpy(lp), torch.from_numpy(lw)), norm)
+
+
+def test_responsibilities_of_impossible_sample_are_zero_not_nan():
+    lp = torch.tensor([[-torch.inf, -torch.inf], [0.0, -1.0]])
+    lw = torch.log(torch.tensor([0.5, 0.5]))
+    for fn in (log_responsibilities, responsibilities):
+        norm, r = fn(lp, lw)
+        assert norm[0] == -torch.inf and torch.isfinite(norm[1])
+        assert not torch.isnan(r).any()
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_m_step_matches_weighted_moments(covariance_type):
+    """Chunked statistics + M-step equal the weighted mean and covariance computed directly."""
+    rng = np.random.default_rng(6)
+    n, k, d = 300, 3, 4
+    X = rng.normal(scale=2.0, size=(n, d)) + 50.0
+    resp = rng.dirichlet(np.ones(k), size=n)
+    means0 = torch.from_numpy(rng.normal(size=(k, d)) + 50.0)
+    _, cov0 = _random_model(rng, k, d, covariance_type)
+    pc0, _ = G.precision_cholesky_from_covariances(torch.from_numpy(cov0), covariance_type)
+    Xt, rt = torch.from_numpy(X), torch.from_numpy(resp)
+    stats = None
+    for s in range(0, n, 70):  # statistics add over chunks
+        part = G.gaussian_stats(Xt[s : s + 70], rt[s : s + 70], means0, pc0, covariance_type)
+        stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+    reg = 1e-6
+    log_w, means, pc, failed = G.gaussian_m_step(stats, means0, covariance_type, reg)
+    assert not failed.any()
+    nk = resp.sum(0) + 10 * np.finfo(float).eps
+    want_means = resp.T @ X / nk[:, None]
+    np.testing.assert_allclose(means.numpy(), want_means, rtol=1e-12)
+    np.testing.assert_allclose(log_w.exp().numpy(), nk / n, rtol=1e-12)
+    full = np.stack([(resp[:, j, None] * (X - want_means[j])).T @ (X - want_means[j]) / nk[j] for j in range(k)])
+    want = {
+        "full": full + reg * np.eye(d),
+        "tied": (full * nk[:, None, None]).sum(0) / n + reg * np.eye(d),
+        "diag": np.stack([np.diag(c) for c in full]) + reg,
+        "spherical": np.stack([np.diag(c) for c in full]).mean(1) + reg,
+    }[covariance_type]
+    got = G.covariances_from_precision_cholesky(pc, covariance_type).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_float32_statistics_of_tight_far_components_are_recomputed():
+    """Tight components far from the centre cancel in float32 second moments; the check asks
+    for a float64 pass (and the fit is then as accurate as a float64 fit)."""
+    rng = np.random.default_rng(7)
+    k, d = 2, 3
+    means = np.array([[-500.0] * d, [500.0] * d])
+    X = np.concatenate([m + 0.01 * rng.normal(size=(200, d)) for m in means])
+    resp = np.repeat(np.eye(k), 200, axis=0)
+    args = (torch.from_numpy(means), torch.ones(k, d, dtype=torch.float64), "diag")
+    stats32 = G.gaussian_stats(torch.from_numpy(X).float(), torch.from_numpy(resp).float(), args[0].float(), args[1].float(), "diag")
+    assert G.stats_need_float64(stats32, "diag", torch.finfo(torch.float32).eps)
+    stats64 = G.gaussian_stats(torch.from_numpy(X), torch.from_numpy(resp), *args)
+    assert not G.stats_need_float64(stats64, "diag", torch.finfo(torch.float64).eps)
+
+
+def test_expansion_switches_to_float64_when_float32_would_cancel():
+    means = torch.tensor([[-1000.0, 0.0], [1000.0, 0.0]])
+    prec_chol = torch.full((2, 2), 100.0)  # sigma = 0.01
+    X = means + 0.01 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0))
+    lp32 = G.gaussian_log_prob(X, means, prec_chol, "diag")
+    lp64 = G.gaussian_log_prob(X.double(), means.double(), prec_chol.double(), "diag")
+    assert lp32.dtype == torch.float32
+    torch.testing.assert_close(lp32.double(), lp64, rtol=1e-5, atol=1e-3)
+
+
+def test_n_parameters_matches_sklearn():
+    from sklearn.mixture import GaussianMixture
+
+    X = np.random.default_rng(0).normal(size=(50, 4))
+    for ct in TYPES:
+        sk = GaussianMixture(3, covariance_type=ct, max_iter=5, random_state=0).fit(X)
+        assert G.n_parameters(3, 4, ct) == sk._n_parameters()
