@@ -15,12 +15,12 @@ from torch import Tensor
 __all__ = ["TensorSource", "auto_chunk_size"]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
-_CPU_BUDGET = 8 * 2**20
+_CPU_BUDGET = 16 * 2**20
 _MIN_CHUNK = 256
 
 
 def auto_chunk_size(bytes_per_sample: int, device: torch.device, n_samples: int) -> int:
-    """A chunk length whose working memory fits a budget: 8 MiB on CPU (chunks that stay
+    """A chunk length whose working memory fits a budget: 16 MiB on CPU (chunks that stay
     in the caches are fastest there: measured on the Gaussian full-covariance E+M pass), and an eighth of the free memory, at most 2 GiB, on
     CUDA."""
     if device.type == "cuda":

@@ -583,7 +583,7 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Te
         used = jitter
         if not bool(failed.any()):
             break
-    if not bool(failed.all()):
+    if not bool(failed.any()):  # every failure was rescued (else the caller raises)
         warnings.warn(
             "A component covariance was not positive definite; added up to "
             f"{used:g} x its mean variance to its diagonal. Increase reg_covar, or scale the "

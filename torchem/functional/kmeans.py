@@ -17,6 +17,8 @@ def squared_distances(X: Tensor, centers: Tensor) -> Tensor:
     """Squared Euclidean distances ``[..., n, K]`` by the GEMM expansion
     ``|x|^2 - 2 x.c + |c|^2`` on data centred on the mean of the centres (so float32 data
     far from the origin does not cancel), clamped at zero."""
+    dtype = torch.promote_types(X.dtype, centers.dtype)
+    X, centers = X.to(dtype), centers.to(dtype)
     ref = centers.mean(-2, keepdim=True)
     xc = X - ref
     cc = centers - ref

@@ -1,0 +1,136 @@
+"""Every kind of bad input gets a clear error that names the problem."""
+
+import numpy as np
+import pytest
+import torch
+
+from torchem import GaussianMixture, NotFittedError
+
+X = np.random.default_rng(0).normal(size=(60, 3))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return GaussianMixture(2, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (np.array([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]]), "NaN or infinity"),
+        (np.array([[1.0, np.inf], [0.0, 1.0], [2.0, 2.0]]), "NaN or infinity"),
+        (np.arange(10.0), "1-D array"),
+        (np.zeros((2, 2, 2, 2)), "4 dimensions"),
+        (np.zeros((0, 3)), "0 sample"),
+        (np.zeros((5, 0)), "0 features"),
+        (np.array([["a", "b"], ["c", "d"]]), "must contain numbers"),
+        (np.array([[1 + 1j, 0], [0, 1]]), "real-valued"),
+        ("not data", "array-like of numbers"),
+    ],
+)
+def test_bad_data_in_fit(data, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(1).fit(data)
+
+
+def test_nan_tensor():
+    t = torch.tensor(X)
+    t[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(2).fit(t)
+
+
+def test_fewer_samples_than_components():
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        GaussianMixture(5).fit(X[:3])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_components": 0}, "n_components must be an integer >= 1"),
+        ({"n_components": 2.5}, "n_components must be an integer"),
+        ({"covariance_type": "banana"}, "covariance_type must be one of"),
+        ({"init_params": "banana"}, "init_params must be one of"),
+        ({"tol": -1.0}, "tol must be"),
+        ({"reg_covar": -1e-3}, "reg_covar must be"),
+        ({"max_iter": -1}, "max_iter must be"),
+        ({"n_init": 0}, "n_init must be"),
+        ({"random_state": "seed"}, "random_state must be"),
+        ({"chunk_size": 0}, "chunk_size must be"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, match):
+    params = {"n_components": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(**params).fit(X)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weights_init": np.array([0.5, 0.6])}, "should be normalized"),
+        ({"weights_init": np.array([1.5, -0.5])}, r"range \[0, 1\]"),
+        ({"weights_init": np.array([0.2, 0.3, 0.5])}, "weights_init should have the shape"),
+        ({"means_init": np.zeros((3, 3))}, "means_init should have the shape"),
+        ({"means_init": np.full((2, 3), np.nan)}, "means_init contains NaN"),
+        ({"precisions_init": np.zeros((2, 3, 3))}, "positive definite"),
+        ({"precisions_init": np.stack([np.eye(3), -np.eye(3)])}, "positive definite"),
+        ({"precisions_init": np.stack([np.eye(3), np.triu(np.ones((3, 3)))])}, "symmetric"),
+        ({"precisions_init": np.ones((2, 3))}, "precisions_init should have the shape"),
+    ],
+)
+def test_bad_initial_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(2, **kwargs).fit(X)
+
+
+@pytest.mark.parametrize("covariance_type, bad", [("diag", -np.ones((2, 3))), ("spherical", np.array([1.0, 0.0]))])
+def test_non_positive_diagonal_precisions(covariance_type, bad):
+    with pytest.raises(ValueError, match="positive"):
+        GaussianMixture(2, covariance_type=covariance_type, precisions_init=bad).fit(X)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score", "score_samples", "bic", "aic"])
+def test_use_before_fit(method):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(GaussianMixture(2), method)(X)
+
+
+def test_attributes_before_fit():
+    gm = GaussianMixture(2)
+    for name in ["weights_", "means_", "covariances_", "converged_", "n_iter_", "lower_bound_"]:
+        assert not hasattr(gm, name)
+        with pytest.raises(NotFittedError, match=name):
+            getattr(gm, name)
+    with pytest.raises(NotFittedError):
+        gm.sample(3)
+
+
+def test_feature_count_mismatch(fitted):
+    for method in ["predict", "predict_proba", "score_samples", "score"]:
+        with pytest.raises(ValueError, match="fitted with 3 features"):
+            getattr(fitted, method)(np.zeros((4, 2)))
+
+
+def test_batch_mismatch(fitted):
+    with pytest.raises(ValueError, match="single 2-D problem"):
+        fitted.predict(np.zeros((2, 4, 3)))
+
+
+def test_bad_sample_count(fitted):
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+
+
+def test_nan_at_predict(fitted):
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(bad)
+
+
+def test_warm_start_with_other_layout(fitted):
+    gm = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="warm_start"):
+        gm.fit(np.zeros((60, 4)) + np.arange(4))

@@ -1,0 +1,349 @@
+"""GaussianMixture against scikit-learn, and the estimator's own guarantees."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+import torchem
+from torchem import ConvergenceWarning, GaussianMixture
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _sklearn_start(X, k, covariance_type, seed=0):
+    """Initial parameters from a one-iteration scikit-learn fit (so both start identically)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = SkGaussianMixture(k, covariance_type=covariance_type, max_iter=1, random_state=seed).fit(X)
+    return {"weights_init": sk.weights_, "means_init": sk.means_, "precisions_init": sk.precisions_}
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_matches_sklearn_from_same_start(blobs, covariance_type):
+    init = _sklearn_start(blobs, 3, covariance_type)
+    kw = dict(covariance_type=covariance_type, tol=0.0, max_iter=15, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = SkGaussianMixture(3, **kw).fit(blobs)
+        ours = GaussianMixture(3, **kw).fit(blobs)
+    assert ours.n_iter_ == ref.n_iter_ == 15
+    assert isinstance(ours.means_, np.ndarray) and ours.means_.dtype == np.float64
+    np.testing.assert_allclose(ours.weights_, ref.weights_, rtol=1e-6)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.covariances_, ref.covariances_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.precisions_, ref.precisions_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.precisions_cholesky_, ref.precisions_cholesky_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-6)
+    np.testing.assert_allclose(ours.lower_bounds_, ref.lower_bounds_, rtol=1e-6)
+    np.testing.assert_allclose(ours.score_samples(blobs), ref.score_samples(blobs), rtol=1e-6)
+    np.testing.assert_allclose(ours.predict_proba(blobs), ref.predict_proba(blobs), atol=1e-6)
+    np.testing.assert_array_equal(ours.predict(blobs), ref.predict(blobs))
+    np.testing.assert_allclose(ours.score(blobs), ref.score(blobs), rtol=1e-6)
+    np.testing.assert_allclose(ours.bic(blobs), ref.bic(blobs), rtol=1e-6)
+    np.testing.assert_allclose(ours.aic(blobs), ref.aic(blobs), rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_converges_like_sklearn(blobs, covariance_type):
+    """With the default tol, both stop at the same iteration with the same answer."""
+    init = _sklearn_start(blobs, 3, covariance_type, seed=1)
+    ref = SkGaussianMixture(3, covariance_type=covariance_type, **init).fit(blobs)
+    ours = GaussianMixture(3, covariance_type=covariance_type, **init).fit(blobs)
+    assert ours.converged_ and ref.converged_
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_log_likelihood_never_decreases(covariance_type):
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(size=(150, 4)) * s + c for c, s in [(0, 1), (3, 0.5), (-3, 2.0), (6, 1.5)]])
+    gm = GaussianMixture(5, covariance_type=covariance_type, tol=0.0, max_iter=60, init_params="random", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    history = np.asarray(gm.lower_bounds_)
+    assert len(history) == 60
+    assert np.all(np.diff(history) >= -1e-10), np.diff(history).min()
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_batched_fit_equals_separate_fits(covariance_type):
+    rng = np.random.default_rng(4)
+    B, N, D, K = 3, 240, 3, 3
+    X = np.stack([
+        np.concatenate([rng.normal(size=(N // K, D)) + 4 * rng.normal(size=D) for _ in range(K)]) for _ in range(B)
+    ])
+    kw = dict(covariance_type=covariance_type, tol=0.0, max_iter=10, init_params="random_from_data")
+    starts = [_sklearn_start(X[b], K, covariance_type, seed=b) for b in range(B)]
+    init = {key: np.stack([s[key] for s in starts]) for key in starts[0]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        batched = GaussianMixture(K, **kw, **init).fit(X)
+        assert batched.means_.shape == (B, K, D)
+        assert batched.weights_.shape == (B, K)
+        assert batched.lower_bound_.shape == (B,)
+        labels = batched.predict(X)
+        assert labels.shape == (B, N)
+        for b in range(B):
+            single = GaussianMixture(K, **kw, **starts[b]).fit(X[b])
+            np.testing.assert_allclose(batched.means_[b], single.means_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(batched.covariances_[b], single.covariances_, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(batched.weights_[b], single.weights_, rtol=1e-9)
+            np.testing.assert_allclose(batched.lower_bound_[b], single.lower_bound_, rtol=1e-12)
+            np.testing.assert_array_equal(labels[b], single.predict(X[b]))
+
+
+def test_n_init_keeps_the_best_restart():
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(100, 2)) + c for c in ([0, 0], [6, 0], [0, 6], [6, 6], [3, 3])])
+    kw = dict(covariance_type="full", init_params="random_from_data", max_iter=200)
+    best = GaussianMixture(5, n_init=6, random_state=7, **kw).fit(X)
+    # Restart 0 of a batch draws the same starting point as a single fit with the same seed,
+    # so the best of the batch can be no worse.
+    single = GaussianMixture(5, n_init=1, random_state=7, **kw).fit(X)
+    assert best.lower_bound_ >= single.lower_bound_ - 1e-12
+
+
+def test_n_init_restarts_are_independent_and_best_is_selected():
+    """The batched restarts equal separate fits from the same starting points."""
+    from torchem.em import run_em, select_best
+
+    rng = np.random.default_rng(6)
+    X = np.concatenate([rng.normal(size=(80, 2)) + c for c in ([0, 0], [5, 0], [0, 5])])
+    gm = GaussianMixture(3, n_init=4, init_params="random", random_state=3, tol=0.0, max_iter=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    t = torch.from_numpy(X)
+    source = gm._source(t, torch.device("cpu"), torch.float64, 4)
+    gm._check_initial_parameters(source)
+    from torchem._utils import make_generator
+
+    params = gm._initial_params(source, 4, make_generator(3, torch.device("cpu")))
+    result = run_em(gm._family(), source, params, tol=0.0, max_iter=20)
+    lbs = result.lower_bound[0]
+    assert len(set(np.round(lbs.numpy(), 8))) > 1  # the restarts differ
+    _, best_lb, _, _, _ = select_best(result)
+    assert float(best_lb[0]) == pytest.approx(float(lbs.max()))
+    assert gm.lower_bound_ == pytest.approx(float(lbs.max()), rel=1e-12)
+
+
+def test_fit_predict_equals_fit_then_predict(blobs):
+    for ct in TYPES:
+        gm = GaussianMixture(3, covariance_type=ct, random_state=0)
+        labels = gm.fit_predict(blobs)
+        np.testing.assert_array_equal(labels, gm.predict(blobs))
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_every_init_method_fits_and_is_reproducible(blobs, init_params):
+    a = GaussianMixture(3, init_params=init_params, random_state=11, max_iter=300).fit(blobs)
+    b = GaussianMixture(3, init_params=init_params, random_state=11, max_iter=300).fit(blobs)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    g = GaussianMixture(3, init_params=init_params, random_state=torch.Generator().manual_seed(11), max_iter=300)
+    g.fit(blobs)
+    assert np.isfinite(g.lower_bound_)
+    # The blobs are well separated: every method finds them (ARI-free check: the means).
+    ref = SkGaussianMixture(3, random_state=0).fit(blobs)
+    if init_params != "random":  # random responsibilities may land in a local optimum
+        np.testing.assert_allclose(np.sort(a.means_[:, 0]), np.sort(ref.means_[:, 0]), atol=0.05)
+
+
+def test_kmeans_init_is_close_to_sklearn_kmeans_init(blobs):
+    ours = GaussianMixture(3, max_iter=0, random_state=0).fit(blobs)
+    assert ours.n_iter_ == 0 and ours.lower_bound_ == -np.inf
+    from sklearn.cluster import KMeans
+
+    centres = KMeans(3, n_init=1, random_state=0).fit(blobs).cluster_centers_
+    order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731
+    np.testing.assert_allclose(order(ours.means_), order(centres), atol=1e-6)
+
+
+def test_warm_start_continues():
+    rng = np.random.default_rng(8)
+    X = np.concatenate([rng.normal(size=(200, 2)) + c for c in ([0, 0], [3, 0], [0, 3])])
+    kw = dict(tol=0.0, init_params="random_from_data", random_state=2)
+    full = GaussianMixture(3, max_iter=10, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        full.fit(X)
+        warm = GaussianMixture(3, max_iter=5, warm_start=True, **kw)
+        warm.fit(X)
+        first = warm.lower_bound_
+        warm.fit(X)
+    assert warm.n_iter_ == 5
+    assert warm.lower_bound_ >= first
+    np.testing.assert_allclose(warm.means_, full.means_, rtol=1e-10)
+    np.testing.assert_allclose(warm.lower_bound_, full.lower_bound_, rtol=1e-12)
+
+
+def test_convergence_warning_and_attributes(blobs):
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        gm = GaussianMixture(3, max_iter=2, tol=0.0, random_state=0).fit(blobs)
+    assert gm.converged_ is False and gm.n_iter_ == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        gm = GaussianMixture(3, random_state=0).fit(blobs)
+    assert gm.converged_ is True
+
+
+def test_float32_far_from_origin_matches_float64():
+    rng = np.random.default_rng(9)
+    X = np.concatenate([rng.normal(size=(400, 3)) * s + c for c, s in [(0, 1.0), (4, 0.5), (-4, 1.5)]]) + 1e4
+    init = _sklearn_start(X, 3, "full")
+    for ct in TYPES:
+        init = _sklearn_start(X, 3, ct)
+        f64 = GaussianMixture(3, covariance_type=ct, **init).fit(X)
+        f32 = GaussianMixture(3, covariance_type=ct, **init).fit(X.astype(np.float32))
+        assert f32.means_.dtype == np.float32
+        assert abs(f32.lower_bound_ / f64.lower_bound_ - 1) < 1e-3
+        np.testing.assert_allclose(f32.score(X.astype(np.float32)), f64.score(X), rtol=1e-3)
+
+
+def test_float32_tight_components_far_apart_match_float64():
+    """float32 second moments of tight, distant clusters cancel; the driver recomputes them
+    in float64, so the float32 fit still matches."""
+    rng = np.random.default_rng(10)
+    centres = np.array([[-300.0, 0.0], [300.0, 0.0], [0.0, 300.0]])
+    X = np.concatenate([rng.normal(size=(300, 2)) * 0.05 + c for c in centres])
+    means = centres + 0.01
+    kw = dict(means_init=means, weights_init=np.full(3, 1 / 3), precisions_init=np.full((3, 2), 100.0))
+    f64 = GaussianMixture(3, covariance_type="diag", **kw).fit(X)
+    f32 = GaussianMixture(3, covariance_type="diag", **kw).fit(X.astype(np.float32))
+    np.testing.assert_allclose(f32.covariances_, f64.covariances_, rtol=1e-3)
+
+
+def test_state_dict_round_trip(blobs, tmp_path):
+    gm = GaussianMixture(3, covariance_type="full", random_state=0).fit(blobs)
+    path = tmp_path / "gm.pt"
+    torch.save(gm.state_dict(), path)
+    fresh = GaussianMixture(3, covariance_type="full")
+    fresh.load_state_dict(torch.load(path, weights_only=False))
+    for name in ["weights_", "means_", "covariances_", "precisions_cholesky_"]:
+        np.testing.assert_array_equal(getattr(fresh, name), getattr(gm, name))
+    assert fresh.n_iter_ == gm.n_iter_ and fresh.converged_ == gm.converged_
+    np.testing.assert_array_equal(fresh.predict(blobs), gm.predict(blobs))
+    np.testing.assert_allclose(fresh.score_samples(blobs), gm.score_samples(blobs))
+    wrong = GaussianMixture(3, covariance_type="diag")
+    with pytest.raises(ValueError, match="covariance_type"):
+        wrong.load_state_dict(gm.state_dict())
+    restored = pickle.loads(pickle.dumps(gm))
+    np.testing.assert_array_equal(restored.means_, gm.means_)
+
+
+def test_parameters_are_registered_and_unconstrained(blobs):
+    gm = GaussianMixture(3, random_state=0).fit(blobs)
+    names = {n for n, _ in gm.named_parameters()}
+    assert names == {"logits", "loc", "precision_cholesky_unconstrained"}
+    torch.testing.assert_close(torch.softmax(gm.logits, -1).numpy(), gm.weights_)
+    gm32 = gm.float()
+    assert gm32.loc.dtype == torch.float32
+    assert gm32.predict(blobs.astype(np.float32)).dtype == np.int64
+    gm64 = gm.double()
+    assert gm64.loc.dtype == torch.float64
+
+
+def test_tensor_in_tensor_out(blobs):
+    X = torch.from_numpy(blobs).float()
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    assert isinstance(gm.means_, torch.Tensor) and gm.means_.dtype == torch.float32
+    for out in (gm.predict(X), gm.predict_proba(X), gm.score_samples(X)):
+        assert isinstance(out, torch.Tensor)
+    assert isinstance(gm.predict(blobs), np.ndarray)  # numpy in, numpy out
+    assert isinstance(gm.score(blobs), float)
+    ll = gm(X)  # forward = per-sample log-likelihood
+    torch.testing.assert_close(ll, gm.score_samples(X))
+    samples, labels = gm.sample(50)
+    assert samples.shape == (50, 3) and labels.shape == (50,)
+
+
+def test_sample_follows_the_model(blobs):
+    gm = GaussianMixture(3, covariance_type="full", random_state=0).fit(blobs)
+    X, y = gm.sample(20000)
+    assert np.all(np.diff(y) >= 0)  # sorted by component, as in scikit-learn
+    for k in range(3):
+        xk = X[y == k]
+        np.testing.assert_allclose(len(xk) / len(X), gm.weights_[k], atol=0.02)
+        np.testing.assert_allclose(xk.mean(0), gm.means_[k], atol=0.08)
+        np.testing.assert_allclose(np.cov(xk.T), gm.covariances_[k], atol=0.12)
+    for ct in ["tied", "diag", "spherical"]:
+        g = GaussianMixture(3, covariance_type=ct, random_state=0).fit(blobs)
+        Xs, ys = g.sample(5000)
+        assert Xs.shape == (5000, 3) and np.isfinite(Xs).all()
+
+
+def test_sklearn_api_compatibility(blobs):
+    from sklearn.base import clone
+
+    gm = GaussianMixture(4, covariance_type="diag", reg_covar=1e-4)
+    params = gm.get_params()
+    assert params["n_components"] == 4 and params["covariance_type"] == "diag"
+    copy = clone(gm)
+    assert copy.get_params() == params
+    gm.set_params(n_components=3)
+    assert gm.n_components == 3
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        gm.set_params(bogus=1)
+    assert "n_components=3" in repr(gm)
+
+
+def test_empty_component_does_not_produce_nan():
+    """A component that owns no point keeps finite parameters (sklearn's tiny-weight rule)."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(100, 2))
+    means = np.array([[0.0, 0.0], [1e3, 1e3]])
+    gm = GaussianMixture(2, means_init=means, random_state=0, max_iter=5, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    for name in ["weights_", "means_", "covariances_", "precisions_cholesky_"]:
+        assert np.isfinite(getattr(gm, name)).all(), name
+    assert gm.weights_[1] < 1e-10
+    assert np.isfinite(gm.score_samples(X)).all()
+
+
+def test_duplicate_points_recover_with_a_warning_or_fail_clearly():
+    X = np.concatenate([np.zeros((20, 2)), np.random.default_rng(0).normal(size=(20, 2)) + 5])
+    # reg_covar=0 and a component on 20 identical points: the jitter rescues nothing (its
+    # scale is zero), so the fit fails with scikit-learn's advice.
+    with pytest.raises(ValueError, match="increase reg_covar"):
+        GaussianMixture(2, reg_covar=0.0, init_params="kmeans", random_state=0).fit(X)
+    # With the default regulariser the same data fits.
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    assert np.isfinite(gm.covariances_).all()
+
+
+def test_cholesky_failure_recovers_with_warning():
+    """A component whose covariance is singular (two points in 3-D, reg_covar=0) is rescued
+    by a small jitter on its diagonal, with a warning."""
+    rng = np.random.default_rng(12)
+    X = np.concatenate([rng.normal(size=(100, 3)), [[50.0, 50.0, 50.0], [51.0, 52.0, 50.5]]])
+    kw = dict(means_init=[[0.0, 0.0, 0.0], [50.5, 51.0, 50.25]], reg_covar=0.0, max_iter=2, tol=0.0)
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        gm = GaussianMixture(2, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm.fit(X)
+    assert np.isfinite(gm.covariances_).all()
+    assert np.linalg.eigvalsh(gm.covariances_[1]).min() > 0
+
+
+def test_regularised_cholesky_kernel():
+    from torchem.functional.gaussian import _regularised_cholesky
+
+    cov = torch.tensor([[[1.0, 1.0 + 1e-12], [1.0 + 1e-12, 1.0]], [[2.0, 0.0], [0.0, 3.0]]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning):
+        prec_chol, failed = _regularised_cholesky(cov, "full")
+    assert not failed.any() and torch.isfinite(prec_chol).all()
+
+
+def test_public_api():
+    assert torchem.__version__
+    assert issubclass(torchem.NotFittedError, ValueError)
+    assert issubclass(torchem.NotFittedError, AttributeError)
+    assert issubclass(ConvergenceWarning, UserWarning)
