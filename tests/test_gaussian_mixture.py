@@ -347,3 +347,36 @@ def test_public_api():
     assert issubclass(torchem.NotFittedError, ValueError)
     assert issubclass(torchem.NotFittedError, AttributeError)
     assert issubclass(ConvergenceWarning, UserWarning)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_chunking_does_not_change_the_fit(blobs, covariance_type):
+    kw = dict(covariance_type=covariance_type, tol=0.0, max_iter=8, random_state=0, init_params="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = GaussianMixture(3, **kw).fit(blobs)
+        chunked = GaussianMixture(3, chunk_size=37, **kw).fit(blobs)
+    np.testing.assert_allclose(chunked.means_, whole.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(chunked.covariances_, whole.covariances_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(chunked.lower_bound_, whole.lower_bound_, rtol=1e-12)
+    np.testing.assert_allclose(chunked.score_samples(blobs), whole.score_samples(blobs), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_reg_covar_is_added_to_the_diagonal(blobs):
+    init = _sklearn_start(blobs, 3, "diag")
+    kw = dict(covariance_type="diag", tol=0.0, max_iter=1, **init)
+    a = GaussianMixture(3, reg_covar=0.0, **kw).fit(blobs)
+    b = GaussianMixture(3, reg_covar=0.5, **kw).fit(blobs)
+    np.testing.assert_allclose(b.covariances_ - a.covariances_, 0.5, rtol=1e-9)
+
+
+def test_tol_and_verbose(blobs, capsys):
+    loose = GaussianMixture(3, tol=10.0, random_state=0, init_params="random").fit(blobs)
+    tight = GaussianMixture(3, tol=1e-8, random_state=0, init_params="random", max_iter=500).fit(blobs)
+    assert loose.n_iter_ < tight.n_iter_
+    GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, init_params="random").fit(blobs)
+    out = capsys.readouterr().out
+    assert "Iteration 1" in out and "EM finished" in out
+    GaussianMixture(3, random_state=0).fit(blobs)
+    assert capsys.readouterr().out == ""

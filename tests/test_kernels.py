@@ -190,6 +190,7 @@ def test_expansion_switches_to_float64_when_float32_would_cancel():
     torch.testing.assert_close(lp32.double(), lp64, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_n_parameters_matches_sklearn():
     from sklearn.mixture import GaussianMixture
 

@@ -86,10 +86,28 @@ def random_distinct_indices(n_samples: int, n_pick: int, batch: tuple[int, int],
     return keys.topk(n_pick, dim=-1).indices.to(device)
 
 
+_RESP_BLOCK = 4096
+
+
 def random_resp(seed: int, start: int, shape: tuple[int, ...], device, dtype) -> Tensor:
-    """Random responsibilities (uniform, normalised per sample) for the chunk starting at
-    sample ``start``; the same ``seed`` and ``start`` always give the same numbers, so several
-    passes over the data see the same responsibilities."""
-    gen = torch.Generator().manual_seed(seed + start)
-    resp = torch.rand(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    """Random responsibilities (uniform, normalised per sample) for the chunk of
+    ``shape = (B, R, n, K)`` starting at sample ``start``.
+
+    The numbers are drawn in fixed blocks of samples, each from its own generator seeded by
+    ``seed`` and the block's index, so every pass over the data sees the same
+    responsibilities and they do not depend on the chunk size.
+    """
+    b, r, n, k = shape
+    device = torch.device(device)
+    first, last = start // _RESP_BLOCK, (start + n - 1) // _RESP_BLOCK
+    blocks = []
+    for block in range(first, last + 1):
+        try:
+            gen, where = torch.Generator(device=device), device
+        except RuntimeError:  # a device without its own generator
+            gen, where = torch.Generator(), torch.device("cpu")
+        gen.manual_seed((seed * 1_000_003 + block) % (2**63 - 1))
+        blocks.append(torch.rand(b, r, _RESP_BLOCK, k, generator=gen, dtype=torch.float64, device=where))
+    offset = start - first * _RESP_BLOCK
+    resp = torch.cat(blocks, dim=2)[:, :, offset : offset + n].to(device=device, dtype=dtype)
     return resp / resp.sum(-1, keepdim=True)
