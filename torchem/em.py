@@ -25,7 +25,7 @@ from torch import Tensor
 from .data import TensorSource
 from .functional.estep import responsibilities
 
-__all__ = ["EMFamily", "EMResult", "run_em", "e_step_pass", "select_best"]
+__all__ = ["EMFamily", "EMResult", "e_step_pass", "hard_responsibilities", "run_em", "select_best"]
 
 Params = dict[str, Tensor]
 
@@ -74,8 +74,19 @@ def _add_into(total: Params | None, part: Params) -> Params:
     return total
 
 
-def e_step_pass(family: EMFamily, source: TensorSource, params: Params) -> tuple[Params, Tensor]:
-    """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood."""
+def hard_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Classification E-step: each sample goes wholly to its most probable component (the
+    first on ties). Returns ``(log_joint_max [..., n], one_hot [..., n, K])``; the first is
+    the sample's term of the classification log-likelihood ``max_k log w_k p_k(x)``."""
+    joint = component_log_prob + log_weights.unsqueeze(-2)
+    best, labels = joint.max(-1)
+    resp = torch.nn.functional.one_hot(labels, joint.shape[-1]).to(joint.dtype)
+    return best, resp
+
+
+def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard: bool = False) -> tuple[Params, Tensor]:
+    """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood
+    (with ``hard=True``: classification EM, and the mean classification log-likelihood)."""
     stats = None
     ll = None
     lw = family.log_weights(params)
@@ -84,7 +95,10 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params) -> tuple
         X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
         w = None if w is None else w.unsqueeze(1)
         log_prob, aux = family.log_prob(X, prepared)
-        log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
+        if hard:
+            log_norm, resp = hard_responsibilities(log_prob, lw.to(log_prob.dtype))
+        else:
+            log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
         stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))
         part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = part if ll is None else ll + part
@@ -111,6 +125,7 @@ def run_em(
     verbose: int = 0,
     verbose_interval: int = 10,
     failure_message: str = "EM failed.",
+    hard: bool = False,
 ) -> EMResult:
     """Run batched EM from ``params`` until every restart has converged or ``max_iter``.
 
@@ -125,6 +140,11 @@ def run_em(
             returning ``True`` stops the fit.
         verbose: 0 silent, 1 a summary line, 2 also every ``verbose_interval`` iterations.
         failure_message: the ``ValueError`` raised if an active restart's M-step fails.
+        hard: classification EM: each sample is assigned wholly to its most probable
+            component, and the lower bound is the mean classification log-likelihood.
+
+    A family may define ``converged(old_params, new_params) -> [B, R] bool`` to replace the
+    test on the lower bound (K-means stops on the movement of its centres).
 
     Returns:
         :class:`EMResult`; restarts that converged keep the parameters of their last update.
@@ -141,18 +161,19 @@ def run_em(
     start = time.perf_counter()
     for it in range(1, max_iter + 1):
         previous = lower_bound
-        stats, ll = e_step_pass(family, source, params)
+        stats, ll = e_step_pass(family, source, params, hard=hard)
         if hasattr(family, "needs_precise_pass") and family.needs_precise_pass(stats, params):
             # The family found that rounding in the working dtype spoilt the statistics
             # (e.g. float32 second moments that cancel): redo this pass in float64.
             family.working_dtype = torch.float64
             try:
-                stats, ll = e_step_pass(family, source, params)
+                stats, ll = e_step_pass(family, source, params, hard=hard)
             finally:
                 family.working_dtype = None
         new_params, failed = family.m_step(stats, params)
         if bool((failed & active).any()):
             raise ValueError(failure_message)
+        old_params = params
         params = _where(active, new_params, params)
         lower_bound = torch.where(active, ll, lower_bound)
         n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
@@ -163,7 +184,10 @@ def run_em(
                 "The log-likelihood became NaN during EM. Check the input data for extreme values, "
                 "or increase reg_covar."
             )
-        newly = active & (change.abs() < tol)
+        if hasattr(family, "converged"):
+            newly = active & family.converged(old_params, params)
+        else:
+            newly = active & (change.abs() < tol)
         converged = converged | newly
         active = active & ~newly
         if verbose >= 2 and it % verbose_interval == 0:

@@ -1,6 +1,7 @@
 """Mixture models: thin ``nn.Module`` families over the shared EM driver."""
 
 from .base import BaseMixture
+from .bernoulli import BernoulliMixture, BinomialMixture
 from .gaussian import GaussianMixture
 
-__all__ = ["BaseMixture", "GaussianMixture"]
+__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "GaussianMixture"]

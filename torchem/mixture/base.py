@@ -16,7 +16,6 @@ Fitted parameters are registered on the module (so ``.to(device)``, ``.double()`
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from typing import Any
@@ -26,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, make_generator, to_output
+from .._estimator import EstimatorModule
 from ..data import TensorSource, auto_chunk_size
 from ..em import EMResult, run_em, select_best
-from ..exceptions import ConvergenceWarning, NotFittedError
+from ..exceptions import ConvergenceWarning
 from ..functional.estep import log_responsibilities
 
 __all__ = ["BaseMixture"]
@@ -50,7 +50,7 @@ def _check_real(value, name: str, minimum: float = 0.0) -> float:
     return float(value)
 
 
-class BaseMixture(nn.Module):
+class BaseMixture(EstimatorModule):
     """Shared behaviour of torchem's mixture models (not used directly).
 
     Shapes: a model fitted on ``X [N, D]`` holds parameters for one problem; a model fitted on
@@ -84,6 +84,7 @@ class BaseMixture(nn.Module):
         verbose: int,
         verbose_interval: int,
         chunk_size: int | None,
+        hard: bool = False,
     ):
         super().__init__()
         self.n_components = n_components
@@ -96,6 +97,7 @@ class BaseMixture(nn.Module):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
+        self.hard = hard
         for name in self._param_names:
             self.register_parameter(name, None)
         # An empty buffer that follows .to(device) / .double(): where and in which dtype to fit.
@@ -104,55 +106,6 @@ class BaseMixture(nn.Module):
         self._batched = False
         self._batch_size = 1
         self._output_numpy = True
-
-    # ----------------------------------------------------------------------------------------
-    # scikit-learn estimator protocol
-    # ----------------------------------------------------------------------------------------
-
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor's hyper-parameters, as in scikit-learn (so ``sklearn.base.clone`` works)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        """Set hyper-parameters by name; returns ``self``."""
-        valid = self._get_param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. Valid parameters are: {valid}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def extra_repr(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        shown = []
-        for name in self._get_param_names():
-            value = getattr(self, name)
-            default = defaults.get(name, inspect.Parameter.empty)
-            try:
-                same = value is default or bool(value == default)
-            except Exception:  # arrays
-                same = False
-            if not same:
-                shown.append(f"{name}={value!r}" if not isinstance(value, (np.ndarray, Tensor)) else f"{name}=<array>")
-        return ", ".join(shown)
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in type(self)._fitted_attributes:
-                raise NotFittedError(
-                    f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
-                    "Call 'fit' with appropriate arguments before using this estimator."
-                ) from None
-            raise
 
     # ----------------------------------------------------------------------------------------
     # Hooks for the families
@@ -167,6 +120,8 @@ class BaseMixture(nn.Module):
         _check_int(self.verbose_interval, "verbose_interval", 1)
         if self.chunk_size is not None:
             _check_int(self.chunk_size, "chunk_size", 1)
+        if not isinstance(self.hard, (bool, np.bool_)):
+            raise ValueError(f"hard must be True or False; got {self.hard!r}.")
         if self.init_params not in self._init_methods:
             raise ValueError(
                 f"init_params must be one of {list(self._init_methods)}; got {self.init_params!r}."
@@ -345,6 +300,7 @@ class BaseMixture(nn.Module):
                 verbose=self.verbose,
                 verbose_interval=self.verbose_interval,
                 failure_message=self._failure_message(),
+                hard=bool(self.hard),
             )
         else:
             batch = next(iter(params.values())).shape[:2]

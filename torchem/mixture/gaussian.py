@@ -121,6 +121,8 @@ class GaussianMixture(BaseMixture):
         verbose: 0 silent, 1 a summary, 2 progress every ``verbose_interval`` iterations.
         verbose_interval: iterations between progress lines.
         chunk_size: samples per chunk; ``None`` picks one from the available memory.
+        hard: classification EM: each E-step assigns every sample wholly to its most
+            probable component (the lower bound is then the classification log-likelihood).
     """
 
     _param_names = ("logits", "loc", "precision_cholesky_unconstrained")
@@ -150,6 +152,7 @@ class GaussianMixture(BaseMixture):
         verbose: int = 0,
         verbose_interval: int = 10,
         chunk_size: int | None = None,
+        hard: bool = False,
     ):
         super().__init__(
             n_components,
@@ -162,6 +165,7 @@ class GaussianMixture(BaseMixture):
             verbose=verbose,
             verbose_interval=verbose_interval,
             chunk_size=chunk_size,
+            hard=hard,
         )
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar

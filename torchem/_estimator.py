@@ -1,0 +1,68 @@
+"""What every torchem estimator shares: scikit-learn's parameter protocol on an nn.Module."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from .exceptions import NotFittedError
+
+__all__ = ["EstimatorModule"]
+
+
+class EstimatorModule(nn.Module):
+    """``get_params``/``set_params`` from the constructor's signature (so
+    ``sklearn.base.clone`` works), a repr of the non-default hyper-parameters, and
+    ``NotFittedError`` (an ``AttributeError``) for fitted attributes read before ``fit``."""
+
+    #: Fitted attributes that raise NotFittedError (not a bare AttributeError) before fit.
+    _fitted_attributes: tuple[str, ...] = ()
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's hyper-parameters, as in scikit-learn (so ``sklearn.base.clone`` works)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set hyper-parameters by name; returns ``self``."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {type(self).__name__}. Valid parameters are: {valid}."
+                )
+            setattr(self, key, value)
+        return self
+
+    def extra_repr(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        shown = []
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            default = defaults.get(name, inspect.Parameter.empty)
+            try:
+                same = value is default or bool(value == default)
+            except Exception:  # arrays
+                same = False
+            if not same:
+                shown.append(f"{name}={value!r}" if not isinstance(value, (np.ndarray, Tensor)) else f"{name}=<array>")
+        return ", ".join(shown)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in type(self)._fitted_attributes:
+                raise NotFittedError(
+                    f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
+                    "Call 'fit' with appropriate arguments before using this estimator."
+                ) from None
+            raise
+

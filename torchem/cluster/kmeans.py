@@ -1,0 +1,410 @@
+"""K-means (Lloyd's algorithm) as hard EM on the shared driver, with scikit-learn's interface."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+from .._estimator import EstimatorModule
+from .._utils import as_float_tensor, check_data, check_fitted, make_generator, to_output
+from ..data import TensorSource, auto_chunk_size
+from ..em import run_em
+from ..functional.kmeans import assign, lloyd_stats, squared_distances
+from ..init import gather_rows, kmeans_plusplus
+
+__all__ = ["KMeans"]
+
+
+class _KMeansFamily:
+    """K-means as the hard-EM limit of a Gaussian mixture with equal weights and covariances
+    ``eps I``: ``log p_k(x) = -|x - c_k|^2`` up to scale, so the classification E-step is the
+    nearest-centre assignment and the M-step is the mean of each cluster (Lloyd).
+
+    The family keeps the data source so its M-step can re-seed empty clusters (scikit-learn's
+    rule: from the points farthest from their centres)."""
+
+    def __init__(self, source: TensorSource, tol: Tensor):
+        self.source = source
+        self.tol = tol  # [B] absolute tolerance on the total squared centre shift
+
+    def prepare(self, params):
+        return params["centers"]
+
+    def log_prob(self, X, centers):
+        return -squared_distances(X, centers), None
+
+    def log_weights(self, params):
+        return params["log_weights"]
+
+    def stats(self, X, resp, centers, aux, sample_weight):
+        labels = resp.argmax(-1)
+        counts, sums = lloyd_stats(X, labels, centers.shape[-2], sample_weight)
+        return {"counts": counts, "sums": sums}
+
+    def m_step(self, stats, params):
+        counts, sums = stats["counts"].clone(), stats["sums"].clone()
+        empty = counts == 0
+        if bool(empty.any()):
+            self._relocate(counts, sums, empty, params["centers"])
+        centers = sums / counts.clamp_min(1e-300).unsqueeze(-1)
+        centers = torch.where((counts > 0).unsqueeze(-1), centers, params["centers"].double())
+        failed = torch.zeros(counts.shape[:-1], dtype=torch.bool, device=counts.device)
+        return {"centers": centers, "log_weights": params["log_weights"]}, failed
+
+    def _relocate(self, counts: Tensor, sums: Tensor, empty: Tensor, centers: Tensor) -> None:
+        """Move the points farthest from their (old) centres into the empty clusters."""
+        b, r, k = counts.shape
+        n_far = int(empty.sum(-1).max())
+        best_d, best_i = None, None
+        for start, X, _ in self.source.chunks():
+            _, dist = assign(X.unsqueeze(1), centers)  # [B, R, n] exact distances
+            m = min(n_far, dist.shape[-1])
+            d, i = dist.double().topk(m, dim=-1)
+            i = i + start
+            if best_d is None:
+                best_d, best_i = d, i
+            else:
+                cat_d, cat_i = torch.cat([best_d, d], -1), torch.cat([best_i, i], -1)
+                best_d, order = cat_d.topk(min(n_far, cat_d.shape[-1]), dim=-1)
+                best_i = torch.gather(cat_i, -1, order)
+        X_all = self.source.X
+        w_all = self.source.sample_weight
+        for bi in range(b):
+            for ri in range(r):
+                empties = torch.nonzero(empty[bi, ri]).flatten().tolist()
+                for j, cluster in enumerate(empties):
+                    idx = int(best_i[bi, ri, j])
+                    x = X_all[bi, idx].double()
+                    w = 1.0 if w_all is None else float(w_all[bi, idx])
+                    old = int(assign(x.to(centers.dtype)[None], centers[bi, ri])[0][0])
+                    sums[bi, ri, old] -= x * w
+                    counts[bi, ri, old] -= w
+                    sums[bi, ri, cluster] = x * w
+                    counts[bi, ri, cluster] = w
+
+    def converged(self, old, new):
+        shift = (new["centers"].double() - old["centers"].double()).square().sum((-1, -2))  # [B, R]
+        return shift <= self.tol.unsqueeze(-1)
+
+
+class KMeans(EstimatorModule):
+    """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
+    torchem's batched driver.
+
+    Distances come from the GEMM expansion ``|x|^2 - 2 x.c + |c|^2`` on data centred on the
+    mean of the centres, chunk by chunk (no ``N x K x D`` tensor, and an ``N x K`` block only
+    per chunk); the distance of each sample to its nearest centre is then recomputed exactly,
+    so the inertia carries no cancellation. Empty clusters are re-seeded from the points
+    farthest from their centres. The ``n_init`` restarts run as one batch; ``X`` of shape
+    ``[B, N, D]`` clusters ``B`` independent datasets.
+
+    Args:
+        n_clusters: number of clusters ``K``.
+        init: ``"k-means++"`` (greedy, batched, on device), ``"random"`` (distinct random
+            samples), or initial centres ``[K, D]`` (or ``[B, K, D]``).
+        n_init: number of restarts, or ``"auto"`` (1 for ``k-means++`` or given centres, 10
+            for ``random``, as scikit-learn).
+        max_iter: the most Lloyd iterations.
+        tol: stop when the total squared movement of the centres is at most ``tol`` times the
+            mean variance of the features (scikit-learn's rule).
+        verbose: 0 silent, 1 a summary line, 2 progress.
+        random_state: ``None``, an int, a ``torch.Generator`` or a numpy random state.
+        chunk_size: samples per chunk; ``None`` chooses from the available memory.
+    """
+
+    _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init="k-means++",
+        n_init="auto",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        verbose: int = 0,
+        random_state=None,
+        chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.register_parameter("centers", None)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        self._fitted = False
+
+    # ----------------------------------------------------------------------------------------
+    # Checks
+    # ----------------------------------------------------------------------------------------
+
+    def _validate(self) -> tuple[str | None, int]:
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"n_clusters must be an integer >= 1; got {k!r}.")
+        for name, low in (("max_iter", 1), ("verbose", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {v!r}.")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol must be a non-negative number; got {self.tol!r}.")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be None or an integer >= 1; got {self.chunk_size!r}.")
+        method = self.init if isinstance(self.init, str) else None
+        if method is not None and method not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array of centres; got {self.init!r}.")
+        if self.n_init == "auto":
+            n_init = 10 if method == "random" else 1
+        elif isinstance(self.n_init, bool) or not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
+            raise ValueError(f"n_init must be 'auto' or an integer >= 1; got {self.n_init!r}.")
+        else:
+            n_init = int(self.n_init)
+        if method is None:
+            n_init = 1  # explicit centres: one run, as scikit-learn
+        return method, n_init
+
+    def _weights(self, sample_weight, X: Tensor) -> Tensor | None:
+        if sample_weight is None:
+            return None
+        w, _ = as_float_tensor(sample_weight, "sample_weight")
+        shape = X.shape[:-1]
+        if w.ndim == 1 and len(shape) == 2:
+            w = w.expand(shape)
+        if tuple(w.shape) != tuple(shape):
+            raise ValueError(f"sample_weight should have shape {tuple(X.shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("sample_weight must hold finite, non-negative numbers.")
+        if bool((w.sum(-1) <= 0).any()):
+            raise ValueError("sample_weight sums to zero; give some samples a positive weight.")
+        return w
+
+    def _input(self, X, name="X") -> tuple[Tensor, object]:
+        check_fitted(self)
+        t, kind = as_float_tensor(X, name)
+        check_data(t, name, n_features=self.n_features_in_)
+        if t.ndim == 3 and (not self._batched or t.shape[0] != self._batch_size):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, which does not match the fitted batch of problems.")
+        return t, kind
+
+    # ----------------------------------------------------------------------------------------
+    # Fitting
+    # ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute the clustering.
+
+        Args:
+            X: ``[N, D]`` or ``[B, N, D]`` data (numpy or tensor).
+            y: ignored.
+            sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
+
+        Returns:
+            ``self``.
+        """
+        method, n_init = self._validate()
+        k = int(self.n_clusters)
+        t, kind = as_float_tensor(X, "X")
+        check_data(t, "X")
+        batched = t.ndim == 3
+        X3 = t if batched else t.unsqueeze(0)
+        b, n, d = X3.shape
+        if n < k:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data.")
+        for bi in range(b):
+            distinct = torch.unique(X3[bi], dim=0).shape[0]
+            if distinct < k:
+                raise ValueError(
+                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in X"
+                    + (f"[{bi}]" if batched else "")
+                    + "; reduce n_clusters."
+                )
+        w = self._weights(sample_weight, t)
+        anchor = self._anchor
+        device = anchor.device if anchor.device.type != "cpu" else X3.device
+        dtype = torch.promote_types(X3.dtype, anchor.dtype)
+        source = TensorSource(X3, device=device, dtype=dtype, sample_weight=None if w is None else (w if batched else w.unsqueeze(0)))
+        if self.chunk_size is not None:
+            source.chunk_size = int(self.chunk_size)
+        else:
+            per = source.X.element_size() * n_init * (4 * k + 2 * d) + 8 * n_init * k
+            source.chunk_size = auto_chunk_size(per, source.device, n)
+        Xs = source.X
+        generator = make_generator(self.random_state, device)
+
+        if method is None:
+            c, _ = as_float_tensor(self.init, "init")
+            if tuple(c.shape) not in ((k, d), (b, k, d)):
+                raise ValueError(f"The shape of the initial centers {tuple(c.shape)} does not match the number of clusters {k} and features {d}: expected ({k}, {d}).")
+            if not bool(torch.isfinite(c).all()):
+                raise ValueError("init (the initial centres) contains NaN or infinity.")
+            centers = c.to(device=device, dtype=dtype).expand(b, k, d).unsqueeze(1).contiguous()
+        elif method == "k-means++":
+            idx = kmeans_plusplus(Xs, k, n_init, generator, sample_weight=source.sample_weight)
+            centers = gather_rows(Xs, idx)
+        else:
+            if source.sample_weight is None:
+                keys = torch.rand(b, n_init, n, generator=generator, device=generator.device).to(device)
+                idx = keys.topk(k, dim=-1).indices
+            else:
+                p = source.sample_weight.double().unsqueeze(1).expand(b, n_init, n).reshape(b * n_init, n)
+                idx = torch.multinomial(p.to(generator.device), k, replacement=False, generator=generator).to(device)
+                idx = idx.reshape(b, n_init, k)
+            centers = gather_rows(Xs, idx)
+
+        # scikit-learn's tolerance: tol times the mean variance of the features.
+        x64 = Xs.double()
+        tol_abs = x64.var(dim=1, unbiased=False).mean(-1) * float(self.tol)  # [B]
+        family = _KMeansFamily(source, tol_abs)
+        params = {"centers": centers.to(dtype), "log_weights": torch.zeros(b, n_init, k, dtype=dtype, device=device)}
+        result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True, verbose=int(self.verbose))
+        final = result.params["centers"]  # [B, R, K, D]
+        labels, inertia = self._assign_all(source, final)  # [B, R, N], [B, R]
+        best = inertia.argmin(-1)  # [B]
+        pick = lambda t: t[torch.arange(b, device=t.device), best]  # noqa: E731
+        self._store(pick(final), batched)
+        self._labels = pick(labels)
+        self._inertia = pick(inertia)
+        self._n_iter = pick(result.n_iter)
+        self._batched, self._batch_size = batched, b
+        self._output_numpy = kind.is_numpy
+        self.n_features_in_ = d
+        self._anchor = self._anchor.to(device=device, dtype=dtype)
+        self._fitted = True
+        return self
+
+    def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor]:
+        labels, inertia = [], None
+        for _, X, w in source.chunks():
+            lab, dist = assign(X.unsqueeze(1), centers)
+            labels.append(lab)
+            part = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
+            inertia = part if inertia is None else inertia + part
+        return torch.cat(labels, -1), inertia
+
+    def _store(self, centers: Tensor, batched: bool) -> None:
+        value = centers if batched else centers.squeeze(0)
+        current = self._parameters.get("centers")
+        self._parameters["centers"] = torch.nn.Parameter(
+            value.detach().clone(), requires_grad=current.requires_grad if current is not None else False
+        )
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return the cluster of each sample (``labels_``)."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    # ----------------------------------------------------------------------------------------
+    # Attributes
+    # ----------------------------------------------------------------------------------------
+
+    def _attr(self, t: Tensor):
+        return t.detach().cpu().numpy() if self._output_numpy else t.detach()
+
+    def _scalar(self, t: Tensor, cast):
+        return cast(t.reshape(-1)[0]) if not self._batched else self._attr(t)
+
+    @property
+    def cluster_centers_(self):
+        """Cluster centres ``[K, D]`` (``[B, K, D]``)."""
+        check_fitted(self)
+        return self._attr(self.centers)
+
+    @property
+    def labels_(self):
+        """Cluster of each training sample ``[N]`` (``[B, N]``)."""
+        check_fitted(self)
+        return self._attr(self._labels if self._batched else self._labels[0])
+
+    @property
+    def inertia_(self):
+        """Sum of (weighted) squared distances of the samples to their closest centre."""
+        check_fitted(self)
+        return self._scalar(self._inertia, float)
+
+    @property
+    def n_iter_(self):
+        """Lloyd iterations of the best restart."""
+        check_fitted(self)
+        return self._scalar(self._n_iter, int)
+
+    # ----------------------------------------------------------------------------------------
+    # Inference
+    # ----------------------------------------------------------------------------------------
+
+    def _chunked(self, t: Tensor, fn, dim: int = -1) -> Tensor:
+        centers = self.centers.detach()
+        dtype = torch.promote_types(t.dtype, centers.dtype)
+        centers = centers.to(dtype)
+        n = t.shape[-2]
+        step = int(self.chunk_size) if self.chunk_size else auto_chunk_size(
+            (4 * self.n_clusters + 2 * t.shape[-1]) * torch.finfo(dtype).bits // 8, centers.device, n
+        )
+        outs = [fn(t[..., s : s + step, :].to(device=centers.device, dtype=dtype), centers) for s in range(0, n, step)]
+        return torch.cat(outs, dim=dim)
+
+    @staticmethod
+    def _dist(x, centers):
+        return squared_distances(x, centers).sqrt()
+
+    @torch.no_grad()
+    def predict(self, X):
+        """Index of the closest centre for each sample: ``[N]`` (``[B, N]``) int64."""
+        t, kind = self._input(X)
+        return to_output(self._chunked(t, lambda x, c: assign(x, c)[0]), kind)
+
+    @torch.no_grad()
+    def transform(self, X):
+        """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``)."""
+        t, kind = self._input(X)
+        return to_output(self._chunked(t, self._dist, dim=-2), kind)
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    @torch.no_grad()
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of ``X`` under the fitted centres."""
+        t, kind = self._input(X)
+        w = self._weights(sample_weight, t)
+        d = self._chunked(t, lambda x, c: assign(x, c)[1]).double()
+        if w is not None:
+            d = d * w.to(d.device).double()
+        value = -d.sum(-1)
+        if kind.is_numpy:
+            return float(value) if value.ndim == 0 else value.cpu().numpy()
+        return to_output(value, kind)
+
+    # ----------------------------------------------------------------------------------------
+    # State
+    # ----------------------------------------------------------------------------------------
+
+    def get_extra_state(self) -> dict:
+        state = {"fitted": self._fitted}
+        if self._fitted:
+            state.update(batched=self._batched, batch_size=self._batch_size, output_numpy=self._output_numpy,
+                         n_features_in=self.n_features_in_, labels=self._labels, inertia=self._inertia,
+                         n_iter=self._n_iter, n_clusters=self.n_clusters)
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        self._fitted = bool(state.get("fitted", False))
+        if self._fitted:
+            if state["n_clusters"] != self.n_clusters:
+                raise ValueError(f"The state dict was saved with n_clusters={state['n_clusters']}; this model has {self.n_clusters}.")
+            self._batched, self._batch_size = state["batched"], state["batch_size"]
+            self._output_numpy, self.n_features_in_ = state["output_numpy"], state["n_features_in"]
+            self._labels, self._inertia, self._n_iter = state["labels"], state["inertia"], state["n_iter"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "centers"
+        if key in state_dict and (self._parameters.get("centers") is None or self._parameters["centers"].shape != state_dict[key].shape):
+            self._parameters["centers"] = torch.nn.Parameter(torch.empty_like(state_dict[key]), requires_grad=False)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+

@@ -1,0 +1,329 @@
+"""Bernoulli mixtures (binary vectors) and Binomial mixtures (counts out of ``n_trials``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._utils import as_float_tensor, check_fitted, make_generator
+from ..data import TensorSource
+from ..functional import bernoulli as F
+from ..functional.kmeans import assign
+from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
+from .base import BaseMixture
+
+__all__ = ["BernoulliMixture", "BinomialMixture"]
+
+_KMEANS_INIT_ITER = 10
+
+
+class _BernoulliFamily:
+    """EM hooks of a Bernoulli (``n_trials is None``) or Binomial mixture."""
+
+    def __init__(self, n_trials: Tensor | None):
+        self.n_trials = n_trials
+
+    def prepare(self, params):
+        logits = params["logits"]
+        log1m = torch.nn.functional.logsigmoid(-logits.double())
+        if self.n_trials is not None:
+            log1m = log1m * self.n_trials.to(device=logits.device, dtype=torch.float64)
+        return {"w": logits.mT.contiguous(), "const": log1m.sum(-1).to(logits.dtype).unsqueeze(-2)}
+
+    def log_prob(self, X, prepared):
+        lp = X @ prepared["w"].to(X.dtype) + prepared["const"].to(X.dtype)
+        if self.n_trials is not None:
+            n = self.n_trials.to(device=X.device)
+            lp = lp + F.binomial_log_coefficient(X, n).unsqueeze(-1)
+        return lp, None
+
+    def log_weights(self, params):
+        return params["log_weights"]
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        return F.bernoulli_stats(X, resp, sample_weight)
+
+    def m_step(self, stats, params):
+        n = None if self.n_trials is None else self.n_trials.to(stats["sx"].device)
+        log_weights, logits = F.bernoulli_m_step(stats, n)
+        failed = torch.zeros(log_weights.shape[:-1], dtype=torch.bool, device=log_weights.device)
+        return {"log_weights": log_weights, "logits": logits}, failed
+
+
+class BernoulliMixture(BaseMixture):
+    """Mixture of multivariate Bernoulli distributions for binary vectors, fitted by EM.
+
+    The interface of :class:`torchem.GaussianMixture` where it applies: numpy or tensors in
+    (``[N, D]`` or ``[B, N, D]``), the same kind out, restarts as a batch, ``nn.Module``
+    state. Component ``k`` has success probabilities ``probs_[k]``; they are stored as logits
+    (``component_logits``) and kept in ``[1e-10, 1 - 1e-10]``, so no log-probability is
+    infinite. The E-step is one matrix product in log space.
+
+    Args:
+        n_components: number of components ``K``.
+        tol: convergence threshold on the change of the mean log-likelihood.
+        max_iter: the most EM iterations per restart.
+        n_init: number of restarts (run in parallel); the best is kept.
+        init_params: ``"kmeans"`` (k-means++ then Lloyd, as hard responsibilities),
+            ``"random"`` (random responsibilities), ``"k-means++"`` or
+            ``"random_from_data"`` (chosen samples, averaged half-and-half with the mean of
+            the data so no probability starts at 0 or 1).
+        weights_init: ``[K]`` initial weights.
+        probs_init: ``[K, D]`` initial probabilities.
+        random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
+            :class:`torchem.GaussianMixture`.
+    """
+
+    _param_names = ("logits", "component_logits")
+    _fitted_attributes = BaseMixture._fitted_attributes + ("probs_",)
+    _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        probs_init=None,
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunk_size: int | None = None,
+        hard: bool = False,
+    ):
+        super().__init__(
+            n_components,
+            tol=tol,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            chunk_size=chunk_size,
+            hard=hard,
+        )
+        self.weights_init = weights_init
+        self.probs_init = probs_init
+
+    # ----------------------------------------------------------------------------------------
+    # Hooks
+    # ----------------------------------------------------------------------------------------
+
+    def _trials(self, n_features: int) -> Tensor | None:
+        return None
+
+    def _family(self) -> _BernoulliFamily:
+        # During a fit the feature count is the new data's; afterwards the fitted one.
+        n_features = getattr(self, "_fit_features", None) or self.n_features_in_
+        return _BernoulliFamily(self._trials(n_features))
+
+    def _validate_values(self, X: Tensor, name: str) -> None:
+        bad = (X != 0) & (X != 1)
+        if bool(bad.any()):
+            example = float(X[bad].reshape(-1)[0])
+            raise ValueError(
+                f"{type(self).__name__} expects binary data: {name} must contain only 0 and 1, but it "
+                f"contains other values (e.g. {example:g}). Binarise it first (for example X > 0.5), or use "
+                "BinomialMixture for counts."
+            )
+
+    def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        return itemsize * n_restarts * (2 * n_features + 5 * self.n_components)
+
+    def _n_parameters(self) -> int:
+        return F.bernoulli_n_parameters(self.n_components, self.n_features_in_)
+
+    def _store(self, params: dict[str, Tensor]) -> None:
+        self._set_parameter("logits", params["log_weights"])
+        self._set_parameter("component_logits", params["logits"])
+
+    def _constrained(self) -> dict[str, Tensor]:
+        return {"log_weights": torch.log_softmax(self.logits, -1), "logits": self.component_logits}
+
+    def _structural_hyperparameters(self) -> dict:
+        return {"n_components": self.n_components}
+
+    def _check_initial_parameters(self, source: TensorSource) -> None:
+        k, d, b = self.n_components, source.n_features, source.batch_size
+        self._fit_features = d
+        trials = self._trials(d)
+        self._user_init = {}
+        if self.weights_init is not None:
+            w, _ = as_float_tensor(self.weights_init, "weights_init")
+            w = w.double()
+            if tuple(w.shape) not in ((k,), (b, k)):
+                raise ValueError(f"weights_init should have the shape ({k},), but got {tuple(w.shape)}.")
+            if bool((w < 0).any()) or bool((w > 1).any()) or not bool(torch.isfinite(w).all()):
+                raise ValueError("weights_init should be in the range [0, 1].")
+            if not bool(torch.allclose(w.sum(-1), torch.ones(()), rtol=0, atol=1e-6)):
+                raise ValueError(f"weights_init should be normalized, but got sum(weights_init) = {float(w.sum(-1).reshape(-1)[0]):.5f}.")
+            self._user_init["log_weights"] = w.log()
+        if self.probs_init is not None:
+            p, _ = as_float_tensor(self.probs_init, "probs_init")
+            p = p.double()
+            if tuple(p.shape) not in ((k, d), (b, k, d)):
+                raise ValueError(f"probs_init should have the shape ({k}, {d}), but got {tuple(p.shape)}.")
+            if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p > 1).any()):
+                raise ValueError("probs_init should hold probabilities in [0, 1].")
+            self._user_init["logits"] = F.logits_from_probs(p)
+        del trials
+
+    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        k, d = self.n_components, source.n_features
+        b, n = source.batch_size, source.n_samples
+        trials = self._trials(d)
+        scale = 1.0 if trials is None else trials.to(source.device, torch.float64)
+        params: dict[str, Tensor] = {}
+        if len(self._user_init) < 2:
+            method = self.init_params
+            if method in ("kmeans", "random"):
+                if method == "kmeans":
+                    idx = kmeans_plusplus(source.X, k, n_init, generator)
+                    centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
+
+                    def resp_fn(start, X):
+                        return torch.nn.functional.one_hot(assign(X, centers)[0], k).double()
+
+                else:
+                    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+                    def resp_fn(start, X):
+                        return random_resp(seed, start, (b, n_init, X.shape[-2], k), source.device, torch.float64)
+
+                stats = None
+                for start, X, _ in source.chunks():
+                    X = X.unsqueeze(1).double()
+                    part = F.bernoulli_stats(X, resp_fn(start, X))
+                    stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+                log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
+            else:
+                if method == "k-means++":
+                    idx = kmeans_plusplus(source.X, k, n_init, generator)
+                else:
+                    idx = random_distinct_indices(n, k, (b, n_init), generator, source.device)
+                chosen = gather_rows(source.X, idx).double() / scale  # [B, R, K, D]
+                mean = (source.X.double().sum(1) / n / scale).reshape(b, 1, 1, d)
+                logits = F.logits_from_probs(0.5 * (chosen + mean))
+                log_weights = torch.full((b, n_init, k), -np.log(k), dtype=torch.float64, device=source.device)
+            params = {"log_weights": log_weights, "logits": logits}
+        for key, value in self._user_init.items():
+            if value.ndim == (1 if key == "log_weights" else 2):
+                value = value.unsqueeze(0)
+            value = value.unsqueeze(1).to(device=source.device)
+            params[key] = value.expand(b, n_init, *value.shape[2:])
+        return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
+
+    # ----------------------------------------------------------------------------------------
+    # Attributes and sampling
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def probs_(self):
+        """Success probabilities ``[K, D]`` (``[B, K, D]``)."""
+        check_fitted(self)
+        return self._attr(torch.sigmoid(self.component_logits.detach()))
+
+    @torch.no_grad()
+    def sample(self, n_samples: int = 1):
+        """Draw ``(X, y)``: samples ``[n_samples, D]`` and their sorted component labels."""
+        check_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+        device = self.component_logits.device
+        generator = make_generator(self.random_state, device)
+        labels = self._sample_labels(int(n_samples), generator)  # [B, n]
+        probs = torch.sigmoid(self.component_logits.detach())
+        if not self._batched:
+            probs = probs.unsqueeze(0)
+        b, _, d = probs.shape
+        p = torch.gather(probs, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d))
+        trials = self._trials(d)
+        if trials is None:
+            X = (torch.rand(p.shape, generator=generator, device=generator.device, dtype=p.dtype).to(device) < p).to(p.dtype)
+        else:
+            n = trials.to(device=device, dtype=p.dtype).expand_as(p)
+            X = torch.binomial(n.to(generator.device), p.to(generator.device), generator=generator).to(device)
+        if not self._batched:
+            X, labels = X.squeeze(0), labels.squeeze(0)
+        return self._attr(X), self._attr(labels)
+
+
+class BinomialMixture(BernoulliMixture):
+    """Mixture of independent Binomial distributions: feature ``d`` of a sample counts the
+    successes in ``n_trials`` (a scalar, or one value per feature) Bernoulli trials.
+
+    Same interface as :class:`BernoulliMixture`; ``probs_[k, d]`` is the success probability
+    of a single trial. The log-likelihood includes the binomial coefficients.
+
+    Args:
+        n_components: number of components.
+        n_trials: number of trials, a positive integer or ``[D]`` positive integers.
+        (other arguments as in :class:`BernoulliMixture`)
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        n_trials=1,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init=None,
+        probs_init=None,
+        random_state=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunk_size: int | None = None,
+        hard: bool = False,
+    ):
+        super().__init__(
+            n_components,
+            tol=tol,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            weights_init=weights_init,
+            probs_init=probs_init,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            chunk_size=chunk_size,
+            hard=hard,
+        )
+        self.n_trials = n_trials
+
+    def _trials(self, n_features: int) -> Tensor:
+        t = torch.as_tensor(np.asarray(self.n_trials), dtype=torch.float64)
+        if t.ndim == 0:
+            t = t.expand(n_features)
+        if t.ndim != 1 or t.shape[0] != n_features:
+            raise ValueError(
+                f"n_trials must be a positive integer or one per feature ({n_features} values); "
+                f"got shape {tuple(t.shape)}."
+            )
+        if not bool(torch.isfinite(t).all()) or bool((t < 1).any()) or bool((t != t.round()).any()):
+            raise ValueError(f"n_trials must hold positive integers; got {self.n_trials!r}.")
+        return t
+
+    def _validate_values(self, X: Tensor, name: str) -> None:
+        trials = self._trials(X.shape[-1]).to(device=X.device, dtype=X.dtype)
+        if bool((X < 0).any()):
+            raise ValueError(f"{name} holds negative counts; BinomialMixture needs counts in [0, n_trials].")
+        if bool((X != X.round()).any()):
+            raise ValueError(f"{name} holds non-integer values; BinomialMixture needs whole-number counts.")
+        if bool((X > trials).any()):
+            raise ValueError(f"{name} holds counts above n_trials; each count must be at most its feature's n_trials.")
+
+    def _structural_hyperparameters(self) -> dict:
+        return {"n_components": self.n_components, "n_trials": np.asarray(self.n_trials).tolist()}
