@@ -162,7 +162,7 @@ class BernoulliMixture(BaseMixture):
                 raise ValueError(f"weights_init should have the shape ({k},), but got {tuple(w.shape)}.")
             if bool((w < 0).any()) or bool((w > 1).any()) or not bool(torch.isfinite(w).all()):
                 raise ValueError("weights_init should be in the range [0, 1].")
-            if not bool(torch.allclose(w.sum(-1), torch.ones(()), rtol=0, atol=1e-6)):
+            if not bool(torch.allclose(w.sum(-1), torch.ones((), dtype=w.dtype), rtol=0, atol=1e-6)):
                 raise ValueError(f"weights_init should be normalized, but got sum(weights_init) = {float(w.sum(-1).reshape(-1)[0]):.5f}.")
             self._user_init["log_weights"] = w.log()
         if self.probs_init is not None:

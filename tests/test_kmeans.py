@@ -1,0 +1,151 @@
+"""KMeans against scikit-learn's Lloyd K-means from the same initial centres."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+
+from torchem import KMeans, NotFittedError
+
+
+def _data(seed=0, n=1500, d=4, k=5):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(k, d))
+    X = centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    init = X[rng.choice(n, k, replace=False)]
+    return X, init
+
+
+@pytest.mark.parametrize("chunk_size", [None, 97])
+def test_matches_sklearn_lloyd(chunk_size):
+    X, init = _data()
+    ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd", tol=1e-4).fit(X)
+    ours = KMeans(5, init=init, tol=1e-4, chunk_size=chunk_size).fit(X)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.inertia_, ref.inertia_, rtol=1e-10)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+    np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=1e-10)
+
+
+def test_sample_weight_matches_sklearn():
+    X, init = _data(1)
+    w = np.random.default_rng(1).uniform(0.1, 3.0, len(X))
+    ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd").fit(X, sample_weight=w)
+    ours = KMeans(5, init=init).fit(X, sample_weight=w)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.inertia_, ref.inertia_, rtol=1e-10)
+    np.testing.assert_allclose(ours.score(X, sample_weight=w), ref.score(X, sample_weight=w), rtol=1e-10)
+
+
+def test_empty_cluster_is_reseeded_like_sklearn():
+    X, init = _data(2)
+    init = init.copy()
+    init[0] = 1e3  # owns no point in the first iteration
+    ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd").fit(X)
+    ours = KMeans(5, init=init).fit(X)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert len(np.unique(ours.labels_)) == 5
+
+
+def test_max_iter_and_tol_match_sklearn():
+    X, init = _data(3)
+    for max_iter, tol in [(2, 0.0), (5, 0.0), (300, 1e-2)]:
+        ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd", max_iter=max_iter, tol=tol).fit(X)
+        ours = KMeans(5, init=init, max_iter=max_iter, tol=tol).fit(X)
+        assert ours.n_iter_ == ref.n_iter_
+        np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.inertia_, ref.inertia_, rtol=1e-10)
+
+
+def test_batched_fit_equals_separate_fits():
+    data = [_data(seed) for seed in range(3)]
+    X = np.stack([x for x, _ in data])
+    init = np.stack([i for _, i in data])
+    batched = KMeans(5, init=init).fit(X)
+    assert batched.cluster_centers_.shape == (3, 5, 4)
+    assert batched.labels_.shape == (3, 1500)
+    for b, (x, i) in enumerate(data):
+        single = KMeans(5, init=i).fit(x)
+        np.testing.assert_allclose(batched.cluster_centers_[b], single.cluster_centers_, rtol=1e-12)
+        np.testing.assert_array_equal(batched.labels_[b], single.labels_)
+        np.testing.assert_allclose(batched.inertia_[b], single.inertia_, rtol=1e-12)
+        assert batched.n_iter_[b] == single.n_iter_
+    np.testing.assert_array_equal(batched.predict(X), batched.labels_)
+
+
+def test_n_init_keeps_lowest_inertia_and_is_reproducible():
+    X, _ = _data(4, k=8)
+    many = KMeans(8, n_init=6, random_state=0).fit(X)
+    one = KMeans(8, n_init=1, random_state=0).fit(X)
+    assert many.inertia_ <= one.inertia_ + 1e-9  # restart 0 is the single run's start
+    again = KMeans(8, n_init=6, random_state=0).fit(X)
+    np.testing.assert_array_equal(many.cluster_centers_, again.cluster_centers_)
+    rand = KMeans(8, init="random", random_state=1).fit(X)  # n_init="auto" -> 10 restarts
+    rand_one = KMeans(8, init="random", n_init=1, random_state=1).fit(X)
+    assert rand.inertia_ <= rand_one.inertia_ + 1e-9
+
+
+def test_float32_far_from_origin():
+    X, init = _data(5)
+    X = X + 1e4
+    init = init + 1e4
+    f64 = KMeans(5, init=init).fit(X)
+    f32 = KMeans(5, init=init.astype(np.float32)).fit(X.astype(np.float32))
+    np.testing.assert_array_equal(f32.labels_, f64.labels_)
+    np.testing.assert_allclose(f32.inertia_, f64.inertia_, rtol=1e-3)
+
+
+def test_tensor_in_tensor_out_and_state_dict(tmp_path):
+    X, init = _data(6)
+    t = torch.from_numpy(X).float()
+    km = KMeans(5, init=init, random_state=0).fit(t)
+    assert isinstance(km.cluster_centers_, torch.Tensor) and isinstance(km.predict(t), torch.Tensor)
+    assert isinstance(km.predict(X), np.ndarray)
+    path = tmp_path / "km.pt"
+    torch.save(km.state_dict(), path)
+    fresh = KMeans(5)
+    fresh.load_state_dict(torch.load(path, weights_only=False))
+    torch.testing.assert_close(fresh.cluster_centers_, km.cluster_centers_)
+    assert fresh.inertia_ == km.inertia_
+    np.testing.assert_array_equal(fresh.predict(X), km.predict(X))
+
+
+@pytest.mark.parametrize(
+    "kwargs, data, match",
+    [
+        ({"n_clusters": 0}, None, "n_clusters must be"),
+        ({"n_clusters": 4}, np.repeat([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], 5, axis=0), "distinct points"),
+        ({"n_clusters": 50}, None, "should be >= n_clusters"),
+        ({"init": "banana"}, None, "init must be"),
+        ({"init": np.zeros((3, 3))}, None, "initial centers"),
+        ({"n_init": 0}, None, "n_init must be"),
+        ({"max_iter": 0}, None, "max_iter must be"),
+        ({"tol": -1}, None, "tol must be"),
+        ({}, np.array([[np.nan, 0.0]] * 10), "NaN"),
+        ({}, np.zeros(10), "1-D"),
+    ],
+)
+def test_bad_input(kwargs, data, match):
+    X = np.random.default_rng(0).normal(size=(20, 2)) if data is None else data
+    with pytest.raises(ValueError, match=match):
+        KMeans(**{"n_clusters": 2, **kwargs}).fit(X)
+
+
+def test_bad_sample_weight_and_unfitted_use():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match="sample_weight"):
+        KMeans(2).fit(X, sample_weight=-np.ones(20))
+    with pytest.raises(ValueError, match="sample_weight"):
+        KMeans(2).fit(X, sample_weight=np.ones(5))
+    with pytest.raises(NotFittedError):
+        KMeans(2).predict(X)
+    assert not hasattr(KMeans(2), "cluster_centers_")
+    km = KMeans(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        km.predict(np.zeros((3, 5)))
