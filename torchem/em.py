@@ -74,19 +74,31 @@ def _add_into(total: Params | None, part: Params) -> Params:
     return total
 
 
-def hard_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+def hard_responsibilities(
+    component_log_prob: Tensor, log_weights: Tensor, *, inplace: bool = False
+) -> tuple[Tensor, Tensor]:
     """Classification E-step: each sample goes wholly to its most probable component (the
     first on ties). Returns ``(log_joint_max [..., n], one_hot [..., n, K])``; the first is
-    the sample's term of the classification log-likelihood ``max_k log w_k p_k(x)``."""
-    joint = component_log_prob + log_weights.unsqueeze(-2)
+    the sample's term of the classification log-likelihood ``max_k log w_k p_k(x)``. With
+    ``inplace=True`` the one-hot matrix is written over ``component_log_prob``."""
+    if inplace:
+        joint = component_log_prob.add_(log_weights.unsqueeze(-2))
+    else:
+        joint = component_log_prob + log_weights.unsqueeze(-2)
     best, labels = joint.max(-1)
-    resp = torch.nn.functional.one_hot(labels, joint.shape[-1]).to(joint.dtype)
+    resp = joint.zero_().scatter_(-1, labels.unsqueeze(-1), 1.0)
     return best, resp
 
 
 def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard: bool = False) -> tuple[Params, Tensor]:
     """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood
     (with ``hard=True``: classification EM, and the mean classification log-likelihood)."""
+    if hasattr(family, "run_pass"):
+        # A family may compute a whole pass itself (e.g. K-means skipping, with bounds, the
+        # distances that cannot change an assignment); None falls back to the generic pass.
+        done = family.run_pass(source, params, hard)
+        if done is not None:
+            return done
     stats = None
     ll = None
     lw = family.log_weights(params)
@@ -96,7 +108,7 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard:
         w = None if w is None else w.unsqueeze(1)
         log_prob, aux = family.log_prob(X, prepared)
         if hard:
-            log_norm, resp = hard_responsibilities(log_prob, lw.to(log_prob.dtype))
+            log_norm, resp = hard_responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
         else:
             log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
         stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))

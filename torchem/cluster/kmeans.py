@@ -11,10 +11,38 @@ from .._estimator import EstimatorModule
 from .._utils import as_float_tensor, check_data, check_fitted, make_generator, to_output
 from ..data import TensorSource, auto_chunk_size
 from ..em import run_em
-from ..functional.kmeans import assign, lloyd_stats, squared_distances
+from ..functional._buffers import buffer
+from ..functional.kmeans import assign, squared_distances
 from ..init import gather_rows, kmeans_plusplus
 
 __all__ = ["KMeans"]
+
+
+def _count_distinct_up_to(X: Tensor, k: int) -> int:
+    """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
+    prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
+    m = 8 * k
+    while True:
+        distinct = torch.unique(X[:m], dim=0).shape[0]
+        if distinct >= k or m >= X.shape[0]:
+            return distinct
+        m *= 8
+
+
+def _mean_variance(source: TensorSource) -> Tensor:
+    """``[B]`` mean over features of the (unweighted) variance of the data, in float64, chunk
+    by chunk: scikit-learn's scale for ``tol``."""
+    n = source.n_samples
+    total = None
+    for _, X, _ in source.chunks():
+        part = X.double().sum(1)
+        total = part if total is None else total + part
+    mean = total / n
+    sq = None
+    for _, X, _ in source.chunks():
+        part = (X.double() - mean.unsqueeze(1)).square().sum(1)
+        sq = part if sq is None else sq + part
+    return (sq / n).mean(-1)
 
 
 class _KMeansFamily:
@@ -25,23 +53,152 @@ class _KMeansFamily:
     The family keeps the data source so its M-step can re-seed empty clusters (scikit-learn's
     rule: from the points farthest from their centres)."""
 
-    def __init__(self, source: TensorSource, tol: Tensor):
+    def __init__(self, source: TensorSource, tol: Tensor, bounded: bool = True):
         self.source = source
         self.tol = tol  # [B] absolute tolerance on the total squared centre shift
+        self.bounded = bounded
+        self.labels = None  # [B, R, N] current assignment (bounded passes)
+        self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
+        self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
+
+    # ----------------------------------------------------------------------------------------
+    # Bounded pass (Hamerly's exact acceleration of Lloyd)
+    # ----------------------------------------------------------------------------------------
+
+    def run_pass(self, source: TensorSource, params, hard: bool):
+        """One Lloyd E-step and the statistics of the M-step, skipping the distance
+        computations that bounds prove unnecessary (Hamerly, 2010).
+
+        Every point keeps an upper bound ``u`` on the distance to its centre and a lower
+        bound ``l`` on the distance to every other centre; after the centres move by ``d_j``
+        they become ``u + d_label`` and ``l - max_j d_j``. A point whose ``u`` is below both
+        ``l`` and half the distance from its centre to the nearest other centre cannot change
+        cluster, so only the other points are compared with all ``K`` centres (in float64).
+        The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
+        moving only the points that changed cluster (float64 scatter-adds).
+        """
+        if not (hard and self.bounded):
+            return None
+        centers = params["centers"]
+        b, r, k, d = centers.shape
+        c64 = centers.double()
+        n = source.n_samples
+        dev = centers.device
+        first = self.labels is None
+        if first:
+            self.labels = torch.zeros(b, r, n, dtype=torch.int64, device=dev)
+            self.upper = torch.full((b, r, n), torch.inf, dtype=torch.float64, device=dev)
+            self.lower = torch.zeros(b, r, n, dtype=torch.float64, device=dev)
+            self.counts = torch.zeros(b * r * k, dtype=torch.float64, device=dev)
+            self.sums = torch.zeros(b * r * k, d, dtype=torch.float64, device=dev)
+        # half the distance from each centre to its nearest other centre: [B, R, K]
+        cc = torch.cdist(c64, c64)
+        cc.diagonal(dim1=-2, dim2=-1).fill_(torch.inf)
+        half = 0.5 * cc.amin(-1)
+        cnorm = c64.square().sum(-1)  # [B, R, K]
+        offset = torch.arange(b * r, device=dev).reshape(b, r) * k
+        # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
+        # the GEMM passes (fewer, larger operations); the [S, K] float64 distance block of
+        # the points that need it stays below 64 MiB.
+        step = max(source.chunk_size, min(n, max(1, 2**23 // (k * b * r))))
+        for start in range(0, n, step):
+            X = source.X[:, start : start + step]
+            w = None if source.sample_weight is None else source.sample_weight[:, start : start + step]
+            stop = start + X.shape[1]
+            lab = self.labels[..., start:stop]
+            u = self.upper[..., start:stop]
+            low = self.lower[..., start:stop]
+            need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, n]
+            if not first and not bool(need.any()):
+                continue
+            bi, ri, ii = need.nonzero(as_tuple=True)
+            old = lab[bi, ri, ii]
+            x = X[bi, ii].double()  # [S, D]
+            if not first:
+                # tighten the upper bound with the exact distance to the current centre
+                exact = (x - c64[bi, ri, old]).square().sum(-1).sqrt()
+                u[bi, ri, ii] = exact
+                keep = exact > torch.maximum(half[bi, ri, old], low[bi, ri, ii])
+                bi, ri, ii, x, old = bi[keep], ri[keep], ii[keep], x[keep], old[keep]
+            if bi.numel() == 0:
+                continue
+            # all K distances of the remaining points, one float64 GEMM per (problem, restart)
+            xx = x.square().sum(-1, keepdim=True)
+            if b * r == 1:
+                d2 = torch.addmm(cnorm[0, 0].unsqueeze(0), x, c64[0, 0].mT, alpha=-2.0).add_(xx).clamp_min_(0.0)
+            else:
+                pair = bi * r + ri
+                d2 = torch.empty(x.shape[0], k, dtype=torch.float64, device=dev)
+                for p in torch.unique(pair).tolist():
+                    sel = (pair == p).nonzero(as_tuple=True)[0]
+                    cp = c64[p // r, p % r]
+                    d2[sel] = (xx[sel] - 2.0 * x[sel] @ cp.mT + cnorm[p // r, p % r]).clamp_min_(0.0)
+            if k > 1:
+                # the two smallest distances (min twice is much faster than topk on CPU)
+                new_lab = d2.argmin(-1)
+                new_l = d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1)
+            else:
+                new_lab, new_u, new_l = torch.zeros_like(old), d2[:, 0], torch.full_like(d2[:, 0], torch.inf)
+            # the winner's distance exactly (the expansion may carry rounding)
+            new_u = (x - c64[bi, ri, new_lab]).square().sum(-1)
+            lab[bi, ri, ii] = new_lab
+            u[bi, ri, ii] = new_u.sqrt()
+            low[bi, ri, ii] = new_l.sqrt() * (1.0 - 1e-12)
+            # move the points that changed cluster in the running sums
+            moved = (new_lab != old) | first
+            if bool(moved.any()):
+                wt = torch.ones_like(new_u) if w is None else w[bi, ii].double()
+                wt, xm = wt[moved], x[moved]
+                base = offset[bi[moved], ri[moved]]
+                if not first:
+                    self.counts.index_add_(0, base + old[moved], -wt)
+                    self.sums.index_add_(0, base + old[moved], -(xm * wt.unsqueeze(-1)))
+                self.counts.index_add_(0, base + new_lab[moved], wt)
+                self.sums.index_add_(0, base + new_lab[moved], xm * wt.unsqueeze(-1))
+        ll = -(self.upper.square() * (1.0 if source.sample_weight is None else source.sample_weight.double().unsqueeze(1))).sum(-1)
+        stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
+        stats["counts"].clamp_min_(0.0)  # rounding of removed weights
+        return stats, ll / source.total_weight().unsqueeze(-1)
+
+    def _move_bounds(self, old: Tensor, new: Tensor) -> None:
+        """After the centres move, loosen the bounds so they stay valid."""
+        if self.labels is None:
+            return
+        move = (new.double() - old.double()).square().sum(-1).sqrt()  # [B, R, K]
+        self.upper += torch.gather(move, -1, self.labels)
+        self.lower -= move.amax(-1, keepdim=True)
 
     def prepare(self, params):
-        return params["centers"]
+        centers = params["centers"]
+        ref = centers.mean(-2, keepdim=True)
+        cc = centers - ref
+        # score_k(x) = 2 (x - ref).(c_k - ref) - |c_k - ref|^2 = |x - ref|^2 - |x - c_k|^2:
+        # the nearest centre maximises it, and it costs one GEMM per chunk.
+        return {
+            "ref": ref,
+            "w": (2.0 * cc).mT,
+            "b": -cc.square().sum(-1).unsqueeze(-2),
+            "centers": centers,
+            "workspace": {},
+        }
 
-    def log_prob(self, X, centers):
-        return -squared_distances(X, centers), None
+    def log_prob(self, X, prepared):
+        """Not a log-density: ``-|x - c_k|^2`` up to a per-sample constant, which is all the
+        classification E-step needs (the driver's lower bound is not used by K-means)."""
+        ws = prepared["workspace"]
+        xc = torch.sub(X, prepared["ref"], out=buffer(ws, "xc", torch.broadcast_shapes(X.shape, prepared["ref"].shape), X))
+        w = prepared["w"]
+        shape = (*torch.broadcast_shapes(xc.shape[:-2], w.shape[:-2]), xc.shape[-2], w.shape[-1])
+        return torch.matmul(xc, w, out=buffer(ws, "score", shape, xc)).add_(prepared["b"]), None
 
     def log_weights(self, params):
         return params["log_weights"]
 
-    def stats(self, X, resp, centers, aux, sample_weight):
-        labels = resp.argmax(-1)
-        counts, sums = lloyd_stats(X, labels, centers.shape[-2], sample_weight)
-        return {"counts": counts, "sums": sums}
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        # resp is one-hot: the per-cluster sums are one GEMM in the data's dtype (exact
+        # enough within a chunk), added across chunks in float64.
+        r = resp if sample_weight is None else resp * sample_weight.unsqueeze(-1)
+        return {"counts": r.sum(-2).double(), "sums": (r.mT @ X.to(r.dtype)).double()}
 
     def m_step(self, stats, params):
         counts, sums = stats["counts"].clone(), stats["sums"].clone()
@@ -50,6 +207,8 @@ class _KMeansFamily:
             self._relocate(counts, sums, empty, params["centers"])
         centers = sums / counts.clamp_min(1e-300).unsqueeze(-1)
         centers = torch.where((counts > 0).unsqueeze(-1), centers, params["centers"].double())
+        # the driver stores the centres in the data's dtype: move the bounds by that move
+        self._move_bounds(params["centers"], centers.to(params["centers"].dtype))
         failed = torch.zeros(counts.shape[:-1], dtype=torch.bool, device=counts.device)
         return {"centers": centers, "log_weights": params["log_weights"]}, failed
 
@@ -219,7 +378,7 @@ class KMeans(EstimatorModule):
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data.")
         for bi in range(b):
-            distinct = torch.unique(X3[bi], dim=0).shape[0]
+            distinct = _count_distinct_up_to(X3[bi], k)
             if distinct < k:
                 raise ValueError(
                     f"n_clusters={k} is larger than the number of distinct points ({distinct}) in X"
@@ -260,8 +419,7 @@ class KMeans(EstimatorModule):
             centers = gather_rows(Xs, idx)
 
         # scikit-learn's tolerance: tol times the mean variance of the features.
-        x64 = Xs.double()
-        tol_abs = x64.var(dim=1, unbiased=False).mean(-1) * float(self.tol)  # [B]
+        tol_abs = _mean_variance(source) * float(self.tol)  # [B]
         family = _KMeansFamily(source, tol_abs)
         params = {"centers": centers.to(dtype), "log_weights": torch.zeros(b, n_init, k, dtype=dtype, device=device)}
         result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True, verbose=int(self.verbose))

@@ -38,6 +38,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from ._buffers import buffer
+
 __all__ = [
     "COVARIANCE_TYPES",
     "covariances_from_precision_cholesky",
@@ -206,20 +208,6 @@ def quadratic_features(xc: Tensor) -> Tensor:
     return _full_features(xc, with_linear=False)
 
 
-def _buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
-    """An uninitialised tensor of ``shape``: a view of a buffer kept in ``workspace`` (reused
-    from chunk to chunk, so its pages are touched once rather than faulted in for every
-    chunk) or, without a workspace, a fresh one."""
-    numel = math.prod(shape)
-    if workspace is None:
-        return like.new_empty(shape)
-    buf = workspace.get(name)
-    if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
-        buf = like.new_empty(numel)
-        workspace[name] = buf
-    return buf[:numel].view(shape)
-
-
 def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None) -> Tensor:
     """Quadratic features, followed by ``xc`` itself when ``with_linear``, in one buffer."""
     d = xc.shape[-1]
@@ -231,11 +219,11 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
         return torch.cat([quad, xc], dim=-1) if with_linear else quad
     # Without autograd, every piece is written straight into preallocated buffers: copies
     # and concatenations of chunk-sized tensors cost as much as the GEMMs on CPU.
-    doubled = _buffer(workspace, "doubled", (*lead, 2 * d), xc)
+    doubled = buffer(workspace, "doubled", (*lead, 2 * d), xc)
     doubled[..., :d] = xc
     doubled[..., d:] = xc
     window = doubled.unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D], a view
-    z = _buffer(workspace, "z", (*lead, h * d + (d if with_linear else 0)), xc)
+    z = buffer(workspace, "z", (*lead, h * d + (d if with_linear else 0)), xc)
     torch.mul(xc.unsqueeze(-2), window, out=z[..., : h * d].unflatten(-1, (h, d)))
     if with_linear:
         z[..., h * d :] = xc
@@ -318,7 +306,7 @@ def _features(xc: Tensor, covariance_type: str, workspace: dict | None = None) -
         return torch.cat([sq, xc], dim=-1)  # [..., n, 2D] or [..., n, 1 + D]
     d = xc.shape[-1]
     first = d if covariance_type == "diag" else 1
-    z = _buffer(workspace, "z", (*xc.shape[:-1], first + d), xc)
+    z = buffer(workspace, "z", (*xc.shape[:-1], first + d), xc)
     if covariance_type == "diag":
         torch.mul(xc, xc, out=z[..., :d])
     else:
@@ -401,7 +389,7 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     if ws is None or Xw.requires_grad or c.requires_grad:
         xc = Xw - c
     else:
-        xc = torch.sub(Xw, c, out=_buffer(ws, "xc", torch.broadcast_shapes(Xw.shape, c.shape), Xw))
+        xc = torch.sub(Xw, c, out=buffer(ws, "xc", torch.broadcast_shapes(Xw.shape, c.shape), Xw))
     z = _features(xc, covariance_type, ws)
     if covariance_type == "tied":
         zx = xc @ prep["prec_chol"]
@@ -410,7 +398,7 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
         log_prob = z @ prep["w"] + prep["b"]
     else:
         shape = (*torch.broadcast_shapes(z.shape[:-2], prep["w"].shape[:-2]), z.shape[-2], prep["w"].shape[-1])
-        log_prob = torch.matmul(z, prep["w"], out=_buffer(ws, "log_prob", shape, z)).add_(prep["b"])
+        log_prob = torch.matmul(z, prep["w"], out=buffer(ws, "log_prob", shape, z)).add_(prep["b"])
     # A Mahalanobis distance cannot be negative: cap rounding at the density's peak.
     if log_prob.requires_grad:
         log_prob = torch.minimum(log_prob, prep["const"])

@@ -1,0 +1,28 @@
+"""Chunk-sized scratch buffers reused from chunk to chunk.
+
+On CPU, writing a freshly allocated chunk-sized tensor costs more than the arithmetic that
+fills it (its pages are faulted in on every allocation), so the per-pass hooks keep their
+large intermediates in a ``workspace`` dict and overwrite them chunk after chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+__all__ = ["buffer"]
+
+
+def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
+    """An uninitialised tensor of ``shape``: a view of a buffer kept in ``workspace`` (reused
+    from chunk to chunk, so its pages are touched once rather than faulted in for every
+    chunk) or, without a workspace, a fresh one."""
+    numel = math.prod(shape)
+    if workspace is None:
+        return like.new_empty(shape)
+    buf = workspace.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        buf = like.new_empty(numel)
+        workspace[name] = buf
+    return buf[:numel].view(shape)
