@@ -60,6 +60,7 @@ class _KMeansFamily:
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
+        self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
     # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
@@ -111,6 +112,9 @@ class _KMeansFamily:
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, n]
             if not first and not bool(need.any()):
                 continue
+            if b * r == 1 and (first or float(need.float().mean()) > 0.25):
+                self._dense_chunk(X[0], None if w is None else w[0], c64[0, 0], lab[0, 0], u[0, 0], low[0, 0], first)
+                continue
             bi, ri, ii = need.nonzero(as_tuple=True)
             old = lab[bi, ri, ii]
             x = X[bi, ii].double()  # [S, D]
@@ -159,6 +163,47 @@ class _KMeansFamily:
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, ll / source.total_weight().unsqueeze(-1)
+
+    def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:
+        """Assign every point of a chunk (one problem, one restart): used when most points
+        need it, as in the first passes. Distances come from one GEMM in the data's dtype on
+        centred data; the winner's distance is then recomputed exactly in float64 and the
+        lower bound is reduced by the GEMM's rounding error so it stays a bound. Large
+        intermediates live in reused buffers (fresh chunk-sized tensors cost page faults)."""
+        ws = self.workspace
+        n, d = X.shape
+        k = c64.shape[0]
+        dtype = X.dtype
+        ref = c64.mean(0, keepdim=True)
+        cc = (c64 - ref).to(dtype)
+        xc = torch.sub(X, ref.to(dtype), out=buffer(ws, "xc", (n, d), X))
+        xx = torch.linalg.vector_norm(xc, dim=-1).square_()
+        cn = cc.square().sum(-1)
+        d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (n, k), X)).add_(xx.unsqueeze(-1))
+        new_lab = d2.argmin(-1)
+        if k > 1:
+            second = d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1).double()
+            err = 8.0 * torch.finfo(dtype).eps * (xx.double() + float(cn.max()))
+            low.copy_((second - err).clamp_min_(0.0).sqrt_())
+        else:
+            low.fill_(torch.inf)
+        x64 = buffer(ws, "x64", (n, d), c64).copy_(X)
+        nearest = torch.index_select(c64, 0, new_lab, out=buffer(ws, "nearest", (n, d), c64))
+        u.copy_(torch.linalg.vector_norm(nearest.sub_(x64), dim=-1))
+        moved = new_lab != lab
+        if first:
+            moved.fill_(True)
+        if bool(moved.any()):
+            idx = moved.nonzero(as_tuple=True)[0]
+            xm = x64[idx] if idx.shape[0] < n else x64
+            wt = torch.ones(idx.shape[0], dtype=torch.float64, device=X.device) if w is None else w[idx].double()
+            xw = xm if w is None else xm * wt.unsqueeze(-1)
+            if not first:
+                self.counts.index_add_(0, lab[idx], -wt)
+                self.sums.index_add_(0, lab[idx], -xw)
+            self.counts.index_add_(0, new_lab[idx], wt)
+            self.sums.index_add_(0, new_lab[idx], xw)
+        lab.copy_(new_lab)
 
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
         """After the centres move, loosen the bounds so they stay valid."""
