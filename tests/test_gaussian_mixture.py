@@ -223,7 +223,7 @@ def test_state_dict_round_trip(blobs, tmp_path):
     path = tmp_path / "gm.pt"
     torch.save(gm.state_dict(), path)
     fresh = GaussianMixture(3, covariance_type="full")
-    fresh.load_state_dict(torch.load(path, weights_only=False))
+    fresh.load_state_dict(torch.load(path))
     for name in ["weights_", "means_", "covariances_", "precisions_cholesky_"]:
         np.testing.assert_array_equal(getattr(fresh, name), getattr(gm, name))
     assert fresh.n_iter_ == gm.n_iter_ and fresh.converged_ == gm.converged_

@@ -110,7 +110,7 @@ def test_tensor_in_tensor_out_and_state_dict(tmp_path):
     path = tmp_path / "km.pt"
     torch.save(km.state_dict(), path)
     fresh = KMeans(5)
-    fresh.load_state_dict(torch.load(path, weights_only=False))
+    fresh.load_state_dict(torch.load(path))
     torch.testing.assert_close(fresh.cluster_centers_, km.cluster_centers_)
     assert fresh.inertia_ == km.inertia_
     np.testing.assert_array_equal(fresh.predict(X), km.predict(X))

@@ -470,10 +470,11 @@ class BaseMixture(EstimatorModule):
                 batch_size=self._batch_size,
                 output_numpy=self._output_numpy,
                 n_features_in=self.n_features_in_,
-                lower_bound=self._lower_bound,
-                n_iter=self._n_iter,
-                converged=self._converged,
-                history=self._history,
+                # tensors, not numpy arrays, so torch.load(..., weights_only=True) accepts them
+                lower_bound=torch.as_tensor(self._lower_bound),
+                n_iter=torch.as_tensor(self._n_iter),
+                converged=torch.as_tensor(self._converged),
+                history=torch.as_tensor(self._history),
                 hyper=self._structural_hyperparameters(),
             )
         return state
@@ -494,10 +495,10 @@ class BaseMixture(EstimatorModule):
         self._batch_size = state["batch_size"]
         self._output_numpy = state["output_numpy"]
         self.n_features_in_ = state["n_features_in"]
-        self._lower_bound = state["lower_bound"]
-        self._n_iter = state["n_iter"]
-        self._converged = state["converged"]
-        self._history = state["history"]
+        self._lower_bound = np.asarray(state["lower_bound"])
+        self._n_iter = np.asarray(state["n_iter"])
+        self._converged = np.asarray(state["converged"])
+        self._history = np.asarray(state["history"])
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
