@@ -22,10 +22,13 @@ Numerical choices:
 * Densities are computed on data centred on the mean of the component means, so float32 data
   far from the origin loses nothing to cancellation; the result does not depend on that
   centre mathematically.
-* ``full``: the whitened residuals ``y = (x - mu_k) U_k`` come from one GEMM against all
-  components' factors; the Mahalanobis term is ``|y|^2``. The M-step statistics reuse ``y``.
-* ``diag``, ``spherical``, ``tied``: the Mahalanobis term is expanded into GEMMs
-  (``x^2 P - 2 x P mu + mu P mu``) on centred data and clamped at zero.
+* The Mahalanobis term is expanded (``x^T P x - 2 x^T P mu + mu^T P mu``) into one GEMM of
+  per-sample features (for ``full``: the products ``x_i x_j``, see
+  :func:`quadratic_features`) against per-component weights; the same features, weighted by
+  the responsibilities, are the M-step statistics (one more GEMM).
+* Where float32 rounding of that expansion would matter (components narrow compared with
+  their distance from the centre), :func:`expansion_error_bound` and
+  :func:`stats_need_float64` send the pass to float64.
 * Statistics are returned in float64 so they add exactly across chunks, batches and ranks.
 * Log-determinants are read off the factor's diagonal; no matrix is ever inverted.
 """
