@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from .exceptions import NotFittedError
@@ -15,11 +16,15 @@ __all__ = ["EstimatorModule"]
 
 class EstimatorModule(nn.Module):
     """``get_params``/``set_params`` from the constructor's signature (so
-    ``sklearn.base.clone`` works), a repr of the non-default hyper-parameters, and
-    ``NotFittedError`` (an ``AttributeError``) for fitted attributes read before ``fit``."""
+    ``sklearn.base.clone`` works), a repr of the non-default hyper-parameters,
+    ``NotFittedError`` (an ``AttributeError``) for fitted attributes read before ``fit``, and
+    ``load_state_dict`` into a fresh model (its parameters, registered as ``None`` until
+    fitted, take the saved shapes). Subclasses register an empty ``_anchor`` buffer."""
 
     #: Fitted attributes that raise NotFittedError (not a bare AttributeError) before fit.
     _fitted_attributes: tuple[str, ...] = ()
+    #: Names of the registered parameters; the first one locates the model (device, dtype).
+    _param_names: tuple[str, ...] = ()
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -66,3 +71,21 @@ class EstimatorModule(nn.Module):
                 ) from None
             raise
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # A fresh model has no parameters yet: give them the saved shapes so they can be filled.
+        for name in self._param_names:
+            key = prefix + name
+            if key in state_dict and isinstance(state_dict[key], Tensor):
+                current = self._parameters.get(name)
+                device = self._anchor.device
+                dtype = state_dict[key].dtype if current is None else current.dtype
+                if current is None or current.shape != state_dict[key].shape:
+                    self._parameters[name] = nn.Parameter(
+                        torch.empty(state_dict[key].shape, device=device, dtype=dtype), requires_grad=False
+                    )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if any(self._parameters.get(n) is not None for n in self._param_names):
+            ref = self._parameters[self._param_names[0]]
+            self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)

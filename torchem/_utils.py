@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ __all__ = [
     "InputKind",
     "as_float_tensor",
     "check_data",
+    "check_int",
+    "check_real",
     "make_generator",
     "to_output",
 ]
@@ -156,6 +159,20 @@ def make_generator(random_state, device: torch.device) -> torch.Generator:
 def rand(generator: torch.Generator, *shape, device, dtype=torch.float64) -> Tensor:
     """Uniform [0, 1) numbers drawn on the generator's device and moved to ``device``."""
     return torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def check_real(value, name: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number >= {minimum}; got {value!r}.")
+    if not math.isfinite(float(value)) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}; got {value!r}.")
+    return float(value)
 
 
 def check_fitted(model, attribute: str = "_fitted") -> None:

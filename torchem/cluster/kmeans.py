@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
 from .._estimator import EstimatorModule
-from .._utils import as_float_tensor, check_data, check_fitted, make_generator, to_output
+from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from ..data import TensorSource, auto_chunk_size
 from ..em import run_em
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, squared_distances
-from ..init import gather_rows, kmeans_plusplus
+from ..init import gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
 
@@ -50,13 +48,14 @@ class _KMeansFamily:
     ``eps I``: ``log p_k(x) = -|x - c_k|^2`` up to scale, so the classification E-step is the
     nearest-centre assignment and the M-step is the mean of each cluster (Lloyd).
 
-    The family keeps the data source so its M-step can re-seed empty clusters (scikit-learn's
-    rule: from the points farthest from their centres)."""
+    The family computes each pass itself (``run_pass``: the assignment is always hard, so
+    the driver's ``hard`` flag changes nothing) and keeps the data source so its M-step can
+    re-seed empty clusters (scikit-learn's rule: from the points farthest from their
+    centres)."""
 
-    def __init__(self, source: TensorSource, tol: Tensor, bounded: bool = True):
+    def __init__(self, source: TensorSource, tol: Tensor):
         self.source = source
         self.tol = tol  # [B] absolute tolerance on the total squared centre shift
-        self.bounded = bounded
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
@@ -78,8 +77,6 @@ class _KMeansFamily:
         The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
         moving only the points that changed cluster (float64 scatter-adds).
         """
-        if not (hard and self.bounded):
-            return None
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
@@ -213,38 +210,6 @@ class _KMeansFamily:
         self.upper += torch.gather(move, -1, self.labels)
         self.lower -= move.amax(-1, keepdim=True)
 
-    def prepare(self, params):
-        centers = params["centers"]
-        ref = centers.mean(-2, keepdim=True)
-        cc = centers - ref
-        # score_k(x) = 2 (x - ref).(c_k - ref) - |c_k - ref|^2 = |x - ref|^2 - |x - c_k|^2:
-        # the nearest centre maximises it, and it costs one GEMM per chunk.
-        return {
-            "ref": ref,
-            "w": (2.0 * cc).mT,
-            "b": -cc.square().sum(-1).unsqueeze(-2),
-            "centers": centers,
-            "workspace": {},
-        }
-
-    def log_prob(self, X, prepared):
-        """Not a log-density: ``-|x - c_k|^2`` up to a per-sample constant, which is all the
-        classification E-step needs (the driver's lower bound is not used by K-means)."""
-        ws = prepared["workspace"]
-        xc = torch.sub(X, prepared["ref"], out=buffer(ws, "xc", torch.broadcast_shapes(X.shape, prepared["ref"].shape), X))
-        w = prepared["w"]
-        shape = (*torch.broadcast_shapes(xc.shape[:-2], w.shape[:-2]), xc.shape[-2], w.shape[-1])
-        return torch.matmul(xc, w, out=buffer(ws, "score", shape, xc)).add_(prepared["b"]), None
-
-    def log_weights(self, params):
-        return params["log_weights"]
-
-    def stats(self, X, resp, prepared, aux, sample_weight):
-        # resp is one-hot: the per-cluster sums are one GEMM in the data's dtype (exact
-        # enough within a chunk), added across chunks in float64.
-        r = resp if sample_weight is None else resp * sample_weight.unsqueeze(-1)
-        return {"counts": r.sum(-2).double(), "sums": (r.mT @ X.to(r.dtype)).double()}
-
     def m_step(self, stats, params):
         counts, sums = stats["counts"].clone(), stats["sums"].clone()
         empty = counts == 0
@@ -255,7 +220,7 @@ class _KMeansFamily:
         # the driver stores the centres in the data's dtype: move the bounds by that move
         self._move_bounds(params["centers"], centers.to(params["centers"].dtype))
         failed = torch.zeros(counts.shape[:-1], dtype=torch.bool, device=counts.device)
-        return {"centers": centers, "log_weights": params["log_weights"]}, failed
+        return {"centers": centers}, failed
 
     def _relocate(self, counts: Tensor, sums: Tensor, empty: Tensor, centers: Tensor) -> None:
         """Move the points farthest from their (old) centres into the empty clusters."""
@@ -318,6 +283,7 @@ class KMeans(EstimatorModule):
         chunk_size: samples per chunk; ``None`` chooses from the available memory.
     """
 
+    _param_names = ("centers",)
     _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
 
     def __init__(
@@ -350,26 +316,19 @@ class KMeans(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     def _validate(self) -> tuple[str | None, int]:
-        k = self.n_clusters
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"n_clusters must be an integer >= 1; got {k!r}.")
-        for name, low in (("max_iter", 1), ("verbose", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}; got {v!r}.")
-        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a non-negative number; got {self.tol!r}.")
-        if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be None or an integer >= 1; got {self.chunk_size!r}.")
+        check_int(self.n_clusters, "n_clusters", 1)
+        check_int(self.max_iter, "max_iter", 1)
+        check_int(self.verbose, "verbose", 0)
+        check_real(self.tol, "tol")
+        if self.chunk_size is not None:
+            check_int(self.chunk_size, "chunk_size", 1)
         method = self.init if isinstance(self.init, str) else None
         if method is not None and method not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++', 'random' or an array of centres; got {self.init!r}.")
         if self.n_init == "auto":
             n_init = 10 if method == "random" else 1
-        elif isinstance(self.n_init, bool) or not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
-            raise ValueError(f"n_init must be 'auto' or an integer >= 1; got {self.n_init!r}.")
         else:
-            n_init = int(self.n_init)
+            n_init = check_int(self.n_init, "n_init", 1)
         if method is None:
             n_init = 1  # explicit centres: one run, as scikit-learn
         return method, n_init
@@ -455,8 +414,7 @@ class KMeans(EstimatorModule):
             centers = gather_rows(Xs, idx)
         else:
             if source.sample_weight is None:
-                keys = torch.rand(b, n_init, n, generator=generator, device=generator.device).to(device)
-                idx = keys.topk(k, dim=-1).indices
+                idx = random_distinct_indices(n, k, (b, n_init), generator, device)
             else:
                 p = source.sample_weight.double().unsqueeze(1).expand(b, n_init, n).reshape(b * n_init, n)
                 idx = torch.multinomial(p.to(generator.device), k, replacement=False, generator=generator).to(device)
@@ -466,7 +424,7 @@ class KMeans(EstimatorModule):
         # scikit-learn's tolerance: tol times the mean variance of the features.
         tol_abs = _mean_variance(source) * float(self.tol)  # [B]
         family = _KMeansFamily(source, tol_abs)
-        params = {"centers": centers.to(dtype), "log_weights": torch.zeros(b, n_init, k, dtype=dtype, device=device)}
+        params = {"centers": centers.to(dtype)}
         result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True, verbose=int(self.verbose))
         final = result.params["centers"]  # [B, R, K, D]
         labels, inertia = self._assign_all(source, final)  # [B, R, N], [B, R]
@@ -604,10 +562,3 @@ class KMeans(EstimatorModule):
             self._batched, self._batch_size = state["batched"], state["batch_size"]
             self._output_numpy, self.n_features_in_ = state["output_numpy"], state["n_features_in"]
             self._labels, self._inertia, self._n_iter = state["labels"], state["inertia"], state["n_iter"]
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "centers"
-        if key in state_dict and (self._parameters.get("centers") is None or self._parameters["centers"].shape != state_dict[key].shape):
-            self._parameters["centers"] = torch.nn.Parameter(torch.empty_like(state_dict[key]), requires_grad=False)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-

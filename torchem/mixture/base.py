@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._utils import InputKind, as_float_tensor, check_data, check_fitted, make_generator, to_output
+from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
 from ..data import TensorSource, auto_chunk_size
 from ..em import EMResult, run_em, select_best
@@ -36,20 +36,6 @@ __all__ = ["BaseMixture"]
 _EXTRA_STATE_VERSION = 1
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
-
-
-def _check_real(value, name: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number >= {minimum}; got {value!r}.")
-    if not math.isfinite(float(value)) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}; got {value!r}.")
-    return float(value)
-
-
 class BaseMixture(EstimatorModule):
     """Shared behaviour of torchem's mixture models (not used directly).
 
@@ -58,8 +44,6 @@ class BaseMixture(EstimatorModule):
     per-sample output gains a leading ``B``.
     """
 
-    #: Names of the registered parameters (unconstrained), in the order of the constructor.
-    _param_names: tuple[str, ...] = ()
     #: Fitted attributes that raise NotFittedError (not a bare AttributeError) before fit.
     _fitted_attributes: tuple[str, ...] = (
         "converged_",
@@ -112,14 +96,14 @@ class BaseMixture(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     def _validate_hyperparameters(self) -> None:
-        self.n_components = _check_int(self.n_components, "n_components", 1)
-        _check_real(self.tol, "tol")
-        _check_int(self.max_iter, "max_iter", 0)
-        _check_int(self.n_init, "n_init", 1)
-        _check_int(self.verbose, "verbose", 0)
-        _check_int(self.verbose_interval, "verbose_interval", 1)
+        self.n_components = check_int(self.n_components, "n_components", 1)
+        check_real(self.tol, "tol")
+        check_int(self.max_iter, "max_iter", 0)
+        check_int(self.n_init, "n_init", 1)
+        check_int(self.verbose, "verbose", 0)
+        check_int(self.verbose_interval, "verbose_interval", 1)
         if self.chunk_size is not None:
-            _check_int(self.chunk_size, "chunk_size", 1)
+            check_int(self.chunk_size, "chunk_size", 1)
         if not isinstance(self.hard, (bool, np.bool_)):
             raise ValueError(f"hard must be True or False; got {self.hard!r}.")
         if self.init_params not in self._init_methods:
@@ -451,7 +435,7 @@ class BaseMixture(EstimatorModule):
 
     def _sample_labels(self, n_samples: int, generator: torch.Generator) -> Tensor:
         """Component labels ``[B, n]`` (sorted, as scikit-learn returns them)."""
-        n_samples = _check_int(n_samples, "n_samples", 1)
+        n_samples = check_int(n_samples, "n_samples", 1)
         weights = torch.softmax(self.logits.detach().double(), -1)
         if not self._batched:
             weights = weights.unsqueeze(0)
@@ -502,25 +486,6 @@ class BaseMixture(EstimatorModule):
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # A fresh model has no parameters yet: give them the saved shapes so they can be filled.
-        for name in self._param_names:
-            key = prefix + name
-            if key in state_dict and isinstance(state_dict[key], Tensor):
-                current = self._parameters.get(name)
-                device = self._anchor.device
-                dtype = state_dict[key].dtype if current is None else current.dtype
-                if current is None or current.shape != state_dict[key].shape:
-                    self._parameters[name] = nn.Parameter(
-                        torch.empty(state_dict[key].shape, device=device, dtype=dtype), requires_grad=False
-                    )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        if any(self._parameters.get(n) is not None for n in self._param_names):
-            ref = self._parameters[self._param_names[0]]
-            self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
 
     def _set_parameter(self, name: str, value: Tensor) -> None:
         current = self._parameters.get(name)
