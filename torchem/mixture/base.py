@@ -30,10 +30,15 @@ from ..data import TensorSource, auto_chunk_size
 from ..em import EMResult, run_em, select_best
 from ..exceptions import ConvergenceWarning
 from ..functional.estep import log_responsibilities
+from ..functional.kmeans import assign
+from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
 
 __all__ = ["BaseMixture"]
 
 _EXTRA_STATE_VERSION = 1
+
+# Lloyd iterations run after k-means++ seeding by init_params="kmeans".
+_KMEANS_INIT_ITER = 10
 
 
 class BaseMixture(EstimatorModule):
@@ -317,6 +322,42 @@ class BaseMixture(EstimatorModule):
                 ConvergenceWarning,
                 stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
             )
+
+    def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
+        """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""
+        if self.init_params == "k-means++":
+            return kmeans_plusplus(source.X, self.n_components, n_init, generator)
+        b, n = source.batch_size, source.n_samples
+        return random_distinct_indices(n, self.n_components, (b, n_init), generator, source.device)
+
+    def _init_responsibilities(self, source: TensorSource, n_init: int, generator: torch.Generator):
+        """Initial responsibilities as a function ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``
+        (float64) of each chunk: hard k-means labels (k-means++ then a few Lloyd steps) for
+        ``"kmeans"``, random ones for ``"random"``, and one-hot at the chosen samples for
+        ``"k-means++"`` and ``"random_from_data"``."""
+        k, b = self.n_components, source.batch_size
+        method = self.init_params
+        if method == "kmeans":
+            idx = kmeans_plusplus(source.X, k, n_init, generator)
+            centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
+
+            def resp_fn(start, X):
+                return torch.nn.functional.one_hot(assign(X, centers)[0], k).double()
+
+        elif method == "random":
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+            def resp_fn(start, X):
+                return random_resp(seed, start, (b, n_init, X.shape[-2], k), source.device, torch.float64)
+
+        else:
+            idx = self._chosen_samples(source, n_init, generator)
+
+            def resp_fn(start, X):
+                pos = torch.arange(start, start + X.shape[-2], device=source.device)
+                return (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
+
+        return resp_fn
 
     def _check_initial_parameters(self, source: TensorSource) -> None:
         """Validate user-given initial parameters against the data (family hook)."""

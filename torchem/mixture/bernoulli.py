@@ -9,14 +9,10 @@ from torch import Tensor
 from .._utils import as_float_tensor, check_fitted, make_generator
 from ..data import TensorSource
 from ..functional import bernoulli as F
-from ..functional.kmeans import assign
-from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
+from ..init import gather_rows
 from .base import BaseMixture
 
 __all__ = ["BernoulliMixture", "BinomialMixture"]
-
-_KMEANS_INIT_ITER = 10
-
 
 class _BernoulliFamily:
     """EM hooks of a Bernoulli (``n_trials is None``) or Binomial mixture."""
@@ -159,7 +155,7 @@ class BernoulliMixture(BaseMixture):
     def _check_initial_parameters(self, source: TensorSource) -> None:
         k, d, b = self.n_components, source.n_features, source.batch_size
         self._fit_features = d
-        trials = self._trials(d)
+        self._trials(d)  # raises if n_trials does not fit the data
         self._user_init = {}
         if self.weights_init is not None:
             w, _ = as_float_tensor(self.weights_init, "weights_init")
@@ -179,7 +175,6 @@ class BernoulliMixture(BaseMixture):
             if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p > 1).any()):
                 raise ValueError("probs_init should hold probabilities in [0, 1].")
             self._user_init["logits"] = F.logits_from_probs(p)
-        del trials
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         k, d = self.n_components, source.n_features
@@ -190,19 +185,7 @@ class BernoulliMixture(BaseMixture):
         if len(self._user_init) < 2:
             method = self.init_params
             if method in ("kmeans", "random"):
-                if method == "kmeans":
-                    idx = kmeans_plusplus(source.X, k, n_init, generator)
-                    centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
-
-                    def resp_fn(start, X):
-                        return torch.nn.functional.one_hot(assign(X, centers)[0], k).double()
-
-                else:
-                    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-
-                    def resp_fn(start, X):
-                        return random_resp(seed, start, (b, n_init, X.shape[-2], k), source.device, torch.float64)
-
+                resp_fn = self._init_responsibilities(source, n_init, generator)
                 stats = None
                 for start, X, _ in source.chunks():
                     X = X.unsqueeze(1).double()
@@ -210,10 +193,7 @@ class BernoulliMixture(BaseMixture):
                     stats = part if stats is None else {key: stats[key] + part[key] for key in part}
                 log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
             else:
-                if method == "k-means++":
-                    idx = kmeans_plusplus(source.X, k, n_init, generator)
-                else:
-                    idx = random_distinct_indices(n, k, (b, n_init), generator, source.device)
+                idx = self._chosen_samples(source, n_init, generator)
                 chosen = gather_rows(source.X, idx).double() / scale  # [B, R, K, D]
                 mean = (source.X.double().sum(1) / n / scale).reshape(b, 1, 1, d)
                 logits = F.logits_from_probs(0.5 * (chosen + mean))

@@ -11,15 +11,10 @@ from torch import Tensor
 from .._utils import as_float_tensor, check_fitted, make_generator
 from ..data import TensorSource
 from ..functional import gaussian as G
-from ..functional.kmeans import assign
-from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
 from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
 
-
-# Lloyd iterations run after k-means++ seeding by init_params="kmeans".
-_KMEANS_INIT_ITER = 10
 
 
 class _GaussianFamily:
@@ -303,36 +298,11 @@ class GaussianMixture(BaseMixture):
         return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        k = self.n_components
-        b, n = source.batch_size, source.n_samples
+        b = source.batch_size
         user = self._user_init
         params: dict[str, Tensor] = {}
         if len(user) < 3:
-            method = self.init_params
-            if method == "kmeans":
-                idx = kmeans_plusplus(source.X, k, n_init, generator)
-                centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
-
-                def resp_fn(start, X):
-                    return torch.nn.functional.one_hot(assign(X, centers)[0], k)
-
-            elif method == "random":
-                seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-
-                def resp_fn(start, X):
-                    shape = (b, n_init, X.shape[-2], k)
-                    return random_resp(seed, start, shape, source.device, torch.float64)
-
-            else:
-                if method == "k-means++":
-                    idx = kmeans_plusplus(source.X, k, n_init, generator)
-                else:
-                    idx = random_distinct_indices(n, k, (b, n_init), generator, source.device)
-
-                def resp_fn(start, X):
-                    pos = torch.arange(start, start + X.shape[-2], device=source.device)
-                    return (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
-
+            resp_fn = self._init_responsibilities(source, n_init, generator)
             params = self._params_from_resp(source, resp_fn, n_init)
         event_ndim = {
             "log_weights": 1,
