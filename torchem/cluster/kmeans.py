@@ -43,6 +43,22 @@ def _mean_variance(source: TensorSource) -> Tensor:
     return (sq / n).mean(-1)
 
 
+def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
+    """Row argmin of ``d2 [S, K]`` that keeps the ``current`` label of every row where it
+    still attains the minimum. On CPU an argmin over a short last dimension costs several
+    times a plain ``amin``, and after the first passes few rows change label, so the argmin
+    is taken only on those rows (on ties the current label stays, as in the bounded passes)."""
+    if first:
+        return d2.argmin(-1)
+    if best is None:
+        best = d2.amin(-1)
+    new = current.clone()
+    rows = (d2.gather(-1, current.unsqueeze(-1)).squeeze(-1) != best).nonzero(as_tuple=True)[0]
+    if rows.numel():
+        new.index_copy_(0, rows, d2.index_select(0, rows).argmin(-1))
+    return new
+
+
 class _KMeansFamily:
     """K-means as the hard-EM limit of a Gaussian mixture with equal weights and covariances
     ``eps I``: ``log p_k(x) = -|x - c_k|^2`` up to scale, so the classification E-step is the
@@ -94,68 +110,77 @@ class _KMeansFamily:
         cc.diagonal(dim1=-2, dim2=-1).fill_(torch.inf)
         half = 0.5 * cc.amin(-1)
         cnorm = c64.square().sum(-1)  # [B, R, K]
-        offset = torch.arange(b * r, device=dev).reshape(b, r) * k
+        # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state, its
+        # sample is row b * N + i of the data, and centre j of p is row p * K + j.
+        c_flat, half_flat = c64.reshape(b * r * k, d), half.reshape(-1)
+        lab_flat, u_flat, low_flat = self.labels.view(-1), self.upper.view(-1), self.lower.view(-1)
+        X_flat = source.X.reshape(b * n, d)
+        w_flat = None if source.sample_weight is None else source.sample_weight.reshape(-1)
         # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
         # the GEMM passes (fewer, larger operations); the [S, K] float64 distance block of
         # the points that need it stays below 64 MiB.
         step = max(source.chunk_size, min(n, max(1, 2**23 // (k * b * r))))
         for start in range(0, n, step):
-            X = source.X[:, start : start + step]
-            w = None if source.sample_weight is None else source.sample_weight[:, start : start + step]
-            stop = start + X.shape[1]
+            stop = min(n, start + step)
             lab = self.labels[..., start:stop]
             u = self.upper[..., start:stop]
             low = self.lower[..., start:stop]
-            need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, n]
+            need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
             if not first and not bool(need.any()):
                 continue
             if b * r == 1 and (first or float(need.float().mean()) > 0.25):
-                self._dense_chunk(X[0], None if w is None else w[0], c64[0, 0], lab[0, 0], u[0, 0], low[0, 0], first)
+                w = None if w_flat is None else w_flat[start:stop]
+                self._dense_chunk(X_flat[start:stop], w, c64[0, 0], lab[0, 0], u[0, 0], low[0, 0], first)
                 continue
-            bi, ri, ii = need.nonzero(as_tuple=True)
-            old = lab[bi, ri, ii]
-            x = X[bi, ii].double()  # [S, D]
+            pi, ii = need.view(b * r, -1).nonzero(as_tuple=True)
+            ii = ii + start
+            prow = pi * n + ii  # rows of the per-point state
+            xrow = torch.div(pi, r, rounding_mode="floor") * n + ii  # rows of the data
+            old = lab_flat.index_select(0, prow)
+            x = X_flat.index_select(0, xrow).double()  # [S, D]
             if not first:
                 # tighten the upper bound with the exact distance to the current centre
-                exact = (x - c64[bi, ri, old]).square().sum(-1).sqrt()
-                u[bi, ri, ii] = exact
-                keep = exact > torch.maximum(half[bi, ri, old], low[bi, ri, ii])
-                bi, ri, ii, x, old = bi[keep], ri[keep], ii[keep], x[keep], old[keep]
-            if bi.numel() == 0:
+                exact = torch.linalg.vector_norm(x - c_flat.index_select(0, pi * k + old), dim=-1)
+                u_flat.index_copy_(0, prow, exact)
+                keep = (exact > torch.maximum(half_flat.index_select(0, pi * k + old), low_flat.index_select(0, prow))).nonzero(as_tuple=True)[0]
+                if keep.numel() < prow.numel():
+                    pi, prow, xrow = pi[keep], prow[keep], xrow[keep]
+                    x, old = x.index_select(0, keep), old.index_select(0, keep)
+            if prow.numel() == 0:
                 continue
             # all K distances of the remaining points, one float64 GEMM per (problem, restart)
             xx = x.square().sum(-1, keepdim=True)
             if b * r == 1:
                 d2 = torch.addmm(cnorm[0, 0].unsqueeze(0), x, c64[0, 0].mT, alpha=-2.0).add_(xx).clamp_min_(0.0)
             else:
-                pair = bi * r + ri
                 d2 = torch.empty(x.shape[0], k, dtype=torch.float64, device=dev)
-                for p in torch.unique(pair).tolist():
-                    sel = (pair == p).nonzero(as_tuple=True)[0]
+                for p in torch.unique(pi).tolist():
+                    sel = (pi == p).nonzero(as_tuple=True)[0]
                     cp = c64[p // r, p % r]
                     d2[sel] = (xx[sel] - 2.0 * x[sel] @ cp.mT + cnorm[p // r, p % r]).clamp_min_(0.0)
             if k > 1:
-                # the two smallest distances (min twice is much faster than topk on CPU)
-                new_lab = d2.argmin(-1)
+                new_lab = _argmin_keeping(d2, old, first)
+                # the second smallest distance (min twice is much faster than topk on CPU)
                 new_l = d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1)
             else:
-                new_lab, new_u, new_l = torch.zeros_like(old), d2[:, 0], torch.full_like(d2[:, 0], torch.inf)
+                new_lab, new_l = torch.zeros_like(old), torch.full_like(d2[:, 0], torch.inf)
             # the winner's distance exactly (the expansion may carry rounding)
-            new_u = (x - c64[bi, ri, new_lab]).square().sum(-1)
-            lab[bi, ri, ii] = new_lab
-            u[bi, ri, ii] = new_u.sqrt()
-            low[bi, ri, ii] = new_l.sqrt() * (1.0 - 1e-12)
+            new_u = torch.linalg.vector_norm(x - c_flat.index_select(0, pi * k + new_lab), dim=-1)
+            lab_flat.index_copy_(0, prow, new_lab)
+            u_flat.index_copy_(0, prow, new_u)
+            low_flat.index_copy_(0, prow, new_l.sqrt_().mul_(1.0 - 1e-12))
             # move the points that changed cluster in the running sums
-            moved = (new_lab != old) | first
-            if bool(moved.any()):
-                wt = torch.ones_like(new_u) if w is None else w[bi, ii].double()
-                wt, xm = wt[moved], x[moved]
-                base = offset[bi[moved], ri[moved]]
+            moved = (new_lab != old).nonzero(as_tuple=True)[0] if not first else None
+            if moved is None or moved.numel():
+                sel = (lambda t: t) if moved is None else (lambda t: t.index_select(0, moved))
+                xm, pm = sel(x), sel(pi) * k
+                wt = torch.ones(xm.shape[0], dtype=torch.float64, device=dev) if w_flat is None else w_flat.index_select(0, sel(xrow)).double()
+                xw = xm if w_flat is None else xm * wt.unsqueeze(-1)
                 if not first:
-                    self.counts.index_add_(0, base + old[moved], -wt)
-                    self.sums.index_add_(0, base + old[moved], -(xm * wt.unsqueeze(-1)))
-                self.counts.index_add_(0, base + new_lab[moved], wt)
-                self.sums.index_add_(0, base + new_lab[moved], xm * wt.unsqueeze(-1))
+                    self.counts.index_add_(0, pm + sel(old), -wt)
+                    self.sums.index_add_(0, pm + sel(old), -xw)
+                self.counts.index_add_(0, pm + sel(new_lab), wt)
+                self.sums.index_add_(0, pm + sel(new_lab), xw)
         ll = -(self.upper.square() * (1.0 if source.sample_weight is None else source.sample_weight.double().unsqueeze(1))).sum(-1)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
@@ -163,44 +188,59 @@ class _KMeansFamily:
 
     def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:
         """Assign every point of a chunk (one problem, one restart): used when most points
-        need it, as in the first passes. Distances come from one GEMM in the data's dtype on
-        centred data; the winner's distance is then recomputed exactly in float64 and the
-        lower bound is reduced by the GEMM's rounding error so it stays a bound. Large
-        intermediates live in reused buffers (fresh chunk-sized tensors cost page faults)."""
+        need it, as in the first passes.
+
+        The chunk is cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
+        block one GEMM in the data's dtype, on data centred on the mean of the centres, gives
+        ``|c|^2 - 2 x.c``; its row minimum is the nearest distance up to ``|x|^2``. The argmin
+        is taken only on the rows whose current label no longer attains that minimum (a
+        full argmin over ``K`` costs more than the GEMM on CPU). The bounds come from the same
+        matrix widened by the GEMM's rounding (``2 (D + 2) eps (|x|^2 + max |c|^2)``), so they
+        stay bounds; the bounded passes tighten them exactly in float64 where it matters."""
         ws = self.workspace
         n, d = X.shape
         k = c64.shape[0]
         dtype = X.dtype
+        eps = torch.finfo(dtype).eps
         ref = c64.mean(0, keepdim=True)
         cc = (c64 - ref).to(dtype)
-        xc = torch.sub(X, ref.to(dtype), out=buffer(ws, "xc", (n, d), X))
-        xx = torch.linalg.vector_norm(xc, dim=-1).square_()
         cn = cc.square().sum(-1)
-        d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (n, k), X)).add_(xx.unsqueeze(-1))
-        new_lab = d2.argmin(-1)
-        if k > 1:
-            second = d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1).double()
-            err = 8.0 * torch.finfo(dtype).eps * (xx.double() + float(cn.max()))
-            low.copy_((second - err).clamp_min_(0.0).sqrt_())
-        else:
-            low.fill_(torch.inf)
-        x64 = buffer(ws, "x64", (n, d), c64).copy_(X)
-        nearest = torch.index_select(c64, 0, new_lab, out=buffer(ws, "nearest", (n, d), c64))
-        u.copy_(torch.linalg.vector_norm(nearest.sub_(x64), dim=-1))
-        moved = new_lab != lab
-        if first:
-            moved.fill_(True)
-        if bool(moved.any()):
-            idx = moved.nonzero(as_tuple=True)[0]
-            xm = x64[idx] if idx.shape[0] < n else x64
-            wt = torch.ones(idx.shape[0], dtype=torch.float64, device=X.device) if w is None else w[idx].double()
-            xw = xm if w is None else xm * wt.unsqueeze(-1)
-            if not first:
-                self.counts.index_add_(0, lab[idx], -wt)
-                self.sums.index_add_(0, lab[idx], -xw)
-            self.counts.index_add_(0, new_lab[idx], wt)
-            self.sums.index_add_(0, new_lab[idx], xw)
-        lab.copy_(new_lab)
+        ref = ref.to(dtype)
+        cmax = float(c64.sub(c64.mean(0, keepdim=True)).square().sum(-1).max())
+        block = max(256, min(n, 2**20 // max(k, 1)))
+        for s in range(0, n, block):
+            e = min(n, s + block)
+            m = e - s
+            xc = torch.sub(X[s:e], ref, out=buffer(ws, "xc", (m, d), X))
+            xx = torch.linalg.vector_norm(xc, dim=-1).square_().double()
+            d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
+            best = d2.amin(-1)
+            old = lab[s:e]
+            new = _argmin_keeping(d2, old, first, best)
+            err = (2.0 * (d + 2) * eps) * (xx + cmax)
+            u[s:e] = (best.double() + xx + err).clamp_min_(0.0).sqrt_()
+            if k > 1:
+                second = d2.scatter_(-1, new.unsqueeze(-1), torch.inf).amin(-1).double()
+                low[s:e] = (second + xx - err).clamp_min_(0.0).sqrt_()
+            else:
+                low[s:e] = torch.inf
+            idx = None if first else (new != old).nonzero(as_tuple=True)[0]
+            if idx is None or idx.numel():
+                xb = X[s:e] if idx is None else X[s:e].index_select(0, idx)
+                x64 = torch.empty(xb.shape, dtype=torch.float64, device=X.device).copy_(xb)
+                lab_new = new if idx is None else new.index_select(0, idx)
+                if w is None:
+                    wt = torch.ones(x64.shape[0], dtype=torch.float64, device=X.device)
+                else:
+                    wt = (w[s:e] if idx is None else w[s:e].index_select(0, idx)).double()
+                    x64 = x64 * wt.unsqueeze(-1)
+                if idx is not None:
+                    lab_old = old.index_select(0, idx)
+                    self.counts.index_add_(0, lab_old, -wt)
+                    self.sums.index_add_(0, lab_old, -x64)
+                self.counts.index_add_(0, lab_new, wt)
+                self.sums.index_add_(0, lab_new, x64)
+            old.copy_(new)
 
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
         """After the centres move, loosen the bounds so they stay valid."""
