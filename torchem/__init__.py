@@ -2,6 +2,7 @@
 
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
+from .gradient import fit_by_gradient
 from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture
 
 __version__ = "0.1.0"
@@ -14,4 +15,5 @@ __all__ = [
     "KMeans",
     "NotFittedError",
     "__version__",
+    "fit_by_gradient",
 ]

@@ -71,6 +71,19 @@ class EstimatorModule(nn.Module):
                 ) from None
             raise
 
+    def _set_parameter(self, name: str, value: Tensor) -> None:
+        """Store a fitted value: in place when the parameter already has its shape, device and
+        dtype (so optimizers and other references to it stay valid across fits), else as a new
+        ``nn.Parameter`` that keeps the old one's ``requires_grad`` (frozen by default)."""
+        current = self._parameters.get(name)
+        value = value.detach()
+        if current is not None and current.shape == value.shape and current.dtype == value.dtype and current.device == value.device:
+            with torch.no_grad():
+                current.copy_(value)
+            return
+        requires_grad = current.requires_grad if current is not None else False
+        self._parameters[name] = nn.Parameter(value.clone(), requires_grad=requires_grad)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # A fresh model has no parameters yet: give them the saved shapes so they can be filled.
         for name in self._param_names:

@@ -17,6 +17,7 @@ __all__ = [
     "as_float_tensor",
     "check_data",
     "check_int",
+    "check_n_samples",
     "check_real",
     "make_generator",
     "to_output",
@@ -181,3 +182,10 @@ def check_fitted(model, attribute: str = "_fitted") -> None:
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate "
             "arguments before using this estimator."
         )
+
+
+def check_n_samples(n_samples) -> int:
+    """``n_samples`` for ``sample``/``rsample``: a positive integer (scikit-learn's message)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+    return int(n_samples)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .._estimator import EstimatorModule
+from ..exceptions import NotFittedError
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from ..data import TensorSource, auto_chunk_size
 from ..em import run_em
@@ -491,11 +492,7 @@ class KMeans(EstimatorModule):
         return torch.cat(labels, -1), inertia
 
     def _store(self, centers: Tensor, batched: bool) -> None:
-        value = centers if batched else centers.squeeze(0)
-        current = self._parameters.get("centers")
-        self._parameters["centers"] = torch.nn.Parameter(
-            value.detach().clone(), requires_grad=current.requires_grad if current is not None else False
-        )
+        self._set_parameter("centers", centers if batched else centers.squeeze(0))
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit and return the cluster of each sample (``labels_``)."""
@@ -553,6 +550,38 @@ class KMeans(EstimatorModule):
     @staticmethod
     def _dist(x, centers):
         return squared_distances(x, centers).sqrt()
+
+    def forward(self, x: Tensor, temperature: float | None = None) -> Tensor:
+        """Per-sample score of a tensor, differentiable with respect to ``x`` and ``centers``
+        (after ``requires_grad_(True)``): minus the squared distance to the nearest centre
+        (each sample's share of the inertia), ``[n]`` (``[B, n]``).
+
+        With ``temperature = T > 0`` the hard minimum is relaxed to the soft minimum
+        ``T * logsumexp(-|x - c_k|^2 / T)`` (soft k-means: up to constants, the log-likelihood
+        of an equal-weight Gaussian mixture with covariances ``T/2 I``), which is smooth and
+        gives every centre a gradient; it tends to the hard score as ``T -> 0``."""
+        check_fitted(self)
+        if not isinstance(x, Tensor):
+            raise ValueError("forward expects a torch.Tensor; use score for numpy input.")
+        check_data(x, "x", n_features=self.n_features_in_, check_finite=False)
+        centers = self.centers
+        dtype = torch.promote_types(x.dtype, centers.dtype)
+        x, centers = x.to(dtype), centers.to(dtype)
+        if temperature is None:
+            return -assign(x, centers)[1]
+        if isinstance(temperature, bool) or not float(temperature) > 0:
+            raise ValueError(f"temperature must be a positive number (or None for the hard score); got {temperature!r}.")
+        return float(temperature) * torch.logsumexp(-squared_distances(x, centers) / float(temperature), -1)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Enable gradients on ``centers`` (frozen after ``fit``). An unfitted model has no
+        centres to train: fit it first."""
+        if requires_grad and not self._fitted:
+            raise NotFittedError(
+                "This KMeans has no centres to train yet: call fit(X) first (with init=<array of centres> and "
+                "max_iter=1 to start close to given centres)."
+            )
+        return super().requires_grad_(requires_grad)
 
     @torch.no_grad()
     def predict(self, X):

@@ -216,7 +216,7 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
     d = xc.shape[-1]
     h = d // 2 + 1
     lead = xc.shape[:-1]
-    if xc.requires_grad:
+    if xc.requires_grad or workspace is None:
         window = torch.cat([xc, xc], dim=-1).unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D]
         quad = (xc.unsqueeze(-2) * window).reshape(*lead, h * d)
         return torch.cat([quad, xc], dim=-1) if with_linear else quad

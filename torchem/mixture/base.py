@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
 from ..data import TensorSource, auto_chunk_size
 from ..em import EMResult, run_em, select_best
-from ..exceptions import ConvergenceWarning
+from ..exceptions import ConvergenceWarning, NotFittedError
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
 from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
@@ -423,8 +424,42 @@ class BaseMixture(EstimatorModule):
         dtype = torch.promote_types(x.dtype, next(iter(params.values())).dtype)
         family = self._family()
         params = {k: v.to(dtype) for k, v in params.items()}
-        log_prob, _ = family.log_prob(x.to(dtype), family.prepare(params))
+        prepared = family.prepare(params)
+        prepared.pop("workspace", None)  # plain tensor ops: autograd- and torch.compile-friendly
+        log_prob, _ = family.log_prob(x.to(dtype), prepared)
         return torch.logsumexp(log_prob + family.log_weights(params).unsqueeze(-2), -1)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Enable (or disable) gradients on every parameter, as ``nn.Module.requires_grad_``.
+
+        The parameters are frozen after ``fit``; enabling gradients makes the mixture
+        trainable by any ``torch.optim`` optimizer (see :func:`torchem.fit_by_gradient`). An
+        unfitted model gets its parameters from the constructor's initial values when they
+        determine all of them; otherwise there is nothing to train yet and this raises
+        :class:`NotFittedError` saying how to get parameters."""
+        if requires_grad and not self._fitted:
+            found = self._parameters_from_init()
+            if found is None:
+                raise NotFittedError(
+                    f"This {type(self).__name__} has no parameters to train yet. Call fit(X) (EM) or "
+                    "initialize(X) (initialisation only) first, build it with from_distribution(...), or give "
+                    "the constructor every initial parameter."
+                )
+            params, batched = found
+            self._set_fitted_parameters(params, batched, output_numpy=False)
+        return super().requires_grad_(requires_grad)
+
+    def initialize(self, X):
+        """Set the initial parameters from ``X`` by ``init_params`` (or the given initial
+        values) without any EM iteration: a starting point for gradient fitting. Returns
+        ``self``."""
+        saved = self.max_iter
+        self.max_iter = 0
+        try:
+            self._fit(X)
+        finally:
+            self.max_iter = saved
+        return self
 
     @torch.no_grad()
     def score_samples(self, X):
@@ -528,7 +563,49 @@ class BaseMixture(EstimatorModule):
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
 
-    def _set_parameter(self, name: str, value: Tensor) -> None:
-        current = self._parameters.get(name)
-        requires_grad = current.requires_grad if current is not None else False
-        self._parameters[name] = nn.Parameter(value.detach().clone(), requires_grad=requires_grad)
+    def _set_fitted_parameters(self, params: dict[str, Tensor], batched: bool, output_numpy: bool) -> None:
+        """Make the model usable from given constrained parameters (no EM): from
+        ``from_distribution`` or the constructor's initial values. Fit diagnostics are empty
+        (``n_iter_ == 0``, ``converged_`` False, ``lower_bound_`` NaN)."""
+        ref = next(iter(params.values()))
+        b = ref.shape[0] if batched else 1
+        self._store(params)
+        self._batched, self._batch_size, self._output_numpy = batched, b, output_numpy
+        self.n_features_in_ = int(self._n_features_of(params))
+        self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+        self._lower_bound = np.full(b, np.nan)
+        self._n_iter = np.zeros(b, dtype=np.int64)
+        self._converged = np.zeros(b, dtype=bool)
+        self._history = np.zeros((b, 0))
+        self._fitted = True
+
+    def _n_features_of(self, params: dict[str, Tensor]) -> int:
+        raise NotImplementedError
+
+    #: Constructor arguments that, all given, determine every parameter (the second one
+    #: fixes the shape), for gradient training without a fit.
+    _init_arguments: tuple[str, ...] = ()
+
+    def _event_ndims(self) -> dict[str, int]:
+        """Dimensions of one problem's constrained parameters (family hook)."""
+        raise NotImplementedError
+
+    def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:
+        """``(constrained params, batched)`` from the constructor's initial values when they
+        determine every parameter, else ``None``; on the module's device and dtype."""
+        if not self._init_arguments or any(getattr(self, a) is None for a in self._init_arguments):
+            return None
+        self._validate_hyperparameters()
+        name = self._init_arguments[1]
+        ref, _ = as_float_tensor(getattr(self, name), name)
+        if ref.ndim not in (2, 3):
+            raise ValueError(f"{name} should have the shape (n_components, n_features); got {tuple(ref.shape)}.")
+        batched = ref.ndim == 3
+        b = ref.shape[0] if batched else 1
+        self._check_initial_parameters(SimpleNamespace(n_features=ref.shape[-1], batch_size=b))
+        lead = (b,) if batched else ()
+        event, anchor = self._event_ndims(), self._anchor
+        return {
+            key: v.expand(*lead, *v.shape[v.ndim - event[key] :]).to(device=anchor.device, dtype=anchor.dtype).contiguous()
+            for key, v in self._user_init.items()
+        }, batched

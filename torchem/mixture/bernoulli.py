@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torch import distributions as D
 
-from .._utils import as_float_tensor, check_fitted, make_generator
+from .._utils import as_float_tensor, check_fitted, check_n_samples, make_generator
 from ..data import TensorSource
 from ..functional import bernoulli as F
 from ..init import gather_rows
@@ -80,6 +81,7 @@ class BernoulliMixture(BaseMixture):
     _param_names = ("logits", "component_logits")
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_",)
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+    _init_arguments = ("weights_init", "probs_init")
 
     def __init__(
         self,
@@ -220,8 +222,7 @@ class BernoulliMixture(BaseMixture):
     def sample(self, n_samples: int = 1):
         """Draw ``(X, y)``: samples ``[n_samples, D]`` and their sorted component labels."""
         check_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+        n_samples = check_n_samples(n_samples)
         device = self.component_logits.device
         generator = make_generator(self.random_state, device)
         labels = self._sample_labels(int(n_samples), generator)  # [B, n]
@@ -239,6 +240,108 @@ class BernoulliMixture(BaseMixture):
         if not self._batched:
             X, labels = X.squeeze(0), labels.squeeze(0)
         return self._attr(X), self._attr(labels)
+
+    def rsample(self, n_samples: int = 1, temperature: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Relaxed samples, differentiable with respect to ``component_logits``.
+
+        Binary vectors have no reparameterisation, so this draws from the Concrete
+        (Gumbel-sigmoid) relaxation ``RelaxedBernoulli(temperature, logits)`` of the chosen
+        component: values in ``(0, 1)`` that approach binary samples as ``temperature -> 0``
+        (lower temperatures give higher-variance gradients). The component is drawn from the
+        mixing weights and carries no gradient to ``logits``.
+
+        Args:
+            n_samples: number of samples.
+            temperature: relaxation temperature (required, > 0).
+            generator: unused by the relaxation's noise (torch's ``rsample`` draws from the
+                global random state); the component choice uses it.
+
+        Returns:
+            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` if batched).
+        """
+        check_fitted(self)
+        n_samples = check_n_samples(n_samples)
+        if self._trials(self.n_features_in_) is not None:
+            raise ValueError(
+                "BinomialMixture has no reparameterised sampler: counts are discrete. Use sample() for draws, "
+                "or score samples with model(x), which is differentiable."
+            )
+        if temperature is None or isinstance(temperature, bool) or not float(temperature) > 0:
+            raise ValueError(
+                "rsample needs temperature > 0: binary samples are not differentiable, so rsample draws from "
+                f"the relaxed (Concrete) Bernoulli at that temperature; got temperature={temperature!r}."
+            )
+        logits = self.component_logits if self._batched else self.component_logits.unsqueeze(0)
+        weights = torch.softmax(self.logits.detach(), -1)
+        labels = torch.multinomial(weights if self._batched else weights.unsqueeze(0), n_samples, replacement=True, generator=generator)
+        b, _, d = logits.shape
+        chosen = torch.gather(logits, 1, labels.unsqueeze(-1).expand(b, n_samples, d))
+        X = D.RelaxedBernoulli(torch.tensor(float(temperature), dtype=logits.dtype, device=logits.device), logits=chosen).rsample()
+        return X if self._batched else X.squeeze(0)
+
+    # ----------------------------------------------------------------------------------------
+    # torch.distributions
+    # ----------------------------------------------------------------------------------------
+
+    def _component_distribution(self, logits: Tensor) -> D.Distribution:
+        return D.Independent(D.Bernoulli(logits=logits), 1)
+
+    def to_distribution(self) -> D.MixtureSameFamily:
+        """The equivalent ``torch.distributions.MixtureSameFamily`` (``Independent(Bernoulli)``
+        components; ``Independent(Binomial)`` for :class:`BinomialMixture`), built from the
+        module's parameters so gradients flow back to them. A batched model gives
+        ``batch_shape (B,)``."""
+        check_fitted(self)
+        p = self._constrained()
+        return D.MixtureSameFamily(D.Categorical(logits=p["log_weights"]), self._component_distribution(p["logits"]))
+
+    @classmethod
+    def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs):
+        """A fitted-state model equal to a ``MixtureSameFamily`` whose components are
+        ``Independent(Bernoulli, 1)`` (:class:`BernoulliMixture`) or ``Independent(Binomial, 1)``
+        (:class:`BinomialMixture`; ``n_trials`` is read from ``total_count``, which must be
+        the same for every component). ``kwargs`` go to the constructor; parameters are
+        copied."""
+        if not isinstance(distribution, D.MixtureSameFamily) or not isinstance(distribution.mixture_distribution, D.Categorical):
+            raise TypeError(
+                "from_distribution expects a torch.distributions.MixtureSameFamily with a Categorical mixture; "
+                f"got {type(distribution).__name__}."
+            )
+        comp = distribution.component_distribution
+        base = cls._base_distribution_type()
+        if not (isinstance(comp, D.Independent) and isinstance(comp.base_dist, base) and comp.reinterpreted_batch_ndims == 1):
+            raise TypeError(
+                f"{cls.__name__}.from_distribution needs Independent({base.__name__}, 1) components; got "
+                f"{type(comp).__name__}" + (f"({type(comp.base_dist).__name__})" if isinstance(comp, D.Independent) else "") + "."
+            )
+        batch = tuple(distribution.batch_shape)
+        if len(batch) > 1:
+            raise ValueError(f"batch_shape must be () or (B,); got {batch}.")
+        logits_w = distribution.mixture_distribution.logits
+        k, d = logits_w.shape[-1], distribution.event_shape[0]
+        n_components = kwargs.pop("n_components", k)
+        if n_components != k:
+            raise ValueError(f"n_components={n_components} does not match the distribution's {k} components.")
+        cls._trials_from_distribution(comp.base_dist, kwargs)
+        model = cls(n_components=k, **kwargs)
+        params = {"log_weights": torch.log_softmax(logits_w.expand(*batch, k), -1),
+                  "logits": comp.base_dist.logits.expand(*batch, k, d)}
+        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, bool(batch), output_numpy=False)
+        return model
+
+    @classmethod
+    def _base_distribution_type(cls):
+        return D.Bernoulli
+
+    @classmethod
+    def _trials_from_distribution(cls, base: D.Distribution, kwargs: dict) -> None:
+        """Read the family's fixed settings from the components into the constructor's kwargs."""
+
+    def _n_features_of(self, params: dict[str, Tensor]) -> int:
+        return params["logits"].shape[-1]
+
+    def _event_ndims(self) -> dict[str, int]:
+        return {"log_weights": 1, "logits": 2}
 
 
 class BinomialMixture(BernoulliMixture):
@@ -313,3 +416,22 @@ class BinomialMixture(BernoulliMixture):
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components, "n_trials": np.asarray(self.n_trials).tolist()}
+
+    def _component_distribution(self, logits: Tensor) -> D.Distribution:
+        trials = self._trials(logits.shape[-1]).to(device=logits.device, dtype=logits.dtype)
+        return D.Independent(D.Binomial(total_count=trials.expand_as(logits), logits=logits), 1)
+
+    @classmethod
+    def _base_distribution_type(cls):
+        return D.Binomial
+
+    @classmethod
+    def _trials_from_distribution(cls, base: D.Distribution, kwargs: dict) -> None:
+        total = base.total_count.expand(base.batch_shape + base.event_shape)  # [..., K, D]
+        first = total[..., :1, :]
+        if not bool((total == first).all()) or (total.ndim == 3 and not bool((total == total[:1]).all())):
+            raise ValueError("Every component must have the same total_count (n_trials) for each feature.")
+        trials = first.reshape(-1, total.shape[-1])[0]
+        if "n_trials" in kwargs:
+            raise ValueError("n_trials is read from the distribution's total_count; do not pass it.")
+        kwargs["n_trials"] = int(trials[0]) if bool((trials == trials[0]).all()) else trials.long().tolist()

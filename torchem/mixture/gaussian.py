@@ -7,14 +7,14 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
+from torch import distributions as D
 
-from .._utils import as_float_tensor, check_fitted, make_generator
+from .._utils import as_float_tensor, check_fitted, check_n_samples, make_generator
 from ..data import TensorSource
 from ..functional import gaussian as G
 from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
-
 
 
 class _GaussianFamily:
@@ -128,6 +128,7 @@ class GaussianMixture(BaseMixture):
         "precisions_cholesky_",
     )
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+    _init_arguments = ("weights_init", "means_init", "precisions_init")
 
     def __init__(
         self,
@@ -304,11 +305,7 @@ class GaussianMixture(BaseMixture):
         if len(user) < 3:
             resp_fn = self._init_responsibilities(source, n_init, generator)
             params = self._params_from_resp(source, resp_fn, n_init)
-        event_ndim = {
-            "log_weights": 1,
-            "means": 2,
-            "prec_chol": {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[self.covariance_type],
-        }
+        event_ndim = _event_ndim(self.covariance_type)
         for key, value in user.items():
             if value.ndim == event_ndim[key]:
                 value = value.unsqueeze(0)
@@ -364,19 +361,55 @@ class GaussianMixture(BaseMixture):
             if the model was fitted on numpy. Randomness comes from ``random_state``.
         """
         check_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
-            )
-        device = self.loc.device
-        generator = make_generator(self.random_state, device)
-        labels = self._sample_labels(int(n_samples), generator)  # [B, n]
-        means = self.loc.detach()
-        prec_chol = self._prec_chol()
+        n_samples = check_n_samples(n_samples)
+        generator = make_generator(self.random_state, self.loc.device)
+        labels = self._sample_labels(n_samples, generator)  # [B, n], sorted
+        X = self._draw(labels, generator)
+        if not self._batched:
+            X, labels = X.squeeze(0), labels.squeeze(0)
+        return self._attr(X), self._attr(labels)
+
+    def rsample(self, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised samples ``x = mu_z + A_z eps`` (``A_z A_z^T = Sigma_z``,
+        ``eps ~ N(0, I)``), differentiable with respect to the means and the covariance
+        factors (``loc`` and ``precision_cholesky_unconstrained``).
+
+        The component ``z`` is drawn from the mixing weights, a discrete choice with no
+        pathwise derivative: the samples carry no gradient to ``logits`` (the same holds for
+        ``torch.distributions.MixtureSameFamily``, which has no ``rsample`` at all). To train
+        the weights, use the log-likelihood ``model(x)`` (for instance on these samples), or a
+        score-function estimator.
+
+        Args:
+            n_samples: number of samples.
+            generator: a ``torch.Generator`` on the model's device; ``None`` uses torch's
+                global random state (fresh samples at every call, unlike ``sample``, which
+                follows ``random_state``).
+
+        Returns:
+            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` if batched), in random order.
+        """
+        check_fitted(self)
+        n_samples = check_n_samples(n_samples)
+        weights = torch.softmax(self.logits.detach(), -1)
+        if not self._batched:
+            weights = weights.unsqueeze(0)
+        labels = torch.multinomial(weights, n_samples, replacement=True, generator=generator)
+        X = self._draw(labels, generator)
+        return X if self._batched else X.squeeze(0)
+
+    def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``[B, n, D]`` samples of the given components ``labels [B, n]``, differentiable with
+        respect to ``loc`` and ``precision_cholesky_unconstrained``."""
+        means = self.loc
+        prec_chol = G.precision_cholesky_from_unconstrained(self.precision_cholesky_unconstrained, self.covariance_type)
         if not self._batched:
             means, prec_chol = means.unsqueeze(0), prec_chol.unsqueeze(0)
         b, k, d = means.shape
-        z = torch.randn(b, int(n_samples), d, generator=generator, device=generator.device, dtype=means.dtype).to(device)
+        n = labels.shape[1]
+        device = means.device
+        gen_device = generator.device if generator is not None else device
+        z = torch.randn(b, n, d, generator=generator, device=gen_device, dtype=means.dtype).to(device)
         ct = self.covariance_type
         if ct in ("full", "tied"):
             eye = torch.eye(d, dtype=means.dtype, device=device)
@@ -384,15 +417,114 @@ class GaussianMixture(BaseMixture):
             if ct == "tied":
                 noise = z @ u_inv  # rows z^T U^{-1} ~ N(0, U^{-T} U^{-1}) = N(0, Sigma)
             else:
-                gathered = torch.gather(
-                    u_inv, 1, labels[:, :, None, None].expand(b, labels.shape[1], d, d)
-                )  # [B, n, D, D]
+                gathered = torch.gather(u_inv, 1, labels[:, :, None, None].expand(b, n, d, d))  # [B, n, D, D]
                 noise = (z.unsqueeze(-2) @ gathered).squeeze(-2)
         elif ct == "diag":
-            noise = z / torch.gather(prec_chol, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d))
+            noise = z / torch.gather(prec_chol, 1, labels.unsqueeze(-1).expand(b, n, d))
         else:
             noise = z / torch.gather(prec_chol, 1, labels).unsqueeze(-1)
-        X = torch.gather(means, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d)) + noise
-        if not self._batched:
-            X, labels = X.squeeze(0), labels.squeeze(0)
-        return self._attr(X), self._attr(labels)
+        return torch.gather(means, 1, labels.unsqueeze(-1).expand(b, n, d)) + noise
+
+    # ----------------------------------------------------------------------------------------
+    # torch.distributions
+    # ----------------------------------------------------------------------------------------
+
+    def to_distribution(self) -> D.MixtureSameFamily:
+        """The equivalent ``torch.distributions.MixtureSameFamily``, built from the module's
+        parameters (gradients flow back to them): ``MultivariateNormal`` components with
+        ``scale_tril = U^{-T}`` for ``full`` and ``tied`` (``U`` the precision Cholesky factor),
+        ``Independent(Normal)`` for ``diag`` and ``spherical``. A batched model gives a
+        distribution with ``batch_shape (B,)``."""
+        check_fitted(self)
+        p = self._constrained()
+        mixture = D.Categorical(logits=p["log_weights"])
+        loc, prec_chol, ct = p["means"], p["prec_chol"], self.covariance_type
+        if ct in ("full", "tied"):
+            eye = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device)
+            scale_tril = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True).mT
+            if ct == "tied":
+                scale_tril = scale_tril.unsqueeze(-3).expand(*loc.shape, loc.shape[-1])
+            components = D.MultivariateNormal(loc, scale_tril=scale_tril)
+        else:
+            scale = 1.0 / (prec_chol if ct == "diag" else prec_chol.unsqueeze(-1).expand_as(loc))
+            components = D.Independent(D.Normal(loc, scale), 1)
+        return D.MixtureSameFamily(mixture, components)
+
+    @classmethod
+    def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs) -> "GaussianMixture":
+        """A fitted-state ``GaussianMixture`` equal to a ``MixtureSameFamily`` of Gaussians.
+
+        Components may be ``MultivariateNormal`` (``covariance_type`` ``"full"``, or ``"tied"``
+        if every component has the same covariance) or ``Independent(Normal, 1)`` (``"diag"``,
+        or ``"spherical"`` if each component's scales are equal). ``covariance_type`` is
+        inferred (``full`` / ``diag``) unless given in ``kwargs``; other ``kwargs`` go to the
+        constructor (for later refits). A distribution with ``batch_shape (B,)`` gives a
+        batched model. Parameters are copied (the new model's are frozen leaves).
+        """
+        if not isinstance(distribution, D.MixtureSameFamily):
+            raise TypeError(
+                f"from_distribution expects a torch.distributions.MixtureSameFamily; got {type(distribution).__name__}."
+            )
+        mix, comp = distribution.mixture_distribution, distribution.component_distribution
+        if not isinstance(mix, D.Categorical):
+            raise TypeError("The mixture distribution must be a Categorical.")
+        if len(distribution.event_shape) != 1:
+            raise ValueError(
+                f"The components must be distributions over vectors (event_shape (D,)); got event_shape "
+                f"{tuple(distribution.event_shape)}."
+            )
+        batch = tuple(distribution.batch_shape)
+        if len(batch) > 1:
+            raise ValueError(f"batch_shape must be () or (B,); got {batch}.")
+        k = mix.logits.shape[-1]
+        if isinstance(comp, D.MultivariateNormal):
+            loc, tril = comp.loc, comp.scale_tril
+            inferred = "full"
+        elif isinstance(comp, D.Independent) and isinstance(comp.base_dist, D.Normal) and comp.reinterpreted_batch_ndims == 1:
+            loc, scale = comp.base_dist.loc, comp.base_dist.scale
+            inferred = "diag"
+        else:
+            raise TypeError(
+                "The components must be MultivariateNormal or Independent(Normal, 1); got "
+                f"{type(comp).__name__}. Use BernoulliMixture.from_distribution for Bernoulli/Binomial components."
+            )
+        ct = kwargs.pop("covariance_type", inferred)
+        n_components = kwargs.pop("n_components", k)
+        if n_components != k:
+            raise ValueError(f"n_components={n_components} does not match the distribution's {k} components.")
+        d = distribution.event_shape[0]
+        loc = loc.expand(*batch, k, d)
+        if inferred == "full":
+            tril = tril.expand(*batch, k, d, d)
+            eye = torch.eye(d, dtype=tril.dtype, device=tril.device)
+            prec_chol = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False).mT  # U = L^{-T}
+            if ct == "tied":
+                if not bool(torch.allclose(tril, tril[..., :1, :, :].expand_as(tril))):
+                    raise ValueError("covariance_type='tied' needs every component to have the same covariance.")
+                prec_chol = prec_chol[..., 0, :, :]
+            elif ct != "full":
+                raise ValueError(f"MultivariateNormal components give covariance_type 'full' or 'tied', not {ct!r}.")
+        else:
+            scale = scale.expand(*batch, k, d)
+            prec_chol = 1.0 / scale
+            if ct == "spherical":
+                if not bool(torch.allclose(scale, scale[..., :1].expand_as(scale))):
+                    raise ValueError("covariance_type='spherical' needs equal scales across features in each component.")
+                prec_chol = prec_chol[..., 0]
+            elif ct != "diag":
+                raise ValueError(f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {ct!r}.")
+        model = cls(n_components=k, covariance_type=ct, **kwargs)
+        params = {"log_weights": torch.log_softmax(mix.logits.expand(*batch, k), -1), "means": loc, "prec_chol": prec_chol}
+        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, bool(batch), output_numpy=False)
+        return model
+
+    def _n_features_of(self, params: dict[str, Tensor]) -> int:
+        return params["means"].shape[-1]
+
+    def _event_ndims(self) -> dict[str, int]:
+        return _event_ndim(self.covariance_type)
+
+
+def _event_ndim(covariance_type: str) -> dict[str, int]:
+    """Dimensions of one problem's parameters (without the batch and restart dims)."""
+    return {"log_weights": 1, "means": 2, "prec_chol": {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[covariance_type]}

@@ -1,0 +1,97 @@
+"""Fitting and fine-tuning mixtures by gradient: mini-batch maximum likelihood.
+
+Every torchem mixture keeps its parameters as unconstrained ``nn.Parameter`` s (mixing logits,
+means, log-diagonal precision Cholesky factors, Bernoulli logits), so any ``torch.optim``
+optimizer can move them and the model stays valid. EM is usually the faster way to a
+maximum of the likelihood; gradient fitting is for what EM cannot do: a mixture whose input
+comes from a network being trained, extra loss terms, or objectives other than likelihood.
+
+The loop is the ordinary one, and you can write it yourself::
+
+    model = torchem.GaussianMixture(8).fit(X)      # or .initialize(X) to start from scratch
+    model.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for xb in loader:
+        loss = -model(xb).mean()                   # mean negative log-likelihood
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+:func:`fit_by_gradient` runs that loop over a tensor in shuffled mini-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._utils import as_float_tensor, check_data, check_int, check_real
+
+__all__ = ["fit_by_gradient"]
+
+
+def fit_by_gradient(
+    model,
+    X,
+    *,
+    epochs: int = 100,
+    batch_size: int | None = None,
+    lr: float = 1e-2,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, float], bool | None] | None = None,
+) -> list[float]:
+    """Maximise the mean log-likelihood of ``X`` under ``model`` by mini-batch gradient steps.
+
+    An unfitted model is first initialised by its ``init_params`` (``model.initialize(X)``,
+    no EM); a fitted one is fine-tuned from its current parameters. Gradients are enabled on
+    the model's parameters and stay enabled afterwards.
+
+    Args:
+        model: a torchem mixture (``GaussianMixture``, ``BernoulliMixture``,
+            ``BinomialMixture``).
+        X: ``[N, D]`` (or ``[B, N, D]`` for a batched model) data, numpy or tensor.
+        epochs: passes over the data.
+        batch_size: samples per step; ``None`` uses all of them (full-batch steps).
+        lr: learning rate of the default optimizer, ``torch.optim.Adam``.
+        optimizer: an optimizer over ``model.parameters()`` to use instead.
+        generator: random generator for the shuffling.
+        callback: called after every epoch with ``(epoch, mean negative log-likelihood)``;
+            returning True stops.
+
+    Returns:
+        The mean negative log-likelihood of each epoch (averaged over its mini-batches).
+    """
+    epochs = check_int(epochs, "epochs", 1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
+    if check_real(lr, "lr") == 0.0:
+        raise ValueError("lr must be positive; got 0.")
+    t, _ = as_float_tensor(X, "X")
+    check_data(t, "X", allow_batch=True)
+    if not getattr(model, "_fitted", False):
+        model.initialize(t)
+    model._validate_values(t, "X")
+    model.requires_grad_(True)
+    ref = next(model.parameters())
+    data = t.to(device=ref.device, dtype=torch.promote_types(t.dtype, ref.dtype))
+    n = data.shape[-2]
+    step = n if batch_size is None else min(batch_size, n)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
+    history: list[float] = []
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu").to(ref.device)
+        total = torch.zeros((), dtype=torch.float64, device=ref.device)
+        for start in range(0, n, step):
+            batch: Tensor = data.index_select(-2, order[start : start + step])
+            loss = -model(batch).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.detach().double() * batch.shape[-2]
+        history.append(float(total) / n)
+        if callback is not None and callback(epoch, history[-1]):
+            break
+    return history
