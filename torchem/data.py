@@ -8,11 +8,23 @@ the chunk size rather than by the number of samples.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TensorSource", "auto_chunk_size"]
+from ._utils import rand
+
+__all__ = [
+    "HostStreamSource",
+    "INIT_SAMPLE_SIZE",
+    "IterableSource",
+    "TensorSource",
+    "auto_chunk_size",
+    "is_iterable_data",
+    "reservoir_sample",
+]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
 _CPU_BUDGET = 16 * 2**20
@@ -82,3 +94,402 @@ class TensorSource:
         for start in range(0, self.n_samples, step):
             w = None if self.sample_weight is None else self.sample_weight[:, start : start + step]
             yield start, self.X[:, start : start + step], w
+
+
+# --------------------------------------------------------------------------------------------
+# Streamed sources: host arrays (numpy, np.memmap, CPU tensors) and re-iterables of batches
+# --------------------------------------------------------------------------------------------
+
+#: Rows kept (per process) by :func:`reservoir_sample` for initialising a streamed fit.
+INIT_SAMPLE_SIZE = 100_000
+
+ChunkCheck = Callable[[Tensor], None]
+
+
+def _float_tensor(a, name: str) -> Tensor:
+    """A floating CPU/device tensor from one batch (no copy when the dtype already fits)."""
+    if isinstance(a, np.ndarray):
+        if a.dtype.kind not in "fiub":
+            raise ValueError(f"{name} must contain numbers; got a batch of dtype {a.dtype}.")
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)  # as scikit-learn (and torchem's in-memory input) does
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    elif not isinstance(a, Tensor):
+        raise ValueError(
+            f"{name} must yield torch tensors or numpy arrays (or (X, sample_weight) pairs of them); "
+            f"got a batch of type {type(a).__name__}."
+        )
+    if a.is_complex():
+        raise ValueError(f"{name} must be real-valued; got a complex batch.")
+    if a.dtype in (torch.float16, torch.bfloat16):
+        return a.float()
+    if not a.is_floating_point():
+        return a.to(torch.get_default_dtype())
+    return a
+
+
+def is_iterable_data(X) -> bool:
+    """Whether ``X`` is a stream of batches (a DataLoader, a generator, any iterable that is
+    not itself an array: tensors, numpy arrays, lists and tuples are array-likes)."""
+    if isinstance(X, (Tensor, np.ndarray, list, tuple, str, bytes, dict)):
+        return False
+    return hasattr(X, "__iter__")
+
+
+def host_nbytes(X, itemsize: int) -> int:
+    """Bytes ``X`` takes in a dtype of ``itemsize`` bytes."""
+    return int(np.prod(X.shape)) * itemsize
+
+
+class _StreamBase:
+    """What the two streamed sources share: weights, totals, the first-pass value check."""
+
+    def __init__(self, *, device, dtype, check: ChunkCheck | None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._check = check
+        self._checked = False  # values are checked during the first complete pass only
+
+    def _checked_chunk(self, X: Tensor) -> Tensor:
+        if not self._checked and self._check is not None:
+            self._check(X)
+        return X
+
+
+class HostStreamSource(_StreamBase):
+    """Host data ``[N, D]`` or ``[B, N, D]`` (a numpy array, an ``np.memmap`` or a CPU tensor)
+    read chunk by chunk, so no full copy is ever made.
+
+    On CPU each chunk is converted to the compute dtype on its own (a memmap's pages are read
+    as the chunk is touched). On CUDA each chunk is copied into one of two pinned host
+    buffers and sent to the device with a non-blocking copy on a side stream, so the transfer
+    of chunk ``i + 1`` overlaps the compute on chunk ``i``; device memory holds two chunks.
+    """
+
+    def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None):
+        super().__init__(device=device, dtype=dtype, check=check)
+        self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
+        self.host = X if X.ndim == 3 else X[None]
+        self.sample_weight = None
+        if sample_weight is not None:
+            w = torch.as_tensor(sample_weight).double()
+            w = w.unsqueeze(0) if w.ndim == 1 else w
+            self.sample_weight = w.expand(self.host.shape[0], -1)
+        self.chunk_size = self.n_samples
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.host.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.host.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.host.shape[2])
+
+    def total_weight(self) -> Tensor:
+        if self.sample_weight is None:
+            return torch.full((self.batch_size,), float(self.n_samples), dtype=torch.float64, device=self.device)
+        return self.sample_weight.sum(-1).to(self.device)
+
+    def _host_chunk(self, start: int, stop: int) -> Tensor:
+        part = self.host[:, start:stop]
+        if isinstance(part, np.ndarray):
+            # a chunk of a read-only memmap is copied (torch tensors cannot be read-only)
+            part = torch.from_numpy(np.ascontiguousarray(part) if part.flags.writeable else np.array(part))
+        return part
+
+    def _weights(self, start: int, stop: int) -> Tensor | None:
+        if self.sample_weight is None:
+            return None
+        return self.sample_weight[:, start:stop].to(device=self.device, dtype=self.dtype)
+
+    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        step = max(1, int(self.chunk_size))
+        starts = range(0, self.n_samples, step)
+        if self.device.type == "cuda":
+            yield from self._cuda_chunks(starts, step)
+        else:
+            for start in starts:
+                stop = min(self.n_samples, start + step)
+                X = self._checked_chunk(self._host_chunk(start, stop).to(self.dtype))
+                yield start, X, self._weights(start, stop)
+        self._checked = True
+
+    def _cuda_chunks(self, starts, step):
+        side = torch.cuda.Stream(self.device)
+        pinned: list[Tensor | None] = [None, None]
+        copied: list = [None, None]  # event: the copy out of that pinned buffer has finished
+
+        def stage(i: int, start: int):
+            host = self._host_chunk(start, min(self.n_samples, start + step))
+            slot = i % 2
+            if copied[slot] is not None:
+                copied[slot].synchronize()  # the buffer is free again
+            buf = pinned[slot]
+            if buf is None or buf.shape != host.shape or buf.dtype != host.dtype:
+                buf = pinned[slot] = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
+            buf.copy_(host)
+            with torch.cuda.stream(side):
+                dev = buf.to(self.device, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(side)
+            copied[slot] = event
+            return dev, event
+
+        compute = torch.cuda.current_stream(self.device)
+        starts = list(starts)
+        nxt = stage(0, starts[0]) if starts else None
+        for i, start in enumerate(starts):
+            dev, event = nxt
+            compute.wait_event(event)
+            dev.record_stream(compute)  # allocated on the side stream, used on this one
+            if i + 1 < len(starts):
+                nxt = stage(i + 1, starts[i + 1])  # host work for the next chunk overlaps this one
+            X = self._checked_chunk(dev.to(self.dtype))
+            yield start, X, self._weights(start, min(self.n_samples, start + step))
+
+
+class IterableSource(_StreamBase):
+    """A re-iterable of batches, e.g. a ``torch.utils.data.DataLoader``: one full pass per EM
+    iteration.
+
+    A batch is ``X [n, D]``, or ``(X,)``, or ``(X, sample_weight [n])`` (tensors or numpy
+    arrays). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
+    The number of samples and the total weight are known after the first pass (the
+    initialisation's sampling pass); every later pass must yield as many samples. An iterator
+    that can be consumed only once (a generator) cannot be read once per iteration: it is
+    refused with a ``TypeError`` that points to ``partial_fit``.
+    """
+
+    def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X"):
+        if iter(iterable) is iterable:
+            raise TypeError(
+                f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
+                "iteration, so it needs a re-iterable (a DataLoader, a list of batches, an object whose "
+                "__iter__ starts a new pass). For an unbounded stream, call partial_fit on each batch instead."
+            )
+        self.iterable = iterable
+        self.name = name
+        self.X = None
+        self.sample_weight = None
+        self._n = None
+        self._total = None
+        self._weighted = None
+        first = None
+        for batch in iterable:
+            first = self._split(batch)[0]
+            if first.shape[0] > 0:
+                break
+        if first is None or first.shape[0] == 0:
+            raise ValueError(f"{name} yielded no samples; pass an iterable of non-empty [n_samples, n_features] batches.")
+        self._width = int(first.shape[1])
+        self.host_dtype = first.dtype
+        super().__init__(device=device, dtype=dtype or first.dtype, check=check)
+        self.chunk_size = 65536
+
+    def _split(self, batch) -> tuple[Tensor, Tensor | None]:
+        w = None
+        if isinstance(batch, (tuple, list)):
+            if len(batch) not in (1, 2):
+                raise ValueError(
+                    f"Each batch of {self.name} must be X or (X,) or (X, sample_weight); got a sequence of "
+                    f"{len(batch)} items."
+                )
+            batch, w = batch[0], (batch[1] if len(batch) == 2 else None)
+        X = _float_tensor(batch, self.name)
+        if X.ndim != 2:
+            raise ValueError(
+                f"Each batch of {self.name} must be 2-D [n_samples, n_features]; got shape {tuple(X.shape)}."
+            )
+        if w is not None:
+            w = _float_tensor(w, f"the sample weights of {self.name}")
+            if tuple(w.shape) != (X.shape[0],):
+                raise ValueError(
+                    f"A batch of {self.name} has {X.shape[0]} samples but its sample weights have shape "
+                    f"{tuple(w.shape)}; give one weight per sample."
+                )
+        return X, w
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    @property
+    def n_features(self) -> int:
+        return self._width
+
+    @property
+    def n_samples(self) -> int:
+        if self._n is None:
+            raise RuntimeError("the number of samples of an iterable is known after its first pass")
+        return self._n
+
+    def total_weight(self) -> Tensor:
+        if self._total is None:
+            raise RuntimeError("the total weight of an iterable is known after its first pass")
+        return self._total.to(self.device)
+
+    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        step = max(1, int(self.chunk_size))
+        pending: list[tuple[Tensor, Tensor | None]] = []
+        held = 0
+        start = 0
+        total = torch.zeros(1, dtype=torch.float64)
+
+        def emit(rows: list[tuple[Tensor, Tensor | None]]):
+            X = torch.cat([x for x, _ in rows]) if len(rows) > 1 else rows[0][0]
+            X = self._checked_chunk(X.to(device=self.device, dtype=self.dtype, non_blocking=True))
+            ws = [w for _, w in rows]
+            if all(w is None for w in ws):
+                w = None
+            else:
+                w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w in rows])
+                if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+                    raise ValueError(f"The sample weights of {self.name} must be finite and non-negative.")
+                w = w.to(device=self.device, dtype=self.dtype).unsqueeze(0)
+            return X.unsqueeze(0), w
+
+        for batch in self.iterable:
+            X, w = self._split(batch)
+            if X.shape[1] != self._width:
+                raise ValueError(
+                    f"{self.name} yielded batches of inconsistent width: {X.shape[1]} features after batches of "
+                    f"{self._width}; every batch must have the same number of features."
+                )
+            if X.shape[0] == 0:
+                continue
+            total += float(X.shape[0]) if w is None else w.double().sum().cpu()
+            pending.append((X, w))
+            held += X.shape[0]
+            while held >= step:
+                # cut exactly ``step`` rows off the pending batches
+                take, need = [], step
+                while need:
+                    x, wx = pending[0]
+                    if x.shape[0] <= need:
+                        take.append(pending.pop(0))
+                        need -= x.shape[0]
+                    else:
+                        take.append((x[:need], None if wx is None else wx[:need]))
+                        pending[0] = (x[need:], None if wx is None else wx[need:])
+                        need = 0
+                held -= step
+                Xc, wc = emit(take)
+                yield start, Xc, wc
+                start += step
+        if held:
+            Xc, wc = emit(pending)
+            yield start, Xc, wc
+            start += held
+        if start == 0:
+            raise ValueError(f"{self.name} yielded no samples in a pass; pass an iterable of non-empty batches.")
+        if self._n is not None and start != self._n:
+            raise ValueError(
+                f"{self.name} yielded {start} samples in this pass but {self._n} in the first; fit needs the same "
+                "data on every pass (use partial_fit for a stream that changes)."
+            )
+        self._n, self._total, self._checked = start, total, True
+
+
+def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """A uniform random sample of at most ``size`` samples, in one pass over any source
+    (reservoir sampling, Vitter's algorithm R, vectorised per chunk).
+
+    The sample keeps the samples' order in the data, so when the data has at most ``size``
+    samples the sample *is* the data. This pass also counts the samples of an iterable and
+    checks its values.
+
+    Returns:
+        ``(X [B, m, D], sample_weight [B, m] or None)`` on the source's device, in its dtype.
+    """
+    xs, ws, pos = None, None, None
+    seen = 0
+    for _, X, w in source.chunks():
+        n = X.shape[1]
+        idx = torch.arange(seen, seen + n, device=X.device)
+        if xs is None:
+            xs, pos = X[:, :0], idx[:0]
+            ws = None if w is None else w[:, :0]
+        room = max(0, size - xs.shape[1])
+        if room:
+            fill = min(room, n)
+            xs = torch.cat([xs, X[:, :fill]], 1)
+            pos = torch.cat([pos, idx[:fill]])
+            if w is not None:
+                ws = torch.cat([ws, w[:, :fill]], 1)
+        else:
+            fill = 0
+        if fill < n:
+            g = idx[fill:]
+            # sample number g (0-based) replaces slot j = floor(u (g + 1)) when j < size
+            j = (rand(generator, n - fill, device=X.device) * (g + 1).double()).long()
+            ok = j < size
+            j, rows = j[ok], (g[ok] - seen)
+            if j.numel():
+                last = torch.full((size,), -1, dtype=torch.long, device=X.device)
+                last.scatter_reduce_(0, j, rows, reduce="amax")  # later samples win a slot
+                slots = (last >= 0).nonzero(as_tuple=True)[0]
+                chosen = last[slots]
+                xs[:, slots] = X[:, chosen]
+                pos[slots] = chosen + seen
+                if w is not None:
+                    ws[:, slots] = w[:, chosen]
+        seen += n
+    order = pos.argsort()
+    return xs[:, order].contiguous(), None if ws is None else ws[:, order].contiguous()
+
+
+def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, chunk_size, check):
+    """A streamed source for ``X`` when it should be streamed, else ``None``.
+
+    Streamed are: re-iterables of batches (:class:`IterableSource`), ``np.memmap`` arrays,
+    and host arrays larger than half the free memory of a CUDA compute device
+    (:class:`HostStreamSource`); anything else is left to the caller's in-memory path.
+
+    Args:
+        X: the data as given to ``fit``.
+        sample_weight: ``fit``'s sample weights (refused with an iterable).
+        anchor_device: where the model computes.
+        resolve: ``resolve(probe) -> (device, dtype)``: the compute device and dtype for data
+            like the empty tensor ``probe``.
+        bytes_per_sample: ``bytes_per_sample(n_features, batch, itemsize)`` of working memory.
+        chunk_size: the model's ``chunk_size`` (``None``: from the memory budget).
+        check: ``check(chunk)`` raising ``ValueError`` on bad values (first pass only).
+
+    Returns:
+        ``(source, is_numpy, batched, B)`` or ``None``.
+    """
+    anchor_device = torch.device(anchor_device)
+    if is_iterable_data(X):
+        if sample_weight is not None:
+            raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+        source = IterableSource(X, device=anchor_device, check=check)
+        device, source.dtype = resolve(torch.empty(0, 0, dtype=source.host_dtype, device=anchor_device))
+        per = bytes_per_sample(source.n_features, 1, torch.finfo(source.dtype).bits // 8)
+        source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, 2**62)
+        return source, False, False, 1
+    host = isinstance(X, np.memmap) or (
+        isinstance(X, (np.ndarray, Tensor)) and anchor_device.type == "cuda" and getattr(X, "device", None) != anchor_device
+    )
+    if not host or X.ndim not in (2, 3) or 0 in X.shape:
+        return None  # the in-memory path checks (and explains) the layout
+    dt = X.dtype if isinstance(X, Tensor) else torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
+    device, dtype = resolve(torch.empty(0, 0, dtype=dt if dt.is_floating_point else torch.float64))
+    itemsize = torch.finfo(dtype).bits // 8
+    big = device.type == "cuda" and host_nbytes(X, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
+    if not (isinstance(X, np.memmap) or big):
+        return None
+    w = None
+    if sample_weight is not None:
+        w = torch.as_tensor(np.asarray(sample_weight) if not isinstance(sample_weight, Tensor) else sample_weight)
+        if tuple(w.shape) not in (tuple(X.shape[-2:-1]), tuple(X.shape[:-1])):
+            raise ValueError(f"sample_weight should have shape {tuple(X.shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    source = HostStreamSource(X, device=device, dtype=dtype, sample_weight=w, check=check)
+    per = bytes_per_sample(source.n_features, source.batch_size, itemsize)
+    source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, source.n_samples)
+    return source, isinstance(X, np.ndarray), X.ndim == 3, source.batch_size

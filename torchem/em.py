@@ -23,9 +23,20 @@ import torch
 from torch import Tensor
 
 from .data import TensorSource
+from .distributed import all_reduce_sum, is_distributed, rank, world_size
 from .functional.estep import responsibilities
 
-__all__ = ["EMFamily", "EMResult", "e_step_pass", "hard_responsibilities", "run_em", "select_best"]
+__all__ = [
+    "EMFamily",
+    "EMResult",
+    "STEPWISE_SCHEDULE",
+    "e_step_pass",
+    "hard_responsibilities",
+    "run_em",
+    "select_best",
+    "step_size",
+    "stepwise_update",
+]
 
 Params = dict[str, Tensor]
 
@@ -92,13 +103,30 @@ def hard_responsibilities(
 
 def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard: bool = False) -> tuple[Params, Tensor]:
     """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood
-    (with ``hard=True``: classification EM, and the mean classification log-likelihood)."""
+    (with ``hard=True``: classification EM, and the mean classification log-likelihood).
+
+    Under ``torch.distributed`` (see :mod:`torchem.distributed`) the statistics, the
+    log-likelihood sums and the total weight are summed over the ranks, so every rank
+    returns the values of the whole data."""
+    stats, ll_sum = _local_pass(family, source, params, hard)
+    total = source.total_weight()
+    if is_distributed():
+        keys = sorted(stats)
+        reduced = all_reduce_sum([stats[k] for k in keys] + [ll_sum, total])
+        stats = dict(zip(keys, reduced[: len(keys)]))
+        ll_sum, total = reduced[-2], reduced[-1]
+    return stats, ll_sum / total.unsqueeze(-1)
+
+
+def _local_pass(family: EMFamily, source, params: Params, hard: bool) -> tuple[Params, Tensor]:
+    """This process's summed statistics and ``[B, R]`` (weighted) log-likelihood sum."""
     if hasattr(family, "run_pass"):
         # A family may compute a whole pass itself (e.g. K-means skipping, with bounds, the
         # distances that cannot change an assignment); None falls back to the generic pass.
         done = family.run_pass(source, params, hard)
         if done is not None:
-            return done
+            stats, ll = done
+            return stats, ll * source.total_weight().unsqueeze(-1)
     stats = None
     ll = None
     lw = family.log_weights(params)
@@ -114,7 +142,7 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard:
         stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))
         part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = part if ll is None else ll + part
-    return stats, ll / source.total_weight().unsqueeze(-1)
+    return stats, ll
 
 
 def _where(mask: Tensor, new: Params, old: Params) -> Params:
@@ -133,7 +161,7 @@ def run_em(
     tol: float,
     max_iter: int,
     lower_bound: Tensor | None = None,
-    callback: Callable[[int, Tensor], bool | None] | None = None,
+    callback: Callable[[int, Tensor, Params], bool | None] | None = None,
     verbose: int = 0,
     verbose_interval: int = 10,
     failure_message: str = "EM failed.",
@@ -148,9 +176,12 @@ def run_em(
         tol: a restart has converged once ``|lower_bound - previous| < tol``.
         max_iter: the most EM iterations.
         lower_bound: ``[B, R]`` starting lower bound (for warm starts); ``-inf`` by default.
-        callback: called after each iteration with ``(iteration, lower_bound [B, R])``;
+        callback: called after each iteration with ``(iteration, lower_bound [B, R], params)``;
             returning ``True`` stops the fit.
-        verbose: 0 silent, 1 a summary line, 2 also every ``verbose_interval`` iterations.
+        verbose: 0 silent; 1 a progress bar (tqdm, on standard error, when installed: iteration,
+            lower bound, its change and points per second) and a summary line; 2 also a line
+            every ``verbose_interval`` iterations. Under ``torch.distributed`` only rank 0
+            reports.
         failure_message: the ``ValueError`` raised if an active restart's M-step fails.
         hard: classification EM: each sample is assigned wholly to its most probable
             component, and the lower bound is the mean classification log-likelihood.
@@ -171,6 +202,8 @@ def run_em(
     active = torch.ones(batch, dtype=torch.bool, device=device)
     history = []
     start = time.perf_counter()
+    verbose = verbose if rank() == 0 else 0
+    bar = _progress_bar(max_iter) if verbose >= 1 else None
     for it in range(1, max_iter + 1):
         previous = lower_bound
         stats, ll = e_step_pass(family, source, params, hard=hard)
@@ -202,16 +235,24 @@ def run_em(
             newly = active & (change.abs() < tol)
         converged = converged | newly
         active = active & ~newly
-        if verbose >= 2 and it % verbose_interval == 0:
-            print(
-                f"  Iteration {it}\t time lapse {time.perf_counter() - start:.5f}s\t "
-                f"ll change {change[active | newly].abs().max().item() if (active | newly).any() else 0.0:.5g}\t "
-                f"active {int(active.sum())}/{active.numel()}"
-            )
-        if callback is not None and callback(it, lower_bound):
+        if verbose >= 1:
+            moving = change[active | newly].abs().max().item() if bool((active | newly).any()) else 0.0
+            elapsed = time.perf_counter() - start
+            if bar is not None:
+                rate = _points(source) * it / max(elapsed, 1e-9)
+                bar.set_postfix(lower_bound=f"{lower_bound.max().item():.6g}", change=f"{moving:.3g}", points_per_s=f"{rate:.3g}", refresh=False)
+                bar.update(1)
+            if verbose >= 2 and it % verbose_interval == 0:
+                print(
+                    f"  Iteration {it}\t time lapse {elapsed:.5f}s\t ll change {moving:.5g}\t "
+                    f"active {int(active.sum())}/{active.numel()}"
+                )
+        if callback is not None and callback(it, lower_bound, params):
             break
         if not bool(active.any()):
             break
+    if bar is not None:
+        bar.close()
     if verbose >= 1:
         print(
             f"EM finished after {int(n_iter.max()) if n_iter.numel() else 0} iterations in "
@@ -219,6 +260,92 @@ def run_em(
             f"best lower bound {lower_bound.max().item():.6g}"
         )
     return EMResult(params, lower_bound, n_iter, converged, history)
+
+
+def _progress_bar(max_iter: int):
+    """A tqdm bar over the iterations, or None when tqdm is not installed (the printed lines
+    of ``verbose`` remain)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=max_iter, desc="EM", unit="it", leave=False)
+
+
+def _points(source) -> int:
+    """Samples read per pass, over all ranks (for the throughput shown by the progress bar)."""
+    try:
+        n = source.n_samples * source.batch_size
+    except RuntimeError:  # an iterable before its first pass
+        return 0
+    return n * world_size()
+
+
+# --------------------------------------------------------------------------------------------
+# Stepwise (online) EM
+# --------------------------------------------------------------------------------------------
+
+#: ``(t0, kappa)`` of the step size ``eta_t = (t + t0) ** -kappa`` of stepwise EM.
+STEPWISE_SCHEDULE = (2.0, 0.6)
+
+
+def step_size(t: int, schedule: tuple[float, float] = STEPWISE_SCHEDULE) -> float:
+    """Step of the ``t``-th update (``t = 1, 2, ...``) of stepwise EM: 1 for the first (the
+    running statistics start as the first batch's), then ``(t + t0) ** -kappa``.
+
+    With ``kappa`` in ``(0.5, 1]`` the steps sum to infinity while their squares do not, the
+    condition under which stepwise EM converges (Cappé & Moulines, 2009); a smaller ``kappa``
+    forgets old batches faster, a larger one averages more."""
+    t0, kappa = schedule
+    if not (0.5 < kappa <= 1.0) or t0 < 0:
+        raise ValueError(f"the stepwise schedule needs t0 >= 0 and kappa in (0.5, 1]; got t0={t0}, kappa={kappa}.")
+    return 1.0 if t <= 1 else float((t + t0) ** -kappa)
+
+
+def stepwise_update(
+    family: EMFamily,
+    source: TensorSource,
+    params: Params,
+    reference: Params,
+    running: Params | None,
+    eta: float,
+    *,
+    hard: bool = False,
+) -> tuple[Params, Params, Tensor, Tensor]:
+    """One step of stepwise EM on a batch.
+
+    The E-step uses ``params``; the batch's statistics are taken about the fixed
+    ``reference`` parameters (in float64) so they can be averaged with the running ones, and
+    normalised by the batch's weight: ``running <- (1 - eta) running + eta batch``. The
+    M-step reads the running statistics.
+
+    Returns:
+        ``(new_params, running, failed [B, R], mean log-likelihood [B, R] of the batch under params)``.
+    """
+    ref64 = {k: v.double() for k, v in reference.items()}
+    prepared_ref = family.prepare(ref64)
+    lw = family.log_weights(params)
+    prepared = family.prepare(params)
+    stats, ll = None, None
+    for _, X, w in source.chunks():
+        X = X.unsqueeze(1)
+        w = None if w is None else w.unsqueeze(1)
+        log_prob, _ = family.log_prob(X, prepared)
+        pick = hard_responsibilities if hard else responsibilities
+        log_norm, resp = pick(log_prob, lw.to(log_prob.dtype), inplace=True)
+        part = family.stats(X.double(), resp.double(), prepared_ref, None, None if w is None else w.double())
+        stats = _add_into(stats, part)
+        lls = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
+        ll = lls if ll is None else ll + lls
+    total = source.total_weight()
+    scale = total.reshape(total.shape + (1,))
+    batch = {k: v / scale.reshape(scale.shape + (1,) * (v.ndim - scale.ndim)) for k, v in stats.items()}
+    if running is None:
+        running = batch
+    else:
+        running = {k: (1.0 - eta) * running[k] + eta * batch[k] for k in batch}
+    new_params, failed = family.m_step(running, ref64)
+    return new_params, running, failed, ll / scale
 
 
 def select_best(result: EMResult) -> tuple[Params, Tensor, Tensor, Tensor, list[Tensor]]:

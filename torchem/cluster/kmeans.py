@@ -7,11 +7,12 @@ from torch import Tensor
 
 from .._estimator import EstimatorModule
 from ..exceptions import NotFittedError
-from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
-from ..data import TensorSource, auto_chunk_size
+from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
+from ..data import INIT_SAMPLE_SIZE, TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, world_size
 from ..em import run_em
 from ..functional._buffers import buffer
-from ..functional.kmeans import assign, squared_distances
+from ..functional.kmeans import assign, lloyd_stats, squared_distances
 from ..init import gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
@@ -30,18 +31,19 @@ def _count_distinct_up_to(X: Tensor, k: int) -> int:
 
 def _mean_variance(source: TensorSource) -> Tensor:
     """``[B]`` mean over features of the (unweighted) variance of the data, in float64, chunk
-    by chunk: scikit-learn's scale for ``tol``."""
-    n = source.n_samples
+    by chunk (and over the ranks of a distributed fit): scikit-learn's scale for ``tol``."""
     total = None
     for _, X, _ in source.chunks():
         part = X.double().sum(1)
         total = part if total is None else total + part
+    n = torch.tensor(float(source.n_samples), dtype=torch.float64, device=total.device)
+    total, n = all_reduce_sum([total, n])
     mean = total / n
     sq = None
     for _, X, _ in source.chunks():
         part = (X.double() - mean.unsqueeze(1)).square().sum(1)
         sq = part if sq is None else sq + part
-    return (sq / n).mean(-1)
+    return (all_reduce_sum([sq])[0] / n).mean(-1)
 
 
 def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
@@ -58,6 +60,15 @@ def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | Non
     if rows.numel():
         new.index_copy_(0, rows, d2.index_select(0, rows).argmin(-1))
     return new
+
+
+def _keep_farthest(a, b, m: int):
+    """Merge two ``(distance [B, R, p], sample [B, R, p, D], weight [B, R, p])`` candidate
+    lists into the ``m`` farthest (the first list first on ties)."""
+    d = torch.cat([a[0], b[0]], -1)
+    top, order = d.topk(min(m, d.shape[-1]), dim=-1)
+    rows = torch.cat([a[1], b[1]], 2).gather(2, order.unsqueeze(-1).expand(*order.shape, a[1].shape[-1]))
+    return top, rows, torch.cat([a[2], b[2]], -1).gather(2, order)
 
 
 class _KMeansFamily:
@@ -94,6 +105,8 @@ class _KMeansFamily:
         The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
         moving only the points that changed cluster (float64 scatter-adds).
         """
+        if not isinstance(source, TensorSource):
+            return self._lloyd_pass(source, params)
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
@@ -187,6 +200,22 @@ class _KMeansFamily:
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, ll / source.total_weight().unsqueeze(-1)
 
+    def _lloyd_pass(self, source, params):
+        """A plain chunked Lloyd pass (same assignments, no bounds): for streamed sources,
+        whose samples are not kept from pass to pass."""
+        centers = params["centers"]
+        k = centers.shape[-2]
+        stats, ll = None, None
+        for _, X, w in source.chunks():
+            X = X.unsqueeze(1)
+            w = None if w is None else w.unsqueeze(1)
+            labels, dist = assign(X, centers)
+            counts, sums = lloyd_stats(X, labels, k, w)
+            stats = {"counts": counts, "sums": sums} if stats is None else {"counts": stats["counts"] + counts, "sums": stats["sums"] + sums}
+            part = -(dist.double() if w is None else dist.double() * w.double()).sum(-1)
+            ll = part if ll is None else ll + part
+        return stats, ll / source.total_weight().unsqueeze(-1)
+
     def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:
         """Assign every point of a chunk (one problem, one restart): used when most points
         need it, as in the first passes.
@@ -267,27 +296,33 @@ class _KMeansFamily:
         """Move the points farthest from their (old) centres into the empty clusters."""
         b, r, k = counts.shape
         n_far = int(empty.sum(-1).max())
-        best_d, best_i = None, None
-        for start, X, _ in self.source.chunks():
+        best = None  # (distance [B, R, m], sample [B, R, m, D], weight [B, R, m]) of the farthest
+        for _, X, wc in self.source.chunks():
             _, dist = assign(X.unsqueeze(1), centers)  # [B, R, n] exact distances
             m = min(n_far, dist.shape[-1])
             d, i = dist.double().topk(m, dim=-1)
-            i = i + start
-            if best_d is None:
-                best_d, best_i = d, i
-            else:
-                cat_d, cat_i = torch.cat([best_d, d], -1), torch.cat([best_i, i], -1)
-                best_d, order = cat_d.topk(min(n_far, cat_d.shape[-1]), dim=-1)
-                best_i = torch.gather(cat_i, -1, order)
-        X_all = self.source.X
-        w_all = self.source.sample_weight
+            rows = X.unsqueeze(1).expand(b, r, *X.shape[1:]).gather(2, i.unsqueeze(-1).expand(b, r, m, X.shape[-1]))
+            wt = torch.ones_like(d) if wc is None else wc.double().unsqueeze(1).expand(b, r, -1).gather(2, i)
+            best = (d, rows.double(), wt) if best is None else _keep_farthest(best, (d, rows.double(), wt), n_far)
+        if is_distributed():  # the farthest points over all the ranks, in rank order
+            d, rows, wt = best
+            pad = n_far - d.shape[-1]
+            if pad:
+                d = torch.cat([d, d.new_full((b, r, pad), -torch.inf)], -1)
+                rows = torch.cat([rows, rows.new_zeros(b, r, pad, rows.shape[-1])], 2)
+                wt = torch.cat([wt, wt.new_zeros(b, r, pad)], -1)
+            parts = [[torch.empty_like(t) for _ in range(world_size())] for t in (d, rows, wt)]
+            for out, t in zip(parts, (d, rows, wt)):
+                torch.distributed.all_gather(out, t.contiguous())
+            best = parts[0][0], parts[1][0], parts[2][0]
+            for q in range(1, world_size()):
+                best = _keep_farthest(best, (parts[0][q], parts[1][q], parts[2][q]), n_far)
         for bi in range(b):
             for ri in range(r):
                 empties = torch.nonzero(empty[bi, ri]).flatten().tolist()
                 for j, cluster in enumerate(empties):
-                    idx = int(best_i[bi, ri, j])
-                    x = X_all[bi, idx].double()
-                    w = 1.0 if w_all is None else float(w_all[bi, idx])
+                    x = best[1][bi, ri, j]
+                    w = float(best[2][bi, ri, j])
                     old = int(assign(x.to(centers.dtype)[None], centers[bi, ri])[0][0])
                     sums[bi, ri, old] -= x * w
                     counts[bi, ri, old] -= w
@@ -402,71 +437,85 @@ class KMeans(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None):
         """Compute the clustering.
 
         Args:
-            X: ``[N, D]`` or ``[B, N, D]`` data (numpy or tensor).
+            X: ``[N, D]`` or ``[B, N, D]`` data (numpy or tensor); an ``np.memmap`` (or, on
+                CUDA, a host array larger than half the free device memory) is streamed chunk
+                by chunk, and a re-iterable of ``[n, D]`` batches (``X`` or
+                ``(X, sample_weight)``, e.g. a ``DataLoader``) is read once per iteration, with
+                a plain chunked Lloyd pass; streamed data is seeded from a uniform sample of
+                :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them when there are
+                fewer). Under ``torch.distributed`` each rank passes its own shard.
             y: ignored.
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
+            callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
+                every Lloyd iteration with minus the mean squared distance of the samples to
+                their centres (a float, ``[B]`` if batched) and this model holding the best
+                restart's current centres (``cluster_centers_``, ``predict``, ``transform``
+                and ``score`` work; ``labels_`` and ``inertia_`` are set at the end);
+                returning ``True`` stops the fit.
 
         Returns:
             ``self``.
         """
         method, n_init = self._validate()
         k = int(self.n_clusters)
-        t, kind = as_float_tensor(X, "X")
-        check_data(t, "X")
-        batched = t.ndim == 3
-        X3 = t if batched else t.unsqueeze(0)
-        b, n, d = X3.shape
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
+        error, sample, data = None, None, None
+        try:
+            data = self._open(X, sample_weight, n_init)
+            source, kind, batched, b = data
+            device, dtype, d = source.device, source.dtype, source.n_features
+            generator = make_generator(self.random_state, device)
+            streamed = not isinstance(source, TensorSource)
+            if streamed or is_distributed():
+                sample = reservoir_sample(source, -(-INIT_SAMPLE_SIZE // world_size()), generator)
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        signature = {} if data is None else {
+            "n_features": d, "dtype": str(dtype), "batch": b, "batched": batched,
+            "hyper-parameters": {name: repr(v) for name, v in self.get_params().items() if name not in ("verbose", "random_state", "chunk_size")},
+        }
+        check_consistent(signature, error)
+        if sample is not None:
+            Xs, ws = gather_samples(*sample)
+        else:
+            Xs, ws = source.X, source.sample_weight
+        n = int(all_reduce_sum([torch.tensor(float(source.n_samples))])[0])
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data.")
         for bi in range(b):
-            distinct = _count_distinct_up_to(X3[bi], k)
+            distinct = _count_distinct_up_to(Xs[bi], k)
             if distinct < k:
                 raise ValueError(
-                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in X"
+                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in "
+                    + ("X" if sample is None or Xs.shape[1] == n else "a uniform sample of X")
                     + (f"[{bi}]" if batched else "")
                     + "; reduce n_clusters."
                 )
-        w = self._weights(sample_weight, t)
-        anchor = self._anchor
-        device = anchor.device if anchor.device.type != "cpu" else X3.device
-        dtype = torch.promote_types(X3.dtype, anchor.dtype)
-        source = TensorSource(X3, device=device, dtype=dtype, sample_weight=None if w is None else (w if batched else w.unsqueeze(0)))
-        if self.chunk_size is not None:
-            source.chunk_size = int(self.chunk_size)
-        else:
-            per = source.X.element_size() * n_init * (4 * k + 2 * d) + 8 * n_init * k
-            source.chunk_size = auto_chunk_size(per, source.device, n)
-        Xs = source.X
-        generator = make_generator(self.random_state, device)
-
-        if method is None:
-            c, _ = as_float_tensor(self.init, "init")
-            if tuple(c.shape) not in ((k, d), (b, k, d)):
-                raise ValueError(f"The shape of the initial centers {tuple(c.shape)} does not match the number of clusters {k} and features {d}: expected ({k}, {d}).")
-            if not bool(torch.isfinite(c).all()):
-                raise ValueError("init (the initial centres) contains NaN or infinity.")
-            centers = c.to(device=device, dtype=dtype).expand(b, k, d).unsqueeze(1).contiguous()
-        elif method == "k-means++":
-            idx = kmeans_plusplus(Xs, k, n_init, generator, sample_weight=source.sample_weight)
-            centers = gather_rows(Xs, idx)
-        else:
-            if source.sample_weight is None:
-                idx = random_distinct_indices(n, k, (b, n_init), generator, device)
-            else:
-                p = source.sample_weight.double().unsqueeze(1).expand(b, n_init, n).reshape(b * n_init, n)
-                idx = torch.multinomial(p.to(generator.device), k, replacement=False, generator=generator).to(device)
-                idx = idx.reshape(b, n_init, k)
-            centers = gather_rows(Xs, idx)
+        centers = self._initial_centers(method, Xs, ws, n_init, generator, b, d, device, dtype)
+        centers = broadcast_params({"centers": centers})["centers"]
 
         # scikit-learn's tolerance: tol times the mean variance of the features.
         tol_abs = _mean_variance(source) * float(self.tol)  # [B]
         family = _KMeansFamily(source, tol_abs)
         params = {"centers": centers.to(dtype)}
-        result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True, verbose=int(self.verbose))
+
+        def report(it, lb, params_now):
+            best = lb.argmax(-1)
+            self._store(params_now["centers"][torch.arange(b, device=best.device), best], batched)
+            self._batched, self._batch_size, self._output_numpy = batched, b, kind.is_numpy
+            self.n_features_in_, self._fitted = d, True
+            value = lb.max(-1).values.cpu().numpy()
+            return bool(callback(it, float(value[0]) if not batched else value, self))
+
+        result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True,
+                        verbose=int(self.verbose), callback=None if callback is None else report)
         final = result.params["centers"]  # [B, R, K, D]
         labels, inertia = self._assign_all(source, final)  # [B, R, N], [B, R]
         best = inertia.argmin(-1)  # [B]
@@ -480,7 +529,70 @@ class KMeans(EstimatorModule):
         self.n_features_in_ = d
         self._anchor = self._anchor.to(device=device, dtype=dtype)
         self._fitted = True
+        self._counts = None  # partial_fit restarts its per-centre counts after a fit
         return self
+
+    def _open(self, X, sample_weight, n_init: int):
+        """``(source, kind, batched, B)``: the data as a chunk source on the compute device."""
+        k = int(self.n_clusters)
+
+        def check(chunk):
+            if not bool(torch.isfinite(chunk).all()):
+                raise ValueError("Input X contains NaN or infinity. Remove or impute those values before fitting.")
+
+        def resolve(probe):
+            device = self._anchor.device if self._anchor.device.type != "cpu" else probe.device
+            return device, torch.promote_types(probe.dtype, self._anchor.dtype)
+
+        stream = open_stream(
+            X, sample_weight, anchor_device=self._anchor.device, resolve=resolve,
+            bytes_per_sample=lambda d, b, itemsize: itemsize * n_init * b * (4 * k + 2 * d) + 8 * n_init * k,
+            chunk_size=self.chunk_size, check=check,
+        )
+        if stream is not None:
+            source, is_numpy, batched, b = stream
+            return source, InputKind(is_numpy, None), batched, b
+        X3, w, kind, batched = self._batch_input(X, sample_weight)
+        b, n, d = X3.shape
+        device, dtype = resolve(X3)
+        source = TensorSource(X3, device=device, dtype=dtype, sample_weight=w)
+        if self.chunk_size is not None:
+            source.chunk_size = int(self.chunk_size)
+        else:
+            per = source.X.element_size() * n_init * (4 * k + 2 * d) + 8 * n_init * k
+            source.chunk_size = auto_chunk_size(per, source.device, n)
+        return source, kind, batched, b
+
+    def _batch_input(self, X, sample_weight):
+        """``(X [B, N, D], sample_weight [B, N] or None, kind, batched)`` of in-memory input, checked."""
+        t, kind = as_float_tensor(X, "X")
+        check_data(t, "X")
+        batched = t.ndim == 3
+        w = self._weights(sample_weight, t)
+        if not batched:
+            t, w = t.unsqueeze(0), None if w is None else w.unsqueeze(0)
+        return t, w, kind, batched
+
+    def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
+        """``[B, R, K, D]`` starting centres from the data ``Xs [B, n, D]`` (all of it, or a sample)."""
+        k = int(self.n_clusters)
+        if method is None:
+            c, _ = as_float_tensor(self.init, "init")
+            if tuple(c.shape) not in ((k, d), (b, k, d)):
+                raise ValueError(f"The shape of the initial centers {tuple(c.shape)} does not match the number of clusters {k} and features {d}: expected ({k}, {d}).")
+            if not bool(torch.isfinite(c).all()):
+                raise ValueError("init (the initial centres) contains NaN or infinity.")
+            return c.to(device=device, dtype=dtype).expand(b, k, d).unsqueeze(1).contiguous()
+        if method == "k-means++":
+            return gather_rows(Xs, kmeans_plusplus(Xs, k, n_init, generator, sample_weight=ws))
+        n = Xs.shape[1]
+        if ws is None:
+            idx = random_distinct_indices(n, k, (b, n_init), generator, device)
+        else:
+            p = ws.double().unsqueeze(1).expand(b, n_init, n).reshape(b * n_init, n)
+            idx = torch.multinomial(p.to(generator.device), k, replacement=False, generator=generator).to(device)
+            idx = idx.reshape(b, n_init, k)
+        return gather_rows(Xs, idx)
 
     def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor]:
         labels, inertia = [], None
@@ -489,7 +601,75 @@ class KMeans(EstimatorModule):
             labels.append(lab)
             part = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
             inertia = part if inertia is None else inertia + part
-        return torch.cat(labels, -1), inertia
+        return torch.cat(labels, -1), all_reduce_sum([inertia])[0]
+
+    @torch.no_grad()
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the centres with one batch of a stream (mini-batch k-means).
+
+        Each sample moves its nearest centre towards itself with step ``1 / count``, where
+        ``count`` is the (weighted) number of samples that centre has received so far: every
+        centre is the running mean of the samples assigned to it (scikit-learn's
+        ``MiniBatchKMeans`` rule, without its random reassignment of small clusters). The first
+        call seeds the centres from its batch with ``init`` (so it needs at least
+        ``n_clusters`` samples) unless the model is already fitted, in which case the stream
+        continues from the fitted centres. ``labels_`` and ``inertia_`` describe the last
+        batch, ``n_iter_`` counts the batches.
+
+        Args:
+            X: ``[n, D]`` (or ``[B, n, D]``) batch.
+            y: ignored.
+            sample_weight: optional ``[n]`` non-negative weights.
+
+        Returns:
+            ``self``.
+        """
+        method, _ = self._validate()
+        k = int(self.n_clusters)
+        X3, w, kind, batched = self._batch_input(X, sample_weight)
+        b, n, d = X3.shape
+        if self._fitted:
+            if d != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+                raise ValueError(
+                    f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
+                    f"features; X has shape {tuple(X3.shape if batched else X3.shape[1:])}. Pass batches of the same layout."
+                )
+            centers = self.centers.detach()
+            centers = (centers if batched else centers.unsqueeze(0)).unsqueeze(1)
+            dtype = torch.promote_types(X3.dtype, centers.dtype)
+        else:
+            if n < k:
+                raise ValueError(
+                    f"The first batch given to partial_fit seeds the centres and needs at least n_clusters = {k} "
+                    f"samples; got {n}."
+                )
+            dtype = torch.promote_types(X3.dtype, self._anchor.dtype)
+            device = self._anchor.device if self._anchor.device.type != "cpu" else X3.device
+            X3 = X3.to(device=device, dtype=dtype)
+            generator = make_generator(self.random_state, device)
+            centers = self._initial_centers(method, X3, None if w is None else w.to(device), 1, generator, b, d, device, dtype)
+        device = centers.device
+        X3 = X3.to(device=device, dtype=dtype)
+        w = None if w is None else w.to(device=device, dtype=dtype)
+        counts = getattr(self, "_counts", None)
+        if counts is None:
+            counts = torch.zeros(b, 1, k, dtype=torch.float64, device=device)
+        labels, dist = assign(X3.unsqueeze(1), centers.to(dtype))
+        c, s = lloyd_stats(X3.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
+        total = counts + c
+        moved = (centers.double() * counts.unsqueeze(-1) + s) / total.clamp_min(1e-300).unsqueeze(-1)
+        centers = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(dtype)
+        self._counts = total
+        inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
+        self._store(centers[:, 0], batched)
+        self._labels, self._inertia = labels[:, 0], inertia[:, 0]
+        steps = int(self._n_iter.reshape(-1)[0]) + 1 if counts.any() else 1
+        self._n_iter = torch.full((b,), steps, dtype=torch.int64)
+        self._batched, self._batch_size, self._output_numpy = batched, b, kind.is_numpy
+        self.n_features_in_ = d
+        self._anchor = self._anchor.to(device=device, dtype=dtype)
+        self._fitted = True
+        return self
 
     def _store(self, centers: Tensor, batched: bool) -> None:
         self._set_parameter("centers", centers if batched else centers.squeeze(0))

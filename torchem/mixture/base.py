@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,8 +28,9 @@ from torch import Tensor
 
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
-from ..data import TensorSource, auto_chunk_size
-from ..em import EMResult, run_em, select_best
+from ..data import INIT_SAMPLE_SIZE, TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, world_size
+from ..em import STEPWISE_SCHEDULE, EMResult, run_em, select_best, step_size, stepwise_update
 from ..exceptions import ConvergenceWarning, NotFittedError
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
@@ -40,6 +42,17 @@ _EXTRA_STATE_VERSION = 1
 
 # Lloyd iterations run after k-means++ seeding by init_params="kmeans".
 _KMEANS_INIT_ITER = 10
+
+
+@dataclass
+class _FitData:
+    """The data of a fit: its chunk source, how outputs come back, and its layout."""
+
+    source: Any
+    kind: InputKind
+    batched: bool
+    b: int
+    streamed: bool
 
 
 class BaseMixture(EstimatorModule):
@@ -218,21 +231,32 @@ class BaseMixture(EstimatorModule):
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, callback=None):
         """Estimate the parameters by EM.
 
         Runs ``n_init`` restarts as one batch (or continues from the current parameters when
         ``warm_start`` and already fitted) and keeps the restart with the highest lower bound.
 
         Args:
-            X: ``[N, D]`` data, or ``[B, N, D]`` for ``B`` independent problems; numpy array or
-                tensor on any device.
+            X: ``[N, D]`` data, or ``[B, N, D]`` for ``B`` independent problems: a numpy array
+                or a tensor on any device; an ``np.memmap`` (or, for a model on CUDA, a host
+                array larger than half the free device memory) is streamed chunk by chunk;
+                or a re-iterable of ``[n, D]`` batches (``X`` or ``(X, sample_weight)``), e.g.
+                a ``torch.utils.data.DataLoader``, read once per iteration. Streamed data is
+                initialised from a uniform sample of :data:`torchem.data.INIT_SAMPLE_SIZE`
+                samples (all of them when there are fewer), so a fit on data that small equals
+                the in-memory fit. Under ``torch.distributed`` each rank passes its own shard
+                (see :mod:`torchem.distributed`).
             y: ignored (scikit-learn compatibility).
+            callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
+                every EM iteration, with the lower bound of the best restart (a float; ``[B]``
+                for a batched fit) and this model holding that restart's current parameters
+                (so ``model.score(X_val)`` works); returning ``True`` stops the fit.
 
         Returns:
             ``self``.
         """
-        self._fit(X)
+        self._fit(X, callback=callback)
         return self
 
     def fit_predict(self, X, y=None):
@@ -241,35 +265,94 @@ class BaseMixture(EstimatorModule):
         self._fit(X)
         return self.predict(X)
 
-    @torch.no_grad()
-    def _fit(self, X, sample_weight=None) -> None:
-        self._validate_hyperparameters()
+    def _chunk_check(self, name: str = "X"):
+        """The value checks of ``check_data`` and the family, for one streamed chunk."""
+
+        def check(chunk: Tensor) -> None:
+            if not bool(torch.isfinite(chunk).all()):
+                raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before fitting.")
+            self._validate_values(chunk, name)
+
+        return check
+
+    def _open_data(self, X, sample_weight, do_init: bool) -> _FitData:
+        """Wrap ``X`` in a chunk source on the compute device, with the layout checks."""
+        anchor = self._anchor if do_init else getattr(self, self._param_names[0])
+        stream = open_stream(
+            X,
+            sample_weight,
+            anchor_device=anchor.device,
+            resolve=self._fit_device_dtype if do_init else self._model_device_dtype,
+            bytes_per_sample=lambda d, b, itemsize: self._bytes_per_sample(d, self.n_init * b, itemsize),
+            chunk_size=self.chunk_size,
+            check=self._chunk_check(),
+        )
+        if stream is not None:
+            source, is_numpy, batched, b = stream
+            return _FitData(source, InputKind(is_numpy, None), batched, b, True)
         t, kind = as_float_tensor(X, "X")
         check_data(t, "X", min_samples=1, allow_batch=True)
-        n = t.shape[-2]
+        self._validate_values(t, "X")
+        device, dtype = self._fit_device_dtype(t) if do_init else self._model_device_dtype(t)
+        n_init = self.n_init if do_init else 1
+        source = self._source(t, device, dtype, n_init, sample_weight)
+        return _FitData(source, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, False)
+
+    def _fit_signature(self, data: _FitData | None) -> dict:
+        """What every rank of a distributed fit must agree on."""
+        if data is None:
+            return {}
+        skip = ("verbose", "verbose_interval", "random_state", "chunk_size")
+        hyper = {k: repr(v) for k, v in self.get_params().items() if k not in skip}
+        src = data.source
+        return {"model": type(self).__name__, "n_features": src.n_features, "dtype": str(src.dtype),
+                "batch": data.b, "batched": data.batched, "hyper-parameters": hyper}
+
+    @torch.no_grad()
+    def _fit(self, X, sample_weight=None, callback=None) -> None:
+        self._validate_hyperparameters()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
+        do_init = not (self.warm_start and self._fitted)
+        n_init = self.n_init if do_init else 1
+        data, error, sample = None, None, None
+        try:
+            data = self._open_data(X, sample_weight, do_init)
+            source = data.source
+            generator = make_generator(self.random_state, source.device)
+            if do_init and (data.streamed or is_distributed()):
+                # initialise from a uniform sample (the whole data when it is small)
+                size = -(-INIT_SAMPLE_SIZE // world_size())
+                sample = reservoir_sample(source, size, generator)
+            elif data.streamed:
+                for _ in source.chunks():  # a first pass: counts an iterable, checks values
+                    pass
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        check_consistent(self._fit_signature(data), error)  # every rank raises, or none
+        batched, b, device, dtype = data.batched, data.b, source.device, source.dtype
+        n = int(all_reduce_sum([torch.tensor(float(source.n_samples))])[0])
         if n < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n}. Reduce n_components or pass more data."
             )
-        self._validate_values(t, "X")
-        batched = t.ndim == 3
-        b = t.shape[0] if batched else 1
-        do_init = not (self.warm_start and self._fitted)
         if not do_init:
-            if t.shape[-1] != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+            if source.n_features != self.n_features_in_ or batched != self._batched or b != self._batch_size:
                 raise ValueError(
                     f"warm_start=True continues the previous fit, which had {self._batch_size} problem(s) with "
-                    f"{self.n_features_in_} features; X has shape {tuple(t.shape)}. Pass data of the same layout "
-                    "or set warm_start=False."
+                    f"{self.n_features_in_} features; X has {b} problem(s) with {source.n_features} features. "
+                    "Pass data of the same layout or set warm_start=False."
                 )
-        device, dtype = self._fit_device_dtype(t) if do_init else self._model_device_dtype(t)
-        n_init = self.n_init if do_init else 1
-        source = self._source(t, device, dtype, n_init, sample_weight)
-        self._check_initial_parameters(source)
-        generator = make_generator(self.random_state, device)
+        init_source = source
+        if sample is not None:
+            sx, sw = gather_samples(*sample)
+            init_source = self._source(sx, device, dtype, n_init, None if sw is None else sw)
+        self._check_initial_parameters(init_source)
         if do_init:
-            params = self._initial_params(source, n_init, generator)
+            params = broadcast_params(self._initial_params(init_source, n_init, generator))
             lower_bound = None
         else:
             params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
@@ -279,6 +362,14 @@ class BaseMixture(EstimatorModule):
             lb = torch.as_tensor(np.asarray(self._lower_bound, dtype=np.float64), device=device)
             lower_bound = lb.reshape(b, 1)
         params = {k: v.to(dtype) for k, v in params.items()}
+        record = lambda result: self._record(result, data, device, dtype)  # noqa: E731
+
+        def report(it, lb, params_now):
+            # the model holds the current best restart while the user's callback runs
+            best_lb = record(EMResult(params_now, lb, torch.full_like(lb, it, dtype=torch.int64),
+                                      torch.zeros_like(lb, dtype=torch.bool)))
+            return bool(callback(it, best_lb, self))
+
         if self.max_iter > 0:
             result = run_em(
                 self._family(),
@@ -287,6 +378,7 @@ class BaseMixture(EstimatorModule):
                 tol=self.tol,
                 max_iter=self.max_iter,
                 lower_bound=lower_bound,
+                callback=None if callback is None else report,
                 verbose=self.verbose,
                 verbose_interval=self.verbose_interval,
                 failure_message=self._failure_message(),
@@ -301,20 +393,9 @@ class BaseMixture(EstimatorModule):
                 torch.zeros(batch, dtype=torch.int64, device=device),
                 torch.zeros(batch, dtype=torch.bool, device=device),
             )
-        best, lower_bound, n_iter, converged, history = select_best(result)
-        if not batched:
-            best = {k: v.squeeze(0) for k, v in best.items()}
-        self._batched = batched
-        self._batch_size = b
-        self._output_numpy = kind.is_numpy
-        self.n_features_in_ = int(t.shape[-1])
-        self._anchor = self._anchor.to(device=device, dtype=dtype)
-        self._store(best)
-        self._lower_bound = lower_bound.cpu().numpy()
-        self._n_iter = n_iter.cpu().numpy()
-        self._converged = converged.cpu().numpy()
-        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((b, 0))
-        self._fitted = True
+        record(result)
+        self._stepwise = None  # a new fit: partial_fit starts its running statistics afresh
+        converged = self._converged
         if self.max_iter > 0 and not bool(converged.all()):
             which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
             warnings.warn(
@@ -323,6 +404,106 @@ class BaseMixture(EstimatorModule):
                 ConvergenceWarning,
                 stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
             )
+
+    def _record(self, result: EMResult, data: _FitData, device, dtype):
+        """Store the best restart of ``result`` as the fitted state; returns its lower bound
+        (a float, or ``[B]`` for a batched fit)."""
+        best, lower_bound, n_iter, converged, history = select_best(result)
+        if not data.batched:
+            best = {k: v.squeeze(0) for k, v in best.items()}
+        self._batched = data.batched
+        self._batch_size = data.b
+        self._output_numpy = data.kind.is_numpy
+        self.n_features_in_ = int(data.source.n_features)
+        self._anchor = self._anchor.to(device=device, dtype=dtype)
+        self._store(best)
+        self._lower_bound = lower_bound.cpu().numpy()
+        self._n_iter = n_iter.cpu().numpy()
+        self._converged = converged.cpu().numpy()
+        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((data.b, 0))
+        self._fitted = True
+        return self._scalar_or_array(self._lower_bound, float)
+
+    # ----------------------------------------------------------------------------------------
+    # Online (stepwise) EM
+    # ----------------------------------------------------------------------------------------
+
+    #: ``(t0, kappa)`` of partial_fit's step size ``eta_t = (t + t0) ** -kappa`` (see
+    #: :func:`torchem.em.step_size`); set it on an instance to change the schedule.
+    stepwise_schedule = STEPWISE_SCHEDULE
+
+    @torch.no_grad()
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One step of online (stepwise) EM on a batch, for data that arrives as a stream.
+
+        The model keeps running sufficient statistics ``s``, normalised per sample. For the
+        ``t``-th batch it computes responsibilities with the current parameters, the batch's
+        normalised statistics ``s_t``, then ``s <- (1 - eta_t) s + eta_t s_t`` with
+        ``eta_t = (t + t0) ** -kappa`` (``eta_1 = 1``; ``(t0, kappa) = stepwise_schedule``,
+        ``(2, 0.6)`` by default), and the M-step reads ``s`` (Cappé & Moulines, 2009; Liang &
+        Klein, 2009). On a stationary stream the parameters approach the batch EM fit's.
+
+        The first call initialises the model from its batch (with ``init_params``, so that
+        batch needs at least ``n_components`` samples), unless the model is already fitted,
+        in which case the stream continues from the fitted parameters. A later ``fit``
+        restarts from scratch. ``n_iter_`` counts the batches seen, ``lower_bound_`` is the
+        mean log-likelihood of the last batch under the parameters before its update and
+        ``converged_`` stays False. Batches are not reduced over ``torch.distributed`` ranks.
+
+        Args:
+            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
+            y: ignored.
+            sample_weight: optional ``[n]`` weights.
+
+        Returns:
+            ``self``.
+        """
+        self._validate_hyperparameters()
+        state = getattr(self, "_stepwise", None)
+        t, kind = as_float_tensor(X, "X")
+        check_data(t, "X", min_samples=1, allow_batch=True)
+        self._validate_values(t, "X")
+        batched, b = t.ndim == 3, (t.shape[0] if t.ndim == 3 else 1)
+        if self._fitted:
+            if t.shape[-1] != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+                raise ValueError(
+                    f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
+                    f"features; X has shape {tuple(t.shape)}. Pass batches of the same layout."
+                )
+            device, dtype = self._model_device_dtype(t)
+        else:
+            if t.shape[-2] < self.n_components:
+                raise ValueError(
+                    f"The first batch given to partial_fit initialises the model and needs at least n_components = "
+                    f"{self.n_components} samples; got {t.shape[-2]}."
+                )
+            device, dtype = self._fit_device_dtype(t)
+        source = self._source(t, device, dtype, 1, sample_weight)
+        if state is None:
+            if self._fitted:
+                params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
+                if not self._batched:
+                    params = {k: v.unsqueeze(0) for k, v in params.items()}
+                params = {k: v.unsqueeze(1) for k, v in params.items()}
+            else:
+                self._check_initial_parameters(source)
+                generator = make_generator(self.random_state, device)
+                params = self._initial_params(source, 1, generator)
+            state = {"t": 0, "running": None, "reference": {k: v.double() for k, v in params.items()}, "params": params}
+        state["t"] += 1
+        eta = step_size(state["t"], self.stepwise_schedule)
+        params = {k: v.to(dtype) for k, v in state["params"].items()}
+        new, running, failed, ll = stepwise_update(
+            self._family(), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
+        )
+        if bool(failed.any()):
+            raise ValueError(self._failure_message())
+        state["running"], state["params"] = running, {k: v.to(dtype) for k, v in new.items()}
+        steps = torch.full(ll.shape, state["t"], dtype=torch.int64, device=ll.device)
+        self._record(EMResult(state["params"], ll, steps, torch.zeros_like(steps, dtype=torch.bool), [ll]),
+                     _FitData(source, kind, batched, b, False), device, dtype)
+        self._stepwise = state
+        return self
 
     def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""

@@ -1,0 +1,122 @@
+"""Fitting on many processes with ``torch.distributed``.
+
+When a default process group is initialised (``torch.distributed.init_process_group``, as
+``torchrun`` scripts do) and has more than one rank, every ``fit`` becomes a data-parallel
+fit: each rank passes its own shard of the data, and
+
+* before anything else, the ranks exchange a small signature (number of features, dtype,
+  batch layout, the model's hyper-parameters, and any error a rank met while reading its
+  data) and all raise the same ``ValueError`` if they disagree, so no rank hangs;
+* the initialisation runs on the concatenation of the ranks' samples (see
+  :func:`torchem.data.reservoir_sample`), and rank 0's result is broadcast;
+* each EM pass all-reduces (sums) the float64 sufficient statistics, the log-likelihood sums
+  and the total weight, so the M-step, the convergence test and the choice of the best
+  restart are the same computation on every rank, which all end with identical parameters,
+  equal (up to the order of floating-point sums) to a single-process fit on the
+  concatenated data.
+
+Use the NCCL backend for CUDA tensors (after ``torch.cuda.set_device(local_rank)``) and gloo
+on CPU. A rank that dies mid-fit leaves the others blocked in a collective until the process
+group's ``timeout`` (``init_process_group(timeout=...)``) expires, when they raise; gloo
+usually notices a closed connection sooner.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["all_reduce_sum", "broadcast_params", "check_consistent", "gather_samples", "is_distributed", "rank", "world_size"]
+
+
+def is_distributed() -> bool:
+    """Whether a default process group with more than one rank is initialised."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if is_distributed() else 0
+
+
+def all_reduce_sum(tensors: list[Tensor]) -> list[Tensor]:
+    """Sum each tensor over the ranks (one collective for all of them, in float64); a no-op
+    without a process group."""
+    if not is_distributed() or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+    torch.distributed.all_reduce(flat)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.dtype))
+        offset += t.numel()
+    return out
+
+
+def check_consistent(signature: dict, error: BaseException | None) -> None:
+    """Exchange ``signature`` (and the error this rank met, if any) with every rank, and
+    raise the same ``ValueError`` on all of them if a rank failed or the signatures differ.
+
+    Without a process group this re-raises ``error``."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    mine = {"signature": signature, "error": None if error is None else f"{type(error).__name__}: {error}"}
+    everyone: list = [None] * world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    failed = [(r, item["error"]) for r, item in enumerate(everyone) if item["error"] is not None]
+    if failed:
+        text = "; ".join(f"rank {r}: {msg}" for r, msg in failed)
+        raise ValueError(f"The distributed fit cannot start because a rank could not read its data ({text}).")
+    first = everyone[0]["signature"]
+    for r, item in enumerate(everyone[1:], start=1):
+        sig = item["signature"]
+        keys = sorted(k for k in set(first) | set(sig) if first.get(k) != sig.get(k))
+        if keys:
+            what = ", ".join(f"{k}: {first.get(k)!r} on rank 0 but {sig.get(k)!r} on rank {r}" for k in keys)
+            raise ValueError(
+                f"The ranks of this distributed fit disagree ({what}); give every rank data with the same "
+                "number of features and dtype, and a model with the same settings."
+            )
+
+
+def gather_samples(X: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Concatenate, in rank order, each rank's ``X [B, m_r, D]`` (and weights ``[B, m_r]``)
+    along the sample dimension; every rank receives the whole."""
+    if not is_distributed():
+        return X, w
+    dist = torch.distributed
+    sizes = torch.tensor([X.shape[1]], dtype=torch.int64, device=X.device)
+    all_sizes = [torch.zeros_like(sizes) for _ in range(world_size())]
+    dist.all_gather(all_sizes, sizes)
+    counts = [int(s) for s in all_sizes]
+    most = max(counts)
+
+    def gather(t: Tensor) -> Tensor:
+        padded = t.new_zeros(t.shape[0], most, *t.shape[2:])
+        padded[:, : t.shape[1]] = t
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:, :c] for p, c in zip(parts, counts)], 1)
+
+    weighted = all_reduce_sum([torch.tensor(float(w is not None), device=X.device)])[0]
+    if float(weighted) > 0 and w is None:
+        w = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
+    return gather(X), None if float(weighted) == 0 else gather(w)
+
+
+def broadcast_params(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rank 0's parameters on every rank (in place where possible)."""
+    if not is_distributed():
+        return params
+    out = {}
+    for key in sorted(params):
+        t = params[key].contiguous().clone()
+        torch.distributed.broadcast(t, src=0)
+        out[key] = t
+    return out
