@@ -1,0 +1,150 @@
+"""The benchmark results page: markdown tables (docs/generated/benchmarks.md) and a chart
+(docs/img/benchmarks.png) rendered from the JSON files in benchmarks/results/.
+
+Three layouts are read: ``torchem bench --json`` (a ``runs`` list with one row per library
+and device), ``benchmarks/bench_gmm.py --json`` (``runs`` with ``<library>_ms_per_iter``
+columns per covariance type) and ``bench_kmeans.py`` / ``bench_bernoulli.py``
+(``ms_per_iter`` per library). Files in another layout are listed, not guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from _common import REPO, figure, save, write
+
+RESULTS = REPO / "benchmarks" / "results"
+_SCRIPT_MODELS = {"gmm": "GaussianMixture", "kmeans": "KMeans", "bernoulli": "BernoulliMixture"}
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _rows_torchem_bench(data: dict) -> list[dict]:
+    rows = []
+    for r in data["runs"]:
+        rows.append({
+            "model": r.get("model"), "n": r.get("n"), "d": r.get("d"), "k": r.get("k"),
+            "library": r.get("library"), "device": r.get("device"), "ms": r.get("ms_per_iter"),
+            "ratio": r.get("speedup_vs_baseline"), "baseline": r.get("baseline"),
+            "gflops": r.get("gflops"), "pct_flops": r.get("pct_peak_flops"),
+            "gbps": r.get("gbps"), "pct_bw": r.get("pct_peak_bw"), "note": r.get("note") or r.get("error"),
+        })
+    return rows
+
+
+def _rows_bench_script(data: dict, stem: str) -> list[dict]:
+    device = data.get("device", "cpu")
+    size = {"n": data.get("n"), "d": data.get("d"), "k": data.get("k")}
+    rows = []
+    if "runs" in data:  # bench_gmm.py: one row per covariance type
+        for r in data["runs"]:
+            libs = [key[: -len("_ms_per_iter")] for key in r if key.endswith("_ms_per_iter")]
+            for lib in libs:
+                rows.append({"model": f"GaussianMixture ({r['covariance_type']})", **size, "library": lib,
+                             "device": device, "ms": r[f"{lib}_ms_per_iter"]})
+    else:
+        model = next((name for key, name in _SCRIPT_MODELS.items() if key in stem), stem)
+        for lib, ms in data["ms_per_iter"].items():
+            rows.append({"model": model, **size, "library": lib, "device": device, "ms": ms})
+    for r in rows:  # ratio: the library's time over torchem's on the same model
+        ref = next(o for o in rows if o["model"] == r["model"] and o["library"] == "torchem")
+        r["ratio"] = r["ms"] / ref["ms"] if r["library"] != "torchem" else None
+    return rows
+
+
+def read_results(paths=None) -> tuple[list[tuple[str, dict, list[dict]]], list[str]]:
+    files, skipped = [], []
+    for path in paths or sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        runs = data.get("runs") if isinstance(data, dict) else None
+        if runs and all("ms_per_iter" in r and "library" in r for r in runs):
+            files.append((path.name, data, _rows_torchem_bench(data)))
+        elif isinstance(data, dict) and (
+            (runs and all("covariance_type" in r for r in runs)) or isinstance(data.get("ms_per_iter"), dict)
+        ):
+            files.append((path.name, data, _rows_bench_script(data, path.stem)))
+        else:
+            skipped.append(path.name)
+    return files, skipped
+
+
+def _machine(data: dict) -> str:
+    devices = data.get("devices")
+    if isinstance(devices, dict) and devices:
+        return "; ".join(
+            f"{dev}: {info.get('name', '?')} (measured peak {info.get('peak_gflops', 0):.0f} GFLOP/s, "
+            f"{info.get('peak_gbps', 0):.0f} GB/s)" for dev, info in devices.items()
+        )
+    return f"{data.get('device', 'cpu')}, {data.get('threads', '?')} torch threads"
+
+
+def markdown(files, skipped) -> str:
+    out = []
+    for name, data, rows in files:
+        out.append(f"### `{name}`\n")
+        meta = [_machine(data), f"torch {data.get('torch', '?')}"]
+        if data.get("dtype"):
+            meta.append(data["dtype"])
+        if data.get("iters"):
+            meta.append(f"{data['iters']} EM iterations")
+        if data.get("date"):
+            meta.append(data["date"])
+        out.append(", ".join(meta) + ".\n")
+        rich = any(r.get("gflops") is not None or r.get("baseline") for r in rows)
+        if rich:
+            out.append("| model | N | D | K | implementation | ms / iteration | speed-up vs baseline "
+                       "| GFLOP/s (% peak) | GB/s (% peak) |")
+            out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+            for r in rows:
+                ms = _fmt(r["ms"], ".2f") or (r.get("note") or "not timed")
+                ratio = f"{r['ratio']:.2f}× vs {r['baseline']}" if r.get("ratio") is not None else ""
+                flops = f"{r['gflops']:.1f} ({r['pct_flops']:.0f}%)" if r.get("gflops") is not None else ""
+                bw = f"{r['gbps']:.1f} ({r['pct_bw']:.0f}%)" if r.get("gbps") is not None else ""
+                out.append(f"| {r['model']} | {r['n']:,} | {r['d']} | {r['k']} | {r['library']}/{r['device']} "
+                           f"| {ms} | {ratio} | {flops} | {bw} |")
+        else:
+            out.append("| model | N | D | K | library | ms / iteration | time / torchem's |")
+            out.append("|---|---:|---:|---:|---|---:|---:|")
+            for r in rows:
+                ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else ""
+                out.append(f"| {r['model']} | {r['n']:,} | {r['d']} | {r['k']} | {r['library']} "
+                           f"| {_fmt(r['ms'], '.1f')} | {ratio} |")
+        out.append("")
+    if skipped:
+        out.append("Not rendered (layout not recognised): " + ", ".join(f"`{s}`" for s in skipped) + ".\n")
+    return "\n".join(out)
+
+
+def chart(files) -> None:
+    bars = [(f"{name.removesuffix('.json')}: {r['model']}, {r['library']}/{r['device']}", r["ms"])
+            for name, _, rows in files for r in rows if r.get("ms")]
+    bars = bars[:40]
+    fig, ax = figure(size=4.0)
+    fig.set_size_inches(8.0, 0.8 + 0.28 * len(bars))
+    y = np.arange(len(bars))
+    ax.barh(y, [ms for _, ms in bars], color=["C0" if "torchem" in label else "0.6" for label, _ in bars])
+    ax.set_yticks(y, [label for label, _ in bars], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per EM iteration (log scale; torchem in blue)")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    save(fig, "benchmarks")
+
+
+def main(paths=None):
+    """Render ``paths`` (default: every ``benchmarks/results/*.json``)."""
+    files, skipped = read_results(paths)
+    if not files:
+        sys.exit(f"no benchmark results found in {RESULTS}")
+    write("benchmarks.md", markdown(files, skipped))
+    chart(files)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    main([Path(p) for p in sys.argv[1:]] or None)
