@@ -1,7 +1,10 @@
-"""Command line: ``torchem demo`` fits a Gaussian mixture to a million generated points.
+"""Command line (``torchem`` or ``python -m torchem``):
 
-    torchem demo                       # CUDA when present, else CPU
+    torchem demo                       # a GaussianMixture on a million generated points (CUDA when present)
     torchem demo --device cpu --n 200000 --k 4
+    torchem bench --quick              # every model on CPU/CUDA vs scikit-learn, faiss, pomegranate
+    torchem fit data.csv --model gmm -k 4 --out gm.pt
+    torchem predict gm.pt data.csv --out labels.npy
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import time
 import torch
 
 from . import __version__
+from .bench import run as bench_run
+from .cli import add_fit_parser, add_predict_parser
 from .functional.estep import mixture_log_prob
 from .functional.gaussian import gaussian_log_prob, precision_cholesky_from_covariances
 from .mixture import GaussianMixture
@@ -83,7 +88,14 @@ def main(argv=None) -> int:
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+    b = sub.add_parser("bench", parents=[bench_run.build_parser(add_help=False)], help="benchmark every model on "
+                       "CPU and CUDA against scikit-learn, faiss and pomegranate", description=bench_run.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.set_defaults(func=bench_run.run_from_args)
+    add_fit_parser(sub)
+    add_predict_parser(sub)
     args = parser.parse_args(argv)
+    args.argv = argv[1:] if argv is not None else None
     return args.func(args)
 
 

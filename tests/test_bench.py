@@ -1,0 +1,113 @@
+"""``torchem bench``: FLOP/byte counts against hand-computed formulas, and the structure of a
+tiny run's results (no timing assertions: timings belong to benchmarks, not tests)."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from torchem.bench import bytes_per_iter, flops_per_iter, format_table, main
+from torchem.bench.counts import n_features_of_expansion
+from torchem.functional.gaussian import quadratic_features
+
+
+def test_flop_counts_match_hand_computed_formulas():
+    n, d, k = 2000, 4, 3
+    # full: Q = (4//2 + 1) * 4 = 12 products, F = Q + D = 16 features
+    assert flops_per_iter("gmm-full", n, d, k) == 2000 * (4 + 12) + 4 * 2000 * 3 * 16 + 9 * 2000 * 3 + 3 * 4**3
+    assert flops_per_iter("gmm-full", n, d, k) == 470_192
+    assert flops_per_iter("gmm-diag", n, d, k) == 2 * 2000 * 4 + 4 * 2000 * 3 * 8 + 9 * 2000 * 3 + 4 * 3 * 4
+    assert flops_per_iter("gmm-spherical", n, d, k) == 3 * 2000 * 4 + 4 * 2000 * 3 * 5 + 9 * 2000 * 3 + 4 * 3 * 4
+    assert flops_per_iter("gmm-tied", n, d, k) == 3 * 2000 * 4 + 4 * 2000 * 16 + 4 * 2000 * 3 * 4 + 9 * 2000 * 3 + 64
+    assert flops_per_iter("kmeans", n, d, k) == 98_012  # 4ND + 2NKD + 3NK + KD
+    assert flops_per_iter("bernoulli", n, d, k) == 4 * 2000 * 3 * 4 + 8 * 2000 * 3 + 4 * 3 * 4
+    assert bytes_per_iter("gmm-full", n, d, k, 4) == 4 * (2000 * 4 + 3 * 2000 * 16 + 4 * 2000 * 3) == 512_000
+    assert bytes_per_iter("kmeans", n, d, k, 8) == 8 * (2 * 2000 * 4 + 2 * 2000 * 3) + 16 * 2000
+    with pytest.raises(ValueError, match="unknown model"):
+        flops_per_iter("gmm-banana", n, d, k)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 8])
+def test_full_feature_count_is_the_kernels_width(d):
+    """The counted feature width is the width of the features the kernel builds."""
+    width = quadratic_features(torch.zeros(3, d)).shape[-1]
+    assert n_features_of_expansion("full", d) == width + d
+
+
+def test_tiny_run_writes_consistent_results(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["--quick", "--models", "gmm-diag,kmeans", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
+            "--repeat", "1", "--devices", "cpu", "--json", str(out), "--no-progress"]
+    has_plot = importlib.util.find_spec("matplotlib") is not None
+    assert main(args + (["--plot", str(png)] if has_plot else [])) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    for key in ("torchem", "torch", "threads", "dtype", "iters", "repeat", "devices", "runs", "libraries", "command"):
+        assert key in res
+    assert res["dtype"] == "float32" and res["iters"] == 2 and res["repeat"] == 1
+    cpu = res["devices"]["cpu"]
+    assert cpu["name"] and cpu["peak_gflops"] > 0 and cpu["peak_gbps"] > 0
+    labels = {(r["model"], r["label"]) for r in res["runs"]}
+    assert {("gmm-diag", "torchem/cpu"), ("gmm-diag", "sklearn/cpu"), ("kmeans", "torchem/cpu"),
+            ("kmeans", "sklearn/cpu")} <= labels
+    for r in res["runs"]:
+        assert not r["error"], r
+        assert (r["n"], r["d"], r["k"]) == (2000, 3, 2)
+        assert r["flops_per_iter"] == flops_per_iter(r["model"], 2000, 3, 2)
+        assert r["bytes_per_iter"] == bytes_per_iter(r["model"], 2000, 3, 2, 4)
+        assert len(r["times_short_s"]) == len(r["times_long_s"]) == 1
+        assert r["iters_short"] == 1
+        if r["ms_per_iter"] is not None:
+            assert r["gflops"] == pytest.approx(r["flops_per_iter"] / r["ms_per_iter"] / 1e6)
+            assert r["pct_peak_bw"] == pytest.approx(100 * r["gbps"] / cpu["peak_gbps"])
+    # Same data and same initial parameters: the libraries reach the same model.
+    by = {(r["model"], r["library"]): r for r in res["runs"]}
+    np.testing.assert_allclose(by["gmm-diag", "torchem"]["quality"], by["gmm-diag", "sklearn"]["quality"], rtol=1e-4)
+    np.testing.assert_allclose(by["kmeans", "torchem"]["quality"], by["kmeans", "sklearn"]["quality"], rtol=1e-4)
+    if ("kmeans", "faiss") in by:
+        np.testing.assert_allclose(by["kmeans", "faiss"]["quality"], by["kmeans", "sklearn"]["quality"], rtol=1e-4)
+    assert "gmm-diag  N=2,000 D=3 K=2" in printed and "torchem/cpu" in printed
+    if has_plot:
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    # A saved run renders again without running.
+    assert main(["--from-json", str(out)]) == 0
+    assert "kmeans  N=2,000 D=3 K=2" in capsys.readouterr().out
+    rows = [line for line in format_table(res).splitlines() if line.startswith("torchem/cpu")]
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "gmm-banana"], "unknown model"),
+        (["--devices", "tpu"], "device"),
+        (["--from-json", "/nonexistent/r.json"], "cannot read benchmark results"),
+    ],
+)
+def test_bad_options_get_a_message(args, message, capsys):
+    assert main(args + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cuda_requested_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["--devices", "cuda", "--no-progress"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_tiny_run_on_cuda(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["--quick", "--models", "gmm-full,kmeans", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
+                 "--repeat", "1", "--devices", "cpu,cuda", "--no-reference", "--json", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert "cuda" in res["devices"]
+    runs = {(r["model"], r["device"]): r for r in res["runs"]}
+    for model in ("gmm-full", "kmeans"):
+        assert not runs[model, "cuda"]["error"]
+        np.testing.assert_allclose(runs[model, "cuda"]["quality"], runs[model, "cpu"]["quality"], rtol=1e-3)

@@ -1,0 +1,214 @@
+"""What ``torchem bench`` runs: for each model, generated data, one shared starting point,
+and a fit function per library.
+
+Every library fits the same array from the same initial parameters with convergence checks
+off (``tol=0``): scikit-learn through ``weights_init``/``means_init``/``precisions_init`` or
+``init=centres``, faiss through ``init_centroids`` (with every point used, not a subsample),
+pomegranate through the distributions' ``probs`` and the mixture's ``priors``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["MODELS", "ModelSpec", "Problem", "installed_references", "make_problem", "RUNNERS"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A benchmarked model: its family, default and ``--quick`` sizes ``(N, D, K)``, and the
+    libraries it is compared with (on the CPU)."""
+
+    name: str
+    family: str
+    covariance_type: str | None
+    default: tuple[int, int, int]
+    quick: tuple[int, int, int]
+    references: tuple[str, ...]
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("gmm-full", "gmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
+        ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (4_000, 64, 8), ("pomegranate",)),
+    ]
+}
+
+#: import name of each reference library
+_MODULES = {"sklearn": "sklearn", "faiss": "faiss", "pomegranate": "pomegranate"}
+
+
+def installed_references() -> dict[str, str]:
+    """Version of each reference library that can be imported."""
+    found = {}
+    for name, module in _MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # ImportError, or a library broken by its own dependencies
+            continue
+        found[name] = str(getattr(mod, "__version__", "unknown"))
+    return found
+
+
+@dataclass
+class Problem:
+    """Data ``X [N, D]`` (numpy, in the benchmark dtype) and the shared initial parameters."""
+
+    X: np.ndarray
+    init: dict[str, np.ndarray]
+
+
+def _gmm_data(rng, n, d, k):
+    centres = rng.normal(scale=4.0, size=(k, d))
+    labels = rng.integers(0, k, size=n)
+    scales = rng.uniform(0.5, 1.5, size=(k, d))
+    return centres[labels] + rng.normal(size=(n, d)) * scales[labels]
+
+
+def _gmm_init(rng, X, k, covariance_type):
+    """k distinct data points as means, the inverse variance of the data as precisions,
+    equal weights."""
+    d = X.shape[1]
+    means = X[rng.choice(X.shape[0], k, replace=False)].astype(np.float64)
+    var = X.var(0).astype(np.float64)
+    prec = {
+        "full": np.broadcast_to(np.diag(1.0 / var), (k, d, d)).copy(),
+        "tied": np.diag(1.0 / var),
+        "diag": np.broadcast_to(1.0 / var, (k, d)).copy(),
+        "spherical": np.full(k, 1.0 / var.mean()),
+    }[covariance_type]
+    return {"weights_init": np.full(k, 1.0 / k), "means_init": means, "precisions_init": prec}
+
+
+def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed: int = 0) -> Problem:
+    """Generated data for ``spec`` and its starting point (deterministic in ``seed``)."""
+    if n < k:
+        raise ValueError(f"N={n} is smaller than K={k}: give each component at least one sample (raise --n).")
+    rng = np.random.default_rng(seed)
+    if spec.family == "gmm":
+        X = _gmm_data(rng, n, d, k).astype(dtype)
+        return Problem(X, _gmm_init(np.random.default_rng(seed + 1), X, k, spec.covariance_type))
+    if spec.family == "kmeans":
+        centres = rng.normal(scale=3.0, size=(k, d))
+        X = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(dtype)
+        return Problem(X, {"centers": X[rng.choice(n, k, replace=False)].copy()})
+    probs = rng.beta(0.5, 0.5, size=(k, d))
+    X = (rng.random((n, d)) < probs[rng.integers(0, k, n)]).astype(dtype)
+    return Problem(X, {"weights": np.full(k, 1.0 / k), "probs": rng.uniform(0.25, 0.75, size=(k, d))})
+
+
+# --------------------------------------------------------------------------------------------
+# Fit functions: (spec, data, init, max_iter) -> fitted object; iterations and quality are
+# read afterwards, outside the timed region.
+# --------------------------------------------------------------------------------------------
+
+
+def _quiet(fn: Callable) -> Callable:
+    def wrapped(*args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tol=0 makes every library warn about convergence
+            return fn(*args)
+
+    return wrapped
+
+
+@_quiet
+def _fit_torchem(spec, X, init, max_iter):
+    import torchem
+
+    k = len(next(iter(init.values())))
+    if spec.family == "gmm":
+        return torchem.GaussianMixture(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter, **init).fit(X)
+    if spec.family == "kmeans":
+        return torchem.KMeans(k, init=init["centers"], max_iter=max_iter, tol=0.0).fit(X)
+    return torchem.BernoulliMixture(
+        k, weights_init=init["weights"], probs_init=init["probs"], max_iter=max_iter, tol=0.0
+    ).fit(X)
+
+
+@_quiet
+def _fit_sklearn(spec, X, init, max_iter):
+    k = len(next(iter(init.values())))
+    if spec.family == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        return GaussianMixture(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter,
+                               init_params="random_from_data", random_state=0, **init).fit(X)
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, init=init["centers"], n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd").fit(X)
+
+
+@_quiet
+def _fit_faiss(spec, X, init, max_iter):
+    import faiss
+
+    centers = np.ascontiguousarray(init["centers"], dtype=np.float32)
+    km = faiss.Kmeans(X.shape[1], len(centers), niter=max_iter, max_points_per_centroid=10**9, seed=0)
+    km.train(X, init_centroids=centers)
+    return km
+
+
+@_quiet
+def _fit_pomegranate(spec, X, init, max_iter):
+    from pomegranate.distributions import Bernoulli
+    from pomegranate.gmm import GeneralMixtureModel
+
+    dists = [Bernoulli(probs=torch.tensor(p, dtype=X.dtype)) for p in init["probs"]]
+    model = GeneralMixtureModel(dists, priors=torch.tensor(init["weights"], dtype=X.dtype), max_iter=max_iter,
+                                tol=-np.inf)
+    return model.fit(X)
+
+
+def _prepare_torchem(X: np.ndarray, device: str):
+    return torch.from_numpy(X).to(device)
+
+
+def _prepare_faiss(X: np.ndarray, device: str):
+    if X.dtype != np.float32:
+        raise ValueError("faiss clusters float32 data only (run with --dtype float32)")
+    return np.ascontiguousarray(X)
+
+
+def _n_iter(fitted, max_iter: int) -> int:
+    n = getattr(fitted, "n_iter_", None)
+    return int(n) if n is not None else int(max_iter)  # faiss and pomegranate run every iteration
+
+
+@torch.no_grad()
+def _quality(spec, library, fitted, X) -> float:
+    """Mean log-likelihood of the data under the fitted mixture, or the K-means inertia."""
+    if library == "faiss":
+        return float(fitted.index.search(X, 1)[0].astype(np.float64).sum())
+    if library == "pomegranate":
+        return float(fitted.log_probability(X).double().mean())
+    if spec.family == "kmeans":
+        return float(fitted.inertia_)
+    return float(fitted.score(X))
+
+
+@dataclass(frozen=True)
+class Runner:
+    prepare: Callable[[np.ndarray, str], Any]
+    fit: Callable
+    quality: Callable = _quality
+    n_iter: Callable = _n_iter
+
+
+RUNNERS: dict[str, Runner] = {
+    "torchem": Runner(_prepare_torchem, _fit_torchem),
+    "sklearn": Runner(lambda X, device: X, _fit_sklearn),
+    "faiss": Runner(_prepare_faiss, _fit_faiss),
+    "pomegranate": Runner(lambda X, device: torch.from_numpy(X), _fit_pomegranate),
+}

@@ -1,0 +1,116 @@
+"""Floating-point operations and bytes of memory traffic counted for one EM iteration.
+
+The counts are those of the model's iteration as torchem computes it (the expanded-GEMM
+formulation of :mod:`torchem.functional`), so the achieved rates they give are comparable
+across devices and libraries: every library is charged the same work for the same model and
+sizes, and a library that does less (K-means with bounds that skip distances) shows an
+*effective* rate above what it actually computes.
+
+Notation: ``N`` samples, ``D`` features, ``K`` components, ``s`` bytes per element of the
+benchmark dtype. One multiply-add counts as two operations; an ``exp`` or ``log`` as one.
+Terms that do not grow with ``N`` (the M-step) are included, with the costs of dense
+factorisations taken as ``D^3`` per matrix.
+
+Bytes count every ``N``-sized tensor each step reads or writes once (no reuse from caches is
+assumed; parameters, which stay in cache, are left out), so the GB/s figure is the rate at
+which a roofline model would move them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
+
+#: model name -> (family, covariance type)
+FAMILIES = {
+    "gmm-full": ("gmm", "full"),
+    "gmm-diag": ("gmm", "diag"),
+    "gmm-spherical": ("gmm", "spherical"),
+    "gmm-tied": ("gmm", "tied"),
+    "kmeans": ("kmeans", None),
+    "bernoulli": ("bernoulli", None),
+}
+
+
+def _family(model: str) -> tuple[str, str | None]:
+    try:
+        return FAMILIES[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; expected one of {sorted(FAMILIES)}") from None
+
+
+def n_features_of_expansion(covariance_type: str, d: int) -> int:
+    """Width ``F`` of the per-sample features whose GEMM with per-component weights gives the
+    Mahalanobis distances: ``(D//2 + 1) D + D`` for ``full`` (the products ``x_i x_j`` in
+    torchem's shifted layout, then ``x``), ``2D`` for ``diag`` (``x^2`` and ``x``), ``1 + D``
+    for ``spherical`` (``|x|^2`` and ``x``) and ``D`` for ``tied`` (the whitened ``x``)."""
+    return {
+        "full": (d // 2 + 1) * d + d,
+        "diag": 2 * d,
+        "spherical": 1 + d,
+        "tied": d,
+    }[covariance_type]
+
+
+def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
+    """Operations of one EM iteration (E-step, statistics and M-step).
+
+    Gaussian mixtures, with ``F`` from :func:`n_features_of_expansion` and
+    ``Q = (D//2 + 1) D`` quadratic products for ``full``:
+
+    * ``full``: ``N(D + Q) + 4NKF + 9NK + K D^3`` — centring, the products, the
+      log-density GEMM and the statistics GEMM (``2NKF`` each), then per ``[n, K]`` entry the
+      bias and cap (2), the E-step's add-weight, max, subtract, exp, sum and divide (6) and
+      the responsibility sum (1); the M-step's Cholesky factorisations, triangular inverses
+      and products (``D^3`` per component).
+    * ``diag``: ``2ND + 4NKF + 9NK + 4KD`` (centring and squares).
+    * ``spherical``: ``3ND + 4NKF + 9NK + 4KD`` (centring, squares and their sum).
+    * ``tied``: ``3ND + 4ND^2 + 4NKD + 9NK + D^3`` — centring and squared norms, whitening
+      ``x U`` and the scatter ``x^T x`` (``2ND^2`` each), the GEMMs with the whitened means and
+      of the responsibilities with ``x`` (``2NKD`` each), one factorisation.
+
+    K-means (a dense Lloyd iteration): ``4ND + 2NKD + 3NK + KD`` — centring, squared norms,
+    the distance GEMM, combining and the argmin, the per-cluster sums and the division.
+
+    Bernoulli mixture: ``4NKD + 8NK + 4KD`` — the log-probability GEMM ``X logits^T`` and the
+    statistics GEMM ``r^T X``, the ``[n, K]`` work as for Gaussians less the cap, the logits
+    from the new probabilities.
+    """
+    family, ct = _family(model)
+    if family == "kmeans":
+        return 4 * n * d + 2 * n * k * d + 3 * n * k + k * d
+    if family == "bernoulli":
+        return 4 * n * k * d + 8 * n * k + 4 * k * d
+    f = n_features_of_expansion(ct, d)
+    if ct == "full":
+        q = (d // 2 + 1) * d
+        return n * (d + q) + 4 * n * k * f + 9 * n * k + k * d**3
+    if ct == "diag":
+        return 2 * n * d + 4 * n * k * f + 9 * n * k + 4 * k * d
+    if ct == "spherical":
+        return 3 * n * d + 4 * n * k * f + 9 * n * k + 4 * k * d
+    return 3 * n * d + 4 * n * d * d + 4 * n * k * d + 9 * n * k + d**3
+
+
+def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
+    """Bytes of ``N``-sized tensors read or written by one EM iteration.
+
+    * Gaussian ``full``/``diag``/``spherical``: ``s (ND + 3NF + 4NK)`` — the data read once,
+      the ``[N, F]`` features written once and read by both GEMMs, the ``[N, K]`` block
+      written by the first GEMM, read and written by the E-step, read by the statistics GEMM.
+    * Gaussian ``tied``: ``s (6ND + 4NK)`` — the data read, the centred data written and read
+      by the whitening and by the scatter, the whitened data written and read, the ``[N, K]``
+      block as above.
+    * K-means: ``s (2ND + 2NK) + 16N`` — the data read by the distances and by the sums, the
+      ``[N, K]`` distances written and read by the argmin, int64 labels written and read.
+    * Bernoulli: ``s (2ND + 4NK)`` — the data read by both GEMMs, the ``[N, K]`` block as for
+      Gaussians.
+    """
+    family, ct = _family(model)
+    s = int(itemsize)
+    if family == "kmeans":
+        return s * (2 * n * d + 2 * n * k) + 16 * n
+    if family == "bernoulli":
+        return s * (2 * n * d + 4 * n * k)
+    if ct == "tied":
+        return s * (6 * n * d + 4 * n * k)
+    return s * (n * d + 3 * n * n_features_of_expansion(ct, d) + 4 * n * k)

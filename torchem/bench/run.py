@@ -1,0 +1,309 @@
+"""``torchem bench``: every model on every device and against the reference libraries, on the
+same generated data from the same initial parameters, in one run.
+
+How an iteration is timed: each implementation fits with ``max_iter=1`` (set-up, the shared
+initialisation, one iteration and the final pass) and with ``max_iter=1+iters``, convergence
+checks off; the difference of the medians over ``--repeat`` runs, divided by the difference
+of the iterations each fit reports (scikit-learn's K-means stops early when no label
+changes), is the time of one iteration, free of the set-up costs. Implementations alternate
+within each repeat, so slow spells of a shared machine hit all of them alike. On CUDA the
+fits are timed with CUDA events after a warm-up fit. FLOPs and bytes per iteration are
+counted as in :mod:`torchem.bench.counts` and divided by the time; the device's peak is
+measured once per run (:func:`torchem.bench.timing.measure_peak`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .cases import MODELS, RUNNERS, installed_references, make_problem
+from .counts import bytes_per_iter, flops_per_iter
+from .report import format_table, plot_results
+from .timing import measure_peak
+
+__all__ = ["build_parser", "main", "run_benchmarks"]
+
+_DTYPES = {"float32": (torch.float32, np.float32), "float64": (torch.float64, np.float64)}
+_QUALITY = {"gmm": "loglik", "bernoulli": "loglik", "kmeans": "inertia"}
+#: pause after a reference library's fits, so OpenBLAS's spinning threads go idle before torch runs
+_PAUSE_S = 0.2
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or not enabled:
+        class _Silent:
+            def update(self, n=1):
+                pass
+
+            def close(self):
+                pass
+
+        return _Silent()
+    return tqdm(total=total, desc="torchem bench", unit="fit", leave=False, disable=None)
+
+
+def _finite(x):
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _row(spec, n, d, k, library, device, dtype, iters, state) -> dict:
+    row = {"model": spec.name, "n": n, "d": d, "k": k, "library": library, "device": device,
+           "label": f"{library}/{device}", "quality_name": _QUALITY[spec.family], "quality": None,
+           "ms_per_iter": None, "gflops": None, "gbps": None, "pct_peak_flops": None, "pct_peak_bw": None,
+           "flops_per_iter": flops_per_iter(spec.name, n, d, k),
+           "bytes_per_iter": bytes_per_iter(spec.name, n, d, k, torch.finfo(dtype).bits // 8),
+           "error": state.get("error")}
+    if row["error"]:
+        return row
+    short, long_ = statistics.median(state["short"]), statistics.median(state["long"])
+    it_short, it_long = state["iters_short"], state["iters_long"]
+    row.update(times_short_s=state["short"], times_long_s=state["long"], iters_short=it_short, iters_long=it_long)
+    if it_long > it_short and long_ > short:
+        row["ms_per_iter"] = (long_ - short) / (it_long - it_short) * 1e3
+    elif it_long <= it_short:
+        row["note"] = f"stopped after {it_long} iterations: nothing left to time"
+    else:
+        row["note"] = "the longer fit was not slower: timing noise exceeds the iterations' cost"
+    return row
+
+
+def _add_ratios(rows: list[dict], references: tuple[str, ...]) -> None:
+    timed = [r for r in rows if r["ms_per_iter"] is not None]
+    base = next((r for lib in references for r in timed if r["library"] == lib), None)
+    base = base or next((r for r in timed if r["label"] == "torchem/cpu"), None) or (timed[0] if timed else None)
+    for r in timed:
+        r["speedup"] = {o["label"]: o["ms_per_iter"] / r["ms_per_iter"] for o in timed if o is not r}
+        r["baseline"] = base["label"]
+        r["speedup_vs_baseline"] = base["ms_per_iter"] / r["ms_per_iter"]
+
+
+def run_benchmarks(
+    models=tuple(MODELS),
+    *,
+    n=None,
+    d=None,
+    k=None,
+    devices=("cpu",),
+    dtype: str = "float32",
+    iters: int = 20,
+    repeat: int = 3,
+    references: bool = True,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run the benchmark and return the results (the JSON ``torchem bench --json`` writes).
+
+    ``n``, ``d``, ``k``: lists of sizes (every combination is run), or ``None`` for each
+    model's default (``quick``: smaller) size."""
+    tdtype, ndtype = _DTYPES[dtype]
+    refs = installed_references() if references else {}
+    jobs = []
+    for name in models:
+        spec = MODELS[name]
+        base = spec.quick if quick else spec.default
+        sizes = itertools.product(n or [base[0]], d or [base[1]], k or [base[2]])
+        impls = [("torchem", dev) for dev in devices]
+        if refs:
+            impls += [(lib, "cpu") for lib in spec.references if lib in refs]
+        jobs += [(spec, size, impls) for size in sizes]
+    used = list(dict.fromkeys(dev for _, _, impls in jobs for _, dev in impls))
+    results = {
+        "torchem": __version__, "torch": torch.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dtype": dtype, "iters": iters, "repeat": repeat, "seed": seed, "quick": quick,
+        "libraries": refs, "devices": {dev: measure_peak(dev, tdtype, quick=quick) for dev in used}, "runs": [],
+    }
+    bar = _progress(sum(len(impls) * (repeat + 1) for _, _, impls in jobs), progress)
+    for spec, (nn, dd, kk), impls in jobs:
+        problem = make_problem(spec, nn, dd, kk, ndtype, seed)
+        states = {}
+        for lib, dev in impls:  # data on the device, and a warm-up fit
+            state = states[(lib, dev)] = {"short": [], "long": []}
+            try:
+                state["data"] = RUNNERS[lib].prepare(problem.X, dev)
+                RUNNERS[lib].fit(spec, state["data"], problem.init, 1)
+                if dev != "cpu":
+                    torch.cuda.synchronize(dev)
+            except Exception as exc:  # one library failing must not end the run
+                state["error"] = f"{type(exc).__name__}: {exc}"
+            bar.update(1)
+        for _ in range(repeat):
+            for (lib, dev), state in states.items():
+                if not state.get("error"):
+                    try:
+                        _time_fits(lib, dev, spec, problem, state, iters)
+                    except Exception as exc:
+                        state["error"] = f"{type(exc).__name__}: {exc}"
+                    if lib != "torchem":
+                        time.sleep(_PAUSE_S)
+                bar.update(1)
+        rows = []
+        for (lib, dev), state in states.items():
+            row = _row(spec, nn, dd, kk, lib, dev, tdtype, iters, state)
+            if not row["error"]:
+                try:
+                    row["quality"] = _finite(RUNNERS[lib].quality(spec, lib, state["fitted"], state["data"]))
+                except Exception as exc:
+                    row["quality_error"] = f"{type(exc).__name__}: {exc}"
+            _add_rates(row, results["devices"][dev])
+            rows.append(row)
+        _add_ratios(rows, spec.references)
+        results["runs"] += rows
+        del states
+    bar.close()
+    return results
+
+
+def _time_fits(lib, dev, spec, problem, state, iters) -> None:
+    from .timing import timed
+
+    runner = RUNNERS[lib]
+    for max_iter, bucket in ((1, "short"), (1 + iters, "long")):
+        seconds, fitted = timed(lambda: runner.fit(spec, state["data"], problem.init, max_iter), dev)
+        state[bucket].append(seconds)
+        state[f"iters_{bucket}"] = runner.n_iter(fitted, max_iter)
+    state["fitted"] = fitted
+
+
+def _add_rates(row: dict, peak: dict) -> None:
+    ms = row["ms_per_iter"]
+    if ms is None:
+        return
+    row["gflops"] = row["flops_per_iter"] / ms / 1e6
+    row["gbps"] = row["bytes_per_iter"] / ms / 1e6
+    row["pct_peak_flops"] = 100.0 * row["gflops"] / peak["peak_gflops"]
+    row["pct_peak_bw"] = 100.0 * row["gbps"] / peak["peak_gbps"]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _list(cast):
+    def parse(text: str):
+        try:
+            values = [cast(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
+        return values
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text.replace("_", ""))
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchem bench", add_help=add_help, description=__doc__.split("\n\n")[0],
+        epilog="Examples: torchem bench --quick;  torchem bench --models gmm-full,kmeans --devices cpu,cuda "
+               "--n 100000,1000000,10000000 --json results.json --plot results.png",
+    )
+    parser.add_argument("--models", type=_list(str), metavar="LIST",
+                        help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
+    for size, what in (("n", "samples"), ("d", "features"), ("k", "components")):
+        parser.add_argument(f"--{size}", type=_list(_positive_int), metavar="LIST",
+                            help=f"numbers of {what}, comma-separated for a sweep (default: per model)")
+    parser.add_argument("--devices", type=_list(str), metavar="LIST",
+                        help="torchem's devices, e.g. cpu,cuda (default: cpu, and cuda when available)")
+    parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
+    parser.add_argument("--iters", type=_positive_int, default=None,
+                        help="timed EM iterations per fit (default 20; 5 with --quick)")
+    parser.add_argument("--repeat", type=_positive_int, default=3, help="runs per fit; the median is kept (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and 5 iterations: under a minute on a 2-core CPU")
+    parser.add_argument("--no-reference", action="store_true", help="time torchem only (no scikit-learn, faiss, pomegranate)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and initial parameters")
+    parser.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
+    parser.add_argument("--plot", metavar="PATH", help="draw ms/iteration against N, K and D to this image (matplotlib)")
+    parser.add_argument("--from-json", metavar="PATH", help="print the table (and --plot) of a saved run instead of running")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"torchem bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            return _fail("--plot needs matplotlib: pip install matplotlib (or pip install 'torchem[bench]')")
+    if args.from_json:
+        try:
+            with open(args.from_json) as fh:
+                results = json.load(fh)
+            table = format_table(results)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return _fail(f"cannot read benchmark results from {args.from_json}: {exc}")
+    else:
+        models = args.models or list(MODELS)
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            return _fail(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+        for dev in devices:
+            try:
+                kind = torch.device(dev).type
+            except RuntimeError:
+                return _fail(f"unknown device {dev!r}; use cpu or cuda (cuda:1, ...)")
+            if kind not in ("cpu", "cuda"):
+                return _fail(f"unsupported device {dev!r}; use cpu or cuda")
+            if kind == "cuda" and not torch.cuda.is_available():
+                return _fail("CUDA is not available on this machine; drop cuda from --devices")
+        iters = args.iters or (5 if args.quick else 20)
+        try:
+            results = run_benchmarks(
+                models, n=args.n, d=args.d, k=args.k, devices=tuple(dict.fromkeys(devices)), dtype=args.dtype,
+                iters=iters, repeat=args.repeat, references=not args.no_reference, quick=args.quick,
+                seed=args.seed, progress=not args.no_progress,
+            )
+        except ValueError as exc:
+            return _fail(str(exc))
+        given = getattr(args, "argv", None)
+        results["command"] = shlex.join(sys.argv) if given is None else "torchem bench " + shlex.join(given)
+        table = format_table(results)
+    print(table, flush=True)
+    if args.json and not args.from_json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"results written to {args.json}")
+    if args.plot:
+        plot_results(results, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``torchem bench`` (also ``python -m torchem.bench``); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return run_from_args(args)

@@ -1,0 +1,97 @@
+"""Clocks and the measured peak of a device.
+
+On CUDA an interval is measured with ``torch.cuda.Event`` pairs recorded on the current
+stream (the device is synchronised first, so earlier work does not leak in); on the CPU with
+``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+__all__ = ["device_name", "measure_peak", "timed"]
+
+
+def _is_cuda(device: str) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def timed(fn: Callable, device: str):
+    """``(seconds, fn())``: wall time on the CPU, CUDA event time on a GPU."""
+    if not _is_cuda(device):
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+    with torch.cuda.device(torch.device(device)):
+        begin = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        begin.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3, out
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name and the number of torch threads."""
+    if _is_cuda(device):
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def _median_time(fn: Callable, device: str, repeat: int) -> float:
+    fn()  # warm-up
+    return statistics.median(timed(fn, device)[0] for _ in range(repeat))
+
+
+def measure_peak(device: str, dtype: torch.dtype, *, quick: bool = False, repeat: int = 5) -> dict:
+    """Measured peak of ``device`` in ``dtype``: GFLOP/s of a square matmul (``2 m^3``
+    operations) and GB/s of a tensor copy (each element read once and written once), the
+    median of ``repeat`` runs after a warm-up.
+
+    Sizes: ``m`` = 8192 and 2^28 elements on CUDA; ``m`` = 2048 and 2^25 elements on the CPU
+    (1536 and 2^24 with ``quick``)."""
+    if _is_cuda(device):
+        m, numel = 8192, 2**28
+    elif quick:
+        m, numel = 1536, 2**24
+    else:
+        m, numel = 2048, 2**25
+    t_mm = _time_matmul(m, device, dtype, repeat)
+    t_copy, nbytes = _time_copy(numel, device, dtype, repeat)
+    return {
+        "name": device_name(device),
+        "peak_gflops": 2 * m**3 / t_mm / 1e9,
+        "peak_gbps": nbytes / t_copy / 1e9,
+        "matmul_size": m,
+        "copy_bytes": nbytes,
+    }
+
+
+def _time_matmul(m: int, device: str, dtype: torch.dtype, repeat: int) -> float:
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(m, m, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(m, m, device=device, dtype=dtype, generator=gen)
+    out = torch.empty(m, m, device=device, dtype=dtype)
+    return _median_time(lambda: torch.matmul(a, b, out=out), device, repeat)
+
+
+def _time_copy(numel: int, device: str, dtype: torch.dtype, repeat: int) -> tuple[float, int]:
+    src = torch.ones(numel, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    return _median_time(lambda: dst.copy_(src), device, repeat), 2 * numel * src.element_size()

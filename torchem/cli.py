@@ -1,0 +1,331 @@
+"""``torchem fit`` and ``torchem predict``: fit a model to a data file, save it, apply it.
+
+    torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
+    torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
+
+Data files: ``.npy``, ``.npz`` (the array named by ``--key``, or its only array) or ``.csv``
+(comma-separated numbers, with an optional header line). A saved model is
+``torch.save({"model": name, "params": get_params(), "state_dict": state_dict(), ...})``,
+readable with ``torch.load(path, weights_only=True)``. Bad input ends with one line on stderr
+and exit status 1 (2 for bad options), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pickle
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cluster import KMeans
+from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture
+
+__all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
+
+MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "bernoulli": BernoulliMixture, "binomial": BinomialMixture}
+
+
+class CLIError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: str) -> np.ndarray:
+    with open(path, newline="") as fh:
+        lines = [line.strip() for line in fh]
+    rows = [(i + 1, line) for i, line in enumerate(lines) if line]
+    if not rows:
+        raise CLIError(f"{path} is empty; expected comma-separated numbers, one sample per line.")
+    first_no, first = rows[0]
+    try:
+        [float(v) for v in first.split(",")]
+    except ValueError:
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise CLIError(f"{path} has a header line but no data.")
+    width = len(rows[0][1].split(","))
+    out = np.empty((len(rows), width), dtype=np.float64)
+    for r, (line_no, line) in enumerate(rows):
+        fields = line.split(",")
+        if len(fields) != width:
+            raise CLIError(f"{path}, line {line_no}: {len(fields)} values where the first data line has {width}; "
+                           "every line needs the same number of columns.")
+        for c, field in enumerate(fields):
+            try:
+                out[r, c] = float(field)
+            except ValueError:
+                raise CLIError(f"{path}, line {line_no}, column {c + 1}: {field.strip()!r} is not a number; "
+                               "the file must hold numbers only (one optional header line).") from None
+    return out
+
+
+def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndarray:
+    """The ``[n_samples, n_features]`` float array in ``path`` (``.npy``, ``.npz``, ``.csv``).
+
+    Raises:
+        CLIError: the file is missing, unreadable, not numeric, not 2-D, empty or holds NaN
+            or infinite values; the message says which and what to do.
+    """
+    if not os.path.exists(path):
+        raise CLIError(f"{name} file {path} does not exist.")
+    if os.path.isdir(path):
+        raise CLIError(f"{name} file {path} is a directory; give a .npy, .npz or .csv file.")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".csv":
+            X = _read_csv(path)
+        elif ext == ".npy":
+            X = np.load(path, allow_pickle=False)
+        elif ext == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.keys())
+                if key is None:
+                    if len(names) != 1:
+                        raise CLIError(f"{path} holds {len(names)} arrays ({', '.join(names) or 'none'}); "
+                                       "choose one with --key.")
+                    key = names[0]
+                if key not in names:
+                    raise CLIError(f"{path} has no array named {key!r}; it holds: {', '.join(names) or 'none'}.")
+                X = archive[key]
+        else:
+            raise CLIError(f"{path}: unknown file type {ext or '(no extension)'!r}; use .npy, .npz or .csv.")
+    except CLIError:
+        raise
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise CLIError(f"cannot read {path} as a {ext} file: {exc}") from None
+    if key is not None and ext != ".npz":
+        raise CLIError("--key applies to .npz files only.")
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise CLIError(f"{path} holds {X.dtype} values, not numbers.")
+    if np.iscomplexobj(X):
+        raise CLIError(f"{path} holds complex numbers; torchem fits real-valued data.")
+    if X.ndim != 2:
+        hint = " (reshape it to (-1, 1) for a single feature)" if X.ndim == 1 else ""
+        raise CLIError(f"{path} holds an array of shape {X.shape}; expected 2-D [n_samples, n_features]{hint}.")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise CLIError(f"{path} holds an empty array of shape {X.shape}.")
+    bad = ~np.isfinite(X) if np.issubdtype(X.dtype, np.floating) else None
+    if bad is not None and bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise CLIError(f"{path} holds {int(bad.sum())} NaN or infinite value(s) (first at row {row + 1}, column "
+                       f"{col + 1}); remove or impute them first.")
+    return X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def save_model(model, name: str, path: str) -> None:
+    """``torch.save`` the model's name, hyper-parameters and state dict to ``path``."""
+    params = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in model.get_params().items()}
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
+    torch.save({"model": name, "params": params, "state_dict": state, "torchem": __version__}, path)
+
+
+def load_model(path: str):
+    """``(name, model)`` from a file written by :func:`save_model` (on the CPU)."""
+    if not os.path.exists(path):
+        raise CLIError(f"model file {path} does not exist.")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many kinds (pickle, zip, runtime) for a bad file
+        raise CLIError(f"{path} is not a model saved by torchem fit (torch.load failed with "
+                       f"{type(exc).__name__}).") from None
+    if not isinstance(saved, dict) or saved.get("model") not in MODELS or not isinstance(saved.get("params"), dict):
+        raise CLIError(f"{path} is not a model saved by torchem fit.")
+    model = MODELS[saved["model"]](**saved["params"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"{path} holds a damaged model: {exc}") from None
+    return saved["model"], model
+
+
+def _device(text: str | None) -> torch.device:
+    try:
+        device = torch.device(text or "cpu")
+    except RuntimeError:
+        raise CLIError(f"unknown device {text!r}; use cpu or cuda (cuda:1, ...).") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: CUDA is not available on this machine; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"unsupported device {text!r}; use cpu or cuda.")
+    return device
+
+
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"cannot write {path}: the folder {folder} does not exist.")
+    if os.path.isdir(path):
+        raise CLIError(f"cannot write {path}: it is a folder; give a file name.")
+
+
+def _build(args) -> object:
+    common = {"max_iter": args.max_iter, "random_state": args.seed}
+    if args.n_init is not None:
+        common["n_init"] = args.n_init
+    if args.tol is not None:
+        common["tol"] = args.tol
+    if args.model == "kmeans":
+        return KMeans(args.k, **common)
+    if args.model == "gmm":
+        return GaussianMixture(args.k, covariance_type=args.covariance_type, **common)
+    if args.model == "binomial":
+        return BinomialMixture(args.k, n_trials=args.n_trials, **common)
+    return BernoulliMixture(args.k, **common)
+
+
+def _summary(name: str, model, X: torch.Tensor) -> list[str]:
+    lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name == "gmm" else ""),
+             f"data             {X.shape[0]:,} samples, {X.shape[1]} features",
+             f"iterations       {model.n_iter_} (at most {model.max_iter})"]
+    if name == "kmeans":
+        lines.append(f"inertia          {float(model.inertia_):.6g}")
+        return lines
+    lines.append(f"converged        {'yes' if model.converged_ else 'no (raise --max-iter)'}")
+    lines.append(f"log-likelihood   {float(model.score(X)):.6f} per sample (mean)")
+    lines.append(f"BIC              {float(model.bic(X)):.6g}")
+    return lines
+
+
+def fit_command(args) -> int:
+    if args.model != "gmm" and args.covariance_type != "full":
+        raise CLIError(f"--covariance-type applies to --model gmm only, not {args.model}.")
+    if args.model != "binomial" and args.n_trials != 1:
+        raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
+    _check_writable(args.out)
+    X_np = load_array(args.file, args.key)
+    device = _device(args.device)
+    dtype = torch.float64 if args.double else torch.float32
+    X = torch.from_numpy(np.ascontiguousarray(X_np)).to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(X).all()):
+        raise CLIError(f"{args.file} holds values too large for float32; use --double.")
+    model = _build(args)
+    model.to(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X)
+    for w in caught:
+        print(f"torchem fit: warning: {w.message}", file=sys.stderr)
+    save_model(model, args.model, args.out)
+    for line in _summary(args.model, model, X):
+        print(line)
+    print(f"saved to         {args.out}")
+    return 0
+
+
+def predict_command(args) -> int:
+    name, model = load_model(args.model_file)
+    if args.proba and name == "kmeans":
+        raise CLIError("K-means gives no probabilities; drop --proba to get labels.")
+    if args.out:
+        _check_writable(args.out)
+    X_np = load_array(args.file, args.key)
+    expected = model.n_features_in_
+    if X_np.shape[1] != expected:
+        raise CLIError(f"{args.file} has {X_np.shape[1]} features but the model was fitted on {expected}.")
+    device = _device(args.device)
+    model.to(device)
+    param = next(model.parameters())
+    X = torch.from_numpy(np.ascontiguousarray(X_np)).to(device=device, dtype=param.dtype)
+    out = (model.predict_proba(X) if args.proba else model.predict(X)).cpu().numpy()
+    if args.out:
+        if args.out.lower().endswith(".csv"):
+            np.savetxt(args.out, out, delimiter=",", fmt="%.8g" if args.proba else "%d")
+        else:
+            np.save(args.out, out)
+        print(f"{'probabilities' if args.proba else 'labels'} of {len(out):,} samples written to {args.out}")
+    else:
+        np.savetxt(sys.stdout, out, delimiter=",", fmt="%.8g" if args.proba else "%d")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Argument parsers
+# --------------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
+    return value
+
+
+def _guarded(command):
+    def run(args) -> int:
+        try:
+            return command(args)
+        except (CLIError, ValueError, TypeError) as exc:  # estimators report bad input as ValueError
+            print(f"torchem {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"torchem {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+            return 1
+        except torch.cuda.OutOfMemoryError:
+            print(f"torchem {args.command}: error: out of GPU memory; use --device cpu or a smaller file.",
+                  file=sys.stderr)
+            return 1
+
+    return run
+
+
+def add_fit_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("fit", help="fit a model to a .npy/.npz/.csv file and save it",
+                       description="Fit a mixture model or K-means to a data file and save it with torch.save.")
+    p.add_argument("file", help="data: .npy, .npz (see --key) or .csv (numbers, optional header line)")
+    p.add_argument("--model", required=True, choices=list(MODELS))
+    p.add_argument("-k", "--n-components", dest="k", type=_positive, required=True,
+                   help="number of components (clusters)")
+    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"],
+                   help="for --model gmm (default full)")
+    p.add_argument("--n-trials", type=_positive, default=1, help="for --model binomial: trials per count (default 1)")
+    p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
+    p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
+    p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
+    p.add_argument("--key", help="name of the array in a .npz file holding several")
+    p.add_argument("--out", required=True, help="where to save the fitted model (e.g. model.pt)")
+    p.set_defaults(func=_guarded(fit_command))
+    return p
+
+
+def add_predict_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="apply a model saved by 'torchem fit' to a data file",
+                       description="Labels (or, with --proba, component probabilities) of the samples in a file.")
+    p.add_argument("model_file", help="a model saved by torchem fit")
+    p.add_argument("file", help="data: .npy, .npz (see --key) or .csv")
+    p.add_argument("--out", help="write to this .npy (or .csv) file instead of printing")
+    p.add_argument("--proba", action="store_true", help="probabilities of the components instead of labels")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--key", help="name of the array in a .npz file holding several")
+    p.set_defaults(func=_guarded(predict_command))
+    return p
