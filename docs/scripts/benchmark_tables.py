@@ -1,5 +1,6 @@
-"""The benchmark results page: markdown tables (docs/generated/benchmarks.md) and a chart
-(docs/img/benchmarks.png) rendered from the JSON files in benchmarks/results/.
+"""The benchmark results page: markdown tables (docs/generated/benchmarks.md) and one chart
+per result file (docs/img/bench-<file>.png) rendered from the JSON files in
+benchmarks/results/.
 
 Three layouts are read: ``torchem bench --json`` (a ``runs`` list with one row per library
 and device), ``benchmarks/bench_gmm.py --json`` (``runs`` with ``<library>_ms_per_iter``
@@ -13,7 +14,7 @@ import json
 import sys
 
 import numpy as np
-from _common import REPO, figure, save, write
+from _common import IMG, REPO, figure, save, write
 
 RESULTS = REPO / "benchmarks" / "results"
 _SCRIPT_MODELS = {"gmm": "GaussianMixture", "kmeans": "KMeans", "bernoulli": "BernoulliMixture"}
@@ -32,6 +33,7 @@ def _rows_torchem_bench(data: dict) -> list[dict]:
             "ratio": r.get("speedup_vs_baseline"), "baseline": r.get("baseline"),
             "gflops": r.get("gflops"), "pct_flops": r.get("pct_peak_flops"),
             "gbps": r.get("gbps"), "pct_bw": r.get("pct_peak_bw"), "note": r.get("note") or r.get("error"),
+            "quality": r.get("quality"), "quality_name": r.get("quality_name"),
         })
     return rows
 
@@ -82,7 +84,7 @@ def _machine(data: dict) -> str:
     return f"{data.get('device', 'cpu')}, {data.get('threads', '?')} torch threads"
 
 
-def markdown(files, skipped) -> str:
+def markdown(files, skipped, images) -> str:
     out = []
     for name, data, rows in files:
         out.append(f"### `{name}`\n")
@@ -97,15 +99,16 @@ def markdown(files, skipped) -> str:
         rich = any(r.get("gflops") is not None or r.get("baseline") for r in rows)
         if rich:
             out.append("| model | N | D | K | implementation | ms / iteration | speed-up vs baseline "
-                       "| GFLOP/s (% peak) | GB/s (% peak) |")
-            out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+                       "| GFLOP/s (% peak) | GB/s (% peak) | result |")
+            out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---|")
             for r in rows:
                 ms = _fmt(r["ms"], ".2f") or (r.get("note") or "not timed")
                 ratio = f"{r['ratio']:.2f}× vs {r['baseline']}" if r.get("ratio") is not None else ""
                 flops = f"{r['gflops']:.1f} ({r['pct_flops']:.0f}%)" if r.get("gflops") is not None else ""
                 bw = f"{r['gbps']:.1f} ({r['pct_bw']:.0f}%)" if r.get("gbps") is not None else ""
+                quality = f"{r.get('quality_name') or ''} {r['quality']:.6g}" if r.get("quality") is not None else ""
                 out.append(f"| {r['model']} | {r['n']:,} | {r['d']} | {r['k']} | {r['library']}/{r['device']} "
-                           f"| {ms} | {ratio} | {flops} | {bw} |")
+                           f"| {ms} | {ratio} | {flops} | {bw} | {quality} |")
         else:
             out.append("| model | N | D | K | library | ms / iteration | time / torchem's |")
             out.append("|---|---:|---:|---:|---|---:|---:|")
@@ -114,25 +117,61 @@ def markdown(files, skipped) -> str:
                 out.append(f"| {r['model']} | {r['n']:,} | {r['d']} | {r['k']} | {r['library']} "
                            f"| {_fmt(r['ms'], '.1f')} | {ratio} |")
         out.append("")
+        if images.get(name):
+            out.append(f"![milliseconds per EM iteration in {name}](img/{images[name]})\n")
     if skipped:
         out.append("Not rendered (layout not recognised): " + ", ".join(f"`{s}`" for s in skipped) + ".\n")
     return "\n".join(out)
 
 
-def chart(files) -> None:
-    bars = [(f"{name.removesuffix('.json')}: {r['model']}, {r['library']}/{r['device']}", r["ms"])
-            for name, _, rows in files for r in rows if r.get("ms")]
-    bars = bars[:40]
-    fig, ax = figure(size=4.0)
-    fig.set_size_inches(8.0, 0.8 + 0.28 * len(bars))
-    y = np.arange(len(bars))
-    ax.barh(y, [ms for _, ms in bars], color=["C0" if "torchem" in label else "0.6" for label, _ in bars])
-    ax.set_yticks(y, [label for label, _ in bars], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per EM iteration (log scale; torchem in blue)")
-    ax.grid(axis="x", which="both", alpha=0.3)
-    save(fig, "benchmarks")
+def _label(r: dict) -> str:
+    return f"{r['library']}/{r['device']}"
+
+
+def _sweep(rows: list[dict]) -> str | None:
+    """The size (``n``, ``d`` or ``k``) that takes several values in ``rows``, if any."""
+    return next((key for key in ("n", "k", "d") if len({r[key] for r in rows}) > 1), None)
+
+
+def chart(name: str, rows: list[dict]) -> str | None:
+    """Draw ``docs/img/bench-<stem>.png`` for one result file and return its file name:
+    milliseconds per iteration against the swept size (one panel per model) when the file
+    holds a sweep, else one bar per model and implementation."""
+    rows = [r for r in rows if r.get("ms")]
+    if not rows:
+        return None
+    stem = "bench-" + name.removesuffix(".json")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    swept = {m: _sweep([r for r in rows if r["model"] == m]) for m in models}
+    if any(swept.values()):
+        fig, axes = figure(ncols=len(models), size=3.4, squeeze=False)
+        for ax, model in zip(axes[0], models):
+            mine = [r for r in rows if r["model"] == model]
+            key = swept[model]
+            for label in dict.fromkeys(_label(r) for r in mine):
+                pts = sorted((r[key], r["ms"]) for r in mine if _label(r) == label) if key else []
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=label)
+            ax.set(xscale="log", yscale="log", xlabel=key.upper() if key else "", ylabel="ms per EM iteration",
+                   title=model)
+            ax.grid(which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    else:
+        bars = [(f"{r['model']}, {_label(r)}", r["ms"]) for r in rows]
+        fig, ax = figure(size=4.0)
+        fig.set_size_inches(7.0, 0.8 + 0.28 * len(bars))
+        y = np.arange(len(bars))
+        ax.barh(y, [ms for _, ms in bars], color=["C0" if "torchem" in label else "0.6" for label, _ in bars])
+        ax.set_yticks(y, [label for label, _ in bars], fontsize=8)
+        ax.invert_yaxis()
+        times = [ms for _, ms in bars]
+        if max(times) > 20 * min(times):  # bars on a log axis start at a power of ten
+            ax.set_xscale("log")
+            ax.set_xlim(left=10 ** np.floor(np.log10(min(times))))
+        ax.set_xlabel("ms per EM iteration (torchem in blue)")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    save(fig, stem)
+    return f"{stem}.png"
 
 
 def main(paths=None):
@@ -140,8 +179,10 @@ def main(paths=None):
     files, skipped = read_results(paths)
     if not files:
         sys.exit(f"no benchmark results found in {RESULTS}")
-    write("benchmarks.md", markdown(files, skipped))
-    chart(files)
+    for old in IMG.glob("bench-*.png"):  # results may have been removed or renamed
+        old.unlink()
+    images = {name: chart(name, rows) for name, _, rows in files}
+    write("benchmarks.md", markdown(files, skipped, images))
 
 
 if __name__ == "__main__":
