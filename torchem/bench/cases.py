@@ -41,7 +41,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
         ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
         ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
-        ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (4_000, 64, 8), ("pomegranate",)),
+        ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (10_000, 100, 8), ("pomegranate",)),
     ]
 }
 

@@ -36,7 +36,7 @@ def format_table(results: dict) -> str:
     header = (f"{'implementation':<20}{'ms/iter':>10}{'speed-up':>10}{'GFLOP/s':>10}{'%peak':>7}"
               f"{'GB/s':>9}{'%peak':>7}  quality")
     for (model, n, d, k), runs in _groups(results["runs"]).items():
-        base = runs[0].get("baseline")
+        base = next((r["baseline"] for r in runs if r.get("baseline")), None)
         lines.append("")
         lines.append(f"{model}  N={n:,} D={d} K={k}" + (f"  (speed-up = {base} ms/iter / row's)" if base else ""))
         lines.append(header)
@@ -47,6 +47,8 @@ def format_table(results: dict) -> str:
             speed = run.get("speedup_vs_baseline")
             quality = run.get("quality")
             q = "-" if quality is None else f"{run['quality_name']} {quality:.6g}"
+            if run.get("note"):
+                q += f"  ({run['note']})"
             lines.append(
                 f"{run['label']:<20}{_num(run['ms_per_iter'], '.2f', 10)}"
                 f"{(_num(speed, '.2f', 9) + 'x') if speed is not None else '-'.rjust(10)}"
