@@ -139,10 +139,10 @@ def plot_mixture(
 ):
     """Draw data coloured by predicted component, with the model's components on top.
 
-    For a :class:`~torchem.GaussianMixture` (any ``covariance_type``) each component gets one
+    For a [GaussianMixture][torchem.GaussianMixture] (any ``covariance_type``) each component gets one
     filled ellipse per value in ``sigmas`` (its ``sigma``-contour, see
     [covariance_ellipse][torchem.plot.covariance_ellipse]), centred on its mean and
-    drawn more opaque the heavier its weight. For a :class:`~torchem.KMeans` the cluster
+    drawn more opaque the heavier its weight. For a [KMeans][torchem.KMeans] the cluster
     centres are marked.
 
     Args:
