@@ -47,6 +47,34 @@ def main():
     print("score(X_new), the EM API on the trained parameters:", round(float(gmm.score(X_new)), 4))
     # --8<-- [end:finetune]
 
+    section("from_scratch")
+    # --8<-- [start:from_scratch]
+    from torchem import fit_by_gradient
+
+    em = GaussianMixture(4, random_state=0).fit(X)
+    sgd = GaussianMixture(4, random_state=0)  # not fitted: initialised by init_params, then Adam
+    history = fit_by_gradient(sgd, X, epochs=50, batch_size=200, lr=0.05)
+    print(f"NLL per epoch: {history[0]:.4f} -> {history[-1]:.4f}")
+    print(f"mean log-likelihood, gradient: {float(sgd.score(X)):.4f}, EM: {float(em.score(X)):.4f}")
+    # --8<-- [end:from_scratch]
+
+    section("distribution")
+    # --8<-- [start:distribution]
+    dist = em.to_distribution()  # torch.distributions.MixtureSameFamily
+    print(type(dist).__name__, type(dist.component_distribution).__name__)
+    print("same log_prob:", torch.allclose(dist.log_prob(X), em(X), atol=1e-5))
+    back = GaussianMixture.from_distribution(dist)
+    print("same predictions after the round trip:", bool((back.predict(X) == em.predict(X)).all()))
+    # --8<-- [end:distribution]
+
+    section("rsample")
+    # --8<-- [start:rsample]
+    em.requires_grad_(True)
+    samples = em.rsample(1000, generator=torch.Generator().manual_seed(0))  # [1000, 2]
+    samples.square().sum(-1).mean().backward()  # any differentiable function of the samples
+    print({name: p.grad is not None for name, p in em.named_parameters()})
+    # --8<-- [end:rsample]
+
 
 if __name__ == "__main__":
     run(main, "models.txt")
