@@ -265,7 +265,8 @@ class IterableSource(_StreamBase):
     """
 
     def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X"):
-        if iter(iterable) is iterable:
+        first_pass = iter(iterable)
+        if first_pass is iterable:
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
                 "iteration, so it needs a re-iterable (a DataLoader, a list of batches, an object whose "
@@ -279,7 +280,7 @@ class IterableSource(_StreamBase):
         self._total = None
         self._weighted = None
         first = None
-        for batch in iterable:
+        for batch in first_pass:
             first = self._split(batch)[0]
             if first.shape[0] > 0:
                 break

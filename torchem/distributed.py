@@ -26,7 +26,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["all_reduce_sum", "broadcast_params", "check_consistent", "gather_samples", "is_distributed", "rank", "world_size"]
+__all__ = [
+    "all_reduce_sum",
+    "broadcast_params",
+    "check_consistent",
+    "gather_samples",
+    "is_distributed",
+    "rank",
+    "signature",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -55,6 +64,14 @@ def all_reduce_sum(tensors: list[Tensor]) -> list[Tensor]:
         out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.dtype))
         offset += t.numel()
     return out
+
+
+def signature(model, n_features: int, dtype, batch: int, batched: bool, skip=()) -> dict:
+    """What every rank of a distributed fit must agree on: the data's layout and dtype and the
+    model's hyper-parameters (but for those in ``skip``, such as ``verbose``)."""
+    sig = {"model": type(model).__name__, "n_features": int(n_features), "dtype": str(dtype), "batch": int(batch), "batched": bool(batched)}
+    sig.update({k: repr(v) for k, v in model.get_params().items() if k not in skip})
+    return sig
 
 
 def check_consistent(signature: dict, error: BaseException | None) -> None:

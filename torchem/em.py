@@ -269,7 +269,7 @@ def _progress_bar(max_iter: int):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=max_iter, desc="EM", unit="it", leave=False)
+    return tqdm(total=max_iter, desc="EM", unit="it")
 
 
 def _points(source) -> int:

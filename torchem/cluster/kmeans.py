@@ -8,8 +8,9 @@ from torch import Tensor
 from .._estimator import EstimatorModule
 from ..exceptions import NotFittedError
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
-from ..data import INIT_SAMPLE_SIZE, TensorSource, auto_chunk_size, open_stream, reservoir_sample
-from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, world_size
+from .. import data as data_module
+from ..data import TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from ..em import run_em
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, lloyd_stats, squared_distances
@@ -472,16 +473,13 @@ class KMeans(EstimatorModule):
             generator = make_generator(self.random_state, device)
             streamed = not isinstance(source, TensorSource)
             if streamed or is_distributed():
-                sample = reservoir_sample(source, -(-INIT_SAMPLE_SIZE // world_size()), generator)
+                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
         except (ValueError, TypeError) as exc:
             if not is_distributed():
                 raise
             error = exc
-        signature = {} if data is None else {
-            "n_features": d, "dtype": str(dtype), "batch": b, "batched": batched,
-            "hyper-parameters": {name: repr(v) for name, v in self.get_params().items() if name not in ("verbose", "random_state", "chunk_size")},
-        }
-        check_consistent(signature, error)
+        sig = {} if data is None else signature(self, d, dtype, b, batched, skip=("verbose", "random_state", "chunk_size"))
+        check_consistent(sig, error)
         if sample is not None:
             Xs, ws = gather_samples(*sample)
         else:

@@ -28,8 +28,9 @@ from torch import Tensor
 
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
-from ..data import INIT_SAMPLE_SIZE, TensorSource, auto_chunk_size, open_stream, reservoir_sample
-from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, world_size
+from .. import data as data_module
+from ..data import TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from ..em import STEPWISE_SCHEDULE, EMResult, run_em, select_best, step_size, stepwise_update
 from ..exceptions import ConvergenceWarning, NotFittedError
 from ..functional.estep import log_responsibilities
@@ -302,11 +303,8 @@ class BaseMixture(EstimatorModule):
         """What every rank of a distributed fit must agree on."""
         if data is None:
             return {}
-        skip = ("verbose", "verbose_interval", "random_state", "chunk_size")
-        hyper = {k: repr(v) for k, v in self.get_params().items() if k not in skip}
-        src = data.source
-        return {"model": type(self).__name__, "n_features": src.n_features, "dtype": str(src.dtype),
-                "batch": data.b, "batched": data.batched, "hyper-parameters": hyper}
+        return signature(self, data.source.n_features, data.source.dtype, data.b, data.batched,
+                         skip=("verbose", "verbose_interval", "random_state", "chunk_size"))
 
     @torch.no_grad()
     def _fit(self, X, sample_weight=None, callback=None) -> None:
@@ -322,7 +320,7 @@ class BaseMixture(EstimatorModule):
             generator = make_generator(self.random_state, source.device)
             if do_init and (data.streamed or is_distributed()):
                 # initialise from a uniform sample (the whole data when it is small)
-                size = -(-INIT_SAMPLE_SIZE // world_size())
+                size = -(-data_module.INIT_SAMPLE_SIZE // world_size())
                 sample = reservoir_sample(source, size, generator)
             elif data.streamed:
                 for _ in source.chunks():  # a first pass: counts an iterable, checks values
@@ -363,12 +361,15 @@ class BaseMixture(EstimatorModule):
             lower_bound = lb.reshape(b, 1)
         params = {k: v.to(dtype) for k, v in params.items()}
         record = lambda result: self._record(result, data, device, dtype)  # noqa: E731
+        stopped = []
 
         def report(it, lb, params_now):
             # the model holds the current best restart while the user's callback runs
             best_lb = record(EMResult(params_now, lb, torch.full_like(lb, it, dtype=torch.int64),
                                       torch.zeros_like(lb, dtype=torch.bool)))
-            return bool(callback(it, best_lb, self))
+            if callback(it, best_lb, self):
+                stopped.append(it)
+            return bool(stopped)
 
         if self.max_iter > 0:
             result = run_em(
@@ -396,7 +397,7 @@ class BaseMixture(EstimatorModule):
         record(result)
         self._stepwise = None  # a new fit: partial_fit starts its running statistics afresh
         converged = self._converged
-        if self.max_iter > 0 and not bool(converged.all()):
+        if self.max_iter > 0 and not bool(converged.all()) and not stopped:  # not when the callback stopped it
             which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
             warnings.warn(
                 f"Best performing initialization did not converge{which}. Try different init parameters, "

@@ -1,0 +1,124 @@
+"""torch.distributed: two gloo processes on CPU, each with half the data, end with identical
+parameters equal to the single-process fit on the concatenation; disagreeing ranks raise
+the same clear error; a rank that dies mid-fit makes the other fail instead of hanging."""
+
+import datetime
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchem import BernoulliMixture, GaussianMixture, KMeans
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [0.0, 5.0, 5.0]])
+    X = rng.normal(size=(600, 3)) + centres[rng.integers(0, 3, 600)]
+    B = (rng.random((600, 5)) < np.array([0.2, 0.8, 0.5, 0.1, 0.9])[None] * (1 + (np.arange(600) % 2)[:, None]) / 2).astype(float)
+    return X, B
+
+
+def _models():
+    return {
+        "gmm": lambda: GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64),
+        "kmeans": lambda: KMeans(3, n_init=2, init="random", random_state=0, chunk_size=64),
+        "bernoulli": lambda: BernoulliMixture(2, random_state=0, chunk_size=64),
+    }
+
+
+def _params(model):
+    if isinstance(model, KMeans):
+        return {"centers": np.asarray(model.cluster_centers_), "inertia": np.asarray(model.inertia_)}
+    if isinstance(model, BernoulliMixture):
+        return {"probs": np.asarray(model.probs_), "weights": np.asarray(model.weights_), "lb": np.asarray(model.lower_bound_)}
+    return {"means": model.means_, "cov": model.covariances_, "weights": model.weights_, "lb": np.asarray(model.lower_bound_)}
+
+
+def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=20))
+    X, B = _data()
+    half = slice(rank * 300, (rank + 1) * 300)
+    results = {}
+    for name, make in _models().items():
+        data = X[half] if name != "bernoulli" else DataLoader(TensorDataset(torch.from_numpy(B[half])), batch_size=40)
+        results[name] = _params(make().fit(data))
+    # disagreeing ranks: every rank gets the same clear error
+    for case in ("features", "settings", "bad values"):
+        Xr = X[half]
+        model = GaussianMixture(3, random_state=0)
+        if case == "features" and rank == 1:
+            Xr = Xr[:, :2]
+        if case == "settings" and rank == 1:
+            model.set_params(covariance_type="diag")
+        if case == "bad values" and rank == 1:
+            Xr = Xr.copy()
+            Xr[3, 0] = np.nan
+        try:
+            model.fit(Xr)
+            results[case] = "no error"
+        except ValueError as exc:
+            results[case] = str(exc)
+    # a rank that fails mid-fit: the other must fail too (not hang)
+    start = time.perf_counter()
+
+    def die(it, lb, model):
+        if rank == 1 and it == 2:
+            raise RuntimeError("rank 1 died")
+
+    try:
+        GaussianMixture(3, random_state=0, tol=0.0, max_iter=50).fit(X[half], callback=die)
+        results["failure"] = "no error"
+    except Exception as exc:  # noqa: BLE001 (whatever the backend raises)
+        results["failure"] = f"{type(exc).__name__}: {exc}"
+    results["failure_seconds"] = time.perf_counter() - start
+    torch.save(results, f"{out_dir}/rank{rank}.pt")
+    # leave at once: after the deliberate failure the process group is broken, and its
+    # destructor may abort the process
+    os._exit(0)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    mp.spawn(_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("name", ["gmm", "kmeans", "bernoulli"])
+def test_ranks_agree_with_the_single_process_fit(ranks, name):
+    X, B = _data()
+    single = _params(_models()[name]().fit(X if name != "bernoulli" else B))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])  # identical on every rank
+        np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("features", "n_features: 3 on rank 0 but 2 on rank 1"),
+        ("settings", "covariance_type: \"'full'\" on rank 0 but \"'diag'\" on rank 1"),
+        ("bad values", "rank 1: ValueError: .*NaN"),
+    ],
+)
+def test_disagreeing_ranks_raise_the_same_error(ranks, case, match):
+    assert ranks[0][case] == ranks[1][case]
+    assert ranks[0][case] != "no error"
+    assert re.search(match, ranks[0][case]), ranks[0][case]
+
+
+def test_a_rank_failing_mid_fit_fails_the_others(ranks):
+    assert ranks[1]["failure"] == "RuntimeError: rank 1 died"
+    assert ranks[0]["failure"] != "no error"  # the survivor raised instead of hanging
+    assert ranks[0]["failure_seconds"] < 60

@@ -1,0 +1,237 @@
+"""Out-of-core fits: np.memmap and re-iterable (DataLoader) sources give the in-memory result;
+initialisation from a reservoir sample; progress bar and callbacks; bad streamed input."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchem.data
+from torchem import BernoulliMixture, BinomialMixture, GaussianMixture, KMeans
+from torchem.data import HostStreamSource, IterableSource, TensorSource, reservoir_sample
+
+rng0 = np.random.default_rng(0)
+CENTRES = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [0.0, 5.0, 5.0]])
+
+
+def _gauss(n, rng=rng0):
+    return rng.normal(size=(n, 3)) + CENTRES[rng.integers(0, 3, n)]
+
+
+def _counts(n, trials, rng=rng0):
+    probs = np.array([[0.1, 0.8, 0.3, 0.6, 0.2], [0.7, 0.2, 0.9, 0.4, 0.5], [0.4, 0.5, 0.1, 0.9, 0.8]])
+    return rng.binomial(trials, probs[rng.integers(0, 3, n)]).astype(np.float64)
+
+
+X_GAUSS = _gauss(600)
+X_BIN = _counts(600, 1)
+X_COUNTS = _counts(600, 4)
+
+# (factory, data, attribute compared)
+MODELS = {
+    "gmm-full-kmeans": (lambda: GaussianMixture(3, covariance_type="full", random_state=0, chunk_size=128), X_GAUSS, "means_"),
+    "gmm-diag-random": (lambda: GaussianMixture(3, covariance_type="diag", init_params="random", random_state=1, chunk_size=128), X_GAUSS, "covariances_"),
+    "gmm-tied-kmeans++": (lambda: GaussianMixture(3, covariance_type="tied", init_params="k-means++", random_state=2, chunk_size=128), X_GAUSS, "covariances_"),
+    "kmeans": (lambda: KMeans(3, random_state=0, chunk_size=128), X_GAUSS, "cluster_centers_"),
+    "kmeans-random-restarts": (lambda: KMeans(3, init="random", n_init=3, random_state=0, chunk_size=128), X_GAUSS, "cluster_centers_"),
+    "bernoulli": (lambda: BernoulliMixture(3, random_state=0, chunk_size=128), X_BIN, "probs_"),
+    "binomial-from-data": (lambda: BinomialMixture(3, n_trials=4, init_params="random_from_data", random_state=0, chunk_size=128), X_COUNTS, "probs_"),
+}
+
+
+def _memmap(tmp_path, X):
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    return np.load(path, mmap_mode="r")
+
+
+def _loader(X, batch_size=50, weights=None):
+    tensors = [torch.from_numpy(X)] + ([] if weights is None else [torch.from_numpy(weights)])
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size)
+
+
+def _value(model, attr):
+    v = getattr(model, attr)
+    return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("kind", ["memmap", "dataloader"])
+def test_streamed_fit_equals_in_memory_fit(name, kind, tmp_path):
+    """Data no larger than the initialisation sample is sampled whole, so the streamed fit
+    starts where the in-memory one does and, reading the same chunks, ends identically."""
+    make, X, attr = MODELS[name]
+    ref = make().fit(X)
+    data = _memmap(tmp_path, X) if kind == "memmap" else _loader(X)
+    ours = make().fit(data)
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(_value(ours, attr), _value(ref, attr), rtol=1e-10, atol=1e-12)
+    if isinstance(ref, KMeans):
+        np.testing.assert_array_equal(np.asarray(ours.labels_), ref.labels_)
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-12)
+    else:
+        assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
+    # memmap (numpy) in -> numpy out; tensors from a DataLoader -> tensors out
+    assert isinstance(getattr(ours, attr), np.ndarray if kind == "memmap" else torch.Tensor)
+
+
+def test_weighted_dataloader_and_memmap_match_weighted_kmeans(tmp_path):
+    w = rng0.uniform(0.1, 3.0, len(X_GAUSS))
+    ref = KMeans(3, random_state=0, chunk_size=100).fit(X_GAUSS, sample_weight=w)
+    a = KMeans(3, random_state=0, chunk_size=100).fit(_loader(X_GAUSS, 64, w))
+    b = KMeans(3, random_state=0, chunk_size=100).fit(_memmap(tmp_path, X_GAUSS), sample_weight=w)
+    for ours in (a, b):
+        np.testing.assert_allclose(_value(ours, "cluster_centers_"), ref.cluster_centers_, rtol=1e-10)
+        assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-12)
+
+
+def test_streamed_kmeans_reseeds_empty_clusters_like_in_memory():
+    init = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [1e3, 1e3, 1e3]])  # the last owns no point
+    ref = KMeans(3, init=init, chunk_size=100).fit(X_GAUSS)
+    ours = KMeans(3, init=init, chunk_size=100).fit(_loader(X_GAUSS, 70))
+    np.testing.assert_allclose(ours.cluster_centers_.numpy(), ref.cluster_centers_, rtol=1e-10)
+    assert len(np.unique(ours.labels_.numpy())) == 3
+
+
+def test_large_stream_is_initialised_from_a_sample(monkeypatch):
+    """Beyond INIT_SAMPLE_SIZE samples the initialisation sees a uniform sample; from the
+    same initial parameters the streamed EM still equals the in-memory EM."""
+    X = _gauss(3000, np.random.default_rng(5))
+    monkeypatch.setattr(torchem.data, "INIT_SAMPLE_SIZE", 300)
+    streamed = GaussianMixture(3, random_state=0, chunk_size=256).fit(_loader(X, 100))
+    full = GaussianMixture(3, random_state=0, chunk_size=256).fit(X)
+    assert streamed.lower_bound_ == pytest.approx(full.lower_bound_, abs=1e-3)  # same optimum
+    start = GaussianMixture(3, random_state=0, chunk_size=256, max_iter=0).fit(_loader(X, 100))
+    kw = dict(weights_init=start.weights_.numpy(), means_init=start.means_.numpy(), precisions_init=start.precisions_.numpy())
+    a = GaussianMixture(3, chunk_size=256, **kw).fit(_loader(X, 100))
+    b = GaussianMixture(3, chunk_size=256, **kw).fit(X)
+    np.testing.assert_allclose(a.means_.numpy(), b.means_, rtol=1e-10)
+    km = KMeans(3, random_state=0, chunk_size=256).fit(_loader(X, 100))
+    assert km.inertia_ == pytest.approx(KMeans(3, random_state=0).fit(X).inertia_, rel=1e-4)  # same optimum
+
+
+def test_reservoir_sample_is_uniform_and_keeps_order():
+    X = torch.arange(200, dtype=torch.float64).reshape(1, 200, 1)
+    source = TensorSource(X, device=torch.device("cpu"), dtype=torch.float64)
+    source.chunk_size = 37
+    hits = torch.zeros(200)
+    for seed in range(300):
+        sample, w = reservoir_sample(source, 50, torch.Generator().manual_seed(seed))
+        rows = sample[0, :, 0].long()
+        assert w is None and rows.shape == (50,)
+        assert bool((rows.diff() > 0).all())  # distinct, in the data's order
+        hits[rows] += 1
+    # each sample is kept with probability 1/4: 300 draws give 75 +- 7.5 (5 sigma: +- 38)
+    assert float((hits - 75).abs().max()) < 38
+    small, _ = reservoir_sample(source, 500, torch.Generator().manual_seed(0))
+    assert torch.equal(small, X)  # fewer samples than the size: the data itself
+
+
+def test_host_stream_source_reads_chunks_without_copying_the_whole(tmp_path):
+    mm = _memmap(tmp_path, X_GAUSS.astype(np.float32))
+    source = HostStreamSource(mm, device=torch.device("cpu"), dtype=torch.float64)
+    source.chunk_size = 128
+    chunks = list(source.chunks())
+    assert [s for s, _, _ in chunks] == [0, 128, 256, 384, 512]
+    assert all(X.dtype == torch.float64 and X.shape[0] == 1 for _, X, _ in chunks)
+    np.testing.assert_array_equal(torch.cat([X for _, X, _ in chunks], 1)[0].numpy(), mm)
+
+
+def test_callback_sees_each_iteration_and_can_stop():
+    seen = []
+
+    def callback(it, lower_bound, model):
+        seen.append((it, lower_bound, model.score(X_GAUSS)))
+        return it == 3
+
+    gm = GaussianMixture(3, init_params="random", random_state=0, tol=1e-12, max_iter=50).fit(X_GAUSS, callback=callback)
+    assert gm.n_iter_ == 3 and [s[0] for s in seen] == [1, 2, 3]
+    np.testing.assert_allclose([s[1] for s in seen], gm.lower_bounds_, rtol=1e-12)
+    # the model passed holds the parameters after each update: its score is the next lower bound
+    np.testing.assert_allclose([s[2] for s in seen[:-1]], gm.lower_bounds_[1:], rtol=1e-10)
+
+    stops = []
+    km = KMeans(3, random_state=0, tol=0.0).fit(_loader(X_GAUSS), callback=lambda it, lb, m: stops.append((it, lb, m.predict(X_GAUSS[:5]))) or it == 2)
+    assert km.n_iter_ == 2 and [s[0] for s in stops] == [1, 2]
+    assert stops[-1][1] == pytest.approx(-km.inertia_ / len(X_GAUSS), rel=0.05)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        GaussianMixture(3).fit(X_GAUSS, callback=3)
+
+
+def test_verbose_shows_a_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    GaussianMixture(3, random_state=0, verbose=1).fit(_loader(X_GAUSS))
+    captured = capsys.readouterr()
+    assert "lower_bound=" in captured.err and "points_per_s=" in captured.err
+    assert "EM finished" in captured.out
+
+
+class _OncePerPass:
+    """A re-iterable whose passes are given as lists of batches (to build faulty streams)."""
+
+    def __init__(self, *passes):
+        self.passes = list(passes)
+        self.count = 0
+
+    def __iter__(self):
+        batches = self.passes[min(self.count, len(self.passes) - 1)]
+        self.count += 1
+        return iter(batches)
+
+
+@pytest.mark.parametrize(
+    "data, error, match",
+    [
+        (_OncePerPass([np.ones((5, 3)), np.ones((5, 2))]), ValueError, "inconsistent width"),
+        (_OncePerPass([]), ValueError, "yielded no samples"),
+        (_OncePerPass([np.zeros((0, 3))]), ValueError, "yielded no samples"),
+        ((b for b in [X_GAUSS[:300], X_GAUSS[300:]]), TypeError, "partial_fit"),
+        (iter([X_GAUSS]), TypeError, "partial_fit"),
+        (_OncePerPass([np.ones((5, 3, 1))]), ValueError, "2-D"),
+        (_OncePerPass([("a", "b", "c")]), ValueError, "X or \\(X,\\) or \\(X, sample_weight\\)"),
+        (_OncePerPass([np.array([["a"]])]), ValueError, "must contain numbers"),
+        (_OncePerPass([X_GAUSS[:300], np.full((5, 3), np.nan)]), ValueError, "NaN or infinity"),
+        (_OncePerPass([X_GAUSS[:300]], [X_GAUSS[:300]], [X_GAUSS[:200]]), ValueError, "same data on every pass"),
+        (_OncePerPass([(X_GAUSS[:300], np.ones(7))]), ValueError, "one weight per sample"),
+    ],
+)
+def test_bad_streams(data, error, match):
+    for model in (GaussianMixture(3, random_state=0), KMeans(3, random_state=0)):
+        if isinstance(data, _OncePerPass):
+            data.count = 0
+        with pytest.raises(error, match=match):
+            model.fit(data)
+        if not isinstance(data, _OncePerPass):
+            break  # a one-shot iterator is spent
+
+
+def test_bad_streamed_values_and_arguments(tmp_path):
+    with pytest.raises(ValueError, match="binary"):
+        BernoulliMixture(2).fit(_loader(X_COUNTS))
+    with pytest.raises(ValueError, match="NaN"):
+        bad = X_GAUSS.copy()
+        bad[450, 1] = np.inf
+        GaussianMixture(2, chunk_size=100).fit(_memmap(tmp_path, bad))
+    with pytest.raises(ValueError, match="sample_weight cannot be combined"):
+        KMeans(2).fit(_loader(X_GAUSS), sample_weight=np.ones(600))
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        GaussianMixture(5).fit(_loader(X_GAUSS[:3]))
+    with pytest.raises(ValueError, match="3 features"):
+        g = GaussianMixture(2, warm_start=True, random_state=0).fit(X_GAUSS)
+        g.fit(_loader(X_GAUSS[:, :2]))
+    source = IterableSource(_loader(X_GAUSS), device=torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="first pass"):
+        source.n_samples
+
+
+@pytest.mark.cuda
+def test_host_data_streams_to_the_gpu(tmp_path):
+    mm = _memmap(tmp_path, X_GAUSS)
+    ref = GaussianMixture(3, random_state=0, chunk_size=128).fit(X_GAUSS)
+    ours = GaussianMixture(3, random_state=0, chunk_size=128).to("cuda").fit(mm)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-9)
+    source = HostStreamSource(mm, device=torch.device("cuda"), dtype=torch.float64)
+    source.chunk_size = 100
+    got = torch.cat([X for _, X, _ in source.chunks()], 1)
+    assert got.device.type == "cuda"
+    np.testing.assert_array_equal(got[0].cpu().numpy(), mm)
