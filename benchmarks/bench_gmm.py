@@ -11,8 +11,8 @@ import sys
 
 from torchem.bench import main
 
-DEFAULTS = ["--models", "gmm-full,gmm-diag", "--n", "200000", "--d", "16", "--k", "16", "--iters", "20",
-            "--repeat", "5"]
+DEFAULTS = ["--models", "gmm-full,gmm-diag", "--references", "sklearn", "--n", "200000", "--d", "16", "--k", "16",
+            "--iters", "20", "--repeat", "5"]
 
 if __name__ == "__main__":
     sys.exit(main(DEFAULTS + sys.argv[1:]))

@@ -40,7 +40,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     pytest.importorskip("sklearn")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     args = ["--quick", "--models", "gmm-diag,kmeans", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
-            "--repeat", "1", "--devices", "cpu", "--json", str(out), "--no-progress"]
+            "--repeat", "1", "--devices", "cpu", "--references", "sklearn,faiss", "--json", str(out), "--no-progress"]
     has_plot = importlib.util.find_spec("matplotlib") is not None
     assert main(args + (["--plot", str(png)] if has_plot else [])) == 0
     printed = capsys.readouterr().out
@@ -83,6 +83,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     "args, message",
     [
         (["--models", "gmm-banana"], "unknown model"),
+        (["--references", "mlpack"], "unknown reference library mlpack"),
         (["--devices", "tpu"], "device"),
         (["--from-json", "/nonexistent/r.json"], "cannot read benchmark results"),
     ],

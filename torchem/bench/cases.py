@@ -4,7 +4,9 @@ and a fit function per library.
 Every library fits the same array from the same initial parameters with convergence checks
 off (``tol=0``): scikit-learn through ``weights_init``/``means_init``/``precisions_init`` or
 ``init=centres``, faiss through ``init_centroids`` (with every point used, not a subsample),
-pomegranate through the distributions' ``probs`` and the mixture's ``priors``.
+pomegranate through its distributions' parameters (``Normal`` means and covariances for
+``full``, ``diag`` and ``spherical``, which it calls ``sphere``; ``Bernoulli`` probabilities)
+and the mixture's ``priors``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["MODELS", "ModelSpec", "Problem", "installed_references", "make_problem", "RUNNERS"]
+__all__ = ["MODELS", "REFERENCES", "RUNNERS", "ModelSpec", "Problem", "installed_references", "make_problem"]
 
 
 @dataclass(frozen=True)
@@ -36,28 +38,28 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("gmm-full", "gmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
-        ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
-        ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("gmm-full", "gmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
+        ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
+        ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
         ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
         ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
         ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (10_000, 100, 8), ("pomegranate",)),
     ]
 }
 
-#: import name of each reference library
-_MODULES = {"sklearn": "sklearn", "faiss": "faiss", "pomegranate": "pomegranate"}
+#: the reference libraries (their import names)
+REFERENCES = ("sklearn", "faiss", "pomegranate")
 
 
-def installed_references() -> dict[str, str]:
-    """Version of each reference library that can be imported."""
+def installed_references(names=None) -> dict[str, str]:
+    """Version of each reference library in ``names`` (default: all) that can be imported."""
     found = {}
-    for name, module in _MODULES.items():
+    for module in REFERENCES if names is None else names:
         try:
             mod = importlib.import_module(module)
         except Exception:  # ImportError, or a library broken by its own dependencies
             continue
-        found[name] = str(getattr(mod, "__version__", "unknown"))
+        found[module] = str(getattr(mod, "__version__", "unknown"))
     return found
 
 
@@ -160,14 +162,32 @@ def _fit_faiss(spec, X, init, max_iter):
     return km
 
 
+def _pomegranate_normals(init, covariance_type, dtype):
+    """pomegranate's ``Normal`` components from the shared means and precisions."""
+    from pomegranate.distributions import Normal
+
+    means, prec = init["means_init"], init["precisions_init"]
+    d = means.shape[1]
+    covs = {
+        "full": lambda: np.linalg.inv(prec),
+        "diag": lambda: 1.0 / prec,
+        "spherical": lambda: np.repeat((1.0 / prec)[:, None], d, axis=1),  # 'sphere': one variance, D copies
+    }[covariance_type]()
+    kind = {"full": "full", "diag": "diag", "spherical": "sphere"}[covariance_type]
+    return [Normal(means=torch.tensor(m, dtype=dtype), covs=torch.tensor(c, dtype=dtype), covariance_type=kind)
+            for m, c in zip(means, covs)]
+
+
 @_quiet
 def _fit_pomegranate(spec, X, init, max_iter):
     from pomegranate.distributions import Bernoulli
     from pomegranate.gmm import GeneralMixtureModel
 
-    dists = [Bernoulli(probs=torch.tensor(p, dtype=X.dtype)) for p in init["probs"]]
-    model = GeneralMixtureModel(dists, priors=torch.tensor(init["weights"], dtype=X.dtype), max_iter=max_iter,
-                                tol=-np.inf)
+    if spec.family == "gmm":
+        dists, weights = _pomegranate_normals(init, spec.covariance_type, X.dtype), init["weights_init"]
+    else:
+        dists, weights = [Bernoulli(probs=torch.tensor(p, dtype=X.dtype)) for p in init["probs"]], init["weights"]
+    model = GeneralMixtureModel(dists, priors=torch.tensor(weights, dtype=X.dtype), max_iter=max_iter, tol=-np.inf)
     return model.fit(X)
 
 

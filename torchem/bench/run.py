@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .cases import MODELS, RUNNERS, installed_references, make_problem
+from .cases import MODELS, REFERENCES, RUNNERS, installed_references, make_problem
 from .counts import bytes_per_iter, flops_per_iter
 from .report import format_table, plot_results
 from .timing import measure_peak
@@ -106,7 +106,7 @@ def run_benchmarks(
     dtype: str = "float32",
     iters: int = 20,
     repeat: int = 3,
-    references: bool = True,
+    references=True,
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -114,9 +114,11 @@ def run_benchmarks(
     """Run the benchmark and return the results (the JSON ``torchem bench --json`` writes).
 
     ``n``, ``d``, ``k``: lists of sizes (every combination is run), or ``None`` for each
-    model's default (``quick``: smaller) size."""
+    model's default (``quick``: smaller) size. ``references``: True for every installed
+    reference library, False for none, or a list of names."""
     tdtype, ndtype = _DTYPES[dtype]
-    refs = installed_references() if references else {}
+    wanted = None if references is True else (references or [])
+    refs = installed_references(wanted)
     jobs = []
     for name in models:
         spec = MODELS[name]
@@ -239,6 +241,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=_positive_int, default=3, help="runs per fit; the median is kept (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 5 iterations: under a minute on a 2-core CPU")
+    parser.add_argument("--references", type=_list(str), metavar="LIST",
+                        help="reference libraries to compare with, from sklearn, faiss, pomegranate "
+                             "(default: those installed)")
     parser.add_argument("--no-reference", action="store_true", help="time torchem only (no scikit-learn, faiss, pomegranate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and initial parameters")
     parser.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
@@ -279,11 +284,16 @@ def run_from_args(args: argparse.Namespace) -> int:
                 return _fail(f"unsupported device {dev!r}; use cpu or cuda")
             if kind == "cuda" and not torch.cuda.is_available():
                 return _fail("CUDA is not available on this machine; drop cuda from --devices")
+        references = False if args.no_reference else (args.references or True)
+        unknown = [r for r in (args.references or []) if r not in REFERENCES]
+        if unknown:
+            return _fail(f"unknown reference librar{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"choose from {', '.join(REFERENCES)}")
         iters = args.iters or (5 if args.quick else 20)
         try:
             results = run_benchmarks(
                 models, n=args.n, d=args.d, k=args.k, devices=tuple(dict.fromkeys(devices)), dtype=args.dtype,
-                iters=iters, repeat=args.repeat, references=not args.no_reference, quick=args.quick,
+                iters=iters, repeat=args.repeat, references=references, quick=args.quick,
                 seed=args.seed, progress=not args.no_progress,
             )
         except ValueError as exc:
