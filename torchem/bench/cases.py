@@ -71,11 +71,29 @@ class Problem:
     init: dict[str, np.ndarray]
 
 
-def _gmm_data(rng, n, d, k):
+_BLOCK = 1 << 18  # samples generated at a time, so large N needs no float64 copy of the data
+
+
+def _blocked(rng, n: int, d: int, dtype, draw) -> np.ndarray:
+    """``X [n, d]`` in ``dtype``, filled block by block with ``draw(rng, m)`` (``[m, d]``)."""
+    X = np.empty((n, d), dtype=dtype)
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        X[start:stop] = draw(rng, stop - start)
+    return X
+
+
+def _gmm_data(rng, n, d, k, dtype):
+    """Well-separated Gaussian blobs: means with standard deviation 4, per-feature scales in
+    [0.5, 1.5]."""
     centres = rng.normal(scale=4.0, size=(k, d))
-    labels = rng.integers(0, k, size=n)
     scales = rng.uniform(0.5, 1.5, size=(k, d))
-    return centres[labels] + rng.normal(size=(n, d)) * scales[labels]
+
+    def draw(rng, m):
+        labels = rng.integers(0, k, size=m)
+        return centres[labels] + rng.normal(size=(m, d)) * scales[labels]
+
+    return _blocked(rng, n, d, dtype, draw)
 
 
 def _gmm_init(rng, X, k, covariance_type):
@@ -83,7 +101,7 @@ def _gmm_init(rng, X, k, covariance_type):
     equal weights."""
     d = X.shape[1]
     means = X[rng.choice(X.shape[0], k, replace=False)].astype(np.float64)
-    var = X.var(0).astype(np.float64)
+    var = X.var(0, dtype=np.float64)
     prec = {
         "full": np.broadcast_to(np.diag(1.0 / var), (k, d, d)).copy(),
         "tied": np.diag(1.0 / var),
@@ -99,14 +117,14 @@ def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed:
         raise ValueError(f"N={n} is smaller than K={k}: give each component at least one sample (raise --n).")
     rng = np.random.default_rng(seed)
     if spec.family == "gmm":
-        X = _gmm_data(rng, n, d, k).astype(dtype)
+        X = _gmm_data(rng, n, d, k, dtype)
         return Problem(X, _gmm_init(np.random.default_rng(seed + 1), X, k, spec.covariance_type))
     if spec.family == "kmeans":
         centres = rng.normal(scale=3.0, size=(k, d))
-        X = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(dtype)
+        X = _blocked(rng, n, d, dtype, lambda rng, m: centres[rng.integers(0, k, m)] + rng.normal(size=(m, d)))
         return Problem(X, {"centers": X[rng.choice(n, k, replace=False)].copy()})
     probs = rng.beta(0.5, 0.5, size=(k, d))
-    X = (rng.random((n, d)) < probs[rng.integers(0, k, n)]).astype(dtype)
+    X = _blocked(rng, n, d, dtype, lambda rng, m: rng.random((m, d)) < probs[rng.integers(0, k, m)])
     return Problem(X, {"weights": np.full(k, 1.0 / k), "probs": rng.uniform(0.25, 0.75, size=(k, d))})
 
 

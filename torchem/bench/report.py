@@ -28,6 +28,10 @@ def format_table(results: dict) -> str:
         f"torchem {results['torchem']}, torch {results['torch']}, {results['dtype']}, "
         f"{results['iters']} timed iterations, median of {results['repeat']} runs"
     ]
+    load = results.get("load_average_before"), results.get("load_average_after")
+    if None not in load:
+        lines.append(f"  1-minute load average {load[0]:.1f} before the run, {load[1]:.1f} after "
+                     f"({results.get('cpu_count')} CPUs)")
     for dev, info in results["devices"].items():
         lines.append(
             f"  {dev}: {info['name']}; measured peak {info['peak_gflops']:.1f} GFLOP/s "

@@ -132,7 +132,7 @@ def run_benchmarks(
     results = {
         "torchem": __version__, "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_average_before": _load(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dtype": dtype, "iters": iters, "repeat": repeat, "seed": seed, "quick": quick,
         "libraries": refs, "devices": {dev: measure_peak(dev, tdtype, quick=quick) for dev in used}, "runs": [],
@@ -175,7 +175,16 @@ def run_benchmarks(
         results["runs"] += rows
         del states
     bar.close()
+    results["load_average_after"] = _load()
     return results
+
+
+def _load():
+    """The 1-minute load average (other work on the machine skews the timings), or None."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _time_fits(lib, dev, spec, problem, state, iters) -> None:
