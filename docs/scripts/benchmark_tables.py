@@ -58,12 +58,29 @@ def _rows_bench_script(data: dict, stem: str) -> list[dict]:
     return rows
 
 
+def _memory_table(data: dict) -> list[str]:
+    """``benchmarks/bench_memory.py``: peak resident memory of fits on data read from disk."""
+    out = ["| N | D | K | device | data source | data size | peak RSS | peak RSS / data size | fit (s) "
+           "| EM iterations |", "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in data["results"]:
+        def gb(key):
+            return f"{r[key] / 1e9:.2f} GB" if r.get(key) is not None else ""
+
+        ratio = f"{r['peak_over_data']:.2f}" if r.get("peak_over_data") is not None else ""
+        out.append(f"| {r.get('n', 0):,} | {r.get('d', '')} | {r.get('k', '')} | {r.get('device', '')} "
+                   f"| {r.get('source', '')} | {gb('data_bytes')} | {gb('peak_rss_bytes')} | {ratio} "
+                   f"| {_fmt(r.get('fit_seconds'), '.2f')} | {r.get('n_iter', '')} |")
+    return out
+
+
 def read_results(paths=None) -> tuple[list[tuple[str, dict, list[dict]]], list[str]]:
     files, skipped = [], []
     for path in paths or sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         runs = data.get("runs") if isinstance(data, dict) else None
-        if runs and all("ms_per_iter" in r and "library" in r for r in runs):
+        if isinstance(data, dict) and data.get("benchmark") == "bench_memory" and data.get("results"):
+            files.append((path.name, data, []))
+        elif runs and all("ms_per_iter" in r and "library" in r for r in runs):
             files.append((path.name, data, _rows_torchem_bench(data)))
         elif isinstance(data, dict) and (
             (runs and all("covariance_type" in r for r in runs)) or isinstance(data.get("ms_per_iter"), dict)
@@ -88,6 +105,11 @@ def markdown(files, skipped, images) -> str:
     out = []
     for name, data, rows in files:
         out.append(f"### `{name}`\n")
+        if data.get("benchmark") == "bench_memory":
+            out.append(f"Peak memory of fits whose data stays on disk ({data.get('machine', '?')}, "
+                       f"{data.get('cpu_count', '?')} CPUs): `{data.get('command', '')}`\n")
+            out += _memory_table(data) + [""]
+            continue
         meta = [_machine(data), f"torch {data.get('torch', '?')}"]
         if data.get("dtype"):
             meta.append(data["dtype"])

@@ -53,7 +53,8 @@ def main():
 
     em = GaussianMixture(4, random_state=0).fit(X)
     sgd = GaussianMixture(4, random_state=0)  # not fitted: initialised by init_params, then Adam
-    history = fit_by_gradient(sgd, X, epochs=50, batch_size=200, lr=0.05)
+    shuffle = torch.Generator().manual_seed(0)
+    history = fit_by_gradient(sgd, X, epochs=50, batch_size=200, lr=0.05, generator=shuffle)
     print(f"NLL per epoch: {history[0]:.4f} -> {history[-1]:.4f}")
     print(f"mean log-likelihood, gradient: {float(sgd.score(X)):.4f}, EM: {float(em.score(X)):.4f}")
     # --8<-- [end:from_scratch]
