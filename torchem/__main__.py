@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -96,7 +97,11 @@ def main(argv=None) -> int:
     add_predict_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv[1:] if argv is not None else None
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

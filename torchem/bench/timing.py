@@ -8,7 +8,6 @@ stream (the device is synchronised first, so earlier work does not leak in); on 
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from typing import Callable
 
@@ -54,15 +53,16 @@ def device_name(device: str) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def _median_time(fn: Callable, device: str, repeat: int) -> float:
+def _best_time(fn: Callable, device: str, repeat: int) -> float:
     fn()  # warm-up
-    return statistics.median(timed(fn, device)[0] for _ in range(repeat))
+    return min(timed(fn, device)[0] for _ in range(repeat))
 
 
 def measure_peak(device: str, dtype: torch.dtype, *, quick: bool = False, repeat: int = 5) -> dict:
     """Measured peak of ``device`` in ``dtype``: GFLOP/s of a square matmul (``2 m^3``
-    operations) and GB/s of a tensor copy (each element read once and written once), the
-    median of ``repeat`` runs after a warm-up.
+    operations) and GB/s of a tensor copy (each element read once and written once), from
+    the fastest of ``repeat`` runs after a warm-up: a peak is the best the device does, and
+    other work on a shared machine only ever slows a run down.
 
     Sizes: ``m`` = 8192 and 2^28 elements on CUDA; ``m`` = 2048 and 2^25 elements on the CPU
     (1536 and 2^24 with ``quick``)."""
@@ -88,10 +88,10 @@ def _time_matmul(m: int, device: str, dtype: torch.dtype, repeat: int) -> float:
     a = torch.randn(m, m, device=device, dtype=dtype, generator=gen)
     b = torch.randn(m, m, device=device, dtype=dtype, generator=gen)
     out = torch.empty(m, m, device=device, dtype=dtype)
-    return _median_time(lambda: torch.matmul(a, b, out=out), device, repeat)
+    return _best_time(lambda: torch.matmul(a, b, out=out), device, repeat)
 
 
 def _time_copy(numel: int, device: str, dtype: torch.dtype, repeat: int) -> tuple[float, int]:
     src = torch.ones(numel, device=device, dtype=dtype)
     dst = torch.empty_like(src)
-    return _median_time(lambda: dst.copy_(src), device, repeat), 2 * numel * src.element_size()
+    return _best_time(lambda: dst.copy_(src), device, repeat), 2 * numel * src.element_size()
