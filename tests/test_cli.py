@@ -91,6 +91,19 @@ def test_fit_binomial_counts(tmp_path, capsys):
     assert len(set(labels[:300])) == 1 and len(set(labels[300:])) == 1 and labels[0] != labels[-1]
 
 
+def test_binomial_trials_per_feature(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    counts = np.stack([rng.binomial(3, 0.5, 200), rng.binomial(6, 0.5, 200)], 1).astype(float)
+    path, out = tmp_path / "c.npy", tmp_path / "bm.pt"
+    np.save(path, counts)
+    assert main(["fit", str(path), "--model", "binomial", "--n-trials", "3,6", "-k", "1", "--out", str(out)]) == 0
+    _, model = load_model(str(out))
+    assert list(model.n_trials) == [3, 6]
+    np.testing.assert_allclose(_np(model.probs_)[0], counts.mean(0) / [3, 6], rtol=1e-5)  # closed form for K=1
+    assert main(["fit", str(path), "--model", "binomial", "--n-trials", "3", "-k", "1", "--out", str(out)]) == 1
+    assert "counts above n_trials" in capsys.readouterr().err
+
+
 def _write(tmp_path, name, content):
     path = tmp_path / name
     if isinstance(content, np.ndarray):

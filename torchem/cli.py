@@ -268,6 +268,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _trials(text: str):
+    values = [_positive(v.strip()) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def _non_negative_real(text: str) -> float:
     try:
         value = float(text)
@@ -305,7 +310,8 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
                    help="number of components (clusters)")
     p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"],
                    help="for --model gmm (default full)")
-    p.add_argument("--n-trials", type=_positive, default=1, help="for --model binomial: trials per count (default 1)")
+    p.add_argument("--n-trials", type=_trials, default=1,
+                   help="for --model binomial: trials per count, or one per feature comma-separated (default 1)")
     p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
     p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
     p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")
