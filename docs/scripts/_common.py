@@ -52,14 +52,24 @@ def figure(ncols: int = 1, nrows: int = 1, size: float = 4.0, **kwargs):
     return plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), **kwargs)
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` unless it already holds exactly that (so rebuilding the
+    site does not touch unchanged files, and ``mkdocs serve`` does not rebuild in a loop)."""
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.write_bytes(data)
+    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
+
+
 def save(fig, name: str) -> Path:
     """Save ``fig`` as ``docs/img/<name>.png`` (small PNG) and close it."""
     IMG.mkdir(exist_ok=True)
     path = IMG / f"{name}.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
     plt.close(fig)
-    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
+    _replace(path, buffer.getvalue())
     return path
 
 
@@ -67,8 +77,7 @@ def write(name: str, text: str) -> Path:
     """Write ``text`` as ``docs/generated/<name>`` (included verbatim in the pages)."""
     GENERATED.mkdir(exist_ok=True)
     path = GENERATED / name
-    path.write_text(text.rstrip() + "\n")
-    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
+    _replace(path, (text.rstrip() + "\n").encode())
     return path
 
 

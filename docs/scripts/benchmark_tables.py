@@ -201,9 +201,10 @@ def main(paths=None):
     files, skipped = read_results(paths)
     if not files:
         sys.exit(f"no benchmark results found in {RESULTS}")
-    for old in IMG.glob("bench-*.png"):  # results may have been removed or renamed
-        old.unlink()
     images = {name: chart(name, rows) for name, _, rows in files}
+    for old in IMG.glob("bench-*.png"):  # charts of results that were removed or renamed
+        if old.name not in images.values():
+            old.unlink()
     write("benchmarks.md", markdown(files, skipped, images))
 
 
