@@ -1,6 +1,8 @@
 """torchem.plot: ellipse geometry against the covariance's eigen-decomposition, one ellipse per
 component and sigma, colours from the predicted components, and clear errors."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,11 @@ def test_bad_input(ax):
         covariance_ellipse(np.eye(3))
     with pytest.raises(ValueError, match="positive semi-definite"):
         covariance_ellipse(np.diag([1.0, -1.0]))
+
+
+def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
+    X = _blobs()
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import now fails
+    with pytest.raises(ImportError, match=r"torchem\[plot\]"):
+        plot_mixture(gm, X)

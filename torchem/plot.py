@@ -32,7 +32,7 @@ __all__ = ["covariance_ellipse", "plot_mixture"]
 def _pyplot():
     try:
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
+    except ImportError as exc:
         raise ImportError(
             'torchem.plot needs matplotlib, which is not installed: pip install "torchem[plot]" '
             "(or pip install matplotlib)."
