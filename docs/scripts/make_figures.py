@@ -1,7 +1,7 @@
 """Regenerate every figure (docs/img/*.png) and every printed output (docs/generated/*) of
 the documentation from torchem's own output:
 
-    python docs/scripts/make_figures.py            # all of them (about half a minute on 2 cores)
+    python docs/scripts/make_figures.py            # all of them (under a minute on 2 cores)
     python docs/scripts/make_figures.py bic hard_em  # only these scripts
 """
 
