@@ -34,7 +34,7 @@ from .. import __version__
 from .cases import MODELS, REFERENCES, RUNNERS, installed_references, make_problem
 from .counts import bytes_per_iter, flops_per_iter
 from .report import format_table, plot_results
-from .timing import measure_peak
+from .timing import measure_peak, timed
 
 __all__ = ["build_parser", "main", "run_benchmarks"]
 
@@ -173,7 +173,9 @@ def run_benchmarks(
             rows.append(row)
         _add_ratios(rows, spec.references)
         results["runs"] += rows
-        del states
+        del states, problem
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next size starts with the GPU's memory free
     bar.close()
     results["load_average_after"] = _load()
     return results
@@ -188,8 +190,6 @@ def _load():
 
 
 def _time_fits(lib, dev, spec, problem, state, iters) -> None:
-    from .timing import timed
-
     runner = RUNNERS[lib]
     for max_iter, bucket in ((1, "short"), (1 + iters, "long")):
         seconds, fitted = timed(lambda: runner.fit(spec, state["data"], problem.init, max_iter), dev)
