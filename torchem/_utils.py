@@ -108,11 +108,17 @@ def check_data(
             f"{name} has {d} features, but this model was fitted with {n_features} features; "
             "pass data with the same columns as the training data."
         )
-    if check_finite and not bool(torch.isfinite(X).all()):
+    if check_finite and not all_finite(X):
         raise ValueError(
             f"Input {name} contains NaN or infinity. Remove or impute those values before calling this method."
         )
     return X
+
+
+def all_finite(X: Tensor, block: int = 2**16) -> bool:
+    """Whether every value of ``X [..., N, D]`` is finite, checked ``block`` samples at a time
+    (``torch.isfinite`` on the whole would allocate several times the data's size)."""
+    return all(bool(torch.isfinite(X[..., s : s + block, :]).all()) for s in range(0, max(1, X.shape[-2]), block))
 
 
 def to_output(t: Tensor, kind: InputKind):

@@ -56,7 +56,8 @@ def kmeans_plusplus(
     u = rand(generator, b, n_seeds, 1, device=X.device) * cum[..., -1:]
     first = torch.searchsorted(cum.expand(b, n_seeds, n).contiguous(), u).squeeze(-1).clamp_max_(n - 1)  # [B, R]
     indices = [first]
-    closest = squared_distances(X.unsqueeze(1), gather_rows(X, first.unsqueeze(-1))).squeeze(-1)  # [B, R, N]
+    seeds = gather_rows(X, first.unsqueeze(-1))
+    closest = torch.cat([squared_distances(X[:, None, s : s + 2**16], seeds) for s in range(0, n, 2**16)], -2).squeeze(-1)  # [B, R, N]
     for _ in range(1, n_clusters):
         index, closest = kmeans_plusplus_step(X, closest, generator, trials, sample_weight)
         indices.append(index)

@@ -88,7 +88,8 @@ def kmeans_plusplus_step(
     u = u.to(X.device) * total
     cand = torch.searchsorted(cum, u).clamp_max_(n - 1)  # [B, R, T]
     pts = torch.gather(X.unsqueeze(1).expand(b, r, n, X.shape[-1]), 2, cand.unsqueeze(-1).expand(-1, -1, -1, X.shape[-1]))
-    d2 = squared_distances(X.unsqueeze(1), pts)  # [B, R, N, T]
+    # [B, R, N, T], by blocks of samples: the expansion's temporaries are [block, D]
+    d2 = torch.cat([squared_distances(X[:, None, s : s + 2**16], pts) for s in range(0, n, 2**16)], -2)
     new_closest = torch.minimum(closest.unsqueeze(-1), d2)
     pot = new_closest.double() if sample_weight is None else new_closest.double() * sample_weight.double()[:, None, :, None]
     best = pot.sum(-2).argmin(-1)  # [B, R]
