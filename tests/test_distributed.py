@@ -54,11 +54,13 @@ def _worker(rank, world, init_file, out_dir):
         data = X[half] if name != "bernoulli" else DataLoader(TensorDataset(torch.from_numpy(B[half])), batch_size=40)
         results[name] = _params(make().fit(data))
     # disagreeing ranks: every rank gets the same clear error
-    for case in ("features", "settings", "bad values"):
+    for case in ("features", "dtype", "settings", "bad values"):
         Xr = X[half]
         model = GaussianMixture(3, random_state=0)
         if case == "features" and rank == 1:
             Xr = Xr[:, :2]
+        if case == "dtype" and rank == 1:
+            Xr = Xr.astype(np.float32)
         if case == "settings" and rank == 1:
             model.set_params(covariance_type="diag")
         if case == "bad values" and rank == 1:
@@ -108,6 +110,7 @@ def test_ranks_agree_with_the_single_process_fit(ranks, name):
     "case, match",
     [
         ("features", "n_features: 3 on rank 0 but 2 on rank 1"),
+        ("dtype", "dtype: 'torch.float64' on rank 0 but 'torch.float32' on rank 1"),
         ("settings", "covariance_type: \"'full'\" on rank 0 but \"'diag'\" on rank 1"),
         ("bad values", "rank 1: ValueError: .*NaN"),
     ],

@@ -1,6 +1,8 @@
 """Out-of-core fits: np.memmap and re-iterable (DataLoader) sources give the in-memory result;
 initialisation from a reservoir sample; progress bar and callbacks; bad streamed input."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -164,6 +166,14 @@ def test_verbose_shows_a_progress_bar(capsys):
     captured = capsys.readouterr()
     assert "lower_bound=" in captured.err and "points_per_s=" in captured.err
     assert "EM finished" in captured.out
+
+
+def test_verbose_without_tqdm_prints_lines(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # "from tqdm.auto import tqdm" fails
+    GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1).fit(X_GAUSS)
+    captured = capsys.readouterr()
+    assert "Iteration 1" in captured.out and "EM finished" in captured.out
+    assert captured.err == ""
 
 
 class _OncePerPass:

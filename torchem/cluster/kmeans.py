@@ -484,7 +484,7 @@ class KMeans(EstimatorModule):
             Xs, ws = gather_samples(*sample)
         else:
             Xs, ws = source.X, source.sample_weight
-        n = int(all_reduce_sum([torch.tensor(float(source.n_samples))])[0])
+        n = int(all_reduce_sum([torch.tensor(float(source.n_samples), device=source.device)])[0])
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data.")
         for bi in range(b):

@@ -331,7 +331,7 @@ class BaseMixture(EstimatorModule):
             error = exc
         check_consistent(self._fit_signature(data), error)  # every rank raises, or none
         batched, b, device, dtype = data.batched, data.b, source.device, source.dtype
-        n = int(all_reduce_sum([torch.tensor(float(source.n_samples))])[0])
+        n = int(all_reduce_sum([torch.tensor(float(source.n_samples), device=source.device)])[0])
         if n < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
