@@ -176,6 +176,24 @@ def test_verbose_without_tqdm_prints_lines(monkeypatch, capsys):
     assert captured.err == ""
 
 
+def test_array_likes_that_iterate_are_not_streams():
+    """A pandas DataFrame iterates over its column names: it is an array (``__array__``)."""
+
+    class Frame:
+        def __init__(self, values):
+            self.values = values
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+        def __iter__(self):
+            return iter(["a", "b", "c"])
+
+    ref = GaussianMixture(3, random_state=0).fit(X_GAUSS)
+    np.testing.assert_array_equal(GaussianMixture(3, random_state=0).fit(Frame(X_GAUSS)).means_, ref.means_)
+    np.testing.assert_array_equal(KMeans(3, random_state=0).fit(Frame(X_GAUSS)).labels_, KMeans(3, random_state=0).fit(X_GAUSS).labels_)
+
+
 class _OncePerPass:
     """A re-iterable whose passes are given as lists of batches (to build faulty streams)."""
 

@@ -130,9 +130,10 @@ def _float_tensor(a, name: str) -> Tensor:
 
 def is_iterable_data(X) -> bool:
     """Whether ``X`` is a stream of batches (a DataLoader, a generator, any iterable that is
-    not itself an array: tensors, numpy arrays, lists and tuples are array-likes)."""
-    if isinstance(X, (Tensor, np.ndarray, list, tuple, str, bytes, dict)):
-        return False
+    not itself an array: tensors, numpy arrays, lists, tuples and objects with ``__array__``, such
+    as pandas DataFrames, are array-likes)."""
+    if isinstance(X, (Tensor, np.ndarray, list, tuple, str, bytes, dict)) or hasattr(X, "__array__"):
+        return False  # array-likes (pandas DataFrames too: iterating one yields its column names)
     return hasattr(X, "__iter__")
 
 
