@@ -355,7 +355,8 @@ class KMeans(EstimatorModule):
         max_iter: the most Lloyd iterations.
         tol: stop when the total squared movement of the centres is at most ``tol`` times the
             mean variance of the features (scikit-learn's rule).
-        verbose: 0 silent, 1 a summary line, 2 progress.
+        verbose: 0 silent; 1 a progress bar (tqdm, when installed) and a summary line; 2 also
+            a line every 10 iterations.
         random_state: ``None``, an int, a ``torch.Generator`` or a numpy random state.
         chunk_size: samples per chunk; ``None`` chooses from the available memory.
     """
