@@ -35,6 +35,15 @@ def _models():
     }
 
 
+def _stream_models():
+    return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0)}
+
+
+def _batches(X):
+    rng = np.random.default_rng(7)
+    return [X[rng.permutation(len(X))[:200]] for _ in range(5)]
+
+
 def _params(model):
     if isinstance(model, KMeans):
         return {"centers": np.asarray(model.cluster_centers_), "inertia": np.asarray(model.inertia_)}
@@ -53,6 +62,11 @@ def _worker(rank, world, init_file, out_dir):
     for name, make in _models().items():
         data = X[half] if name != "bernoulli" else DataLoader(TensorDataset(torch.from_numpy(B[half])), batch_size=40)
         results[name] = _params(make().fit(data))
+    # partial_fit: each rank passes its half of every batch
+    for name, model in _stream_models().items():
+        for batch in _batches(X):
+            model.partial_fit(batch[rank * 100 : (rank + 1) * 100])
+        results["partial-" + name] = _params(model)
     # disagreeing ranks: every rank gets the same clear error
     for case in ("features", "dtype", "settings", "bad values"):
         Xr = X[half]
@@ -104,6 +118,17 @@ def test_ranks_agree_with_the_single_process_fit(ranks, name):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])  # identical on every rank
         np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gmm", "kmeans"])
+def test_partial_fit_over_ranks_equals_partial_fit_on_whole_batches(ranks, name):
+    X, _ = _data()
+    model = _stream_models()[name]
+    for batch in _batches(X):
+        model.partial_fit(batch)
+    for key, value in _params(model).items():
+        np.testing.assert_array_equal(ranks[0]["partial-" + name][key], ranks[1]["partial-" + name][key])
+        np.testing.assert_allclose(ranks[0]["partial-" + name][key], value, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -444,6 +444,22 @@ def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Ten
     return xs[:, order].contiguous(), None if ws is None else ws[:, order].contiguous()
 
 
+def check_sample_weight(sample_weight, shape) -> Tensor | None:
+    """``sample_weight`` as a tensor of shape ``[N]`` or ``[B, N]`` for data of ``shape``
+    (``[N, D]`` or ``[B, N, D]``), finite and non-negative; ``None`` stays ``None``."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, Tensor):
+        w = sample_weight.detach()
+    else:
+        w = torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
+    if tuple(w.shape) not in (tuple(shape[-2:-1]), tuple(shape[:-1])):
+        raise ValueError(f"sample_weight should have shape {tuple(shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    return w
+
+
 def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, chunk_size, check):
     """A streamed source for ``X`` when it should be streamed, else ``None``.
 
@@ -484,13 +500,7 @@ def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, c
     big = device.type == "cuda" and host_nbytes(X, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
     if not (isinstance(X, np.memmap) or big):
         return None
-    w = None
-    if sample_weight is not None:
-        w = torch.as_tensor(np.asarray(sample_weight) if not isinstance(sample_weight, Tensor) else sample_weight)
-        if tuple(w.shape) not in (tuple(X.shape[-2:-1]), tuple(X.shape[:-1])):
-            raise ValueError(f"sample_weight should have shape {tuple(X.shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-            raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    w = check_sample_weight(sample_weight, X.shape)
     source = HostStreamSource(X, device=device, dtype=dtype, sample_weight=w, check=check)
     per = bytes_per_sample(source.n_features, source.batch_size, itemsize)
     source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, source.n_samples)

@@ -15,6 +15,8 @@ fit: each rank passes its own shard of the data, and
   equal (up to the order of floating-point sums) to a single-process fit on the
   concatenated data.
 
+``partial_fit`` is data-parallel in the same way: each rank passes its part of every batch.
+
 Use the NCCL backend for CUDA tensors (after ``torch.cuda.set_device(local_rank)``) and gloo
 on CPU. A rank that dies mid-fit leaves the others blocked in a collective until the process
 group's ``timeout`` (``init_process_group(timeout=...)``) expires, when they raise; gloo

@@ -317,7 +317,8 @@ def stepwise_update(
     The E-step uses ``params``; the batch's statistics are taken about the fixed
     ``reference`` parameters (in float64) so they can be averaged with the running ones, and
     normalised by the batch's weight: ``running <- (1 - eta) running + eta batch``. The
-    M-step reads the running statistics.
+    M-step reads the running statistics. Under ``torch.distributed`` the batch statistics are
+    summed over the ranks, whose batches together make the step's batch.
 
     Returns:
         ``(new_params, running, failed [B, R], mean log-likelihood [B, R] of the batch under params)``.
@@ -338,6 +339,10 @@ def stepwise_update(
         lls = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = lls if ll is None else ll + lls
     total = source.total_weight()
+    if is_distributed():  # every rank's batch is part of one global batch
+        keys = sorted(stats)
+        reduced = all_reduce_sum([stats[k] for k in keys] + [ll, total])
+        stats, ll, total = dict(zip(keys, reduced[: len(keys)])), reduced[-2], reduced[-1]
     scale = total.reshape(total.shape + (1,))
     batch = {k: v / scale.reshape(scale.shape + (1,) * (v.ndim - scale.ndim)) for k, v in stats.items()}
     if running is None:

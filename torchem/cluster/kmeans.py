@@ -613,7 +613,9 @@ class KMeans(EstimatorModule):
         call seeds the centres from its batch with ``init`` (so it needs at least
         ``n_clusters`` samples) unless the model is already fitted, in which case the stream
         continues from the fitted centres. ``labels_`` and ``inertia_`` describe the last
-        batch, ``n_iter_`` counts the batches.
+        batch, ``n_iter_`` counts the batches. Under ``torch.distributed`` every rank passes its
+        own part of each batch; the per-centre sums are added over the ranks (and the first
+        batch's parts, gathered, seed the centres), so all ranks keep identical centres.
 
         Args:
             X: ``[n, D]`` (or ``[B, n, D]``) batch.
@@ -625,28 +627,39 @@ class KMeans(EstimatorModule):
         """
         method, _ = self._validate()
         k = int(self.n_clusters)
-        X3, w, kind, batched = self._batch_input(X, sample_weight)
-        b, n, d = X3.shape
-        if self._fitted:
-            if d != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+        sig, error = {}, None
+        try:
+            X3, w, kind, batched = self._batch_input(X, sample_weight)
+            b, n, d = X3.shape
+            if self._fitted and (d != self.n_features_in_ or batched != self._batched or b != self._batch_size):
                 raise ValueError(
                     f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
                     f"features; X has shape {tuple(X3.shape if batched else X3.shape[1:])}. Pass batches of the same layout."
                 )
+            sig = signature(self, d, X3.dtype, b, batched, skip=("verbose", "random_state", "chunk_size"))
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        check_consistent(sig, error)  # every rank raises, or none
+        if self._fitted:
             centers = self.centers.detach()
             centers = (centers if batched else centers.unsqueeze(0)).unsqueeze(1)
             dtype = torch.promote_types(X3.dtype, centers.dtype)
         else:
-            if n < k:
-                raise ValueError(
-                    f"The first batch given to partial_fit seeds the centres and needs at least n_clusters = {k} "
-                    f"samples; got {n}."
-                )
             dtype = torch.promote_types(X3.dtype, self._anchor.dtype)
             device = self._anchor.device if self._anchor.device.type != "cpu" else X3.device
             X3 = X3.to(device=device, dtype=dtype)
+            # seed from the first batch (of every rank, under torch.distributed)
+            Xg, wg = gather_samples(X3, None if w is None else w.to(device=device, dtype=dtype))
+            if Xg.shape[1] < k:
+                raise ValueError(
+                    f"The first batch given to partial_fit seeds the centres and needs at least n_clusters = {k} "
+                    f"samples; got {Xg.shape[1]}."
+                )
             generator = make_generator(self.random_state, device)
-            centers = self._initial_centers(method, X3, None if w is None else w.to(device), 1, generator, b, d, device, dtype)
+            centers = self._initial_centers(method, Xg, wg, 1, generator, b, d, device, dtype)
+            centers = broadcast_params({"centers": centers})["centers"]
         device = centers.device
         X3 = X3.to(device=device, dtype=dtype)
         w = None if w is None else w.to(device=device, dtype=dtype)
@@ -655,11 +668,12 @@ class KMeans(EstimatorModule):
             counts = torch.zeros(b, 1, k, dtype=torch.float64, device=device)
         labels, dist = assign(X3.unsqueeze(1), centers.to(dtype))
         c, s = lloyd_stats(X3.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
+        inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
+        c, s, inertia = all_reduce_sum([c, s, inertia])  # the ranks' parts make one batch
         total = counts + c
         moved = (centers.double() * counts.unsqueeze(-1) + s) / total.clamp_min(1e-300).unsqueeze(-1)
         centers = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(dtype)
         self._counts = total
-        inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
         self._store(centers[:, 0], batched)
         self._labels, self._inertia = labels[:, 0], inertia[:, 0]
         steps = int(self._n_iter.reshape(-1)[0]) + 1 if counts.any() else 1

@@ -29,7 +29,7 @@ from torch import Tensor
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
 from .. import data as data_module
-from ..data import TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..data import TensorSource, auto_chunk_size, check_sample_weight, open_stream, reservoir_sample
 from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from ..em import STEPWISE_SCHEDULE, EMResult, run_em, select_best, step_size, stepwise_update
 from ..exceptions import ConvergenceWarning, NotFittedError
@@ -449,7 +449,9 @@ class BaseMixture(EstimatorModule):
         in which case the stream continues from the fitted parameters. A later ``fit``
         restarts from scratch. ``n_iter_`` counts the batches seen, ``lower_bound_`` is the
         mean log-likelihood of the last batch under the parameters before its update and
-        ``converged_`` stays False. Batches are not reduced over ``torch.distributed`` ranks.
+        ``converged_`` stays False. Under ``torch.distributed`` every rank passes its own part
+        of each batch: the statistics are summed over the ranks (and the first batch's parts,
+        gathered, initialise the model), so all ranks keep identical parameters.
 
         Args:
             X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
@@ -461,25 +463,28 @@ class BaseMixture(EstimatorModule):
         """
         self._validate_hyperparameters()
         state = getattr(self, "_stepwise", None)
-        t, kind = as_float_tensor(X, "X")
-        check_data(t, "X", min_samples=1, allow_batch=True)
-        self._validate_values(t, "X")
-        batched, b = t.ndim == 3, (t.shape[0] if t.ndim == 3 else 1)
-        if self._fitted:
-            if t.shape[-1] != self.n_features_in_ or batched != self._batched or b != self._batch_size:
-                raise ValueError(
-                    f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
-                    f"features; X has shape {tuple(t.shape)}. Pass batches of the same layout."
-                )
-            device, dtype = self._model_device_dtype(t)
-        else:
-            if t.shape[-2] < self.n_components:
-                raise ValueError(
-                    f"The first batch given to partial_fit initialises the model and needs at least n_components = "
-                    f"{self.n_components} samples; got {t.shape[-2]}."
-                )
-            device, dtype = self._fit_device_dtype(t)
-        source = self._source(t, device, dtype, 1, sample_weight)
+        data, error = None, None
+        try:
+            t, kind = as_float_tensor(X, "X")
+            check_data(t, "X", min_samples=1, allow_batch=True)
+            self._validate_values(t, "X")
+            batched, b = t.ndim == 3, (t.shape[0] if t.ndim == 3 else 1)
+            if self._fitted:
+                if t.shape[-1] != self.n_features_in_ or batched != self._batched or b != self._batch_size:
+                    raise ValueError(
+                        f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
+                        f"features; X has shape {tuple(t.shape)}. Pass batches of the same layout."
+                    )
+                device, dtype = self._model_device_dtype(t)
+            else:
+                device, dtype = self._fit_device_dtype(t)
+            source = self._source(t, device, dtype, 1, check_sample_weight(sample_weight, t.shape))
+            data = _FitData(source, kind, batched, b, False)
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        check_consistent(self._fit_signature(data), error)  # every rank raises, or none
         if state is None:
             if self._fitted:
                 params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
@@ -487,9 +492,17 @@ class BaseMixture(EstimatorModule):
                     params = {k: v.unsqueeze(0) for k, v in params.items()}
                 params = {k: v.unsqueeze(1) for k, v in params.items()}
             else:
-                self._check_initial_parameters(source)
+                # initialise from the first batch (of every rank, under torch.distributed)
+                sx, sw = gather_samples(source.X, source.sample_weight)
+                if sx.shape[1] < self.n_components:
+                    raise ValueError(
+                        f"The first batch given to partial_fit initialises the model and needs at least n_components = "
+                        f"{self.n_components} samples; got {sx.shape[1]}."
+                    )
+                init_source = self._source(sx, device, dtype, 1, sw) if is_distributed() else source
+                self._check_initial_parameters(init_source)
                 generator = make_generator(self.random_state, device)
-                params = self._initial_params(source, 1, generator)
+                params = broadcast_params(self._initial_params(init_source, 1, generator))
             state = {"t": 0, "running": None, "reference": {k: v.double() for k, v in params.items()}, "params": params}
         state["t"] += 1
         eta = step_size(state["t"], self.stepwise_schedule)
@@ -501,8 +514,7 @@ class BaseMixture(EstimatorModule):
             raise ValueError(self._failure_message())
         state["running"], state["params"] = running, {k: v.to(dtype) for k, v in new.items()}
         steps = torch.full(ll.shape, state["t"], dtype=torch.int64, device=ll.device)
-        self._record(EMResult(state["params"], ll, steps, torch.zeros_like(steps, dtype=torch.bool), [ll]),
-                     _FitData(source, kind, batched, b, False), device, dtype)
+        self._record(EMResult(state["params"], ll, steps, torch.zeros_like(steps, dtype=torch.bool), [ll]), data, device, dtype)
         self._stepwise = state
         return self
 
