@@ -77,6 +77,15 @@ def test_streamed_fit_equals_in_memory_fit(name, kind, tmp_path):
     assert isinstance(getattr(ours, attr), np.ndarray if kind == "memmap" else torch.Tensor)
 
 
+def test_uint8_memmap_fits_like_the_float64_array(tmp_path):
+    """Binary data stored compactly: converted chunk by chunk, to the dtype in-memory uint8
+    input gets (float64)."""
+    ref = BernoulliMixture(3, random_state=0, chunk_size=128).fit(X_BIN)
+    ours = BernoulliMixture(3, random_state=0, chunk_size=128).fit(_memmap(tmp_path, X_BIN.astype(np.uint8)))
+    assert ours.probs_.dtype == np.float64
+    np.testing.assert_allclose(ours.probs_, ref.probs_, rtol=1e-12)
+
+
 def test_weighted_dataloader_and_memmap_match_weighted_kmeans(tmp_path):
     w = rng0.uniform(0.1, 3.0, len(X_GAUSS))
     ref = KMeans(3, random_state=0, chunk_size=100).fit(X_GAUSS, sample_weight=w)

@@ -494,8 +494,12 @@ def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, c
     )
     if not host or X.ndim not in (2, 3) or 0 in X.shape:
         return None  # the in-memory path checks (and explains) the layout
-    dt = X.dtype if isinstance(X, Tensor) else torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
-    device, dtype = resolve(torch.empty(0, 0, dtype=dt if dt.is_floating_point else torch.float64))
+    # the dtype in-memory input would take (see torchem._utils.as_float_tensor)
+    if isinstance(X, Tensor):
+        dt = X.dtype if X.is_floating_point() else torch.get_default_dtype()
+    else:
+        dt = torch.float32 if X.dtype == np.float32 else torch.float64
+    device, dtype = resolve(torch.empty(0, 0, dtype=dt))
     itemsize = torch.finfo(dtype).bits // 8
     big = device.type == "cuda" and host_nbytes(X, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
     if not (isinstance(X, np.memmap) or big):
