@@ -310,14 +310,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         given = getattr(args, "argv", None)
         results["command"] = shlex.join(sys.argv) if given is None else "torchem bench " + shlex.join(given)
         table = format_table(results)
-    print(table, flush=True)
+    written = []  # files first: they survive an output pipe that closes early
     if args.json and not args.from_json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
-        print(f"results written to {args.json}")
+        written.append(f"results written to {args.json}")
     if args.plot:
         plot_results(results, args.plot)
-        print(f"plot written to {args.plot}")
+        written.append(f"plot written to {args.plot}")
+    print("\n".join([table, *written]), flush=True)
     return 0
 
 
