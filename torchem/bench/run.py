@@ -57,6 +57,9 @@ def _progress(total: int, enabled: bool):
             def close(self):
                 pass
 
+            def set_postfix_str(self, text):
+                pass
+
         return _Silent()
     return tqdm(total=total, desc="torchem bench", unit="fit", leave=False, disable=None)
 
@@ -139,6 +142,7 @@ def run_benchmarks(
     }
     bar = _progress(sum(len(impls) * (repeat + 1) for _, _, impls in jobs), progress)
     for spec, (nn, dd, kk), impls in jobs:
+        bar.set_postfix_str(f"{spec.name} N={nn:,} D={dd} K={kk}")
         problem = make_problem(spec, nn, dd, kk, ndtype, seed)
         states = {}
         for lib, dev in impls:  # data on the device, and a warm-up fit
@@ -158,8 +162,8 @@ def run_benchmarks(
                         _time_fits(lib, dev, spec, problem, state, iters)
                     except Exception as exc:
                         state["error"] = f"{type(exc).__name__}: {exc}"
-                    if lib != "torchem":
-                        time.sleep(_PAUSE_S)
+                    if lib != "torchem":  # idle threads; a tiny fit needs only a short pause
+                        time.sleep(min(_PAUSE_S, 10 * state["long"][-1] if state["long"] else _PAUSE_S))
                 bar.update(1)
         rows = []
         for (lib, dev), state in states.items():
