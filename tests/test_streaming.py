@@ -121,6 +121,20 @@ def test_large_stream_is_initialised_from_a_sample(monkeypatch):
     assert km.inertia_ == pytest.approx(KMeans(3, random_state=0).fit(X).inertia_, rel=1e-4)  # same optimum
 
 
+@pytest.mark.parametrize("name", ["gmm-full-kmeans", "gmm-diag-random", "kmeans", "bernoulli"])
+def test_large_in_memory_data_is_initialised_from_the_same_sample(name, tmp_path, monkeypatch):
+    """In-memory data larger than INIT_SAMPLE_SIZE is initialised from the same uniform
+    sample as streamed data, so the in-memory, memmap and DataLoader fits are identical."""
+    make, X, attr = MODELS[name]
+    X = np.concatenate([X] * 5)  # 3000 samples
+    monkeypatch.setattr(torchem.data, "INIT_SAMPLE_SIZE", 400)
+    ref = make().fit(X)
+    for data in (_memmap(tmp_path, X), _loader(X, 100)):
+        ours = make().fit(data)
+        assert ours.n_iter_ == ref.n_iter_
+        np.testing.assert_allclose(_value(ours, attr), _value(ref, attr), rtol=1e-10, atol=1e-12)
+
+
 def test_reservoir_sample_is_uniform_and_keeps_order():
     X = torch.arange(200, dtype=torch.float64).reshape(1, 200, 1)
     source = TensorSource(X, device=torch.device("cpu"), dtype=torch.float64)

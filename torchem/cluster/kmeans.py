@@ -447,9 +447,9 @@ class KMeans(EstimatorModule):
                 CUDA, a host array larger than half the free device memory) is streamed chunk
                 by chunk, and a re-iterable of ``[n, D]`` batches (``X`` or
                 ``(X, sample_weight)``, e.g. a ``DataLoader``) is read once per iteration, with
-                a plain chunked Lloyd pass; streamed data is seeded from a uniform sample of
-                :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them when there are
-                fewer). Under ``torch.distributed`` each rank passes its own shard.
+                a plain chunked Lloyd pass. ``"k-means++"`` and ``"random"`` seed from a
+                uniform sample of :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them
+                when there are fewer), for in-memory and streamed data alike. Under ``torch.distributed`` each rank passes its own shard.
             y: ignored.
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
@@ -473,7 +473,7 @@ class KMeans(EstimatorModule):
             device, dtype, d = source.device, source.dtype, source.n_features
             generator = make_generator(self.random_state, device)
             streamed = not isinstance(source, TensorSource)
-            if streamed or is_distributed():
+            if streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE:
                 sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
         except (ValueError, TypeError) as exc:
             if not is_distributed():

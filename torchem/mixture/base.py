@@ -243,10 +243,11 @@ class BaseMixture(EstimatorModule):
                 or a tensor on any device; an ``np.memmap`` (or, for a model on CUDA, a host
                 array larger than half the free device memory) is streamed chunk by chunk;
                 or a re-iterable of ``[n, D]`` batches (``X`` or ``(X, sample_weight)``), e.g.
-                a ``torch.utils.data.DataLoader``, read once per iteration. Streamed data is
-                initialised from a uniform sample of :data:`torchem.data.INIT_SAMPLE_SIZE`
-                samples (all of them when there are fewer), so a fit on data that small equals
-                the in-memory fit. Under ``torch.distributed`` each rank passes its own shard
+                a ``torch.utils.data.DataLoader``, read once per iteration. The
+                initialisation (``init_params``) runs on a uniform sample of
+                :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them when there are
+                fewer), for in-memory and streamed data alike, so a streamed fit equals the
+                in-memory fit and large data is not scanned by k-means++. Under ``torch.distributed`` each rank passes its own shard
                 (see :mod:`torchem.distributed`).
             y: ignored (scikit-learn compatibility).
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
@@ -318,8 +319,9 @@ class BaseMixture(EstimatorModule):
             data = self._open_data(X, sample_weight, do_init)
             source = data.source
             generator = make_generator(self.random_state, source.device)
-            if do_init and (data.streamed or is_distributed()):
-                # initialise from a uniform sample (the whole data when it is small)
+            if do_init and (data.streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE):
+                # initialise from a uniform sample (the whole data when it is small): streamed,
+                # sharded and large in-memory data alike, so they give the same fit
                 size = -(-data_module.INIT_SAMPLE_SIZE // world_size())
                 sample = reservoir_sample(source, size, generator)
             elif data.streamed:
