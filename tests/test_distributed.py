@@ -85,6 +85,22 @@ def _worker(rank, world, init_file, out_dir):
             results[case] = "no error"
         except ValueError as exc:
             results[case] = str(exc)
+    # a callback that stops the fit on one rank stops it on every rank
+    def stop_on_rank0(it, lb, model):
+        return rank == 0 and it == 3
+
+    stopped = GaussianMixture(3, random_state=0, tol=0.0, max_iter=50).fit(X[half], callback=stop_on_rank0)
+    results["callback-stop"] = {"n_iter": stopped.n_iter_, **_params(stopped)}
+    # ranks in different states (one continues its fit, one starts afresh) are refused
+    model = GaussianMixture(3, random_state=0, warm_start=True)
+    if rank == 0:
+        with no_process_group():
+            model.fit(X[half])
+    try:
+        model.fit(X[half])
+        results["state"] = "no error"
+    except ValueError as exc:
+        results["state"] = str(exc)
     # a rank that fails mid-fit: the other must fail too (not hang)
     start = time.perf_counter()
 
@@ -102,6 +118,17 @@ def _worker(rank, world, init_file, out_dir):
     # leave at once: after the deliberate failure the process group is broken, and its
     # destructor may abort the process
     os._exit(0)
+
+
+class no_process_group:
+    """Make torchem see no process group for a while (a fit local to one rank)."""
+
+    def __enter__(self):
+        self._saved = dist.is_initialized
+        dist.is_initialized = lambda: False
+
+    def __exit__(self, *exc):
+        dist.is_initialized = self._saved
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +171,17 @@ def test_disagreeing_ranks_raise_the_same_error(ranks, case, match):
     assert ranks[0][case] == ranks[1][case]
     assert ranks[0][case] != "no error"
     assert re.search(match, ranks[0][case]), ranks[0][case]
+
+
+def test_a_callback_stopping_one_rank_stops_all(ranks):
+    assert ranks[0]["callback-stop"]["n_iter"] == ranks[1]["callback-stop"]["n_iter"] == 3
+    for key in ("means", "cov", "weights"):
+        np.testing.assert_array_equal(ranks[0]["callback-stop"][key], ranks[1]["callback-stop"][key])
+
+
+def test_ranks_in_different_fitted_states_raise_the_same_error(ranks):
+    assert ranks[0]["state"] == ranks[1]["state"]
+    assert "continues_fit: False on rank 0 but True on rank 1" in ranks[0]["state"] or "continues_fit: True on rank 0 but False on rank 1" in ranks[0]["state"]
 
 
 def test_a_rank_failing_mid_fit_fails_the_others(ranks):

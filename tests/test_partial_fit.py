@@ -114,3 +114,50 @@ def test_partial_fit_continues_a_fit_and_checks_layout():
     assert km.n_iter_ == 1 and isinstance(km.cluster_centers_, torch.Tensor)
     with pytest.raises(ValueError, match="same layout"):
         km.partial_fit(X[:, :2])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical", "tied"])
+def test_a_small_batch_barely_moves_a_model_fitted_on_much_data(covariance_type):
+    """partial_fit after fit continues the fit: its statistics start the running average,
+    weighted as N_fit / n batches, so two samples cannot undo a fit on 20,000."""
+    rng = np.random.default_rng(7)
+    X = _gauss(rng, 20_000)
+    g = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    before, cov_before, score = g.means_.copy(), g.covariances_.copy(), g.score(X)
+    g.partial_fit(X[:2])
+    assert g.n_iter_ == 1
+    assert np.abs(g.means_ - before).max() < 0.01
+    np.testing.assert_allclose(g.covariances_, cov_before, rtol=0.03, atol=0.01)
+    assert g.score(X) > score - 1e-3
+    # the running statistics implied by a model give it back through the M-step
+    p = {k: v.double()[None, None] for k, v in g._constrained().items()}
+    new, failed = g._family().m_step(g._implied_statistics(p), p)
+    for key in p:
+        torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
+    b = BinomialMixture(2, n_trials=4, random_state=0).fit(rng.binomial(4, [[0.2, 0.7]], size=(5000, 2)).astype(float))
+    p = {k: v.double()[None, None] for k, v in b._constrained().items()}
+    new, _ = b._family().m_step(b._implied_statistics(p), p)
+    for key in p:
+        torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
+
+
+def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():
+    """As MiniBatchKMeans after fit: a centre that received c samples in the fit moves by
+    (x - centre) / (c + 1) for one new sample x."""
+    rng = np.random.default_rng(8)
+    X = _gauss(rng, 3000)
+    km = KMeans(3, random_state=0).fit(X)
+    centres = km.cluster_centers_.copy()
+    sizes = np.bincount(km.labels_, minlength=3)
+    x = X[:1] + 1.0
+    j = int(km.predict(x)[0])
+    km.partial_fit(x)
+    expected = centres.copy()
+    expected[j] += (x[0] - centres[j]) / (sizes[j] + 1)
+    np.testing.assert_allclose(km.cluster_centers_, expected, rtol=1e-10, atol=1e-12)
+    # and the sizes survive a state-dict round trip
+    fresh = KMeans(3)
+    fresh.load_state_dict(km.state_dict())
+    fresh.partial_fit(x)
+    km.partial_fit(x)
+    np.testing.assert_allclose(fresh.cluster_centers_, km.cluster_centers_, rtol=1e-12)

@@ -286,3 +286,52 @@ def test_host_data_streams_to_the_gpu(tmp_path):
     got = torch.cat([X for _, X, _ in source.chunks()], 1)
     assert got.device.type == "cuda"
     np.testing.assert_array_equal(got[0].cpu().numpy(), mm)
+
+
+class _NumpyBatches:
+    """A re-iterable of numpy batches (each pass starts afresh)."""
+
+    def __init__(self, X, size):
+        self.X, self.size = X, size
+
+    def __iter__(self):
+        return (self.X[s : s + self.size] for s in range(0, len(self.X), self.size))
+
+
+def test_inference_methods_read_streams_and_memmaps_in_blocks(tmp_path, monkeypatch):
+    X = X_GAUSS
+    mm = _memmap(tmp_path, X)
+    monkeypatch.setattr(torchem.data, "INFERENCE_BLOCK", 128)  # several blocks of the memmap
+    g = GaussianMixture(3, random_state=0).fit(X)
+    for data in (mm, _NumpyBatches(X, 97)):
+        np.testing.assert_array_equal(g.predict(data), g.predict(X))
+    np.testing.assert_allclose(g.predict_proba(_NumpyBatches(X, 97)), g.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(g.score_samples(mm), g.score_samples(X), rtol=1e-12)
+    assert isinstance(g.score(mm), float) and g.score(mm) == pytest.approx(g.score(X), rel=1e-12)
+    assert g.bic(_NumpyBatches(X, 97)) == pytest.approx(g.bic(X), rel=1e-12)
+    assert g.aic(mm) == pytest.approx(g.aic(X), rel=1e-12)
+    np.testing.assert_array_equal(g.predict((X[s : s + 50] for s in range(0, 600, 50))), g.predict(X))  # one pass suffices
+    loader = _loader(X, 64)
+    labels = GaussianMixture(3, random_state=0).fit_predict(loader)
+    assert isinstance(labels, torch.Tensor)
+    np.testing.assert_array_equal(labels.numpy(), g.predict(X))
+    km = KMeans(3, random_state=0).fit(X)
+    np.testing.assert_array_equal(km.predict(mm), km.predict(X))
+    np.testing.assert_allclose(km.transform(_NumpyBatches(X, 97)), km.transform(X), rtol=1e-10)
+    w = np.linspace(0.5, 2.0, 600)
+    assert float(km.score(_loader(X, 64, w))) == pytest.approx(km.score(X, sample_weight=w), rel=1e-12)
+    np.testing.assert_allclose(km.fit_transform(loader).numpy(), KMeans(3, random_state=0).fit_transform(X), rtol=1e-10)
+    with pytest.raises(ValueError, match="no samples"):
+        g.predict(iter([]))
+
+
+def test_numpy_batches_give_numpy_attributes_and_labels_are_not_weights():
+    g = GaussianMixture(3, random_state=0).fit(_NumpyBatches(X_GAUSS, 100))
+    assert isinstance(g.means_, np.ndarray)
+    np.testing.assert_allclose(g.means_, GaussianMixture(3, random_state=0).fit(X_GAUSS).means_, rtol=1e-10)
+    y = torch.from_numpy(np.arange(600) % 3)
+    with pytest.raises(ValueError, match="labels, as in TensorDataset"):
+        GaussianMixture(3).fit(DataLoader(TensorDataset(torch.from_numpy(X_GAUSS), y), batch_size=100))
+    with pytest.raises(TypeError, match="partial_fit") as err:
+        GaussianMixture(3).fit(b for b in _NumpyBatches(X_GAUSS, 100))
+    assert "list of batches" not in str(err.value)

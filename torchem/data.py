@@ -24,6 +24,9 @@ __all__ = [
     "auto_chunk_size",
     "is_iterable_data",
     "reservoir_sample",
+    "inference_blocks",
+    "concat_blocks",
+    "split_batch",
 ]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
@@ -140,6 +143,54 @@ def is_iterable_data(X) -> bool:
 def host_nbytes(X, itemsize: int) -> int:
     """Bytes ``X`` takes in a dtype of ``itemsize`` bytes."""
     return int(np.prod(X.shape)) * itemsize
+
+
+def split_batch(batch, name: str = "X"):
+    """``(X, sample_weight or None)`` of one batch of a stream: ``X``, ``(X,)`` or
+    ``(X, sample_weight)``, as given (numpy or tensors). Integer or boolean second items are
+    refused: they are labels (``TensorDataset(X, y)``), not weights."""
+    if not isinstance(batch, (tuple, list)):
+        return batch, None
+    if len(batch) not in (1, 2):
+        raise ValueError(
+            f"Each batch of {name} must be X or (X,) or (X, sample_weight); got a sequence of {len(batch)} items."
+        )
+    X, w = batch[0], (batch[1] if len(batch) == 2 else None)
+    kind = getattr(w, "dtype", None)
+    if w is not None and kind is not None and not (
+        torch.is_floating_point(w) if isinstance(w, Tensor) else np.issubdtype(kind, np.floating)
+    ):
+        raise ValueError(
+            f"The second item of each batch of {name} is read as sample weights, but it holds {kind} values "
+            "(labels, as in TensorDataset(X, y)?). Yield X alone (e.g. TensorDataset(X)), or float sample weights."
+        )
+    return X, w
+
+
+#: Rows per block when inference methods read an ``np.memmap``.
+INFERENCE_BLOCK = 65536
+
+
+def inference_blocks(X, name: str = "X"):
+    """The blocks ``(X_block, sample_weight or None)`` an inference method (``predict``,
+    ``score``, ...) reads one at a time: the batches of a stream (any iterable, a one-shot
+    generator too: inference reads it once), or row blocks of a 2-D ``np.memmap`` (so it is
+    never copied whole); ``None`` for in-memory data."""
+    if is_iterable_data(X):
+        return (split_batch(batch, name) for batch in X)
+    if isinstance(X, np.memmap) and X.ndim == 2:
+        # np.asarray: a plain view of each block (a slice of a memmap is a memmap again)
+        return ((np.asarray(X[s : s + INFERENCE_BLOCK]), None) for s in range(0, X.shape[0], INFERENCE_BLOCK))
+    return None
+
+
+def concat_blocks(outs: list, axis_from_end: int, name: str = "X"):
+    """Join per-block outputs along their sample axis (``axis_from_end`` from the end)."""
+    if not outs:
+        raise ValueError(f"{name} yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
+    if isinstance(outs[0], np.ndarray):
+        return np.concatenate(outs, axis=outs[0].ndim - axis_from_end)
+    return torch.cat(outs, dim=-axis_from_end)
 
 
 class _StreamBase:
@@ -270,11 +321,12 @@ class IterableSource(_StreamBase):
         if first_pass is iterable:
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
-                "iteration, so it needs a re-iterable (a DataLoader, a list of batches, an object whose "
-                "__iter__ starts a new pass). For an unbounded stream, call partial_fit on each batch instead."
+                "iteration, so it needs a re-iterable (a DataLoader, or an object whose __iter__ starts "
+                "a new pass). For an unbounded stream, call partial_fit on each batch instead."
             )
         self.iterable = iterable
         self.name = name
+        self.host_is_numpy = None  # numpy batches give numpy fitted attributes
         self.X = None
         self.sample_weight = None
         self._n = None
@@ -293,14 +345,9 @@ class IterableSource(_StreamBase):
         self.chunk_size = 65536
 
     def _split(self, batch) -> tuple[Tensor, Tensor | None]:
-        w = None
-        if isinstance(batch, (tuple, list)):
-            if len(batch) not in (1, 2):
-                raise ValueError(
-                    f"Each batch of {self.name} must be X or (X,) or (X, sample_weight); got a sequence of "
-                    f"{len(batch)} items."
-                )
-            batch, w = batch[0], (batch[1] if len(batch) == 2 else None)
+        batch, w = split_batch(batch, self.name)
+        if self.host_is_numpy is None:
+            self.host_is_numpy = isinstance(batch, np.ndarray)
         X = _float_tensor(batch, self.name)
         if X.ndim != 2:
             raise ValueError(
@@ -488,7 +535,7 @@ def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, c
         device, source.dtype = resolve(torch.empty(0, 0, dtype=source.host_dtype, device=anchor_device))
         per = bytes_per_sample(source.n_features, 1, torch.finfo(source.dtype).bits // 8)
         source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, 2**62)
-        return source, False, False, 1
+        return source, bool(source.host_is_numpy), False, 1
     host = isinstance(X, np.memmap) or (
         isinstance(X, (np.ndarray, Tensor)) and anchor_device.type == "cuda" and getattr(X, "device", None) != anchor_device
     )

@@ -25,6 +25,9 @@ usually notices a closed connection sooner.
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,8 +75,17 @@ def signature(model, n_features: int, dtype, batch: int, batched: bool, skip=())
     """What every rank of a distributed fit must agree on: the data's layout and dtype and the
     model's hyper-parameters (but for those in ``skip``, such as ``verbose``)."""
     sig = {"model": type(model).__name__, "n_features": int(n_features), "dtype": str(dtype), "batch": int(batch), "batched": bool(batched)}
-    sig.update({k: repr(v) for k, v in model.get_params().items() if k not in skip})
+    sig.update({k: _describe(v) for k, v in model.get_params().items() if k not in skip})
     return sig
+
+
+def _describe(value) -> str:
+    """A comparable description of a hyper-parameter: arrays by shape, dtype and a digest of
+    their contents (``repr`` abbreviates large arrays, so differing ones could look equal)."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        a = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+        return f"array(shape={a.shape}, dtype={a.dtype}, sha1={hashlib.sha1(a.tobytes()).hexdigest()})"
+    return repr(value)
 
 
 def check_consistent(signature: dict, error: BaseException | None) -> None:

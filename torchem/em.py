@@ -247,7 +247,10 @@ def run_em(
                     f"  Iteration {it}\t time lapse {elapsed:.5f}s\t ll change {moving:.5g}\t "
                     f"active {int(active.sum())}/{active.numel()}"
                 )
-        if callback is not None and callback(it, lower_bound, params):
+        stop = callback is not None and bool(callback(it, lower_bound, params))
+        if is_distributed():  # a stop on any rank stops every rank (none is left in a collective)
+            stop = bool(all_reduce_sum([torch.tensor(float(stop), dtype=torch.float64, device=device)])[0] > 0)
+        if stop:
             break
         if not bool(active.any()):
             break

@@ -9,7 +9,7 @@ from .._estimator import EstimatorModule
 from ..exceptions import NotFittedError
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .. import data as data_module
-from ..data import TensorSource, auto_chunk_size, open_stream, reservoir_sample
+from ..data import TensorSource, auto_chunk_size, concat_blocks, inference_blocks, open_stream, reservoir_sample
 from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from ..em import run_em
 from ..functional._buffers import buffer
@@ -516,7 +516,7 @@ class KMeans(EstimatorModule):
         result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True,
                         verbose=int(self.verbose), callback=None if callback is None else report)
         final = result.params["centers"]  # [B, R, K, D]
-        labels, inertia = self._assign_all(source, final)  # [B, R, N], [B, R]
+        labels, inertia, counts = self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
         best = inertia.argmin(-1)  # [B]
         pick = lambda t: t[torch.arange(b, device=t.device), best]  # noqa: E731
         self._store(pick(final), batched)
@@ -528,7 +528,9 @@ class KMeans(EstimatorModule):
         self.n_features_in_ = d
         self._anchor = self._anchor.to(device=device, dtype=dtype)
         self._fitted = True
-        self._counts = None  # partial_fit restarts its per-centre counts after a fit
+        # partial_fit continues the fit: each centre has already received its cluster's weight
+        self._counts = pick(counts).unsqueeze(1)  # [B, 1, K]
+        self._partial_batches = 0  # n_iter_ of partial_fit counts its batches
         return self
 
     def _open(self, X, sample_weight, n_init: int):
@@ -593,14 +595,20 @@ class KMeans(EstimatorModule):
             idx = idx.reshape(b, n_init, k)
         return gather_rows(Xs, idx)
 
-    def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor]:
+    def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(labels [B, R, N], inertia [B, R], counts [B, R, K])``: the final assignment, its
+        inertia and the (weighted) number of samples of each cluster, over all ranks."""
         labels, inertia = [], None
+        counts = torch.zeros(*centers.shape[:-1], dtype=torch.float64, device=centers.device)
         for _, X, w in source.chunks():
             lab, dist = assign(X.unsqueeze(1), centers)
             labels.append(lab)
-            part = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
+            wt = torch.ones_like(dist, dtype=torch.float64) if w is None else w.double().unsqueeze(1).expand_as(dist)
+            counts.scatter_add_(-1, lab, wt)
+            part = (dist.double() * wt).sum(-1)
             inertia = part if inertia is None else inertia + part
-        return torch.cat(labels, -1), all_reduce_sum([inertia])[0]
+        inertia, counts = all_reduce_sum([inertia, counts])
+        return torch.cat(labels, -1), inertia, counts
 
     @torch.no_grad()
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -612,7 +620,8 @@ class KMeans(EstimatorModule):
         ``MiniBatchKMeans`` rule, without its random reassignment of small clusters). The first
         call seeds the centres from its batch with ``init`` (so it needs at least
         ``n_clusters`` samples) unless the model is already fitted, in which case the stream
-        continues from the fitted centres. ``labels_`` and ``inertia_`` describe the last
+        continues from the fitted centres, each counted as having received its cluster's
+        (weighted) size in the fit (as ``MiniBatchKMeans.partial_fit`` after ``fit``). ``labels_`` and ``inertia_`` describe the last
         batch, ``n_iter_`` counts the batches. Under ``torch.distributed`` every rank passes its
         own part of each batch; the per-centre sums are added over the ranks (and the first
         batch's parts, gathered, seed the centres), so all ranks keep identical centres.
@@ -637,6 +646,7 @@ class KMeans(EstimatorModule):
                     f"features; X has shape {tuple(X3.shape if batched else X3.shape[1:])}. Pass batches of the same layout."
                 )
             sig = signature(self, d, X3.dtype, b, batched, skip=("verbose", "random_state", "chunk_size"))
+            sig.update(fitted=bool(self._fitted), stream_batches=getattr(self, "_partial_batches", 0))
         except (ValueError, TypeError) as exc:
             if not is_distributed():
                 raise
@@ -666,6 +676,7 @@ class KMeans(EstimatorModule):
         counts = getattr(self, "_counts", None)
         if counts is None:
             counts = torch.zeros(b, 1, k, dtype=torch.float64, device=device)
+        counts = counts.to(device)
         labels, dist = assign(X3.unsqueeze(1), centers.to(dtype))
         c, s = lloyd_stats(X3.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
         inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
@@ -676,8 +687,8 @@ class KMeans(EstimatorModule):
         self._counts = total
         self._store(centers[:, 0], batched)
         self._labels, self._inertia = labels[:, 0], inertia[:, 0]
-        steps = int(self._n_iter.reshape(-1)[0]) + 1 if counts.any() else 1
-        self._n_iter = torch.full((b,), steps, dtype=torch.int64)
+        self._partial_batches = getattr(self, "_partial_batches", 0) + 1
+        self._n_iter = torch.full((b,), self._partial_batches, dtype=torch.int64)
         self._batched, self._batch_size, self._output_numpy = batched, b, kind.is_numpy
         self.n_features_in_ = d
         self._anchor = self._anchor.to(device=device, dtype=dtype)
@@ -778,13 +789,21 @@ class KMeans(EstimatorModule):
 
     @torch.no_grad()
     def predict(self, X):
-        """Index of the closest centre for each sample: ``[N]`` (``[B, N]``) int64."""
+        """Index of the closest centre for each sample: ``[N]`` (``[B, N]``) int64. ``X`` may
+        also be an ``np.memmap`` (read in blocks) or an iterable of batches (a DataLoader, a
+        generator), here and in ``transform`` and ``score``."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            return concat_blocks([self.predict(xb) for xb, _ in blocks], 1)
         t, kind = self._input(X)
         return to_output(self._chunked(t, lambda x, c: assign(x, c)[0]), kind)
 
     @torch.no_grad()
     def transform(self, X):
         """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``)."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            return concat_blocks([self.transform(xb) for xb, _ in blocks], 2)
         t, kind = self._input(X)
         return to_output(self._chunked(t, self._dist, dim=-2), kind)
 
@@ -793,7 +812,16 @@ class KMeans(EstimatorModule):
 
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):
-        """Opposite of the (weighted) inertia of ``X`` under the fitted centres."""
+        """Opposite of the (weighted) inertia of ``X`` under the fitted centres (streams: the
+        weights of ``(X, sample_weight)`` batches count)."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            if sample_weight is not None:
+                raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+            parts = [self.score(xb, sample_weight=wb) for xb, wb in blocks]
+            if not parts:
+                raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
+            return sum(parts[1:], parts[0])
         t, kind = self._input(X)
         w = self._weights(sample_weight, t)
         d = self._chunked(t, lambda x, c: assign(x, c)[1]).double()
@@ -813,7 +841,7 @@ class KMeans(EstimatorModule):
         if self._fitted:
             state.update(batched=self._batched, batch_size=self._batch_size, output_numpy=self._output_numpy,
                          n_features_in=self.n_features_in_, labels=self._labels, inertia=self._inertia,
-                         n_iter=self._n_iter, n_clusters=self.n_clusters)
+                         n_iter=self._n_iter, n_clusters=self.n_clusters, counts=self._counts)
         return state
 
     def set_extra_state(self, state: dict) -> None:
@@ -824,3 +852,5 @@ class KMeans(EstimatorModule):
             self._batched, self._batch_size = state["batched"], state["batch_size"]
             self._output_numpy, self.n_features_in_ = state["output_numpy"], state["n_features_in"]
             self._labels, self._inertia, self._n_iter = state["labels"], state["inertia"], state["n_iter"]
+            self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes
+            self._partial_batches = 0

@@ -29,7 +29,7 @@ from torch import Tensor
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
 from .. import data as data_module
-from ..data import TensorSource, auto_chunk_size, check_sample_weight, open_stream, reservoir_sample
+from ..data import TensorSource, auto_chunk_size, check_sample_weight, concat_blocks, inference_blocks, open_stream, reservoir_sample
 from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from ..em import STEPWISE_SCHEDULE, EMResult, run_em, select_best, step_size, stepwise_update
 from ..exceptions import ConvergenceWarning, NotFittedError
@@ -300,12 +300,16 @@ class BaseMixture(EstimatorModule):
         source = self._source(t, device, dtype, n_init, sample_weight)
         return _FitData(source, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, False)
 
-    def _fit_signature(self, data: _FitData | None) -> dict:
-        """What every rank of a distributed fit must agree on."""
+    def _fit_signature(self, data: _FitData | None, state: dict) -> dict:
+        """What every rank of a distributed fit must agree on: the data's layout, the
+        hyper-parameters and ``state`` (whether the fit continues the fitted parameters, how
+        far a stream has gone), so ranks never take different paths through the collectives."""
         if data is None:
             return {}
-        return signature(self, data.source.n_features, data.source.dtype, data.b, data.batched,
-                         skip=("verbose", "verbose_interval", "random_state", "chunk_size"))
+        sig = signature(self, data.source.n_features, data.source.dtype, data.b, data.batched,
+                        skip=("verbose", "verbose_interval", "random_state", "chunk_size"))
+        sig.update(state)
+        return sig
 
     @torch.no_grad()
     def _fit(self, X, sample_weight=None, callback=None) -> None:
@@ -331,7 +335,7 @@ class BaseMixture(EstimatorModule):
             if not is_distributed():
                 raise
             error = exc
-        check_consistent(self._fit_signature(data), error)  # every rank raises, or none
+        check_consistent(self._fit_signature(data, {"continues_fit": not do_init}), error)  # every rank raises, or none
         batched, b, device, dtype = data.batched, data.b, source.device, source.dtype
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), device=source.device)])[0])
         if n < self.n_components:
@@ -398,6 +402,7 @@ class BaseMixture(EstimatorModule):
             )
         record(result)
         self._stepwise = None  # a new fit: partial_fit starts its running statistics afresh
+        self._fit_samples = n  # how many samples the fitted parameters summarise (for partial_fit)
         converged = self._converged
         if self.max_iter > 0 and not bool(converged.all()) and not stopped:  # not when the callback stopped it
             which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
@@ -448,7 +453,10 @@ class BaseMixture(EstimatorModule):
 
         The first call initialises the model from its batch (with ``init_params``, so that
         batch needs at least ``n_components`` samples), unless the model is already fitted,
-        in which case the stream continues from the fitted parameters. A later ``fit``
+        in which case the stream continues from the fitted parameters: their sufficient
+        statistics start the running average, counted as the first ``ceil(N_fit / n)`` steps
+        (``N_fit`` samples in the fit, ``n`` in this batch), so a small batch moves a model
+        fitted on much data only a little (a model built without a fit counts as one step). A later ``fit``
         restarts from scratch. ``n_iter_`` counts the batches seen, ``lower_bound_`` is the
         mean log-likelihood of the last batch under the parameters before its update and
         ``converged_`` stays False. Under ``torch.distributed`` every rank passes its own part
@@ -486,9 +494,13 @@ class BaseMixture(EstimatorModule):
             if not is_distributed():
                 raise
             error = exc
-        check_consistent(self._fit_signature(data), error)  # every rank raises, or none
+        stream = {"fitted": bool(self._fitted), "stream_batches": 0 if state is None else state.get("batches", 0)}
+        check_consistent(self._fit_signature(data, stream), error)  # every rank raises, or none
+        if state is not None and state["params"]["log_weights"].device != device:
+            state = _to_device(state, device)  # the model was moved with .to(device)
+        continuing = state is None and self._fitted
         if state is None:
-            if self._fitted:
+            if continuing:
                 params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
                 if not self._batched:
                     params = {k: v.unsqueeze(0) for k, v in params.items()}
@@ -506,6 +518,13 @@ class BaseMixture(EstimatorModule):
                 generator = make_generator(self.random_state, device)
                 params = broadcast_params(self._initial_params(init_source, 1, generator))
             state = {"t": 0, "running": None, "reference": {k: v.double() for k, v in params.items()}, "params": params}
+            if continuing:
+                # The fitted model is the stream's past: its statistics start the running
+                # average, weighted as the first ceil(N_fit / n) batches of this batch's size.
+                state["running"] = self._implied_statistics(state["reference"])
+                n_batch = float(all_reduce_sum([torch.tensor(float(source.n_samples), device=device)])[0])
+                n_fit = getattr(self, "_fit_samples", None)
+                state["t"] = max(1, math.ceil(n_fit / n_batch)) if n_fit else 1
         state["t"] += 1
         eta = step_size(state["t"], self.stepwise_schedule)
         params = {k: v.to(dtype) for k, v in state["params"].items()}
@@ -515,10 +534,24 @@ class BaseMixture(EstimatorModule):
         if bool(failed.any()):
             raise ValueError(self._failure_message())
         state["running"], state["params"] = running, {k: v.to(dtype) for k, v in new.items()}
-        steps = torch.full(ll.shape, state["t"], dtype=torch.int64, device=ll.device)
+        state["batches"] = state.get("batches", 0) + 1
+        steps = torch.full(ll.shape, state["batches"], dtype=torch.int64, device=ll.device)
         self._record(EMResult(state["params"], ll, steps, torch.zeros_like(steps, dtype=torch.bool), [ll]), data, device, dtype)
         self._stepwise = state
         return self
+
+    def _implied_statistics(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``
+        (``[B, R, ...]``, float64), computed about ``params`` themselves: the statistics of a
+        small weighted point set with the model's moments (:meth:`_moment_points`)."""
+        family = self._family()
+        points, resp = self._moment_points(params)
+        return family.stats(points, resp, family.prepare(params), None, None)
+
+    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(points [B, R, M, D], weights [B, R, M, K])``: weighted points, each wholly in one
+        component, whose per-component weight and moments are the model's (family hook)."""
+        raise NotImplementedError
 
     def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""
@@ -659,7 +692,12 @@ class BaseMixture(EstimatorModule):
 
     @torch.no_grad()
     def score_samples(self, X):
-        """Log-likelihood of every sample, ``log p(x)``: ``[N]`` (``[B, N]``)."""
+        """Log-likelihood of every sample, ``log p(x)``: ``[N]`` (``[B, N]``). ``X`` may also be
+        an ``np.memmap`` (read in blocks) or an iterable of batches (a DataLoader, a generator):
+        the outputs of its batches are joined, here and in every inference method."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            return concat_blocks([self.score_samples(xb) for xb, _ in blocks], 1)
         t, kind = self._check_input(X)
         out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0])
         return self._out(out, kind)
@@ -667,6 +705,10 @@ class BaseMixture(EstimatorModule):
     @torch.no_grad()
     def score(self, X, y=None):
         """Mean log-likelihood of the samples: a float (``[B]`` if batched; a tensor for tensor input)."""
+        if inference_blocks(X) is not None:
+            ll = self.score_samples(X)
+            out = ll.mean(-1) if isinstance(ll, np.ndarray) else ll.double().mean(-1)
+            return float(out) if isinstance(out, (np.ndarray, np.floating)) and np.ndim(out) == 0 else out
         t, kind = self._check_input(X)
         out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0]).double().mean(-1)
         if kind.is_numpy:
@@ -676,6 +718,9 @@ class BaseMixture(EstimatorModule):
     @torch.no_grad()
     def predict_proba(self, X):
         """Posterior probability of each component for each sample: ``[N, K]`` (``[B, N, K]``)."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            return concat_blocks([self.predict_proba(xb) for xb, _ in blocks], 2)
         t, kind = self._check_input(X)
         out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[1].exp(), dim=-2)
         return self._out(out, kind)
@@ -683,11 +728,19 @@ class BaseMixture(EstimatorModule):
     @torch.no_grad()
     def predict(self, X):
         """The most probable component of each sample: ``[N]`` (``[B, N]``) int64 labels."""
+        blocks = inference_blocks(X)
+        if blocks is not None:
+            return concat_blocks([self.predict(xb) for xb, _ in blocks], 1)
         t, kind = self._check_input(X)
         out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[1].argmax(-1))
         return self._out(out, kind)
 
     def _information_criterion(self, X, penalty) -> Any:
+        if inference_blocks(X) is not None:
+            ll = self.score_samples(X)
+            n = ll.shape[-1]
+            value = -2.0 * (ll.sum(-1) if isinstance(ll, np.ndarray) else ll.double().sum(-1)) + penalty(n) * self._n_parameters()
+            return float(value) if isinstance(value, (np.ndarray, np.floating)) and np.ndim(value) == 0 else value
         t, kind = self._check_input(X)
         n = t.shape[-2]
         with torch.no_grad():
@@ -732,6 +785,7 @@ class BaseMixture(EstimatorModule):
                 converged=torch.as_tensor(self._converged),
                 history=torch.as_tensor(self._history),
                 hyper=self._structural_hyperparameters(),
+                fit_samples=int(getattr(self, "_fit_samples", None) or 0),
             )
         return state
 
@@ -755,6 +809,9 @@ class BaseMixture(EstimatorModule):
         self._n_iter = np.asarray(state["n_iter"])
         self._converged = np.asarray(state["converged"])
         self._history = np.asarray(state["history"])
+        # a loaded model is a new starting point: partial_fit continues from its parameters
+        self._stepwise = None
+        self._fit_samples = int(state.get("fit_samples", 0)) or None
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
@@ -805,3 +862,10 @@ class BaseMixture(EstimatorModule):
             key: v.expand(*lead, *v.shape[v.ndim - event[key] :]).to(device=anchor.device, dtype=anchor.dtype).contiguous()
             for key, v in self._user_init.items()
         }, batched
+
+
+def _to_device(tree, device):
+    """A copy of nested dicts of tensors on ``device`` (partial_fit's state after ``.to``)."""
+    if isinstance(tree, dict):
+        return {k: _to_device(v, device) for k, v in tree.items()}
+    return tree.to(device) if isinstance(tree, Tensor) else tree

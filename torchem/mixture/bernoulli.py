@@ -340,6 +340,15 @@ class BernoulliMixture(BaseMixture):
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["logits"].shape[-1]
 
+    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """One point per component, its expected counts ``n_trials p_k``, with weight ``w_k``."""
+        logits = params["logits"].double()
+        trials = self._trials(logits.shape[-1])
+        points = torch.sigmoid(logits) * (1.0 if trials is None else trials.to(logits.device))
+        k = logits.shape[-2]
+        weights = params["log_weights"].double().exp()
+        return points, torch.eye(k, dtype=torch.float64, device=logits.device) * weights.unsqueeze(-2)
+
     def _event_ndims(self) -> dict[str, int]:
         return {"log_weights": 1, "logits": 2}
 

@@ -521,6 +521,32 @@ class GaussianMixture(BaseMixture):
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["means"].shape[-1]
 
+    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Sigma points: ``mu_k +- sqrt(D) a_i`` for the columns ``a_i`` of a square root of
+        ``Sigma_k - reg_covar I`` (the M-step adds ``reg_covar`` back), each with weight
+        ``w_k / (2 D)``: their weight, mean and covariance are exactly the component's."""
+        means = params["means"].double()
+        *lead, k, d = means.shape
+        ct = self.covariance_type
+        cov = G.covariances_from_precision_cholesky(params["prec_chol"].double(), ct)
+        eye = torch.eye(d, dtype=torch.float64, device=means.device)
+        reg = float(self.reg_covar)
+        if ct in ("full", "tied"):
+            if ct == "tied":
+                cov = cov.unsqueeze(-3).expand(*lead, k, d, d)
+            vals, vecs = torch.linalg.eigh(cov - reg * eye)
+            root = vecs * vals.clamp_min(0.0).sqrt().unsqueeze(-2)  # columns a_i
+        elif ct == "diag":
+            root = torch.diag_embed((cov - reg).clamp_min(0.0).sqrt())
+        else:
+            root = (cov - reg).clamp_min(0.0).sqrt()[..., None, None] * eye
+        offsets = math.sqrt(d) * root.mT  # [..., K, D, D]: row i is sqrt(D) a_i
+        centre = means.unsqueeze(-2)
+        points = torch.cat([centre + offsets, centre - offsets], -2).reshape(*lead, k * 2 * d, d)
+        weights = params["log_weights"].double().exp() / (2 * d)  # [..., K]
+        onehot = torch.eye(k, dtype=torch.float64, device=means.device).repeat_interleave(2 * d, 0)  # [K 2D, K]
+        return points, onehot * weights.unsqueeze(-2)
+
     def _event_ndims(self) -> dict[str, int]:
         return _event_ndim(self.covariance_type)
 
