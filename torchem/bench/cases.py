@@ -108,7 +108,10 @@ def _gmm_init(rng, X, k, covariance_type):
         "diag": np.broadcast_to(1.0 / var, (k, d)).copy(),
         "spherical": np.full(k, 1.0 / var.mean()),
     }[covariance_type]
-    return {"weights_init": np.full(k, 1.0 / k), "means_init": means, "precisions_init": prec}
+    # in the data's dtype: scikit-learn keeps its parameters in the dtype of the starting
+    # values, so float64 starting values would make it compute in float64 on float32 data
+    return {key: np.asarray(v, dtype=X.dtype) for key, v in
+            {"weights_init": np.full(k, 1.0 / k), "means_init": means, "precisions_init": prec}.items()}
 
 
 def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed: int = 0) -> Problem:
