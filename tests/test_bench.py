@@ -112,3 +112,11 @@ def test_tiny_run_on_cuda(tmp_path):
     for model in ("gmm-full", "kmeans"):
         assert not runs[model, "cuda"]["error"]
         np.testing.assert_allclose(runs[model, "cuda"]["quality"], runs[model, "cpu"]["quality"], rtol=1e-3)
+
+
+def test_unwritable_outputs_are_refused_before_the_run(capsys):
+    assert main(["--quick", "--models", "kmeans", "--json", "/proc/results.json", "--no-progress"]) == 2
+    assert "--json: cannot write /proc/results.json" in capsys.readouterr().err
+    pytest.importorskip("matplotlib")
+    assert main(["--quick", "--models", "kmeans", "--plot", "results.xyz", "--no-progress"]) == 2
+    assert "unsupported image type 'xyz'" in capsys.readouterr().err

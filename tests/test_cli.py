@@ -178,3 +178,37 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
                            "--out", str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "NaN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_files_from_the_review_read_right_or_fail_clearly(tmp_path, blobs, capsys):
+    # a UTF-8 byte-order mark before the header (Excel) keeps every data row
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfa,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in blobs).encode())
+    out = tmp_path / "m.pt"
+    assert main(["fit", str(bom), "--model", "kmeans", "-k", "3", "--out", str(out)]) == 0
+    assert f"{len(blobs)} samples" in capsys.readouterr().out
+    # a first row with a typo is data with a bad value, not a header
+    typo = tmp_path / "typo.csv"
+    typo.write_text("1,2,x\n3,4,5\n6,7,8\n")
+    assert main(["fit", str(typo), "--model", "kmeans", "-k", "1", "--out", str(out)]) == 1
+    assert "line 1, column 3" in capsys.readouterr().err
+    # an archive named .npy, and an array named .npz
+    np.savez(tmp_path / "z.npz", a=blobs)
+    (tmp_path / "z.npz").rename(tmp_path / "zip.npy")
+    assert main(["fit", str(tmp_path / "zip.npy"), "--model", "kmeans", "-k", "2", "--out", str(out)]) == 1
+    assert "is an .npz archive" in capsys.readouterr().err
+    np.save(tmp_path / "arr.npy", blobs)
+    (tmp_path / "arr.npy").rename(tmp_path / "arr.npz")
+    assert main(["fit", str(tmp_path / "arr.npz"), "--model", "kmeans", "-k", "2", "--out", str(out)]) == 1
+    assert "is an .npy array" in capsys.readouterr().err
+    # an output that cannot be written fails before fitting, with one line
+    assert main(["fit", str(bom), "--model", "kmeans", "-k", "2", "--out", "/proc/no.pt"]) == 1
+    assert "cannot write /proc/no.pt" in capsys.readouterr().err
+    # predict --out keeps the given name (np.save would add .npy)
+    labels = tmp_path / "labels.txt"
+    assert main(["predict", str(out), str(bom), "--out", str(labels)]) == 0
+    assert labels.exists() and not (tmp_path / "labels.txt.npy").exists()
+    assert np.load(labels).shape == (len(blobs),)
+    # the demo reports bad requests in one line too
+    assert main(["demo", "--n", "2", "--k", "3"]) == 1
+    assert "n_samples" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .bench import run as bench_run
-from .cli import add_fit_parser, add_predict_parser
+from .cli import _device, _guarded, add_fit_parser, add_predict_parser
 from .functional.estep import mixture_log_prob
 from .functional.gaussian import gaussian_log_prob, precision_cholesky_from_covariances
 from .mixture import GaussianMixture
@@ -45,7 +45,7 @@ def _sample(means, covariances, weights, n, generator, dtype):
 
 
 def demo(args) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))  # clear error for bad devices
     dtype = torch.float64 if args.double else torch.float32
     gen = torch.Generator().manual_seed(args.seed)
     means, covariances, weights = _true_mixture(args.k, args.d, gen, device, dtype)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=demo)
+    p.set_defaults(func=_guarded(demo))
     b = sub.add_parser("bench", parents=[bench_run.build_parser(add_help=False)], help="benchmark every model on "
                        "CPU and CUDA against scikit-learn, faiss and pomegranate", description=bench_run.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

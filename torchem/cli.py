@@ -41,16 +41,22 @@ class CLIError(Exception):
 
 
 def _read_csv(path: str) -> np.ndarray:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
         lines = [line.strip() for line in fh]
     rows = [(i + 1, line) for i, line in enumerate(lines) if line]
     if not rows:
         raise CLIError(f"{path} is empty; expected comma-separated numbers, one sample per line.")
     first_no, first = rows[0]
-    try:
-        [float(v) for v in first.split(",")]
-    except ValueError:
-        rows = rows[1:]  # a header line
+
+    def number(field: str) -> bool:
+        try:
+            float(field)
+            return True
+        except ValueError:
+            return False
+
+    if not any(number(v) for v in first.split(",")):
+        rows = rows[1:]  # a header line: no field is a number (otherwise it is data, checked below)
     if not rows:
         raise CLIError(f"{path} has a header line but no data.")
     width = len(rows[0][1].split(","))
@@ -86,8 +92,14 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
             X = _read_csv(path)
         elif ext == ".npy":
             X = np.load(path, allow_pickle=False)
+            if not isinstance(X, np.ndarray):  # np.load reads a zip archive whatever its name
+                X.close()
+                raise CLIError(f"{path} is an .npz archive, not an .npy array; rename it to .npz.")
         elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            archive = np.load(path, allow_pickle=False)
+            if isinstance(archive, np.ndarray):
+                raise CLIError(f"{path} is an .npy array, not an .npz archive; rename it to .npy.")
+            with archive:
                 names = list(archive.keys())
                 if key is None:
                     if len(names) != 1:
@@ -166,11 +178,23 @@ def _device(text: str | None) -> torch.device:
 
 
 def _check_writable(path: str) -> None:
+    """Fail before the work, not after it: the file must be creatable (it is created empty
+    when it did not exist, and left as it was otherwise)."""
+    if not path:
+        raise CLIError("the output path is empty; give a file name.")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"cannot write {path}: the folder {folder} does not exist.")
     if os.path.isdir(path):
         raise CLIError(f"cannot write {path}: it is a folder; give a file name.")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    if not existed:
+        os.remove(path)
 
 
 def _build(args) -> object:
@@ -246,7 +270,8 @@ def predict_command(args) -> int:
         if args.out.lower().endswith(".csv"):
             np.savetxt(args.out, out, delimiter=",", fmt="%.8g" if args.proba else "%d")
         else:
-            np.save(args.out, out)
+            with open(args.out, "wb") as fh:  # np.save(name) would append .npy to other names
+                np.save(fh, out)
         print(f"{'probabilities' if args.proba else 'labels'} of {len(out):,} samples written to {args.out}")
     else:
         np.savetxt(sys.stdout, out, delimiter=",", fmt="%.8g" if args.proba else "%d")
@@ -292,6 +317,9 @@ def _guarded(command):
             return 1
         except OSError as exc:
             print(f"torchem {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+            return 1
+        except RuntimeError as exc:  # torch.save reports write failures as RuntimeError
+            print(f"torchem {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 1
         except torch.cuda.OutOfMemoryError:
             print(f"torchem {args.command}: error: out of GPU memory; use --device cpu or a smaller file.",

@@ -150,7 +150,7 @@ def run_benchmarks(
             try:
                 state["data"] = RUNNERS[lib].prepare(problem.X, dev)
                 RUNNERS[lib].fit(spec, state["data"], problem.init, 1)
-                if dev != "cpu":
+                if torch.device(dev).type == "cuda":
                     torch.cuda.synchronize(dev)
             except Exception as exc:  # one library failing must not end the run
                 state["error"] = f"{type(exc).__name__}: {exc}"
@@ -271,10 +271,31 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot be written (checked before a long run), or None."""
+    from ..cli import CLIError, _check_writable
+
+    try:
+        _check_writable(path)
+    except CLIError as exc:
+        return str(exc)
+    return None
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     if args.plot:
         if importlib.util.find_spec("matplotlib") is None:
             return _fail("--plot needs matplotlib: pip install matplotlib (or pip install 'torchem[bench]')")
+        from matplotlib.figure import Figure
+
+        kinds = Figure().canvas.get_supported_filetypes()
+        ext = os.path.splitext(args.plot)[1].lstrip(".").lower()
+        if ext not in kinds:
+            return _fail(f"--plot {args.plot}: unsupported image type {ext or '(none)'!r}; use one of {', '.join(sorted(kinds))}")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = _unwritable(path) if path else None
+        if problem:
+            return _fail(f"{option}: {problem}")
     if args.from_json:
         try:
             with open(args.from_json) as fh:
