@@ -204,58 +204,60 @@ def run_em(
     start = time.perf_counter()
     verbose = verbose if rank() == 0 else 0
     bar = _progress_bar(max_iter) if verbose >= 1 else None
-    for it in range(1, max_iter + 1):
-        previous = lower_bound
-        stats, ll = e_step_pass(family, source, params, hard=hard)
-        if hasattr(family, "needs_precise_pass") and family.needs_precise_pass(stats, params):
-            # The family found that rounding in the working dtype spoilt the statistics
-            # (e.g. float32 second moments that cancel): redo this pass in float64.
-            family.working_dtype = torch.float64
-            try:
-                stats, ll = e_step_pass(family, source, params, hard=hard)
-            finally:
-                family.working_dtype = None
-        new_params, failed = family.m_step(stats, params)
-        if bool((failed & active).any()):
-            raise ValueError(failure_message)
-        old_params = params
-        params = _where(active, new_params, params)
-        lower_bound = torch.where(active, ll, lower_bound)
-        n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
-        history.append(lower_bound)
-        change = lower_bound - previous
-        if bool(torch.isnan(lower_bound).any()):
-            raise ValueError(
-                "The log-likelihood became NaN during EM. Check the input data for extreme values, "
-                "or increase reg_covar."
-            )
-        if hasattr(family, "converged"):
-            newly = active & family.converged(old_params, params)
-        else:
-            newly = active & (change.abs() < tol)
-        converged = converged | newly
-        active = active & ~newly
-        if verbose >= 1:
-            moving = change[active | newly].abs().max().item() if bool((active | newly).any()) else 0.0
-            elapsed = time.perf_counter() - start
-            if bar is not None:
-                rate = _points(source) * it / max(elapsed, 1e-9)
-                bar.set_postfix(lower_bound=f"{lower_bound.max().item():.6g}", change=f"{moving:.3g}", points_per_s=f"{rate:.3g}", refresh=False)
-                bar.update(1)
-            if verbose >= 2 and it % verbose_interval == 0:
-                print(
-                    f"  Iteration {it}\t time lapse {elapsed:.5f}s\t ll change {moving:.5g}\t "
-                    f"active {int(active.sum())}/{active.numel()}"
+    try:
+        for it in range(1, max_iter + 1):
+            previous = lower_bound
+            stats, ll = e_step_pass(family, source, params, hard=hard)
+            if hasattr(family, "needs_precise_pass") and family.needs_precise_pass(stats, params):
+                # The family found that rounding in the working dtype spoilt the statistics
+                # (e.g. float32 second moments that cancel): redo this pass in float64.
+                family.working_dtype = torch.float64
+                try:
+                    stats, ll = e_step_pass(family, source, params, hard=hard)
+                finally:
+                    family.working_dtype = None
+            new_params, failed = family.m_step(stats, params)
+            if bool((failed & active).any()):
+                raise ValueError(failure_message)
+            old_params = params
+            params = _where(active, new_params, params)
+            lower_bound = torch.where(active, ll, lower_bound)
+            n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
+            history.append(lower_bound)
+            change = lower_bound - previous
+            if bool(torch.isnan(lower_bound).any()):
+                raise ValueError(
+                    "The log-likelihood became NaN during EM. Check the input data for extreme values, "
+                    "or increase reg_covar."
                 )
-        stop = callback is not None and bool(callback(it, lower_bound, params))
-        if is_distributed():  # a stop on any rank stops every rank (none is left in a collective)
-            stop = bool(all_reduce_sum([torch.tensor(float(stop), dtype=torch.float64, device=device)])[0] > 0)
-        if stop:
-            break
-        if not bool(active.any()):
-            break
-    if bar is not None:
-        bar.close()
+            if hasattr(family, "converged"):
+                newly = active & family.converged(old_params, params)
+            else:
+                newly = active & (change.abs() < tol)
+            converged = converged | newly
+            active = active & ~newly
+            if verbose >= 1:
+                moving = change[active | newly].abs().max().item() if bool((active | newly).any()) else 0.0
+                elapsed = time.perf_counter() - start
+                if bar is not None:
+                    rate = _points(source) * it / max(elapsed, 1e-9)
+                    bar.set_postfix(lower_bound=f"{lower_bound.max().item():.6g}", change=f"{moving:.3g}", points_per_s=f"{rate:.3g}", refresh=False)
+                    bar.update(1)
+                if verbose >= 2 and it % verbose_interval == 0:
+                    print(
+                        f"  Iteration {it}\t time lapse {elapsed:.5f}s\t ll change {moving:.5g}\t "
+                        f"active {int(active.sum())}/{active.numel()}"
+                    )
+            stop = callback is not None and bool(callback(it, lower_bound, params))
+            if is_distributed():  # a stop on any rank stops every rank (none is left in a collective)
+                stop = bool(all_reduce_sum([torch.tensor(float(stop), dtype=torch.float64, device=device)])[0] > 0)
+            if stop:
+                break
+            if not bool(active.any()):
+                break
+    finally:  # the bar is closed however the loop ends (a failed M-step, a callback error)
+        if bar is not None:
+            bar.close()
     if verbose >= 1:
         print(
             f"EM finished after {int(n_iter.max()) if n_iter.numel() else 0} iterations in "

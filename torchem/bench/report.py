@@ -72,10 +72,7 @@ def plot_results(results: dict, path: str) -> None:
     sizes are held at each model's first benchmarked values. Without a sweep, one bar chart
     of every run. Needs matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay as they are
     except ImportError:
         raise ImportError("plots need matplotlib: pip install matplotlib (or torchem[bench])") from None
     runs = [r for r in results["runs"] if r.get("ms_per_iter") is not None]
@@ -97,14 +94,16 @@ def plot_results(results: dict, path: str) -> None:
         f"{dev} = {info['name']}" for dev, info in results["devices"].items()
     )
     if not sweeps:
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(runs) + 2), 4.5))
+        fig = Figure(figsize=(max(6.0, 0.5 * len(runs) + 2), 4.5))
+        ax = fig.subplots()
         names = [f"{r['model']} N={r['n']:,} D={r['d']} K={r['k']}\n{r['label']}" for r in runs]
         ax.bar(range(len(runs)), [r["ms_per_iter"] for r in runs], color="tab:blue")
         ax.set_xticks(range(len(runs)), names, rotation=90, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("ms per EM iteration")
     else:
-        fig, axes = plt.subplots(1, len(sweeps), figsize=(5.5 * len(sweeps), 4.5), squeeze=False)
+        fig = Figure(figsize=(5.5 * len(sweeps), 4.5))
+        axes = fig.subplots(1, len(sweeps), squeeze=False)
         colours: dict[str, str] = {}  # one colour per implementation, one marker per model
         for ax, ((key, label), along) in zip(axes[0], sweeps.items()):
             for m, (model, rows) in enumerate(along.items()):
@@ -126,4 +125,3 @@ def plot_results(results: dict, path: str) -> None:
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
