@@ -212,3 +212,20 @@ def test_files_from_the_review_read_right_or_fail_clearly(tmp_path, blobs, capsy
     # the demo reports bad requests in one line too
     assert main(["demo", "--n", "2", "--k", "3"]) == 1
     assert "n_samples" in capsys.readouterr().err
+
+
+def test_guard_reports_out_of_memory_and_empty_runtime_errors(capsys):
+    from argparse import Namespace
+
+    from torchem.cli import _guarded
+
+    def oom(args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    def empty(args):
+        raise RuntimeError()
+
+    assert _guarded(oom)(Namespace(command="fit")) == 1
+    assert "out of GPU memory; use --device cpu" in capsys.readouterr().err
+    assert _guarded(empty)(Namespace(command="fit")) == 1
+    assert "RuntimeError" in capsys.readouterr().err

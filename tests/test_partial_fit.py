@@ -161,3 +161,34 @@ def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():
     fresh.partial_fit(x)
     km.partial_fit(x)
     np.testing.assert_allclose(fresh.cluster_centers_, km.cluster_centers_, rtol=1e-12)
+
+
+def test_initialised_model_is_not_counted_as_a_fit_and_streams_survive_reloads():
+    rng = np.random.default_rng(9)
+    X = _gauss(rng, 2000)
+    m = GaussianMixture(3, init_params="random", random_state=0).initialize(X)
+    m.partial_fit(X[:200])
+    assert m._stepwise["t"] == 2  # the initial parameters count as one step, not as a fit on 2000
+    for i in range(1, 5):
+        m.partial_fit(X[200 * i : 200 * (i + 1)])
+    fresh = GaussianMixture(3, init_params="random")
+    fresh.load_state_dict(m.state_dict())
+    fresh.partial_fit(X[1000:1200])
+    assert fresh._stepwise["t"] == 1000 // 200 + 1  # continues as the 6th batch of a 1000-sample stream
+
+
+def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():
+    """D=100: the sigma points' quadratic features are computed in several blocks."""
+    gen = torch.Generator().manual_seed(0)
+    k, d = 4, 100
+    a = torch.randn(k, d, d, generator=gen, dtype=torch.float64) / d**0.5
+    dist = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=torch.randn(k, generator=gen, dtype=torch.float64)),
+        torch.distributions.MultivariateNormal(torch.randn(k, d, generator=gen, dtype=torch.float64),
+                                               covariance_matrix=a @ a.mT + 0.5 * torch.eye(d, dtype=torch.float64)),
+    )
+    g = GaussianMixture.from_distribution(dist)
+    p = {key: v.double()[None, None] for key, v in g._constrained().items()}
+    new, failed = g._family().m_step(g._implied_statistics(p), p)
+    for key in p:
+        torch.testing.assert_close(new[key], p[key], rtol=1e-8, atol=1e-8)

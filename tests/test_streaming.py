@@ -335,3 +335,27 @@ def test_numpy_batches_give_numpy_attributes_and_labels_are_not_weights():
     with pytest.raises(TypeError, match="partial_fit") as err:
         GaussianMixture(3).fit(b for b in _NumpyBatches(X_GAUSS, 100))
     assert "list of batches" not in str(err.value)
+
+
+def test_memmap_inference_sums_in_float64_and_takes_kmeans_weights(tmp_path):
+    X = X_GAUSS.astype(np.float32)
+    mm = _memmap(tmp_path, X)
+    g = GaussianMixture(3, random_state=0).fit(X)
+    assert g.score(mm) == g.score(X)
+    assert g.bic(mm) == pytest.approx(g.bic(X), rel=1e-12)
+    km = KMeans(3, random_state=0).fit(X)
+    w = np.linspace(0.5, 2.0, len(X))
+    assert km.score(mm, sample_weight=w) == pytest.approx(km.score(X, sample_weight=w), rel=1e-6)
+    with pytest.raises(ValueError, match="one weight per sample"):
+        km.score(mm, sample_weight=w[:10])
+
+
+def test_tensor_hyperparameters_of_any_dtype_are_compared():
+    means = torch.tensor([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [0.0, 5.0, 5.0]], dtype=torch.bfloat16)
+    g = GaussianMixture(3, means_init=means, random_state=0).fit(X_GAUSS)
+    assert g.n_iter_ >= 1
+    from torchem.distributed import signature
+
+    a = signature(GaussianMixture(3, means_init=means), 3, torch.float64, 1, False)
+    b = signature(GaussianMixture(3, means_init=means + 1), 3, torch.float64, 1, False)
+    assert a["means_init"] != b["means_init"]

@@ -318,12 +318,12 @@ def _guarded(command):
         except OSError as exc:
             print(f"torchem {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
             return 1
-        except RuntimeError as exc:  # torch.save reports write failures as RuntimeError
-            print(f"torchem {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 1
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # before RuntimeError, its base class
             print(f"torchem {args.command}: error: out of GPU memory; use --device cpu or a smaller file.",
                   file=sys.stderr)
+            return 1
+        except RuntimeError as exc:  # torch.save reports write failures as RuntimeError
+            print(f"torchem {args.command}: error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
             return 1
 
     return run

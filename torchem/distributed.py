@@ -82,8 +82,12 @@ def signature(model, n_features: int, dtype, batch: int, batched: bool, skip=())
 def _describe(value) -> str:
     """A comparable description of a hyper-parameter: arrays by shape, dtype and a digest of
     their contents (``repr`` abbreviates large arrays, so differing ones could look equal)."""
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        a = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+    if isinstance(value, torch.Tensor):  # raw bytes: every dtype (bfloat16 too) has them
+        t = value.detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return f"tensor(shape={tuple(t.shape)}, dtype={t.dtype}, sha1={hashlib.sha1(raw).hexdigest()})"
+    if isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
         return f"array(shape={a.shape}, dtype={a.dtype}, sha1={hashlib.sha1(a.tobytes()).hexdigest()})"
     return repr(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -817,7 +818,13 @@ class KMeans(EstimatorModule):
         blocks = inference_blocks(X)
         if blocks is not None:
             if sample_weight is not None:
-                raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+                if not isinstance(X, np.memmap):
+                    raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+                weights = np.asarray(sample_weight)
+                if weights.shape != (X.shape[0],):
+                    raise ValueError(f"sample_weight should have shape ({X.shape[0]},) (one weight per sample); got {weights.shape}.")
+                starts = np.cumsum([0] + [len(xb) for xb, _ in inference_blocks(X)])
+                blocks = ((xb, weights[a:b]) for (xb, _), a, b in zip(blocks, starts[:-1], starts[1:]))
             parts = [self.score(xb, sample_weight=wb) for xb, wb in blocks]
             if not parts:
                 raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")

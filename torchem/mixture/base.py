@@ -402,7 +402,9 @@ class BaseMixture(EstimatorModule):
             )
         record(result)
         self._stepwise = None  # a new fit: partial_fit starts its running statistics afresh
-        self._fit_samples = n  # how many samples the fitted parameters summarise (for partial_fit)
+        # how many samples the fitted parameters summarise, for partial_fit (none after an
+        # initialisation without EM iterations, e.g. initialize(X))
+        self._fit_samples = n if self.max_iter > 0 else None
         converged = self._converged
         if self.max_iter > 0 and not bool(converged.all()) and not stopped:  # not when the callback stopped it
             which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
@@ -499,6 +501,7 @@ class BaseMixture(EstimatorModule):
         if state is not None and state["params"]["log_weights"].device != device:
             state = _to_device(state, device)  # the model was moved with .to(device)
         continuing = state is None and self._fitted
+        n_batch = int(all_reduce_sum([torch.tensor(float(source.n_samples), device=device)])[0])  # over the ranks
         if state is None:
             if continuing:
                 params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
@@ -522,7 +525,6 @@ class BaseMixture(EstimatorModule):
                 # The fitted model is the stream's past: its statistics start the running
                 # average, weighted as the first ceil(N_fit / n) batches of this batch's size.
                 state["running"] = self._implied_statistics(state["reference"])
-                n_batch = float(all_reduce_sum([torch.tensor(float(source.n_samples), device=device)])[0])
                 n_fit = getattr(self, "_fit_samples", None)
                 state["t"] = max(1, math.ceil(n_fit / n_batch)) if n_fit else 1
         state["t"] += 1
@@ -535,6 +537,8 @@ class BaseMixture(EstimatorModule):
             raise ValueError(self._failure_message())
         state["running"], state["params"] = running, {k: v.to(dtype) for k, v in new.items()}
         state["batches"] = state.get("batches", 0) + 1
+        # the samples the parameters now summarise (a reloaded model continues from there)
+        self._fit_samples = (getattr(self, "_fit_samples", None) or 0) + n_batch
         steps = torch.full(ll.shape, state["batches"], dtype=torch.int64, device=ll.device)
         self._record(EMResult(state["params"], ll, steps, torch.zeros_like(steps, dtype=torch.bool), [ll]), data, device, dtype)
         self._stepwise = state
@@ -546,7 +550,16 @@ class BaseMixture(EstimatorModule):
         small weighted point set with the model's moments (:meth:`_moment_points`)."""
         family = self._family()
         points, resp = self._moment_points(params)
-        return family.stats(points, resp, family.prepare(params), None, None)
+        prepared = family.prepare(params)
+        # in blocks of points: the statistics add, and a full covariance's features are
+        # ~D^2/2 wide, so all 2 K D sigma points at once would take K D^3 memory
+        d = points.shape[-1]
+        step = max(1, 2**22 // (d * d))
+        stats = None
+        for start in range(0, points.shape[-2], step):
+            part = family.stats(points[..., start : start + step, :], resp[..., start : start + step, :], prepared, None, None)
+            stats = part if stats is None else {k: stats[k] + part[k] for k in part}
+        return stats
 
     def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(points [B, R, M, D], weights [B, R, M, K])``: weighted points, each wholly in one
@@ -707,7 +720,7 @@ class BaseMixture(EstimatorModule):
         """Mean log-likelihood of the samples: a float (``[B]`` if batched; a tensor for tensor input)."""
         if inference_blocks(X) is not None:
             ll = self.score_samples(X)
-            out = ll.mean(-1) if isinstance(ll, np.ndarray) else ll.double().mean(-1)
+            out = np.asarray(ll, dtype=np.float64).mean(-1) if isinstance(ll, np.ndarray) else ll.double().mean(-1)
             return float(out) if isinstance(out, (np.ndarray, np.floating)) and np.ndim(out) == 0 else out
         t, kind = self._check_input(X)
         out = self._map_chunks(t, lambda x, p: self._log_resp(x, p)[0]).double().mean(-1)
@@ -739,7 +752,8 @@ class BaseMixture(EstimatorModule):
         if inference_blocks(X) is not None:
             ll = self.score_samples(X)
             n = ll.shape[-1]
-            value = -2.0 * (ll.sum(-1) if isinstance(ll, np.ndarray) else ll.double().sum(-1)) + penalty(n) * self._n_parameters()
+            total = np.asarray(ll, dtype=np.float64).sum(-1) if isinstance(ll, np.ndarray) else ll.double().sum(-1)
+            value = -2.0 * total + penalty(n) * self._n_parameters()
             return float(value) if isinstance(value, (np.ndarray, np.floating)) and np.ndim(value) == 0 else value
         t, kind = self._check_input(X)
         n = t.shape[-2]
