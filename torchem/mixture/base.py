@@ -406,7 +406,9 @@ class BaseMixture(EstimatorModule):
         # initialisation without EM iterations, e.g. initialize(X))
         self._fit_samples = n if self.max_iter > 0 else None
         converged = self._converged
-        if self.max_iter > 0 and not bool(converged.all()) and not stopped:  # not when the callback stopped it
+        # warn only when EM ran out of iterations: not when a callback (on any rank) stopped it
+        stopped = stopped or int(result.n_iter.max()) < self.max_iter
+        if self.max_iter > 0 and not bool(converged.all()) and not stopped:
             which = "" if not batched else f" ({int((~converged).sum())} of {b} problems)"
             warnings.warn(
                 f"Best performing initialization did not converge{which}. Try different init parameters, "
