@@ -108,19 +108,26 @@ def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard:
     Under ``torch.distributed`` (see :mod:`torchem.distributed`) the statistics, the
     log-likelihood sums and the total weight are summed over the ranks, so every rank
     returns the values of the whole data."""
-    stats, ll_sum = _local_pass(family, source, params, hard)
-    total = source.total_weight()
-    if is_distributed():
-        keys = sorted(stats)
-        reduced = all_reduce_sum([stats[k] for k in keys] + [ll_sum, total])
-        stats = dict(zip(keys, reduced[: len(keys)]))
-        ll_sum, total = reduced[-2], reduced[-1]
+    stats, ll_sum, total = _over_ranks(*_local_pass(family, source, params, hard), source.total_weight())
     return stats, ll_sum / total.unsqueeze(-1)
 
 
-def _local_pass(family: EMFamily, source, params: Params, hard: bool) -> tuple[Params, Tensor]:
-    """This process's summed statistics and ``[B, R]`` (weighted) log-likelihood sum."""
-    if hasattr(family, "run_pass"):
+def _over_ranks(stats: Params, ll_sum: Tensor, total: Tensor) -> tuple[Params, Tensor, Tensor]:
+    """Statistics, log-likelihood sums and total weight summed over the ranks (one
+    collective; as they are without a process group)."""
+    if not is_distributed():
+        return stats, ll_sum, total
+    keys = sorted(stats)
+    reduced = all_reduce_sum([stats[k] for k in keys] + [ll_sum, total])
+    return dict(zip(keys, reduced[: len(keys)])), reduced[-2], reduced[-1]
+
+
+def _local_pass(family: EMFamily, source, params: Params, hard: bool, about=None) -> tuple[Params, Tensor]:
+    """This process's summed statistics and ``[B, R]`` (weighted) log-likelihood sum.
+
+    ``about``: prepared parameters about which the statistics are taken in float64 instead of
+    the E-step's own (stepwise EM averages statistics across changing parameters)."""
+    if about is None and hasattr(family, "run_pass"):
         # A family may compute a whole pass itself (e.g. K-means skipping, with bounds, the
         # distances that cannot change an assignment); None falls back to the generic pass.
         done = family.run_pass(source, params, hard)
@@ -139,7 +146,11 @@ def _local_pass(family: EMFamily, source, params: Params, hard: bool) -> tuple[P
             log_norm, resp = hard_responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
         else:
             log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
-        stats = _add_into(stats, family.stats(X, resp, prepared, aux, w))
+        if about is None:
+            part = family.stats(X, resp, prepared, aux, w)
+        else:
+            part = family.stats(X.double(), resp.double(), about, None, None if w is None else w.double())
+        stats = _add_into(stats, part)
         part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
         ll = part if ll is None else ll + part
     return stats, ll
@@ -329,25 +340,9 @@ def stepwise_update(
         ``(new_params, running, failed [B, R], mean log-likelihood [B, R] of the batch under params)``.
     """
     ref64 = {k: v.double() for k, v in reference.items()}
-    prepared_ref = family.prepare(ref64)
-    lw = family.log_weights(params)
-    prepared = family.prepare(params)
-    stats, ll = None, None
-    for _, X, w in source.chunks():
-        X = X.unsqueeze(1)
-        w = None if w is None else w.unsqueeze(1)
-        log_prob, _ = family.log_prob(X, prepared)
-        pick = hard_responsibilities if hard else responsibilities
-        log_norm, resp = pick(log_prob, lw.to(log_prob.dtype), inplace=True)
-        part = family.stats(X.double(), resp.double(), prepared_ref, None, None if w is None else w.double())
-        stats = _add_into(stats, part)
-        lls = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
-        ll = lls if ll is None else ll + lls
-    total = source.total_weight()
-    if is_distributed():  # every rank's batch is part of one global batch
-        keys = sorted(stats)
-        reduced = all_reduce_sum([stats[k] for k in keys] + [ll, total])
-        stats, ll, total = dict(zip(keys, reduced[: len(keys)])), reduced[-2], reduced[-1]
+    local = _local_pass(family, source, params, hard, about=family.prepare(ref64))
+    # every rank's batch is part of one global batch
+    stats, ll, total = _over_ranks(*local, source.total_weight())
     scale = total.reshape(total.shape + (1,))
     batch = {k: v / scale.reshape(scale.shape + (1,) * (v.ndim - scale.ndim)) for k, v in stats.items()}
     if running is None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch import distributions as D
 
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
@@ -847,6 +848,40 @@ class BaseMixture(EstimatorModule):
         self._converged = np.zeros(b, dtype=bool)
         self._history = np.zeros((b, 0))
         self._fitted = True
+
+    @staticmethod
+    def _mixture_parts(distribution, kwargs: dict) -> tuple[Tensor, D.Distribution, tuple[int, ...]]:
+        """``(log_weights [*batch, K], components, batch)`` of a ``MixtureSameFamily`` over
+        vectors for ``from_distribution``, checked; ``kwargs`` (the constructor's) gets
+        ``n_components = K``, and an ``n_components`` given there must agree."""
+        if not isinstance(distribution, D.MixtureSameFamily):
+            raise TypeError(
+                f"from_distribution expects a torch.distributions.MixtureSameFamily; got {type(distribution).__name__}."
+            )
+        mix = distribution.mixture_distribution
+        if not isinstance(mix, D.Categorical):
+            raise TypeError("The mixture distribution must be a Categorical.")
+        if len(distribution.event_shape) != 1:
+            raise ValueError(
+                f"The components must be distributions over vectors (event_shape (D,)); got event_shape "
+                f"{tuple(distribution.event_shape)}."
+            )
+        batch = tuple(distribution.batch_shape)
+        if len(batch) > 1:
+            raise ValueError(f"batch_shape must be () or (B,); got {batch}.")
+        k = mix.logits.shape[-1]
+        n_components = kwargs.pop("n_components", k)
+        if n_components != k:
+            raise ValueError(f"n_components={n_components} does not match the distribution's {k} components.")
+        kwargs["n_components"] = k
+        return torch.log_softmax(mix.logits.expand(*batch, k), -1), distribution.component_distribution, batch
+
+    @classmethod
+    def _from_constrained(cls, params: dict[str, Tensor], batched: bool, kwargs: dict):
+        """A model built with ``kwargs`` holding copies of ``params`` (no fit)."""
+        model = cls(**kwargs)
+        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, batched, output_numpy=False)
+        return model
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         raise NotImplementedError

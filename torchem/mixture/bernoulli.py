@@ -302,32 +302,16 @@ class BernoulliMixture(BaseMixture):
         (:class:`BinomialMixture`; ``n_trials`` is read from ``total_count``, which must be
         the same for every component). ``kwargs`` go to the constructor; parameters are
         copied."""
-        if not isinstance(distribution, D.MixtureSameFamily) or not isinstance(distribution.mixture_distribution, D.Categorical):
-            raise TypeError(
-                "from_distribution expects a torch.distributions.MixtureSameFamily with a Categorical mixture; "
-                f"got {type(distribution).__name__}."
-            )
-        comp = distribution.component_distribution
+        log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
         base = cls._base_distribution_type()
         if not (isinstance(comp, D.Independent) and isinstance(comp.base_dist, base) and comp.reinterpreted_batch_ndims == 1):
             raise TypeError(
                 f"{cls.__name__}.from_distribution needs Independent({base.__name__}, 1) components; got "
                 f"{type(comp).__name__}" + (f"({type(comp.base_dist).__name__})" if isinstance(comp, D.Independent) else "") + "."
             )
-        batch = tuple(distribution.batch_shape)
-        if len(batch) > 1:
-            raise ValueError(f"batch_shape must be () or (B,); got {batch}.")
-        logits_w = distribution.mixture_distribution.logits
-        k, d = logits_w.shape[-1], distribution.event_shape[0]
-        n_components = kwargs.pop("n_components", k)
-        if n_components != k:
-            raise ValueError(f"n_components={n_components} does not match the distribution's {k} components.")
         cls._trials_from_distribution(comp.base_dist, kwargs)
-        model = cls(n_components=k, **kwargs)
-        params = {"log_weights": torch.log_softmax(logits_w.expand(*batch, k), -1),
-                  "logits": comp.base_dist.logits.expand(*batch, k, d)}
-        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, bool(batch), output_numpy=False)
-        return model
+        logits = comp.base_dist.logits.expand(*log_weights.shape, distribution.event_shape[0])
+        return cls._from_constrained({"log_weights": log_weights, "logits": logits}, bool(batch), kwargs)
 
     @classmethod
     def _base_distribution_type(cls):

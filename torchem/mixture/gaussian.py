@@ -461,22 +461,8 @@ class GaussianMixture(BaseMixture):
         constructor (for later refits). A distribution with ``batch_shape (B,)`` gives a
         batched model. Parameters are copied (the new model's are frozen leaves).
         """
-        if not isinstance(distribution, D.MixtureSameFamily):
-            raise TypeError(
-                f"from_distribution expects a torch.distributions.MixtureSameFamily; got {type(distribution).__name__}."
-            )
-        mix, comp = distribution.mixture_distribution, distribution.component_distribution
-        if not isinstance(mix, D.Categorical):
-            raise TypeError("The mixture distribution must be a Categorical.")
-        if len(distribution.event_shape) != 1:
-            raise ValueError(
-                f"The components must be distributions over vectors (event_shape (D,)); got event_shape "
-                f"{tuple(distribution.event_shape)}."
-            )
-        batch = tuple(distribution.batch_shape)
-        if len(batch) > 1:
-            raise ValueError(f"batch_shape must be () or (B,); got {batch}.")
-        k = mix.logits.shape[-1]
+        log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
+        k = log_weights.shape[-1]
         if isinstance(comp, D.MultivariateNormal):
             loc, tril = comp.loc, comp.scale_tril
             inferred = "full"
@@ -489,9 +475,6 @@ class GaussianMixture(BaseMixture):
                 f"{type(comp).__name__}. Use BernoulliMixture.from_distribution for Bernoulli/Binomial components."
             )
         ct = kwargs.pop("covariance_type", inferred)
-        n_components = kwargs.pop("n_components", k)
-        if n_components != k:
-            raise ValueError(f"n_components={n_components} does not match the distribution's {k} components.")
         d = distribution.event_shape[0]
         loc = loc.expand(*batch, k, d)
         if inferred == "full":
@@ -513,10 +496,8 @@ class GaussianMixture(BaseMixture):
                 prec_chol = prec_chol[..., 0]
             elif ct != "diag":
                 raise ValueError(f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {ct!r}.")
-        model = cls(n_components=k, covariance_type=ct, **kwargs)
-        params = {"log_weights": torch.log_softmax(mix.logits.expand(*batch, k), -1), "means": loc, "prec_chol": prec_chol}
-        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, bool(batch), output_numpy=False)
-        return model
+        params = {"log_weights": log_weights, "means": loc, "prec_chol": prec_chol}
+        return cls._from_constrained(params, bool(batch), {**kwargs, "covariance_type": ct})
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["means"].shape[-1]
