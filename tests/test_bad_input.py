@@ -71,13 +71,13 @@ def test_bad_hyperparameters(kwargs, match):
     [
         ({"weights_init": np.array([0.5, 0.6])}, "should be normalized"),
         ({"weights_init": np.array([1.5, -0.5])}, r"range \[0, 1\]"),
-        ({"weights_init": np.array([0.2, 0.3, 0.5])}, "weights_init should have the shape"),
-        ({"means_init": np.zeros((3, 3))}, "means_init should have the shape"),
+        ({"weights_init": np.array([0.2, 0.3, 0.5])}, r"The parameter 'weights' should have the shape of \(2,\), but got \(3,\)\. Pass weights_init"),
+        ({"means_init": np.zeros((3, 3))}, r"The parameter 'means' should have the shape of \(2, 3\), but got \(3, 3\)"),
         ({"means_init": np.full((2, 3), np.nan)}, "means_init contains NaN"),
-        ({"precisions_init": np.zeros((2, 3, 3))}, "positive definite"),
-        ({"precisions_init": np.stack([np.eye(3), -np.eye(3)])}, "positive definite"),
+        ({"precisions_init": np.zeros((2, 3, 3))}, "'full precision' should be symmetric, positive-definite"),
+        ({"precisions_init": np.stack([np.eye(3), -np.eye(3)])}, "positive-definite: check precisions_init"),
         ({"precisions_init": np.stack([np.eye(3), np.triu(np.ones((3, 3)))])}, "symmetric"),
-        ({"precisions_init": np.ones((2, 3))}, "precisions_init should have the shape"),
+        ({"precisions_init": np.ones((2, 3))}, r"The parameter 'precisions' should have the shape of \(2, 3, 3\)"),
     ],
 )
 def test_bad_initial_parameters(kwargs, match):

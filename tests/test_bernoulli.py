@@ -149,7 +149,7 @@ def test_tensor_state_dict_and_bic():
         (BinomialMixture(2, n_trials=0), np.zeros((10, 3)), "positive integers"),
         (BernoulliMixture(2), np.array([[np.nan, 1.0]] * 10), "NaN"),
         (BernoulliMixture(2), np.ones(10), "1-D"),
-        (BernoulliMixture(2, probs_init=np.ones((3, 3))), np.ones((10, 3)), "probs_init should have the shape"),
+        (BernoulliMixture(2, probs_init=np.ones((3, 3))), np.ones((10, 3)), "should have the shape of \\(2, 3\\), but got \\(3, 3\\). Pass probs_init"),
         (BernoulliMixture(2, probs_init=np.full((2, 3), 1.5)), np.ones((10, 3)), r"probabilities in \[0, 1\]"),
         (BernoulliMixture(2, weights_init=[0.2, 0.2]), np.ones((10, 3)), "normalized"),
         (BernoulliMixture(20), np.ones((10, 3)), "n_samples >= n_components"),

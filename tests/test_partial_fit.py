@@ -131,12 +131,12 @@ def test_a_small_batch_barely_moves_a_model_fitted_on_much_data(covariance_type)
     assert g.score(X) > score - 1e-3
     # the running statistics implied by a model give it back through the M-step
     p = {k: v.double()[None, None] for k, v in g._constrained().items()}
-    new, failed = g._family().m_step(g._implied_statistics(p), p)
+    new, failed = g._family(g.n_features_in_).m_step(g._implied_statistics(p), p)
     for key in p:
         torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
     b = BinomialMixture(2, n_trials=4, random_state=0).fit(rng.binomial(4, [[0.2, 0.7]], size=(5000, 2)).astype(float))
     p = {k: v.double()[None, None] for k, v in b._constrained().items()}
-    new, _ = b._family().m_step(b._implied_statistics(p), p)
+    new, _ = b._family(b.n_features_in_).m_step(b._implied_statistics(p), p)
     for key in p:
         torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
 
@@ -189,6 +189,6 @@ def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():
     )
     g = GaussianMixture.from_distribution(dist)
     p = {key: v.double()[None, None] for key, v in g._constrained().items()}
-    new, failed = g._family().m_step(g._implied_statistics(p), p)
+    new, failed = g._family(g.n_features_in_).m_step(g._implied_statistics(p), p)
     for key in p:
         torch.testing.assert_close(new[key], p[key], rtol=1e-8, atol=1e-8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from abc import ABCMeta
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from .exceptions import NotFittedError
 __all__ = ["EstimatorModule"]
 
 
-class EstimatorModule(nn.Module):
+class EstimatorModule(nn.Module, metaclass=ABCMeta):
     """``get_params``/``set_params`` from the constructor's signature (so
     ``sklearn.base.clone`` works), a repr of the non-default hyper-parameters,
     ``NotFittedError`` (an ``AttributeError``) for fitted attributes read before ``fit``, and

@@ -8,7 +8,7 @@ the chunk size rather than by the number of samples.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from ._utils import rand
 
 __all__ = [
     "HostStreamSource",
+    "Source",
     "INIT_SAMPLE_SIZE",
     "IterableSource",
     "TensorSource",
@@ -45,6 +46,37 @@ def auto_chunk_size(bytes_per_sample: int, device: torch.device, n_samples: int)
         budget = _CPU_BUDGET
     size = max(_MIN_CHUNK, int(budget // max(1, bytes_per_sample)))
     return int(min(size, n_samples))
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What the driver reads: the data of ``B`` problems, chunk by chunk, on the compute
+    device in the compute dtype.
+
+    Attributes: ``device``, ``dtype``, ``batch_size`` (``B``), ``n_features`` (``D``),
+    ``n_samples`` (per problem; an iterable knows it after its first pass), ``chunk_size``
+    (samples per chunk), ``X`` (the ``[B, N, D]`` tensor of in-memory data, ``None`` for
+    streamed data) and ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only).
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    chunk_size: int
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def n_features(self) -> int: ...
+
+    @property
+    def n_samples(self) -> int: ...
+
+    def total_weight(self) -> Tensor:
+        """``[B]`` float64: the number of samples, or the sum of the sample weights."""
+
+    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        """``(start, X [B, n, D], sample_weight [B, n] or None)`` over the whole data."""
 
 
 class TensorSource:

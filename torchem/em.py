@@ -1,7 +1,7 @@
 """The one EM driver shared by every mixture family.
 
 Only this module knows about restarts, chunks, convergence, warnings, progress and the choice
-of the best restart. A family supplies four stateless hooks (see :class:`EMFamily`) that work
+of the best restart. A family supplies four stateless hooks (see :class:`Family`) that work
 on a dict of parameter tensors whose leading dimensions are ``[B, R]``: ``B`` independent
 problems and ``R`` restarts, all advanced together as one batch.
 
@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from abc import ABC, abstractmethod
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .data import TensorSource
+from .data import Source, TensorSource
 from .distributed import all_reduce_sum, is_distributed, rank, world_size
 from .functional.estep import responsibilities
 
 __all__ = [
-    "EMFamily",
+    "Family",
     "EMResult",
     "STEPWISE_SCHEDULE",
     "e_step_pass",
@@ -41,29 +42,60 @@ __all__ = [
 Params = dict[str, Tensor]
 
 
-class EMFamily(Protocol):
-    """The hooks a mixture family gives the driver. All are pure functions of their inputs."""
+class Family(ABC):
+    """The contract between a model family and the driver.
 
-    def prepare(self, params: Params) -> object:
+    A family object is made for one fit (or one inference call) from the estimator's
+    hyper-parameters; the driver calls its hooks on a dict of parameter tensors whose leading
+    dimensions are ``[B, R]`` (``B`` problems, ``R`` restarts). The four abstract hooks are
+    pure functions of their arguments; the optional ones have defaults, so the driver never
+    asks whether a hook exists.
+    """
+
+    @abstractmethod
+    def prepare(self, params: Params, precise: bool = False) -> dict:
         """Whatever the per-chunk hooks need that depends on the parameters only (computed
-        once per pass)."""
+        once per pass). ``precise=True`` asks for a pass computed in float64 whatever the
+        data's dtype (see :meth:`needs_precise_pass`)."""
 
-    def log_prob(self, X: Tensor, prepared: object) -> tuple[Tensor, object]:
+    @abstractmethod
+    def log_prob(self, X: Tensor, prepared: dict) -> tuple[Tensor, object]:
         """Component log-densities ``[B, R, n, K]`` of a chunk ``X [B, 1, n, D]``, and an
-        opaque value passed on to :meth:`stats`."""
+        opaque value passed on to :meth:`stats` (e.g. features computed once for both)."""
+
+    @abstractmethod
+    def stats(self, X: Tensor, resp: Tensor, prepared: dict, aux: object, sample_weight: Tensor | None) -> Params:
+        """Additive float64 sufficient statistics of a chunk ``X [B, 1, n, D]`` with
+        responsibilities ``resp [B, R, n, K]`` (``aux`` may be ``None``: compute what is
+        needed from ``X``). Statistics of disjoint chunks add up."""
+
+    @abstractmethod
+    def m_step(self, stats: Params, params: Params) -> tuple[Params, Tensor]:
+        """New parameters from summed statistics (taken about ``params``), and a ``[B, R]``
+        mask of restarts whose update failed (e.g. a covariance that is not positive
+        definite)."""
 
     def log_weights(self, params: Params) -> Tensor:
         """Log mixing weights ``[B, R, K]``."""
+        return params["log_weights"]
 
-    def stats(self, X: Tensor, resp: Tensor, prepared: object, aux: object, sample_weight: Tensor | None) -> Params:
-        """Additive (float64) sufficient statistics of a chunk."""
+    def needs_precise_pass(self, stats: Params, params: Params) -> bool:
+        """Whether rounding in the working dtype spoilt this pass's statistics; the driver
+        then redoes the pass with ``prepare(params, precise=True)``."""
+        return False
 
-    def m_step(self, stats: Params, params: Params) -> tuple[Params, Tensor]:
-        """New parameters from summed statistics, and a ``[B, R]`` mask of restarts whose
-        update failed (e.g. a covariance that could not be made positive definite)."""
+    def converged(self, old: Params, new: Params) -> Tensor | None:
+        """A ``[B, R]`` convergence test on the parameters, replacing the driver's test on the
+        change of the lower bound (K-means stops on the movement of its centres); ``None``
+        keeps the driver's test."""
+        return None
 
-    # Optional: ``needs_precise_pass(stats, params) -> bool``. When it returns True the driver
-    # sets ``family.working_dtype = torch.float64``, redoes the pass, and resets it to None.
+    def run_pass(self, source: Source, params: Params, hard: bool) -> tuple[Params, Tensor] | None:
+        """A whole pass computed by the family itself (summed statistics and the ``[B, R]``
+        mean log-likelihood, over this process's data), e.g. K-means skipping with bounds the
+        distances that cannot change an assignment; ``None`` (the default) lets the driver run
+        its generic pass. A family that keeps state between passes here is made for one fit."""
+        return None
 
 
 @dataclass
@@ -101,14 +133,14 @@ def hard_responsibilities(
     return best, resp
 
 
-def e_step_pass(family: EMFamily, source: TensorSource, params: Params, *, hard: bool = False) -> tuple[Params, Tensor]:
+def e_step_pass(family: Family, source: TensorSource, params: Params, *, hard: bool = False, precise: bool = False) -> tuple[Params, Tensor]:
     """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood
     (with ``hard=True``: classification EM, and the mean classification log-likelihood).
 
     Under ``torch.distributed`` (see :mod:`torchem.distributed`) the statistics, the
     log-likelihood sums and the total weight are summed over the ranks, so every rank
     returns the values of the whole data."""
-    stats, ll_sum, total = _over_ranks(*_local_pass(family, source, params, hard), source.total_weight())
+    stats, ll_sum, total = _over_ranks(*_local_pass(family, source, params, hard, precise=precise), source.total_weight())
     return stats, ll_sum / total.unsqueeze(-1)
 
 
@@ -122,14 +154,12 @@ def _over_ranks(stats: Params, ll_sum: Tensor, total: Tensor) -> tuple[Params, T
     return dict(zip(keys, reduced[: len(keys)])), reduced[-2], reduced[-1]
 
 
-def _local_pass(family: EMFamily, source, params: Params, hard: bool, about=None) -> tuple[Params, Tensor]:
+def _local_pass(family: Family, source, params: Params, hard: bool, about=None, precise: bool = False) -> tuple[Params, Tensor]:
     """This process's summed statistics and ``[B, R]`` (weighted) log-likelihood sum.
 
     ``about``: prepared parameters about which the statistics are taken in float64 instead of
     the E-step's own (stepwise EM averages statistics across changing parameters)."""
-    if about is None and hasattr(family, "run_pass"):
-        # A family may compute a whole pass itself (e.g. K-means skipping, with bounds, the
-        # distances that cannot change an assignment); None falls back to the generic pass.
+    if about is None and not precise:
         done = family.run_pass(source, params, hard)
         if done is not None:
             stats, ll = done
@@ -137,7 +167,7 @@ def _local_pass(family: EMFamily, source, params: Params, hard: bool, about=None
     stats = None
     ll = None
     lw = family.log_weights(params)
-    prepared = family.prepare(params)
+    prepared = family.prepare(params, precise)
     for _, X, w in source.chunks():
         X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
         w = None if w is None else w.unsqueeze(1)
@@ -165,7 +195,7 @@ def _where(mask: Tensor, new: Params, old: Params) -> Params:
 
 
 def run_em(
-    family: EMFamily,
+    family: Family,
     source: TensorSource,
     params: Params,
     *,
@@ -197,9 +227,6 @@ def run_em(
         hard: classification EM: each sample is assigned wholly to its most probable
             component, and the lower bound is the mean classification log-likelihood.
 
-    A family may define ``converged(old_params, new_params) -> [B, R] bool`` to replace the
-    test on the lower bound (K-means stops on the movement of its centres).
-
     Returns:
         :class:`EMResult`; restarts that converged keep the parameters of their last update.
     """
@@ -219,14 +246,10 @@ def run_em(
         for it in range(1, max_iter + 1):
             previous = lower_bound
             stats, ll = e_step_pass(family, source, params, hard=hard)
-            if hasattr(family, "needs_precise_pass") and family.needs_precise_pass(stats, params):
+            if family.needs_precise_pass(stats, params):
                 # The family found that rounding in the working dtype spoilt the statistics
                 # (e.g. float32 second moments that cancel): redo this pass in float64.
-                family.working_dtype = torch.float64
-                try:
-                    stats, ll = e_step_pass(family, source, params, hard=hard)
-                finally:
-                    family.working_dtype = None
+                stats, ll = e_step_pass(family, source, params, hard=hard, precise=True)
             new_params, failed = family.m_step(stats, params)
             if bool((failed & active).any()):
                 raise ValueError(failure_message)
@@ -241,10 +264,8 @@ def run_em(
                     "The log-likelihood became NaN during EM. Check the input data for extreme values, "
                     "or increase reg_covar."
                 )
-            if hasattr(family, "converged"):
-                newly = active & family.converged(old_params, params)
-            else:
-                newly = active & (change.abs() < tol)
+            own = family.converged(old_params, params)
+            newly = active & ((change.abs() < tol) if own is None else own)
             converged = converged | newly
             active = active & ~newly
             if verbose >= 1:
@@ -319,7 +340,7 @@ def step_size(t: int, schedule: tuple[float, float] = STEPWISE_SCHEDULE) -> floa
 
 
 def stepwise_update(
-    family: EMFamily,
+    family: Family,
     source: TensorSource,
     params: Params,
     reference: Params,
@@ -340,7 +361,7 @@ def stepwise_update(
         ``(new_params, running, failed [B, R], mean log-likelihood [B, R] of the batch under params)``.
     """
     ref64 = {k: v.double() for k, v in reference.items()}
-    local = _local_pass(family, source, params, hard, about=family.prepare(ref64))
+    local = _local_pass(family, source, params, hard, about=family.prepare(ref64, True))
     # every rank's batch is part of one global batch
     stats, ll, total = _over_ranks(*local, source.total_weight())
     scale = total.reshape(total.shape + (1,))

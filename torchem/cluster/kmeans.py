@@ -12,7 +12,7 @@ from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check
 from .. import data as data_module
 from ..data import TensorSource, auto_chunk_size, concat_blocks, inference_blocks, open_stream, reservoir_sample
 from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
-from ..em import run_em
+from ..em import Family, run_em
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, lloyd_stats, squared_distances
 from ..init import gather_rows, kmeans_plusplus, random_distinct_indices
@@ -73,7 +73,7 @@ def _keep_farthest(a, b, m: int):
     return top, rows, torch.cat([a[2], b[2]], -1).gather(2, order)
 
 
-class _KMeansFamily:
+class _KMeansFamily(Family):
     """K-means as the hard-EM limit of a Gaussian mixture with equal weights and covariances
     ``eps I``: ``log p_k(x) = -|x - c_k|^2`` up to scale, so the classification E-step is the
     nearest-centre assignment and the M-step is the mean of each cluster (Lloyd).
@@ -92,6 +92,25 @@ class _KMeansFamily:
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
     # ----------------------------------------------------------------------------------------
+    # The generic hooks: streamed passes (the driver's chunked pass, always hard)
+    # ----------------------------------------------------------------------------------------
+
+    def prepare(self, params, precise=False):
+        return {"centers": params["centers"].double() if precise else params["centers"]}
+
+    def log_prob(self, X, prepared):
+        # up to scale, the log-density of an equal-weight Gaussian with covariance eps I
+        return squared_distances(X, prepared["centers"]).neg_(), None
+
+    def log_weights(self, params):
+        c = params["centers"]
+        return c.new_zeros(c.shape[:-1])
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
+        return {"counts": r.sum(-2), "sums": r.mT @ X.double()}
+
+    # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
     # ----------------------------------------------------------------------------------------
 
@@ -108,7 +127,7 @@ class _KMeansFamily:
         moving only the points that changed cluster (float64 scatter-adds).
         """
         if not isinstance(source, TensorSource):
-            return self._lloyd_pass(source, params)
+            return None  # streamed: the driver's chunked pass (samples are not kept between passes)
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
@@ -200,22 +219,6 @@ class _KMeansFamily:
         ll = -(self.upper.square() * (1.0 if source.sample_weight is None else source.sample_weight.double().unsqueeze(1))).sum(-1)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
-        return stats, ll / source.total_weight().unsqueeze(-1)
-
-    def _lloyd_pass(self, source, params):
-        """A plain chunked Lloyd pass (same assignments, no bounds): for streamed sources,
-        whose samples are not kept from pass to pass."""
-        centers = params["centers"]
-        k = centers.shape[-2]
-        stats, ll = None, None
-        for _, X, w in source.chunks():
-            X = X.unsqueeze(1)
-            w = None if w is None else w.unsqueeze(1)
-            labels, dist = assign(X, centers)
-            counts, sums = lloyd_stats(X, labels, k, w)
-            stats = {"counts": counts, "sums": sums} if stats is None else {"counts": stats["counts"] + counts, "sums": stats["sums"] + sums}
-            part = -(dist.double() if w is None else dist.double() * w.double()).sum(-1)
-            ll = part if ll is None else ll + part
         return stats, ll / source.total_weight().unsqueeze(-1)
 
     def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:

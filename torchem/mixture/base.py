@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -27,12 +27,12 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
-from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
+from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
 from .._estimator import EstimatorModule
 from .. import data as data_module
 from ..data import TensorSource, auto_chunk_size, check_sample_weight, concat_blocks, inference_blocks, open_stream, reservoir_sample
 from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
-from ..em import STEPWISE_SCHEDULE, EMResult, run_em, select_best, step_size, stepwise_update
+from ..em import STEPWISE_SCHEDULE, EMResult, Family, run_em, select_best, step_size, stepwise_update
 from ..exceptions import ConvergenceWarning, NotFittedError
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
@@ -133,26 +133,107 @@ class BaseMixture(EstimatorModule):
             )
 
     def _validate_values(self, X: Tensor, name: str) -> None:
-        """Family-specific checks of the data's values (e.g. binary for Bernoulli)."""
+        """Family-specific checks of the data's values (e.g. binary for Bernoulli); raise a
+        ``ValueError`` that names ``name`` and says what to do."""
 
-    def _family(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _family(self, n_features: int) -> Family:
+        """The driver's hooks for data of ``n_features`` features (see :class:`torchem.em.Family`)."""
 
+    @abstractmethod
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """Starting parameters ``[B, R, ...]`` from the data (``init_params``), in any dtype;
+        user-given initial values replace them afterwards (:meth:`_user_initial_params`)."""
 
+    @abstractmethod
+    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+        """The constructor's initial values, validated against data of ``n_features`` features
+        and ``batch_size`` problems, as constrained parameters (float64, shaped for one problem
+        or ``[B, ...]``); an empty dict when none were given. Use :meth:`_init_array` and
+        :meth:`_init_weights` for the checks every family shares."""
+
+    @abstractmethod
     def _store(self, params: dict[str, Tensor]) -> None:
-        raise NotImplementedError
+        """Save constrained parameters (one problem, or ``[B, ...]``) as the module's
+        unconstrained ``nn.Parameter`` s (with :meth:`_set_parameter`)."""
 
+    @abstractmethod
     def _constrained(self) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """The module's parameters as the driver's constrained parameters (differentiable)."""
 
+    @abstractmethod
+    def _event_ndims(self) -> dict[str, int]:
+        """Dimensions of one problem's constrained parameters, by name."""
+
+    @abstractmethod
     def _n_parameters(self) -> int:
-        raise NotImplementedError
+        """Number of free parameters (for BIC and AIC)."""
+
+    @abstractmethod
+    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(points [B, R, M, D], weights [B, R, M, K])``: weighted points, each wholly in one
+        component, whose statistics give back ``params`` through the M-step (``partial_fit``
+        after ``fit`` starts its running statistics from them)."""
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        """Working memory per sample of a chunk, for the automatic chunk size."""
         k = self.n_components
         return itemsize * n_restarts * (4 * k + 3 * n_features) + 16 * n_restarts * k
+
+    # ----------------------------------------------------------------------------------------
+    # Initial values given to the constructor: the checks every family shares
+    # ----------------------------------------------------------------------------------------
+
+    def _init_array(self, name: str, event_shape: tuple[int, ...], batch_size: int) -> Tensor:
+        """The constructor argument ``name`` as a float64 tensor of shape ``event_shape`` (one
+        problem) or ``(batch_size, *event_shape)``, finite; scikit-learn's wording otherwise."""
+        t, _ = as_float_tensor(getattr(self, name), name)
+        t = t.double()
+        shapes = [tuple(event_shape), (batch_size, *event_shape)]
+        if tuple(t.shape) not in shapes:
+            raise ValueError(
+                f"The parameter '{name.removesuffix('_init')}' should have the shape of {tuple(event_shape)}, but got "
+                f"{tuple(t.shape)}. Pass {name} of that shape (or {(batch_size, *event_shape)} for a batch of problems)."
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinity; pass finite initial values.")
+        return t
+
+    def _init_weights(self, batch_size: int) -> Tensor | None:
+        """``log(weights_init)`` checked as scikit-learn checks it (in ``[0, 1]``, summing to
+        one per problem), or ``None`` when not given."""
+        if self.weights_init is None:
+            return None
+        w = self._init_array("weights_init", (self.n_components,), batch_size)
+        if bool((w < 0).any()) or bool((w > 1).any()):
+            raise ValueError(
+                f"The parameter 'weights' should be in the range [0, 1], but got min value {float(w.min()):.5f}, "
+                f"max value {float(w.max()):.5f}"
+            )
+        sums = w.sum(-1).reshape(-1)
+        bad = (sums - 1.0).abs() > 1e-6
+        if bool(bad.any()):
+            raise ValueError(
+                "The parameter 'weights' should be normalized, but got sum(weights) = "
+                f"{float(sums[int(bad.nonzero()[0, 0])]):.5f}"
+            )
+        return w.log()
+
+    def _starting_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``[B, R, ...]`` starting parameters in the source's dtype: the user's initial values
+        where given, the family's initialisation from the data for the rest."""
+        b = source.batch_size
+        user = self._user_initial_params(source.n_features, b)
+        event = self._event_ndims()
+        params: dict[str, Tensor] = {}
+        if len(user) < len(event):
+            params = dict(self._initial_params(source, n_init, generator))
+        for key, value in user.items():
+            if value.ndim == event[key]:
+                value = value.unsqueeze(0)
+            value = value.unsqueeze(1).to(device=source.device)
+            params[key] = value.expand(b, n_init, *value.shape[2:])
+        return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
 
     # ----------------------------------------------------------------------------------------
     # Data handling
@@ -203,7 +284,7 @@ class BaseMixture(EstimatorModule):
         concatenate the results along ``dim`` (their sample dimension)."""
         device, dtype = self._model_device_dtype(X)
         params = {k: v.to(dtype) for k, v in self._constrained().items()}
-        params = (params, self._family().prepare(params))
+        params = (params, self._family(X.shape[-1]).prepare(params))
         n = X.shape[-2]
         if self.chunk_size is not None:
             step = int(self.chunk_size)
@@ -217,7 +298,7 @@ class BaseMixture(EstimatorModule):
     def _log_resp(self, X: Tensor, state) -> tuple[Tensor, Tensor]:
         """``(log_norm, log_resp)`` of a chunk; ``state`` is ``(params, prepared)``."""
         params, prepared = state
-        family = self._family()
+        family = self._family(X.shape[-1])
         log_prob, _ = family.log_prob(X, prepared)
         return log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
 
@@ -355,9 +436,8 @@ class BaseMixture(EstimatorModule):
         if sample is not None:
             sx, sw = gather_samples(*sample)
             init_source = self._source(sx, device, dtype, n_init, None if sw is None else sw)
-        self._check_initial_parameters(init_source)
         if do_init:
-            params = broadcast_params(self._initial_params(init_source, n_init, generator))
+            params = broadcast_params(self._starting_params(init_source, n_init, generator))
             lower_bound = None
         else:
             params = {k: v.to(device=device, dtype=dtype) for k, v in self._constrained().items()}
@@ -380,7 +460,7 @@ class BaseMixture(EstimatorModule):
 
         if self.max_iter > 0:
             result = run_em(
-                self._family(),
+                self._family(source.n_features),
                 source,
                 params,
                 tol=self.tol,
@@ -520,9 +600,8 @@ class BaseMixture(EstimatorModule):
                         f"{self.n_components} samples; got {sx.shape[1]}."
                     )
                 init_source = self._source(sx, device, dtype, 1, sw) if is_distributed() else source
-                self._check_initial_parameters(init_source)
                 generator = make_generator(self.random_state, device)
-                params = broadcast_params(self._initial_params(init_source, 1, generator))
+                params = broadcast_params(self._starting_params(init_source, 1, generator))
             state = {"t": 0, "running": None, "reference": {k: v.double() for k, v in params.items()}, "params": params}
             if continuing:
                 # The fitted model is the stream's past: its statistics start the running
@@ -534,7 +613,7 @@ class BaseMixture(EstimatorModule):
         eta = step_size(state["t"], self.stepwise_schedule)
         params = {k: v.to(dtype) for k, v in state["params"].items()}
         new, running, failed, ll = stepwise_update(
-            self._family(), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
+            self._family(source.n_features), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
         )
         if bool(failed.any()):
             raise ValueError(self._failure_message())
@@ -551,8 +630,8 @@ class BaseMixture(EstimatorModule):
         """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``
         (``[B, R, ...]``, float64), computed about ``params`` themselves: the statistics of a
         small weighted point set with the model's moments (:meth:`_moment_points`)."""
-        family = self._family()
         points, resp = self._moment_points(params)
+        family = self._family(points.shape[-1])
         prepared = family.prepare(params)
         # in blocks of points: the statistics add, and a full covariance's features are
         # ~D^2/2 wide, so all 2 K D sigma points at once would take K D^3 memory
@@ -563,11 +642,6 @@ class BaseMixture(EstimatorModule):
             part = family.stats(points[..., start : start + step, :], resp[..., start : start + step, :], prepared, None, None)
             stats = part if stats is None else {k: stats[k] + part[k] for k in part}
         return stats
-
-    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(points [B, R, M, D], weights [B, R, M, K])``: weighted points, each wholly in one
-        component, whose per-component weight and moments are the model's (family hook)."""
-        raise NotImplementedError
 
     def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""
@@ -604,9 +678,6 @@ class BaseMixture(EstimatorModule):
                 return (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
 
         return resp_fn
-
-    def _check_initial_parameters(self, source: TensorSource) -> None:
-        """Validate user-given initial parameters against the data (family hook)."""
 
     def _failure_message(self) -> str:
         return "EM failed: an M-step produced invalid parameters."
@@ -667,7 +738,7 @@ class BaseMixture(EstimatorModule):
         check_data(x, "x", n_features=self.n_features_in_, check_finite=False)
         params = self._constrained()
         dtype = torch.promote_types(x.dtype, next(iter(params.values())).dtype)
-        family = self._family()
+        family = self._family(self.n_features_in_)
         params = {k: v.to(dtype) for k, v in params.items()}
         prepared = family.prepare(params)
         prepared.pop("workspace", None)  # plain tensor ops: autograd- and torch.compile-friendly
@@ -784,6 +855,62 @@ class BaseMixture(EstimatorModule):
         labels = torch.multinomial(weights.to(generator.device), n_samples, replacement=True, generator=generator)
         return labels.sort(-1).values.to(weights.device)
 
+    @torch.no_grad()
+    def sample(self, n_samples: int = 1):
+        """Draw samples from the fitted mixture.
+
+        Returns:
+            ``(X, y)``: samples ``[n_samples, D]`` and their component labels ``[n_samples]``
+            (sorted by component, as in scikit-learn), with a leading ``B`` if batched; numpy
+            if the model was fitted on numpy. Randomness comes from ``random_state``.
+        """
+        check_fitted(self)
+        n_samples = check_n_samples(n_samples)
+        generator = make_generator(self.random_state, self._anchor.device)
+        labels = self._sample_labels(n_samples, generator)  # [B, n], sorted
+        X = self._draw(labels, generator)
+        if not self._batched:
+            X, labels = X.squeeze(0), labels.squeeze(0)
+        return self._attr(X), self._attr(labels)
+
+    @abstractmethod
+    def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Samples ``[B, n, D]`` of the components ``labels [B, n]``, drawn with ``generator``
+        (``None``: torch's global random state) from the module's parameters."""
+
+    # ----------------------------------------------------------------------------------------
+    # torch.distributions
+    # ----------------------------------------------------------------------------------------
+
+    def to_distribution(self) -> D.MixtureSameFamily:
+        """The equivalent ``torch.distributions.MixtureSameFamily``, built from the module's
+        parameters so gradients flow back to them; a batched model gives ``batch_shape (B,)``."""
+        check_fitted(self)
+        p = self._constrained()
+        return D.MixtureSameFamily(D.Categorical(logits=p["log_weights"]), self._component_distribution(p))
+
+    @abstractmethod
+    def _component_distribution(self, params: dict[str, Tensor]) -> D.Distribution:
+        """The components as one ``torch.distributions`` object with batch shape
+        ``[..., K]`` and event shape ``(D,)``, from constrained parameters."""
+
+    @classmethod
+    def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs):
+        """A model in fitted state equal to a ``MixtureSameFamily`` of this family's
+        components (see :meth:`_params_from_components`); ``kwargs`` go to the constructor
+        (for later refits). A distribution with ``batch_shape (B,)`` gives a batched model.
+        Parameters are copied (the new model's are frozen leaves)."""
+        log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
+        params = cls._params_from_components(comp, tuple(log_weights.shape), kwargs)
+        return cls._from_constrained({"log_weights": log_weights, **params}, bool(batch), kwargs)
+
+    @classmethod
+    @abstractmethod
+    def _params_from_components(cls, components: D.Distribution, shape: tuple[int, ...], kwargs: dict) -> dict[str, Tensor]:
+        """Constrained parameters (all but ``log_weights``) read off ``components``, expanded
+        to ``shape = (*batch, K)``; raises ``TypeError`` for components of another kind.
+        Settings the components fix (``covariance_type``, ``n_trials``) go into ``kwargs``."""
+
     # ----------------------------------------------------------------------------------------
     # State dict
     # ----------------------------------------------------------------------------------------
@@ -883,16 +1010,13 @@ class BaseMixture(EstimatorModule):
         model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, batched, output_numpy=False)
         return model
 
+    @abstractmethod
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
-        raise NotImplementedError
+        """Number of features of constrained parameters."""
 
     #: Constructor arguments that, all given, determine every parameter (the second one
     #: fixes the shape), for gradient training without a fit.
     _init_arguments: tuple[str, ...] = ()
-
-    def _event_ndims(self) -> dict[str, int]:
-        """Dimensions of one problem's constrained parameters (family hook)."""
-        raise NotImplementedError
 
     def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:
         """``(constrained params, batched)`` from the constructor's initial values when they
@@ -906,12 +1030,12 @@ class BaseMixture(EstimatorModule):
             raise ValueError(f"{name} should have the shape (n_components, n_features); got {tuple(ref.shape)}.")
         batched = ref.ndim == 3
         b = ref.shape[0] if batched else 1
-        self._check_initial_parameters(SimpleNamespace(n_features=ref.shape[-1], batch_size=b))
+        user = self._user_initial_params(ref.shape[-1], b)
         lead = (b,) if batched else ()
         event, anchor = self._event_ndims(), self._anchor
         return {
             key: v.expand(*lead, *v.shape[v.ndim - event[key] :]).to(device=anchor.device, dtype=anchor.dtype).contiguous()
-            for key, v in self._user_init.items()
+            for key, v in user.items()
         }, batched
 
 

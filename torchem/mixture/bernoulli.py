@@ -11,17 +11,18 @@ from .._utils import as_float_tensor, check_fitted, check_n_samples, make_genera
 from ..data import TensorSource
 from ..functional import bernoulli as F
 from ..init import gather_rows
+from ..em import Family
 from .base import BaseMixture
 
 __all__ = ["BernoulliMixture", "BinomialMixture"]
 
-class _BernoulliFamily:
+class _BernoulliFamily(Family):
     """EM hooks of a Bernoulli (``n_trials is None``) or Binomial mixture."""
 
     def __init__(self, n_trials: Tensor | None):
         self.n_trials = n_trials
 
-    def prepare(self, params):
+    def prepare(self, params, precise=False):
         logits = params["logits"]
         log1m = torch.nn.functional.logsigmoid(-logits.double())
         if self.n_trials is not None:
@@ -40,9 +41,6 @@ class _BernoulliFamily:
             n = self.n_trials.to(device=X.device)
             lp = lp + F.binomial_log_coefficient(X, n).unsqueeze(-1)
         return lp, None
-
-    def log_weights(self, params):
-        return params["log_weights"]
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         return F.bernoulli_stats(X, resp, sample_weight)
@@ -123,9 +121,7 @@ class BernoulliMixture(BaseMixture):
     def _trials(self, n_features: int) -> Tensor | None:
         return None
 
-    def _family(self) -> _BernoulliFamily:
-        # During a fit the feature count is the new data's; afterwards the fitted one.
-        n_features = getattr(self, "_fit_features", None) or self.n_features_in_
+    def _family(self, n_features: int) -> _BernoulliFamily:
         return _BernoulliFamily(self._trials(n_features))
 
     def _validate_values(self, X: Tensor, name: str) -> None:
@@ -154,59 +150,39 @@ class BernoulliMixture(BaseMixture):
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
 
-    def _check_initial_parameters(self, source: TensorSource) -> None:
-        k, d, b = self.n_components, source.n_features, source.batch_size
-        self._fit_features = d
-        self._trials(d)  # raises if n_trials does not fit the data
-        self._user_init = {}
-        if self.weights_init is not None:
-            w, _ = as_float_tensor(self.weights_init, "weights_init")
-            w = w.double()
-            if tuple(w.shape) not in ((k,), (b, k)):
-                raise ValueError(f"weights_init should have the shape ({k},), but got {tuple(w.shape)}.")
-            if bool((w < 0).any()) or bool((w > 1).any()) or not bool(torch.isfinite(w).all()):
-                raise ValueError("weights_init should be in the range [0, 1].")
-            if not bool(torch.allclose(w.sum(-1), torch.ones((), dtype=w.dtype), rtol=0, atol=1e-6)):
-                raise ValueError(f"weights_init should be normalized, but got sum(weights_init) = {float(w.sum(-1).reshape(-1)[0]):.5f}.")
-            self._user_init["log_weights"] = w.log()
+    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+        self._trials(n_features)  # raises if n_trials does not fit the data
+        user: dict[str, Tensor] = {}
+        log_weights = self._init_weights(batch_size)
+        if log_weights is not None:
+            user["log_weights"] = log_weights
         if self.probs_init is not None:
-            p, _ = as_float_tensor(self.probs_init, "probs_init")
-            p = p.double()
-            if tuple(p.shape) not in ((k, d), (b, k, d)):
-                raise ValueError(f"probs_init should have the shape ({k}, {d}), but got {tuple(p.shape)}.")
-            if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p > 1).any()):
+            p = self._init_array("probs_init", (self.n_components, n_features), batch_size)
+            if bool((p < 0).any()) or bool((p > 1).any()):
                 raise ValueError("probs_init should hold probabilities in [0, 1].")
-            self._user_init["logits"] = F.logits_from_probs(p)
+            user["logits"] = F.logits_from_probs(p)
+        return user
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         k, d = self.n_components, source.n_features
         b, n = source.batch_size, source.n_samples
         trials = self._trials(d)
         scale = 1.0 if trials is None else trials.to(source.device, torch.float64)
-        params: dict[str, Tensor] = {}
-        if len(self._user_init) < 2:
-            method = self.init_params
-            if method in ("kmeans", "random"):
-                resp_fn = self._init_responsibilities(source, n_init, generator)
-                stats = None
-                for start, X, _ in source.chunks():
-                    X = X.unsqueeze(1).double()
-                    part = F.bernoulli_stats(X, resp_fn(start, X))
-                    stats = part if stats is None else {key: stats[key] + part[key] for key in part}
-                log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
-            else:
-                idx = self._chosen_samples(source, n_init, generator)
-                chosen = gather_rows(source.X, idx).double() / scale  # [B, R, K, D]
-                mean = (source.X.double().sum(1) / n / scale).reshape(b, 1, 1, d)
-                logits = F.logits_from_probs(0.5 * (chosen + mean))
-                log_weights = torch.full((b, n_init, k), -np.log(k), dtype=torch.float64, device=source.device)
-            params = {"log_weights": log_weights, "logits": logits}
-        for key, value in self._user_init.items():
-            if value.ndim == (1 if key == "log_weights" else 2):
-                value = value.unsqueeze(0)
-            value = value.unsqueeze(1).to(device=source.device)
-            params[key] = value.expand(b, n_init, *value.shape[2:])
-        return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
+        if self.init_params in ("kmeans", "random"):
+            resp_fn = self._init_responsibilities(source, n_init, generator)
+            stats = None
+            for start, X, _ in source.chunks():
+                X = X.unsqueeze(1).double()
+                part = F.bernoulli_stats(X, resp_fn(start, X))
+                stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+            log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
+        else:
+            idx = self._chosen_samples(source, n_init, generator)
+            chosen = gather_rows(source.X, idx).double() / scale  # [B, R, K, D]
+            mean = (source.X.double().sum(1) / n / scale).reshape(b, 1, 1, d)
+            logits = F.logits_from_probs(0.5 * (chosen + mean))
+            log_weights = torch.full((b, n_init, k), -np.log(k), dtype=torch.float64, device=source.device)
+        return {"log_weights": log_weights, "logits": logits}
 
     # ----------------------------------------------------------------------------------------
     # Attributes and sampling
@@ -218,28 +194,19 @@ class BernoulliMixture(BaseMixture):
         check_fitted(self)
         return self._attr(torch.sigmoid(self.component_logits.detach()))
 
-    @torch.no_grad()
-    def sample(self, n_samples: int = 1):
-        """Draw ``(X, y)``: samples ``[n_samples, D]`` and their sorted component labels."""
-        check_fitted(self)
-        n_samples = check_n_samples(n_samples)
-        device = self.component_logits.device
-        generator = make_generator(self.random_state, device)
-        labels = self._sample_labels(int(n_samples), generator)  # [B, n]
+    def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         probs = torch.sigmoid(self.component_logits.detach())
         if not self._batched:
             probs = probs.unsqueeze(0)
         b, _, d = probs.shape
+        device = probs.device
         p = torch.gather(probs, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d))
+        gen_device = generator.device if generator is not None else device
         trials = self._trials(d)
         if trials is None:
-            X = (torch.rand(p.shape, generator=generator, device=generator.device, dtype=p.dtype).to(device) < p).to(p.dtype)
-        else:
-            n = trials.to(device=device, dtype=p.dtype).expand_as(p)
-            X = torch.binomial(n.to(generator.device), p.to(generator.device), generator=generator).to(device)
-        if not self._batched:
-            X, labels = X.squeeze(0), labels.squeeze(0)
-        return self._attr(X), self._attr(labels)
+            return (torch.rand(p.shape, generator=generator, device=gen_device, dtype=p.dtype).to(device) < p).to(p.dtype)
+        n = trials.to(device=device, dtype=p.dtype).expand_as(p)
+        return torch.binomial(n.to(gen_device), p.to(gen_device), generator=generator).to(device)
 
     def rsample(self, n_samples: int = 1, temperature: float | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Relaxed samples, differentiable with respect to ``component_logits``.
@@ -283,26 +250,14 @@ class BernoulliMixture(BaseMixture):
     # torch.distributions
     # ----------------------------------------------------------------------------------------
 
-    def _component_distribution(self, logits: Tensor) -> D.Distribution:
-        return D.Independent(D.Bernoulli(logits=logits), 1)
-
-    def to_distribution(self) -> D.MixtureSameFamily:
-        """The equivalent ``torch.distributions.MixtureSameFamily`` (``Independent(Bernoulli)``
-        components; ``Independent(Binomial)`` for :class:`BinomialMixture`), built from the
-        module's parameters so gradients flow back to them. A batched model gives
-        ``batch_shape (B,)``."""
-        check_fitted(self)
-        p = self._constrained()
-        return D.MixtureSameFamily(D.Categorical(logits=p["log_weights"]), self._component_distribution(p["logits"]))
+    def _component_distribution(self, params: dict[str, Tensor]) -> D.Distribution:
+        return D.Independent(D.Bernoulli(logits=params["logits"]), 1)
 
     @classmethod
-    def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs):
-        """A fitted-state model equal to a ``MixtureSameFamily`` whose components are
-        ``Independent(Bernoulli, 1)`` (:class:`BernoulliMixture`) or ``Independent(Binomial, 1)``
-        (:class:`BinomialMixture`; ``n_trials`` is read from ``total_count``, which must be
-        the same for every component). ``kwargs`` go to the constructor; parameters are
-        copied."""
-        log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
+    def _params_from_components(cls, comp: D.Distribution, shape: tuple[int, ...], kwargs: dict) -> dict[str, Tensor]:
+        """``Independent(Bernoulli, 1)`` components (:class:`BernoulliMixture`) or
+        ``Independent(Binomial, 1)`` ones (:class:`BinomialMixture`; ``n_trials`` is read from
+        ``total_count``, which must be the same for every component)."""
         base = cls._base_distribution_type()
         if not (isinstance(comp, D.Independent) and isinstance(comp.base_dist, base) and comp.reinterpreted_batch_ndims == 1):
             raise TypeError(
@@ -310,8 +265,7 @@ class BernoulliMixture(BaseMixture):
                 f"{type(comp).__name__}" + (f"({type(comp.base_dist).__name__})" if isinstance(comp, D.Independent) else "") + "."
             )
         cls._trials_from_distribution(comp.base_dist, kwargs)
-        logits = comp.base_dist.logits.expand(*log_weights.shape, distribution.event_shape[0])
-        return cls._from_constrained({"log_weights": log_weights, "logits": logits}, bool(batch), kwargs)
+        return {"logits": comp.base_dist.logits.expand(*shape, comp.event_shape[0])}
 
     @classmethod
     def _base_distribution_type(cls):
@@ -410,7 +364,8 @@ class BinomialMixture(BernoulliMixture):
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components, "n_trials": np.asarray(self.n_trials).tolist()}
 
-    def _component_distribution(self, logits: Tensor) -> D.Distribution:
+    def _component_distribution(self, params: dict[str, Tensor]) -> D.Distribution:
+        logits = params["logits"]
         trials = self._trials(logits.shape[-1]).to(device=logits.device, dtype=logits.dtype)
         return D.Independent(D.Binomial(total_count=trials.expand_as(logits), logits=logits), 1)
 

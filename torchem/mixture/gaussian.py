@@ -12,23 +12,23 @@ from torch import distributions as D
 from .._utils import as_float_tensor, check_fitted, check_n_samples, make_generator
 from ..data import TensorSource
 from ..functional import gaussian as G
+from ..em import Family
 from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
 
 
-class _GaussianFamily:
-    """The EM hooks of a Gaussian mixture (see :class:`torchem.em.EMFamily`)."""
+class _GaussianFamily(Family):
+    """The EM hooks of a Gaussian mixture (see :class:`torchem.em.Family`)."""
 
     def __init__(self, covariance_type: str, reg_covar: float):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
-        self.working_dtype = None  # set to float64 by the driver for a precise pass
 
-    def prepare(self, params):
+    def prepare(self, params, precise=False):
         prep = G.gaussian_prepare(
             params["means"], params["prec_chol"], self.covariance_type,
-            working_dtype=self.working_dtype, data_dtype=params["means"].dtype,
+            working_dtype=torch.float64 if precise else None, data_dtype=params["means"].dtype,
         )
         prep["means"] = params["means"]
         prep["workspace"] = {}  # chunk buffers reused through the pass
@@ -40,12 +40,9 @@ class _GaussianFamily:
     def needs_precise_pass(self, stats, params) -> bool:
         """Ask the driver to redo a float32 pass in float64 when its second moments cancelled."""
         dtype = params["means"].dtype
-        if self.working_dtype == torch.float64 or dtype == torch.float64:
+        if dtype == torch.float64:
             return False
         return G.stats_need_float64(stats, self.covariance_type, torch.finfo(dtype).eps)
-
-    def log_weights(self, params):
-        return params["log_weights"]
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         return G.gaussian_stats(
@@ -187,7 +184,7 @@ class GaussianMixture(BaseMixture):
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components, "covariance_type": self.covariance_type}
 
-    def _family(self) -> _GaussianFamily:
+    def _family(self, n_features: int) -> _GaussianFamily:
         return _GaussianFamily(self.covariance_type, float(self.reg_covar))
 
     def _failure_message(self) -> str:
@@ -223,53 +220,26 @@ class GaussianMixture(BaseMixture):
     # User-given initial parameters
     # ----------------------------------------------------------------------------------------
 
-    def _user_array(self, value, name: str, event_shape: tuple[int, ...], batch: int, batched: bool) -> Tensor:
-        t, _ = as_float_tensor(value, name)
-        t = t.double()
-        shapes = [event_shape] + ([(batch, *event_shape)] if batched else [])
-        if tuple(t.shape) not in shapes:
-            expect = " or ".join(str(s) for s in shapes)
-            raise ValueError(f"{name} should have the shape {expect}, but got {tuple(t.shape)}.")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or infinity; pass finite initial values.")
-        return t
-
-    def _check_initial_parameters(self, source: TensorSource) -> None:
-        k, d, b = self.n_components, source.n_features, source.batch_size
-        self._user_init = {}
-        if self.weights_init is not None:
-            w = self._user_array(self.weights_init, "weights_init", (k,), b, True)
-            if bool((w < 0).any()) or bool((w > 1).any()):
-                raise ValueError(
-                    f"weights_init should be in the range [0, 1], but got min value {float(w.min()):.5f}, "
-                    f"max value {float(w.max()):.5f}."
-                )
-            sums = w.sum(-1)
-            if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=1e-6)):
-                raise ValueError(
-                    f"weights_init should be normalized, but got sum(weights_init) = {float(sums.reshape(-1)[0]):.5f}; "
-                    "divide it by its sum."
-                )
-            self._user_init["log_weights"] = w.log()
+    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+        k, d, ct = self.n_components, n_features, self.covariance_type
+        user: dict[str, Tensor] = {}
+        log_weights = self._init_weights(batch_size)
+        if log_weights is not None:
+            user["log_weights"] = log_weights
         if self.means_init is not None:
-            self._user_init["means"] = self._user_array(self.means_init, "means_init", (k, d), b, True)
+            user["means"] = self._init_array("means_init", (k, d), batch_size)
         if self.precisions_init is not None:
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[self.covariance_type]
-            p = self._user_array(self.precisions_init, "precisions_init", shape, b, True)
-            if self.covariance_type in ("full", "tied"):
+            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+            p = self._init_array("precisions_init", shape, batch_size)
+            if ct in ("full", "tied"):
                 if not bool(torch.allclose(p, p.mT, rtol=1e-6, atol=1e-8 * float(p.abs().max().clamp_min(1.0)))):
-                    raise ValueError(
-                        f"precisions_init ({self.covariance_type}) should be symmetric; pass symmetric "
-                        "positive-definite matrices."
-                    )
-            prec_chol, failed = G.precision_cholesky_from_precisions(p, self.covariance_type)
+                    raise ValueError(f"'{ct} precision' should be symmetric, positive-definite: check precisions_init.")
+            prec_chol, failed = G.precision_cholesky_from_precisions(p, ct)
             if bool(failed.any()):
-                kind = {"full": "every matrix", "tied": "the matrix", "diag": "every value", "spherical": "every value"}
-                raise ValueError(
-                    f"precisions_init ({self.covariance_type}) should be positive: {kind[self.covariance_type]} "
-                    "must be positive definite."
-                )
-            self._user_init["prec_chol"] = prec_chol
+                raise ValueError(f"'{ct} precision' should be symmetric, positive-definite: check precisions_init."
+                                 if ct in ("full", "tied") else f"'{ct} precision' should be positive: check precisions_init.")
+            user["prec_chol"] = prec_chol
+        return user
 
     # ----------------------------------------------------------------------------------------
     # Initialisation
@@ -299,19 +269,7 @@ class GaussianMixture(BaseMixture):
         return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        b = source.batch_size
-        user = self._user_init
-        params: dict[str, Tensor] = {}
-        if len(user) < 3:
-            resp_fn = self._init_responsibilities(source, n_init, generator)
-            params = self._params_from_resp(source, resp_fn, n_init)
-        event_ndim = _event_ndim(self.covariance_type)
-        for key, value in user.items():
-            if value.ndim == event_ndim[key]:
-                value = value.unsqueeze(0)
-            value = value.unsqueeze(1).to(device=source.device, dtype=torch.float64)
-            params[key] = value.expand(b, n_init, *value.shape[2:])
-        return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
+        return self._params_from_resp(source, self._init_responsibilities(source, n_init, generator), n_init)
 
     # ----------------------------------------------------------------------------------------
     # Fitted attributes
@@ -350,24 +308,6 @@ class GaussianMixture(BaseMixture):
     # ----------------------------------------------------------------------------------------
     # Sampling
     # ----------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def sample(self, n_samples: int = 1):
-        """Draw samples from the fitted mixture.
-
-        Returns:
-            ``(X, y)``: samples ``[n_samples, D]`` and their component labels ``[n_samples]``
-            (sorted by component, as in scikit-learn), with a leading ``B`` if batched; numpy
-            if the model was fitted on numpy. Randomness comes from ``random_state``.
-        """
-        check_fitted(self)
-        n_samples = check_n_samples(n_samples)
-        generator = make_generator(self.random_state, self.loc.device)
-        labels = self._sample_labels(n_samples, generator)  # [B, n], sorted
-        X = self._draw(labels, generator)
-        if not self._batched:
-            X, labels = X.squeeze(0), labels.squeeze(0)
-        return self._attr(X), self._attr(labels)
 
     def rsample(self, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised samples ``x = mu_z + A_z eps`` (``A_z A_z^T = Sigma_z``,
@@ -429,40 +369,25 @@ class GaussianMixture(BaseMixture):
     # torch.distributions
     # ----------------------------------------------------------------------------------------
 
-    def to_distribution(self) -> D.MixtureSameFamily:
-        """The equivalent ``torch.distributions.MixtureSameFamily``, built from the module's
-        parameters (gradients flow back to them): ``MultivariateNormal`` components with
-        ``scale_tril = U^{-T}`` for ``full`` and ``tied`` (``U`` the precision Cholesky factor),
-        ``Independent(Normal)`` for ``diag`` and ``spherical``. A batched model gives a
-        distribution with ``batch_shape (B,)``."""
-        check_fitted(self)
-        p = self._constrained()
-        mixture = D.Categorical(logits=p["log_weights"])
-        loc, prec_chol, ct = p["means"], p["prec_chol"], self.covariance_type
+    def _component_distribution(self, params: dict[str, Tensor]) -> D.Distribution:
+        """``MultivariateNormal`` with ``scale_tril = U^{-T}`` for ``full`` and ``tied`` (``U``
+        the precision Cholesky factor), ``Independent(Normal)`` for ``diag`` and ``spherical``."""
+        loc, prec_chol, ct = params["means"], params["prec_chol"], self.covariance_type
         if ct in ("full", "tied"):
             eye = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device)
             scale_tril = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True).mT
             if ct == "tied":
                 scale_tril = scale_tril.unsqueeze(-3).expand(*loc.shape, loc.shape[-1])
-            components = D.MultivariateNormal(loc, scale_tril=scale_tril)
-        else:
-            scale = 1.0 / (prec_chol if ct == "diag" else prec_chol.unsqueeze(-1).expand_as(loc))
-            components = D.Independent(D.Normal(loc, scale), 1)
-        return D.MixtureSameFamily(mixture, components)
+            return D.MultivariateNormal(loc, scale_tril=scale_tril)
+        scale = 1.0 / (prec_chol if ct == "diag" else prec_chol.unsqueeze(-1).expand_as(loc))
+        return D.Independent(D.Normal(loc, scale), 1)
 
     @classmethod
-    def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs) -> "GaussianMixture":
-        """A fitted-state ``GaussianMixture`` equal to a ``MixtureSameFamily`` of Gaussians.
-
-        Components may be ``MultivariateNormal`` (``covariance_type`` ``"full"``, or ``"tied"``
+    def _params_from_components(cls, comp: D.Distribution, shape: tuple[int, ...], kwargs: dict) -> dict[str, Tensor]:
+        """Components may be ``MultivariateNormal`` (``covariance_type`` ``"full"``, or ``"tied"``
         if every component has the same covariance) or ``Independent(Normal, 1)`` (``"diag"``,
-        or ``"spherical"`` if each component's scales are equal). ``covariance_type`` is
-        inferred (``full`` / ``diag``) unless given in ``kwargs``; other ``kwargs`` go to the
-        constructor (for later refits). A distribution with ``batch_shape (B,)`` gives a
-        batched model. Parameters are copied (the new model's are frozen leaves).
-        """
-        log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
-        k = log_weights.shape[-1]
+        or ``"spherical"`` if each component's scales are equal); ``covariance_type`` is
+        inferred (``full`` / ``diag``) unless given."""
         if isinstance(comp, D.MultivariateNormal):
             loc, tril = comp.loc, comp.scale_tril
             inferred = "full"
@@ -474,11 +399,11 @@ class GaussianMixture(BaseMixture):
                 "The components must be MultivariateNormal or Independent(Normal, 1); got "
                 f"{type(comp).__name__}. Use BernoulliMixture.from_distribution for Bernoulli/Binomial components."
             )
-        ct = kwargs.pop("covariance_type", inferred)
-        d = distribution.event_shape[0]
-        loc = loc.expand(*batch, k, d)
+        ct = kwargs.setdefault("covariance_type", inferred)
+        d = comp.event_shape[0]
+        loc = loc.expand(*shape, d)
         if inferred == "full":
-            tril = tril.expand(*batch, k, d, d)
+            tril = tril.expand(*shape, d, d)
             eye = torch.eye(d, dtype=tril.dtype, device=tril.device)
             prec_chol = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False).mT  # U = L^{-T}
             if ct == "tied":
@@ -488,7 +413,7 @@ class GaussianMixture(BaseMixture):
             elif ct != "full":
                 raise ValueError(f"MultivariateNormal components give covariance_type 'full' or 'tied', not {ct!r}.")
         else:
-            scale = scale.expand(*batch, k, d)
+            scale = scale.expand(*shape, d)
             prec_chol = 1.0 / scale
             if ct == "spherical":
                 if not bool(torch.allclose(scale, scale[..., :1].expand_as(scale))):
@@ -496,8 +421,7 @@ class GaussianMixture(BaseMixture):
                 prec_chol = prec_chol[..., 0]
             elif ct != "diag":
                 raise ValueError(f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {ct!r}.")
-        params = {"log_weights": log_weights, "means": loc, "prec_chol": prec_chol}
-        return cls._from_constrained(params, bool(batch), {**kwargs, "covariance_type": ct})
+        return {"means": loc, "prec_chol": prec_chol}
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["means"].shape[-1]
