@@ -168,13 +168,13 @@ def test_initialised_model_is_not_counted_as_a_fit_and_streams_survive_reloads()
     X = _gauss(rng, 2000)
     m = GaussianMixture(3, init_params="random", random_state=0).initialize(X)
     m.partial_fit(X[:200])
-    assert m._stepwise["t"] == 2  # the initial parameters count as one step, not as a fit on 2000
+    assert m._online["t"] == 2  # the initial parameters count as one step, not as a fit on 2000
     for i in range(1, 5):
         m.partial_fit(X[200 * i : 200 * (i + 1)])
     fresh = GaussianMixture(3, init_params="random")
     fresh.load_state_dict(m.state_dict())
     fresh.partial_fit(X[1000:1200])
-    assert fresh._stepwise["t"] == 1000 // 200 + 1  # continues as the 6th batch of a 1000-sample stream
+    assert fresh._online["t"] == 1000 // 200 + 1  # continues as the 6th batch of a 1000-sample stream
 
 
 def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():

@@ -1,18 +1,40 @@
-"""What every torchem estimator shares: scikit-learn's parameter protocol on an nn.Module."""
+"""The one estimator layer every torchem model shares.
+
+:class:`EstimatorModule` is scikit-learn's parameter protocol on an ``nn.Module``;
+:class:`EMEstimator` writes, once for every model (the mixtures and K-means), the whole fit
+sequence, ``partial_fit``'s handshake, inference over blocks, attribute output, the versioned
+extra state and ``requires_grad_``. A model is its hooks (declared abstract below) and the
+methods that are its own.
+
+The fit sequence: open the data (the estimator chooses device, dtype and chunk size first;
+:func:`torchem.data.open_source` never calls back) -> check that the ranks agree -> draw the
+initial sample -> initialise and broadcast -> run the driver -> select the best restart ->
+store.
+"""
 
 from __future__ import annotations
 
 import inspect
-from abc import ABCMeta
+import warnings
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .exceptions import NotFittedError
+from . import data as data_module
+from ._utils import InputKind, check_data, check_fitted, make_generator, to_output
+from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
+from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
+from .em import EMResult, Family, run_em, select_best
+from .exceptions import ConvergenceWarning, NotFittedError
 
-__all__ = ["EstimatorModule"]
+__all__ = ["EMEstimator", "EstimatorModule"]
+
+#: Version of the extra state saved in state dicts (``get_extra_state``).
+EXTRA_STATE_VERSION = 2
 
 
 class EstimatorModule(nn.Module, metaclass=ABCMeta):
@@ -103,3 +125,584 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         if any(self._parameters.get(n) is not None for n in self._param_names):
             ref = self._parameters[self._param_names[0]]
             self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+
+
+@dataclass
+class _Fit:
+    """The data of one fit or one ``partial_fit`` batch: its source and layout."""
+
+    source: Source
+    info: DataInfo
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.source, TensorSource)
+
+
+class EMEstimator(EstimatorModule):
+    """What every torchem estimator shares (not used directly).
+
+    Shapes: a model fitted on ``X [N, D]`` holds parameters for one problem; a model fitted on
+    ``X [B, N, D]`` holds ``B`` independent problems, and every fitted attribute and every
+    per-sample output gains a leading ``B``.
+    """
+
+    _fitted_attributes: tuple[str, ...] = ("n_iter_", "n_features_in_")
+    #: Hyper-parameters that do not change the fit (left out of the distributed handshake).
+    _cosmetic: tuple[str, ...] = ("verbose", "verbose_interval", "random_state", "chunk_size")
+    #: Warn (ConvergenceWarning) when the best restart ran out of iterations.
+    _warn_not_converged = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in self._param_names:
+            self.register_parameter(name, None)
+        # An empty buffer that follows .to(device) / .double(): where and in which dtype to fit.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+        self._fitted = False
+        self._batched = False
+        self._batch_size = 1
+        self._output_numpy = True
+
+    # ----------------------------------------------------------------------------------------
+    # Hooks
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def _n_components(self) -> int:
+        """The number of components (clusters) ``K``."""
+
+    @abstractmethod
+    def _validate_hyperparameters(self) -> None:
+        """Check the constructor's arguments (raise ``ValueError`` naming the argument)."""
+
+    @abstractmethod
+    def _n_restarts(self) -> int:
+        """Restarts of a fresh fit (``n_init``)."""
+
+    @abstractmethod
+    def _family(self, n_features: int) -> Family:
+        """The driver's hooks for data of ``n_features`` features (see :class:`torchem.em.Family`)."""
+
+    def _fit_family(self, source: Source) -> Family:
+        """The family a fit runs with (K-means: one that knows its data); by default
+        :meth:`_family`."""
+        return self._family(source.n_features)
+
+    @abstractmethod
+    def _starting_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``[B, R, ...]`` starting parameters in the source's dtype, from the data (an
+        in-memory sample of it, ``source.X``) and the constructor's initial values."""
+
+    def _check_initial_values(self, n_features: int, batch_size: int) -> None:
+        """Check the constructor's initial values against the data (a warm start, which does
+        not use them, still refuses bad ones)."""
+
+    @abstractmethod
+    def _store(self, params: dict[str, Tensor]) -> None:
+        """Save constrained parameters (one problem, or ``[B, ...]``) as the module's
+        unconstrained ``nn.Parameter`` s (with :meth:`_set_parameter`)."""
+
+    @abstractmethod
+    def _constrained(self) -> dict[str, Tensor]:
+        """The module's parameters as the driver's constrained parameters (differentiable)."""
+
+    @abstractmethod
+    def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        """Working memory per sample of a chunk, for the automatic chunk size."""
+
+    def _validate_values(self, X: Tensor, name: str) -> None:
+        """Family-specific checks of the data's values (e.g. binary for Bernoulli); raise a
+        ``ValueError`` that names ``name`` and says what to do."""
+
+    def _em_settings(self) -> dict:
+        """``tol``, ``max_iter``, ``hard`` and ``verbose`` of the driver."""
+        return {"tol": float(self.tol), "max_iter": int(self.max_iter), "hard": bool(getattr(self, "hard", False)),
+                "verbose": int(self.verbose), "verbose_interval": int(getattr(self, "verbose_interval", 10))}
+
+    def _failure_message(self) -> str:
+        return "EM failed: an M-step produced invalid parameters."
+
+    def _select(self, result: EMResult, source: Source) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, list[Tensor]]:
+        """The best restart of every problem: the highest lower bound (:func:`torchem.em.select_best`)."""
+        return select_best(result)
+
+    def _after_fit(self, source: Source, params: dict[str, Tensor]) -> None:
+        """Anything a model computes from its fitted parameters and the data (K-means: the
+        labels and inertia of the training data)."""
+
+    @abstractmethod
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+        """One ``partial_fit`` update: ``(new params [B, 1, ...], lower bound [B, 1], state)``."""
+
+    def _structural_hyperparameters(self) -> dict:
+        """Hyper-parameters a fitted state depends on (a state dict of another is refused)."""
+        return {"n_components": self._n_components}
+
+    def _extra_state(self) -> dict:
+        """What a model saves beyond the shared fitted state (tensors, for ``weights_only`` loads)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        """Restore :meth:`_extra_state`."""
+
+    # ----------------------------------------------------------------------------------------
+    # Opening data: the estimator decides device, dtype and chunk size; the data layer opens
+    # ----------------------------------------------------------------------------------------
+
+    def _compute_device_dtype(self, info: DataInfo, fitted: bool) -> tuple[torch.device, torch.dtype]:
+        """A fresh fit computes where the model is (``.to(device)``), or where tensor input
+        lives when the model is on the CPU, in the wider of the data's and the model's dtype;
+        a fitted model computes where its parameters are."""
+        if fitted:
+            ref = getattr(self, self._param_names[0])
+            return ref.device, torch.promote_types(info.dtype, ref.dtype)
+        anchor = self._anchor
+        device = anchor.device if anchor.device.type != "cpu" else info.device
+        dtype = torch.promote_types(info.dtype, anchor.dtype)
+        if not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()
+        return device, dtype
+
+    def _chunk_size(self, n_features: int, n_restarts: int, device, dtype, n_samples: int | None) -> int:
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        per = self._bytes_per_sample(n_features, n_restarts, torch.finfo(dtype).bits // 8)
+        return auto_chunk_size(per, torch.device(device), n_samples if n_samples is not None else 2**62)
+
+    def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int) -> _Fit:
+        info = describe(X, "X")
+        device, dtype = self._compute_device_dtype(info, fitted)
+        chunk = self._chunk_size(info.n_features, n_restarts * info.batch_size, device, dtype, info.n_samples)
+        source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check())
+        return _Fit(source, info)
+
+    def _value_check(self):
+        def check(chunk: Tensor) -> None:
+            self._validate_values(chunk, "X")
+
+        return check
+
+    def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int) -> TensorSource:
+        """A source of data already on the device (an initial sample, a gathered batch)."""
+        chunk = self._chunk_size(X.shape[-1], n_restarts * X.shape[0], device, dtype, X.shape[-2])
+        return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk)
+
+    def _signature(self, fit: _Fit | None, state: dict) -> dict:
+        """What every rank of a distributed fit must agree on: the data's layout, the
+        hyper-parameters and ``state`` (whether the fit continues the fitted parameters, how
+        far a stream has gone), so ranks never take different paths through the collectives."""
+        if fit is None:
+            return {}
+        sig = signature(self, fit.source.n_features, fit.source.dtype, fit.info.batch_size, fit.info.batched,
+                        skip=self._cosmetic)
+        sig.update(state)
+        return sig
+
+    # ----------------------------------------------------------------------------------------
+    # Fitting
+    # ----------------------------------------------------------------------------------------
+
+    def _continues(self) -> bool:
+        return bool(getattr(self, "warm_start", False)) and self._fitted
+
+    def _fitted_params(self, device, dtype) -> dict[str, Tensor]:
+        """The fitted parameters as ``[B, 1, ...]`` driver parameters."""
+        params = {k: v.detach().to(device=device, dtype=dtype) for k, v in self._constrained().items()}
+        if not self._batched:
+            params = {k: v.unsqueeze(0) for k, v in params.items()}
+        return {k: v.unsqueeze(1) for k, v in params.items()}
+
+    def _check_layout(self, fit: _Fit, what: str) -> None:
+        s = fit.source
+        if s.n_features != self.n_features_in_ or fit.info.batched != self._batched or fit.info.batch_size != self._batch_size:
+            raise ValueError(
+                f"{what} continues a model of {self._batch_size} problem(s) with {self.n_features_in_} features; "
+                f"X has {fit.info.batch_size} problem(s) with {s.n_features} features. Pass data of the same layout"
+                + (" or set warm_start=False." if what == "warm_start=True" else ".")
+            )
+
+    @torch.no_grad()
+    def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
+        self._validate_hyperparameters()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
+        settings = self._em_settings()
+        if max_iter is not None:
+            settings["max_iter"] = max_iter
+        k = self._n_components
+        continuing = self._continues()
+        n_init = 1 if continuing else self._n_restarts()
+        fit, error, sample = None, None, None
+        try:
+            fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init)
+            source = fit.source
+            generator = make_generator(self.random_state, source.device)
+            if continuing:
+                self._check_layout(fit, "warm_start=True")
+            if not continuing and (fit.streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE):
+                # initialise from a uniform sample (the whole data when it is small): streamed,
+                # sharded and large in-memory data alike, so they give the same fit
+                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
+            elif fit.streamed:
+                for _ in source.chunks():  # a first pass: counts an iterable, checks values
+                    pass
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        check_consistent(self._signature(fit, {"continues_fit": continuing}), error)  # every rank raises, or none
+        info, device, dtype = fit.info, source.device, source.dtype
+        n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
+        if n < k:
+            raise ValueError(self._too_few_samples(n, k))
+        if continuing:
+            self._check_initial_values(source.n_features, info.batch_size)
+            params = self._fitted_params(device, dtype)
+            lb = torch.as_tensor(np.asarray(self._lower_bound, dtype=np.float64), device=device)
+            lower_bound = lb.reshape(info.batch_size, 1)
+        else:
+            init_source = source
+            if sample is not None:
+                sx, sw = gather_samples(*sample)
+                init_source = self._in_memory(sx, sw, device, dtype, n_init)
+            params = broadcast_params(self._starting_params(init_source, n_init, generator))
+            lower_bound = None
+        params = {key: v.to(dtype) for key, v in params.items()}
+        stopped: list[int] = []
+
+        def report(it, lb, params_now):
+            # the model holds the current best restart while the user's callback runs
+            best = self._record(EMResult(params_now, lb, torch.full_like(lb, it, dtype=torch.int64),
+                                         torch.zeros_like(lb, dtype=torch.bool)), fit, source)
+            if callback(it, best, self):
+                stopped.append(it)
+            return bool(stopped)
+
+        family = self._fit_family(source)
+        if settings["max_iter"] > 0:
+            result = run_em(
+                family, source, params, tol=settings["tol"], max_iter=settings["max_iter"], lower_bound=lower_bound,
+                callback=None if callback is None else report, verbose=settings["verbose"],
+                verbose_interval=settings["verbose_interval"], failure_message=self._failure_message(),
+                hard=settings["hard"],
+            )
+        else:
+            batch = next(iter(params.values())).shape[:2]
+            lb0 = lower_bound if lower_bound is not None else torch.full(batch, -torch.inf, dtype=torch.float64, device=device)
+            zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+            result = EMResult(params, lb0, zeros, zeros.bool())
+        best = self._record(result, fit, source, select=True)
+        self._online = None  # a new fit: partial_fit starts its running statistics afresh
+        # how many samples the fitted parameters summarise, for partial_fit (none after an
+        # initialisation without EM iterations, e.g. initialize(X))
+        self._fit_samples = n if settings["max_iter"] > 0 else None
+        self._after_fit(source, best)
+        # warn only when EM ran out of iterations: not when a callback (on any rank) stopped it
+        ran_out = int(result.n_iter.max()) >= settings["max_iter"] and not stopped
+        if self._warn_not_converged and settings["max_iter"] > 0 and not bool(self._converged.all()) and ran_out:
+            which = "" if not info.batched else f" ({int((~self._converged).sum())} of {info.batch_size} problems)"
+            warnings.warn(
+                f"Best performing initialization did not converge{which}. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
+            )
+
+    def _k_name(self) -> str:
+        return "n_components"
+
+    def _too_few_samples(self, n: int, k: int) -> str:
+        return (f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {n}. "
+                "Reduce n_components or pass more data.")
+
+    def _record(self, result: EMResult, fit: _Fit, source: Source, select: bool = False):
+        """Store the best restart of ``result`` as the fitted state; returns its lower bound
+        (a float, or ``[B]`` for a batched fit) and, with ``select``, its parameters."""
+        if select:
+            best, lower_bound, n_iter, converged, history = self._select(result, source)
+        else:
+            best, lower_bound, n_iter, converged, history = select_best(result)
+        batched = fit.info.batched
+        stored = best if batched else {k: v.squeeze(0) for k, v in best.items()}
+        self._batched = batched
+        self._batch_size = fit.info.batch_size
+        self._output_numpy = fit.info.kind.is_numpy
+        self.n_features_in_ = int(source.n_features)
+        self._anchor = self._anchor.to(device=source.device, dtype=source.dtype)
+        self._store(stored)
+        self._lower_bound = lower_bound.cpu().numpy()
+        self._n_iter = n_iter.cpu().numpy()
+        self._converged = converged.cpu().numpy()
+        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((fit.info.batch_size, 0))
+        self._fitted = True
+        return best if select else self._scalar_or_array(self._lower_bound, float)
+
+    # ----------------------------------------------------------------------------------------
+    # Online fitting: partial_fit's handshake (the update rule is the model's)
+    # ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One online update on a batch of a stream (see the model's ``_online_step``): the
+        first call initialises the model from its batch unless it is already fitted, in which
+        case the stream continues from the fitted parameters. Under ``torch.distributed`` every
+        rank passes its own part of each batch; all ranks keep identical parameters.
+
+        Args:
+            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
+            y: ignored.
+            sample_weight: optional ``[n]`` weights.
+
+        Returns:
+            ``self``.
+        """
+        self._validate_hyperparameters()
+        state = getattr(self, "_online", None)
+        fit, error = None, None
+        try:
+            if isinstance(X, np.memmap):
+                X = np.asarray(X)  # one batch: read it into memory
+            elif data_module.is_iterable_data(X):
+                raise ValueError(
+                    "partial_fit takes one batch [n_samples, n_features] (an array or a tensor); call it once per "
+                    "batch of a stream, or pass the whole re-iterable to fit."
+                )
+            fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
+            if self._fitted:
+                self._check_layout(fit, "partial_fit")
+        except (ValueError, TypeError) as exc:
+            if not is_distributed():
+                raise
+            error = exc
+        stream = {"fitted": bool(self._fitted), "stream_batches": 0 if state is None else state.get("batches", 0)}
+        check_consistent(self._signature(fit, stream), error)  # every rank raises, or none
+        source = fit.source
+        device, dtype = source.device, source.dtype
+        n_batch = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
+        if self._fitted:
+            params = self._fitted_params(device, dtype)
+        else:
+            # initialise from the first batch (of every rank, under torch.distributed)
+            sx, sw = gather_samples(source.X, source.sample_weight)
+            if sx.shape[1] < self._n_components:
+                raise ValueError(
+                    f"The first batch given to partial_fit initialises the model and needs at least "
+                    f"{self._k_name()} = {self._n_components} samples; got {sx.shape[1]}."
+                )
+            init_source = self._in_memory(sx, sw, device, dtype, 1) if is_distributed() else source
+            generator = make_generator(self.random_state, device)
+            params = broadcast_params(self._starting_params(init_source, 1, generator))
+            state = None
+        if state is not None:
+            state = _to_device(state, device)  # the model may have been moved with .to(device)
+        new, ll, state = self._online_step(source, {k: v.to(dtype) for k, v in params.items()}, state, n_batch)
+        state["batches"] = state.get("batches", 0) + 1
+        # the samples the parameters now summarise (a reloaded model continues from there)
+        self._fit_samples = (getattr(self, "_fit_samples", None) or 0) + n_batch
+        steps = torch.full(ll.shape, state["batches"], dtype=torch.int64, device=ll.device)
+        self._record(EMResult({k: v.to(dtype) for k, v in new.items()}, ll, steps,
+                              torch.zeros_like(steps, dtype=torch.bool), [ll]), fit, source)
+        self._online = state
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    # Inference over blocks
+    # ----------------------------------------------------------------------------------------
+
+    def _check_input(self, X, name: str = "X") -> tuple[Tensor, InputKind]:
+        """Convert and validate data given to a fitted model."""
+        check_fitted(self)
+        info = describe(X, name)
+        t, kind = info.data, info.kind
+        if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
+            t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
+        check_data(t, name, n_features=self.n_features_in_, allow_batch=True)
+        if t.ndim == 3 and not self._batched:
+            raise ValueError(
+                f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "
+                "pass a 2-D array [n_samples, n_features]."
+            )
+        if t.ndim == 3 and t.shape[0] != self._batch_size:
+            raise ValueError(
+                f"{name} holds {t.shape[0]} problems (shape {tuple(t.shape)}) but this model was fitted on "
+                f"{self._batch_size}; pass [{self._batch_size}, n_samples, n_features] or a 2-D array to score "
+                "the same samples under every problem."
+            )
+        for s in range(0, t.shape[-2], 2**16):
+            self._validate_values(t[..., s : s + 2**16, :], name)
+        return t, kind
+
+    def _model_dtype(self, X: Tensor) -> tuple[torch.device, torch.dtype]:
+        ref = getattr(self, self._param_names[0])
+        return ref.device, torch.promote_types(X.dtype, ref.dtype)
+
+    def _map_chunks(self, X: Tensor, fn, dim: int = -1) -> Tensor:
+        """``fn(X_chunk [.., n, D], params, family, prepared)`` over chunks of samples on the
+        model's device, joined along ``dim`` (their sample dimension)."""
+        device, dtype = self._model_dtype(X)
+        params = {k: v.detach().to(dtype) for k, v in self._constrained().items()}
+        family = self._family(X.shape[-1])
+        prepared = family.prepare(params)
+        step = self._chunk_size(X.shape[-1], self._batch_size, device, dtype, X.shape[-2])
+        outs = [fn(X[..., s : s + step, :].to(device=device, dtype=dtype), params, family, prepared)
+                for s in range(0, X.shape[-2], step)]
+        return torch.cat(outs, dim=dim)
+
+    @staticmethod
+    def _joint(X: Tensor, params, family: Family, prepared) -> Tensor:
+        """``log w_k + log p_k(x)`` of a chunk: ``[.., n, K]``."""
+        log_prob, _ = family.log_prob(X, prepared)
+        return log_prob + family.log_weights(params).to(log_prob.dtype).unsqueeze(-2)
+
+    def _blocks(self, X, method, axis_from_end: int):
+        """``method`` applied to each block of a stream or memmap, joined; ``None`` for
+        in-memory data."""
+        blocks = inference_blocks(X)
+        if blocks is None:
+            return None
+        return concat_blocks([method(xb) for xb, _ in blocks], axis_from_end)
+
+    @torch.no_grad()
+    def predict(self, X):
+        """The most probable component (nearest centre) of each sample: ``[N]`` (``[B, N]``)
+        int64. ``X`` may also be an ``np.memmap`` (read in blocks) or an iterable of batches
+        (a DataLoader, a generator): the outputs of its batches are joined, here and in every
+        inference method."""
+        joined = self._blocks(X, self.predict, 1)
+        if joined is not None:
+            return joined
+        t, kind = self._check_input(X)
+        return to_output(self._map_chunks(t, lambda x, *a: self._joint(x, *a).argmax(-1)), kind)
+
+    # ----------------------------------------------------------------------------------------
+    # Attributes
+    # ----------------------------------------------------------------------------------------
+
+    def _attr(self, t: Tensor):
+        """Fitted attributes come back as numpy when the model was fitted on numpy."""
+        t = t.detach()
+        return t.cpu().numpy() if self._output_numpy else t
+
+    def _scalar_or_array(self, value: np.ndarray, cast):
+        if not self._batched:
+            return cast(np.asarray(value).reshape(-1)[0])
+        return value if self._output_numpy else torch.as_tensor(value)
+
+    @property
+    def n_iter_(self):
+        """EM iterations of the best restart, or batches seen by ``partial_fit`` (``[B]`` for a
+        batched fit)."""
+        check_fitted(self)
+        return self._scalar_or_array(self._n_iter, int)
+
+    # ----------------------------------------------------------------------------------------
+    # Gradients
+    # ----------------------------------------------------------------------------------------
+
+    def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:
+        """``(constrained params, batched)`` from the constructor's initial values when they
+        determine every parameter, else ``None``."""
+        return None
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Enable (or disable) gradients on every parameter, as ``nn.Module.requires_grad_``.
+
+        The parameters are frozen after ``fit``; enabling gradients makes the model trainable
+        by any ``torch.optim`` optimizer (see :func:`torchem.fit_by_gradient`). An unfitted
+        model gets its parameters from the constructor's initial values when they determine
+        all of them; otherwise there is nothing to train yet and this raises
+        :class:`NotFittedError` saying how to get parameters."""
+        if requires_grad and not self._fitted:
+            found = self._parameters_from_init()
+            if found is None:
+                raise NotFittedError(
+                    f"This {type(self).__name__} has no parameters to train yet. Call fit(X) first"
+                    + self._how_to_get_parameters()
+                )
+            params, batched = found
+            self._set_fitted_parameters(params, batched, output_numpy=False)
+        return super().requires_grad_(requires_grad)
+
+    def _how_to_get_parameters(self) -> str:
+        return "."
+
+    def _set_fitted_parameters(self, params: dict[str, Tensor], batched: bool, output_numpy: bool) -> None:
+        """Make the model usable from given constrained parameters (no EM). Fit diagnostics
+        are empty (``n_iter_ == 0``, ``converged_`` False, ``lower_bound_`` NaN)."""
+        ref = next(iter(params.values()))
+        b = ref.shape[0] if batched else 1
+        self._store(params)
+        self._batched, self._batch_size, self._output_numpy = batched, b, output_numpy
+        self.n_features_in_ = int(self._n_features_of(params))
+        self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+        self._lower_bound = np.full(b, np.nan)
+        self._n_iter = np.zeros(b, dtype=np.int64)
+        self._converged = np.zeros(b, dtype=bool)
+        self._history = np.zeros((b, 0))
+        self._fitted = True
+
+    def _n_features_of(self, params: dict[str, Tensor]) -> int:
+        return next(iter(params.values())).shape[-1]
+
+    # ----------------------------------------------------------------------------------------
+    # State dict: the versioned extra state
+    # ----------------------------------------------------------------------------------------
+
+    def get_extra_state(self) -> dict:
+        state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted}
+        if self._fitted:
+            state.update(
+                batched=self._batched,
+                batch_size=self._batch_size,
+                output_numpy=self._output_numpy,
+                n_features_in=self.n_features_in_,
+                # tensors, not numpy arrays, so torch.load(..., weights_only=True) accepts them
+                lower_bound=torch.as_tensor(self._lower_bound),
+                n_iter=torch.as_tensor(self._n_iter),
+                converged=torch.as_tensor(self._converged),
+                history=torch.as_tensor(self._history),
+                hyper=self._structural_hyperparameters(),
+                fit_samples=int(getattr(self, "_fit_samples", None) or 0),
+                model=self._extra_state(),
+            )
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        version = state.get("version", 0)
+        if version > EXTRA_STATE_VERSION:
+            raise ValueError(
+                f"This state dict was saved by a newer torchem (extra state version {version}; this one reads up "
+                f"to {EXTRA_STATE_VERSION}); upgrade torchem to load it."
+            )
+        self._fitted = bool(state.get("fitted", False))
+        if not self._fitted:
+            return
+        hyper = state.get("hyper", {})
+        mine = self._structural_hyperparameters()
+        for key, value in hyper.items():
+            if mine.get(key) != value:
+                raise ValueError(
+                    f"The state dict was saved from a model with {key}={value!r}, but this model has "
+                    f"{key}={mine.get(key)!r}; construct the model with the same {key} before loading."
+                )
+        self._batched = state["batched"]
+        self._batch_size = state["batch_size"]
+        self._output_numpy = state["output_numpy"]
+        self.n_features_in_ = state["n_features_in"]
+        self._lower_bound = np.asarray(state["lower_bound"])
+        self._n_iter = np.asarray(state["n_iter"])
+        self._converged = np.asarray(state["converged"])
+        self._history = np.asarray(state["history"])
+        # a loaded model is a new starting point: partial_fit continues from its parameters
+        self._online = None
+        self._fit_samples = int(state.get("fit_samples", 0)) or None
+        self._load_extra_state(state.get("model", {}))
+
+
+def _to_device(tree, device):
+    """A copy of nested dicts of tensors on ``device`` (partial_fit's state after ``.to``)."""
+    if isinstance(tree, dict):
+        return {k: _to_device(v, device) for k, v in tree.items()}
+    return tree.to(device) if isinstance(tree, Tensor) else tree

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import rand
+from dataclasses import dataclass
+from typing import Any
+
+from ._utils import InputKind, as_float_tensor, check_data, rand
 
 __all__ = [
     "HostStreamSource",
@@ -28,6 +31,10 @@ __all__ = [
     "inference_blocks",
     "concat_blocks",
     "split_batch",
+    "DataInfo",
+    "describe",
+    "open_source",
+    "check_sample_weight",
 ]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
@@ -92,6 +99,7 @@ class TensorSource:
         device: torch.device,
         dtype: torch.dtype,
         sample_weight: Tensor | None = None,
+        chunk_size: int | None = None,
     ):
         if X.ndim == 2:
             X = X.unsqueeze(0)
@@ -103,7 +111,7 @@ class TensorSource:
             self.sample_weight = sample_weight.to(device=device, dtype=dtype).expand(self.X.shape[0], -1)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.chunk_size = self.X.shape[1]
+        self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.X.shape[1])
 
     @property
     def batch_size(self) -> int:
@@ -250,7 +258,7 @@ class HostStreamSource(_StreamBase):
     of chunk ``i + 1`` overlaps the compute on chunk ``i``; device memory holds two chunks.
     """
 
-    def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None):
+    def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None, chunk_size: int | None = None):
         super().__init__(device=device, dtype=dtype, check=check)
         self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
         self.host = X if X.ndim == 3 else X[None]
@@ -259,7 +267,7 @@ class HostStreamSource(_StreamBase):
             w = torch.as_tensor(sample_weight).double()
             w = w.unsqueeze(0) if w.ndim == 1 else w
             self.sample_weight = w.expand(self.host.shape[0], -1)
-        self.chunk_size = self.n_samples
+        self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.n_samples)
 
     @property
     def batch_size(self) -> int:
@@ -348,9 +356,9 @@ class IterableSource(_StreamBase):
     refused with a ``TypeError`` that points to ``partial_fit``.
     """
 
-    def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X"):
-        first_pass = iter(iterable)
-        if first_pass is iterable:
+    def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X",
+                 chunk_size: int | None = None, first: tuple[int, torch.dtype, bool] | None = None):
+        if isinstance(iterable, Iterator):
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
                 "iteration, so it needs a re-iterable (a DataLoader, or an object whose __iter__ starts "
@@ -358,23 +366,30 @@ class IterableSource(_StreamBase):
             )
         self.iterable = iterable
         self.name = name
-        self.host_is_numpy = None  # numpy batches give numpy fitted attributes
         self.X = None
         self.sample_weight = None
         self._n = None
         self._total = None
-        self._weighted = None
+        self.host_is_numpy = None  # numpy batches give numpy fitted attributes
+        if first is None:
+            first = self.peek(iterable, name)
+        self._width, self.host_dtype, self.host_is_numpy = first
+        super().__init__(device=device, dtype=dtype or self.host_dtype, check=check)
+        self.chunk_size = int(chunk_size) if chunk_size is not None else 65536
+
+    @classmethod
+    def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool]:
+        """``(n_features, dtype, numpy?)`` of the first non-empty batch (this starts a pass)."""
+        probe = cls.__new__(cls)
+        probe.name, probe.host_is_numpy = name, None
         first = None
-        for batch in first_pass:
-            first = self._split(batch)[0]
+        for batch in iterable:
+            first = probe._split(batch)[0]
             if first.shape[0] > 0:
                 break
         if first is None or first.shape[0] == 0:
             raise ValueError(f"{name} yielded no samples; pass an iterable of non-empty [n_samples, n_features] batches.")
-        self._width = int(first.shape[1])
-        self.host_dtype = first.dtype
-        super().__init__(device=device, dtype=dtype or first.dtype, check=check)
-        self.chunk_size = 65536
+        return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy)
 
     def _split(self, batch) -> tuple[Tensor, Tensor | None]:
         batch, w = split_batch(batch, self.name)
@@ -539,52 +554,82 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
     return w
 
 
-def open_stream(X, sample_weight, *, anchor_device, resolve, bytes_per_sample, chunk_size, check):
-    """A streamed source for ``X`` when it should be streamed, else ``None``.
+@dataclass(frozen=True)
+class DataInfo:
+    """What :func:`describe` learns of the data before anything is decided: its layout, the
+    float dtype it takes and where it lives, so the estimator can choose the compute device,
+    dtype and chunk size before :func:`open_source` opens it."""
 
-    Streamed are: re-iterables of batches (:class:`IterableSource`), ``np.memmap`` arrays,
-    and host arrays larger than half the free memory of a CUDA compute device
-    (:class:`HostStreamSource`); anything else is left to the caller's in-memory path.
+    data: Any  # the converted tensor (in-memory), the host array, or the iterable
+    kind: InputKind  # how outputs go back (numpy or tensors on the input's device)
+    batched: bool  # [B, N, D] input: B independent problems
+    batch_size: int  # B (1 for [N, D] input)
+    n_features: int
+    n_samples: int | None  # per problem; None for an iterable (known after its first pass)
+    dtype: torch.dtype  # the float dtype the data takes (scikit-learn's rules)
+    device: torch.device  # where the data lives (CPU for host data)
+    host: bool  # numpy, memmap or a CPU tensor: may be streamed to a CUDA device
+    memmap: bool  # always streamed, never copied whole
+    iterable: bool  # a re-iterable of batches: one pass per EM iteration
 
-    Args:
-        X: the data as given to ``fit``.
-        sample_weight: ``fit``'s sample weights (refused with an iterable).
-        anchor_device: where the model computes.
-        resolve: ``resolve(probe) -> (device, dtype)``: the compute device and dtype for data
-            like the empty tensor ``probe``.
-        bytes_per_sample: ``bytes_per_sample(n_features, batch, itemsize)`` of working memory.
-        chunk_size: the model's ``chunk_size`` (``None``: from the memory budget).
-        check: ``check(chunk)`` raising ``ValueError`` on bad values (first pass only).
 
-    Returns:
-        ``(source, is_numpy, batched, B)`` or ``None``.
-    """
-    anchor_device = torch.device(anchor_device)
+def describe(X, name: str = "X") -> DataInfo:
+    """The layout of ``X`` (checked: rank, emptiness, numeric dtype; in-memory data is
+    converted once here, without copying where possible)."""
     if is_iterable_data(X):
+        if isinstance(X, Iterator):  # refused, with advice, before a batch is consumed
+            IterableSource(X, device=torch.device("cpu"), name=name)
+        first = IterableSource.peek(X, name)
+        return DataInfo((X, first), InputKind(first[2], None), False, 1, first[0], None, first[1],
+                        torch.device("cpu"), False, False, True)
+    if isinstance(X, np.memmap) or (isinstance(X, (np.ndarray, Tensor)) and getattr(X, "ndim", 0) in (2, 3)
+                                    and 0 not in X.shape and (not isinstance(X, Tensor) or X.device.type == "cpu")):
+        if isinstance(X, np.memmap) and X.ndim in (2, 3) and 0 not in X.shape:
+            if X.dtype.kind not in "fiub":
+                raise ValueError(f"{name} must contain numbers; got an array of dtype {X.dtype}.")
+            dt = torch.float32 if X.dtype == np.float32 else torch.float64
+            b = X.shape[0] if X.ndim == 3 else 1
+            return DataInfo(X, InputKind(True, None), X.ndim == 3, b, int(X.shape[-1]), int(X.shape[-2]), dt,
+                            torch.device("cpu"), True, True, False)
+    t, kind = as_float_tensor(X, name)
+    check_data(t, name, min_samples=1, allow_batch=True, check_finite=False)
+    return DataInfo(t, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, int(t.shape[-1]), int(t.shape[-2]),
+                    t.dtype, t.device, t.device.type == "cpu", False, False)
+
+
+def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,
+                name: str = "X") -> Source:
+    """The chunk source of described data on ``device`` in ``dtype``, read ``chunk_size``
+    samples at a time.
+
+    Streamed are re-iterables of batches (:class:`IterableSource`), ``np.memmap`` arrays, and
+    host arrays larger than half the free memory of a CUDA compute device
+    (:class:`HostStreamSource`); everything else is moved once to the device
+    (:class:`TensorSource`). ``check(chunk)`` raises ``ValueError`` on bad values: on every
+    in-memory chunk now, on a stream's chunks during its first pass; NaN and infinity are
+    refused here."""
+    device = torch.device(device)
+
+    def checked(chunk: Tensor) -> None:
+        if not bool(torch.isfinite(chunk).all()):
+            raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before fitting.")
+        if check is not None:
+            check(chunk)
+
+    if info.iterable:
         if sample_weight is not None:
-            raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
-        source = IterableSource(X, device=anchor_device, check=check)
-        device, source.dtype = resolve(torch.empty(0, 0, dtype=source.host_dtype, device=anchor_device))
-        per = bytes_per_sample(source.n_features, 1, torch.finfo(source.dtype).bits // 8)
-        source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, 2**62)
-        return source, bool(source.host_is_numpy), False, 1
-    host = isinstance(X, np.memmap) or (
-        isinstance(X, (np.ndarray, Tensor)) and anchor_device.type == "cuda" and getattr(X, "device", None) != anchor_device
-    )
-    if not host or X.ndim not in (2, 3) or 0 in X.shape:
-        return None  # the in-memory path checks (and explains) the layout
-    # the dtype in-memory input would take (see torchem._utils.as_float_tensor)
-    if isinstance(X, Tensor):
-        dt = X.dtype if X.is_floating_point() else torch.get_default_dtype()
-    else:
-        dt = torch.float32 if X.dtype == np.float32 else torch.float64
-    device, dtype = resolve(torch.empty(0, 0, dtype=dt))
-    itemsize = torch.finfo(dtype).bits // 8
-    big = device.type == "cuda" and host_nbytes(X, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
-    if not (isinstance(X, np.memmap) or big):
-        return None
-    w = check_sample_weight(sample_weight, X.shape)
-    source = HostStreamSource(X, device=device, dtype=dtype, sample_weight=w, check=check)
-    per = bytes_per_sample(source.n_features, source.batch_size, itemsize)
-    source.chunk_size = int(chunk_size) if chunk_size is not None else auto_chunk_size(per, device, source.n_samples)
-    return source, isinstance(X, np.ndarray), X.ndim == 3, source.batch_size
+            raise ValueError(f"sample_weight cannot be combined with an iterable {name}; yield ({name}, sample_weight) batches.")
+        iterable, first = info.data
+        return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first)
+    big = False
+    if info.host and device.type == "cuda":
+        itemsize = torch.finfo(dtype).bits // 8
+        big = host_nbytes(info.data, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
+    shape = (info.batch_size, info.n_samples, info.n_features) if info.batched else (info.n_samples, info.n_features)
+    w = check_sample_weight(sample_weight, shape)
+    if info.memmap or big:
+        return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size)
+    X = info.data
+    for s in range(0, X.shape[-2], 2**16):  # by blocks: no data-sized temporaries
+        checked(X[..., s : s + 2**16, :])
+    return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "all_gather",
     "all_reduce_sum",
     "broadcast_params",
     "check_consistent",
@@ -69,6 +70,15 @@ def all_reduce_sum(tensors: list[Tensor]) -> list[Tensor]:
         out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.dtype))
         offset += t.numel()
     return out
+
+
+def all_gather(t: Tensor) -> list[Tensor]:
+    """Every rank's ``t`` (all of the same shape), in rank order; ``[t]`` without a process group."""
+    if not is_distributed():
+        return [t]
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return parts
 
 
 def signature(model, n_features: int, dtype, batch: int, batched: bool, skip=()) -> dict:

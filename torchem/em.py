@@ -31,6 +31,7 @@ __all__ = [
     "Family",
     "EMResult",
     "STEPWISE_SCHEDULE",
+    "accumulate",
     "e_step_pass",
     "hard_responsibilities",
     "run_em",
@@ -133,57 +134,81 @@ def hard_responsibilities(
     return best, resp
 
 
-def e_step_pass(family: Family, source: TensorSource, params: Params, *, hard: bool = False, precise: bool = False) -> tuple[Params, Tensor]:
-    """One pass over the data: summed statistics and the ``[B, R]`` mean log-likelihood
-    (with ``hard=True``: classification EM, and the mean classification log-likelihood).
+def accumulate(
+    family: Family,
+    source: Source,
+    params: Params,
+    *,
+    hard: bool = False,
+    precise: bool = False,
+    about: Params | None = None,
+    resp: Callable[[int, Tensor], Tensor] | None = None,
+    over_ranks: bool = True,
+) -> tuple[Params, Tensor | None, Tensor]:
+    """The one pass that sums a family's statistics over a source's chunks (and over the
+    ranks of a torch.distributed job): batch EM, stepwise EM, initialisation, the statistics
+    implied by a model and K-means all read their data through it.
 
-    Under ``torch.distributed`` (see :mod:`torchem.distributed`) the statistics, the
-    log-likelihood sums and the total weight are summed over the ranks, so every rank
-    returns the values of the whole data."""
-    stats, ll_sum, total = _over_ranks(*_local_pass(family, source, params, hard, precise=precise), source.total_weight())
+    Args:
+        family: the model family's hooks.
+        source: the data, chunk by chunk.
+        params: ``[B, R, ...]`` parameters of the E-step.
+        hard: classification E-step (each sample wholly to its most probable component).
+        precise: compute the pass in float64 (:meth:`Family.needs_precise_pass`).
+        about: parameters about which the statistics are taken, in float64, instead of
+            ``params`` (stepwise EM averages statistics across changing parameters).
+        resp: ``resp(start, X [B, 1, n, D]) -> [B, R, n, K]`` responsibilities given for each
+            chunk instead of an E-step (initialisation; no log-likelihood is computed).
+        over_ranks: sum over the ranks of a process group (when there is one).
+
+    Returns:
+        ``(stats, ll_sum [B, R] or None, total [B])``: the summed statistics, the (weighted)
+        sum of the samples' log-likelihoods, both float64, and the total weight.
+    """
+    total = source.total_weight() if resp is None else None
+    stats, ll = None, None
+    done = None if (about is not None or precise or resp is not None) else family.run_pass(source, params, hard)
+    if done is not None:
+        stats, ll_mean = done
+        total = source.total_weight()
+        ll = ll_mean * total.unsqueeze(-1)
+    else:
+        prepared = family.prepare(params, precise)
+        about_prep = None if about is None else family.prepare({k: v.double() for k, v in about.items()}, True)
+        lw = None if resp is not None else family.log_weights(params)
+        for start, X, w in source.chunks():
+            X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
+            w = None if w is None else w.unsqueeze(1)
+            if resp is not None:
+                r, aux = resp(start, X), None
+            else:
+                log_prob, aux = family.log_prob(X, prepared)
+                pick = hard_responsibilities if hard else responsibilities
+                log_norm, r = pick(log_prob, lw.to(log_prob.dtype), inplace=True)
+                part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
+                ll = part if ll is None else ll + part
+            if about_prep is None:
+                part = family.stats(X, r, prepared, aux, w)
+            else:
+                part = family.stats(X.double(), r.double(), about_prep, None, None if w is None else w.double())
+            stats = _add_into(stats, part)
+        if total is None:
+            total = source.total_weight()
+    if over_ranks and is_distributed():
+        keys = sorted(stats)
+        extra = [total] + ([] if ll is None else [ll])
+        reduced = all_reduce_sum([stats[k] for k in keys] + extra)
+        stats = dict(zip(keys, reduced[: len(keys)]))
+        total = reduced[len(keys)]
+        ll = None if ll is None else reduced[len(keys) + 1]
+    return stats, ll, total
+
+
+def e_step_pass(family: Family, source: Source, params: Params, *, hard: bool = False, precise: bool = False) -> tuple[Params, Tensor]:
+    """One EM pass: summed statistics and the ``[B, R]`` mean log-likelihood, over every rank
+    (see :func:`accumulate`)."""
+    stats, ll_sum, total = accumulate(family, source, params, hard=hard, precise=precise)
     return stats, ll_sum / total.unsqueeze(-1)
-
-
-def _over_ranks(stats: Params, ll_sum: Tensor, total: Tensor) -> tuple[Params, Tensor, Tensor]:
-    """Statistics, log-likelihood sums and total weight summed over the ranks (one
-    collective; as they are without a process group)."""
-    if not is_distributed():
-        return stats, ll_sum, total
-    keys = sorted(stats)
-    reduced = all_reduce_sum([stats[k] for k in keys] + [ll_sum, total])
-    return dict(zip(keys, reduced[: len(keys)])), reduced[-2], reduced[-1]
-
-
-def _local_pass(family: Family, source, params: Params, hard: bool, about=None, precise: bool = False) -> tuple[Params, Tensor]:
-    """This process's summed statistics and ``[B, R]`` (weighted) log-likelihood sum.
-
-    ``about``: prepared parameters about which the statistics are taken in float64 instead of
-    the E-step's own (stepwise EM averages statistics across changing parameters)."""
-    if about is None and not precise:
-        done = family.run_pass(source, params, hard)
-        if done is not None:
-            stats, ll = done
-            return stats, ll * source.total_weight().unsqueeze(-1)
-    stats = None
-    ll = None
-    lw = family.log_weights(params)
-    prepared = family.prepare(params, precise)
-    for _, X, w in source.chunks():
-        X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
-        w = None if w is None else w.unsqueeze(1)
-        log_prob, aux = family.log_prob(X, prepared)
-        if hard:
-            log_norm, resp = hard_responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
-        else:
-            log_norm, resp = responsibilities(log_prob, lw.to(log_prob.dtype), inplace=True)
-        if about is None:
-            part = family.stats(X, resp, prepared, aux, w)
-        else:
-            part = family.stats(X.double(), resp.double(), about, None, None if w is None else w.double())
-        stats = _add_into(stats, part)
-        part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
-        ll = part if ll is None else ll + part
-    return stats, ll
 
 
 def _where(mask: Tensor, new: Params, old: Params) -> Params:
@@ -361,9 +386,8 @@ def stepwise_update(
         ``(new_params, running, failed [B, R], mean log-likelihood [B, R] of the batch under params)``.
     """
     ref64 = {k: v.double() for k, v in reference.items()}
-    local = _local_pass(family, source, params, hard, about=family.prepare(ref64, True))
     # every rank's batch is part of one global batch
-    stats, ll, total = _over_ranks(*local, source.total_weight())
+    stats, ll, total = accumulate(family, source, params, hard=hard, about=ref64)
     scale = total.reshape(total.shape + (1,))
     batch = {k: v / scale.reshape(scale.shape + (1,) * (v.ndim - scale.ndim)) for k, v in stats.items()}
     if running is None:

@@ -6,15 +6,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._estimator import EstimatorModule
-from ..exceptions import NotFittedError
-from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_real, make_generator, to_output
-from .. import data as data_module
-from ..data import TensorSource, auto_chunk_size, concat_blocks, inference_blocks, open_stream, reservoir_sample
-from ..distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
-from ..em import Family, run_em
+from .._estimator import EMEstimator
+from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
+from ..data import Source, TensorSource, check_sample_weight, inference_blocks
+from ..distributed import all_gather, all_reduce_sum
+from ..em import Family, accumulate
 from ..functional._buffers import buffer
-from ..functional.kmeans import assign, lloyd_stats, squared_distances
+from ..functional.kmeans import assign, squared_distances
 from ..init import gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
@@ -309,19 +307,17 @@ class _KMeansFamily(Family):
             rows = X.unsqueeze(1).expand(b, r, *X.shape[1:]).gather(2, i.unsqueeze(-1).expand(b, r, m, X.shape[-1]))
             wt = torch.ones_like(d) if wc is None else wc.double().unsqueeze(1).expand(b, r, -1).gather(2, i)
             best = (d, rows.double(), wt) if best is None else _keep_farthest(best, (d, rows.double(), wt), n_far)
-        if is_distributed():  # the farthest points over all the ranks, in rank order
-            d, rows, wt = best
-            pad = n_far - d.shape[-1]
-            if pad:
-                d = torch.cat([d, d.new_full((b, r, pad), -torch.inf)], -1)
-                rows = torch.cat([rows, rows.new_zeros(b, r, pad, rows.shape[-1])], 2)
-                wt = torch.cat([wt, wt.new_zeros(b, r, pad)], -1)
-            parts = [[torch.empty_like(t) for _ in range(world_size())] for t in (d, rows, wt)]
-            for out, t in zip(parts, (d, rows, wt)):
-                torch.distributed.all_gather(out, t.contiguous())
-            best = parts[0][0], parts[1][0], parts[2][0]
-            for q in range(1, world_size()):
-                best = _keep_farthest(best, (parts[0][q], parts[1][q], parts[2][q]), n_far)
+        d, rows, wt = best
+        pad = n_far - d.shape[-1]
+        if pad:  # every rank sends the same shapes
+            d = torch.cat([d, d.new_full((b, r, pad), -torch.inf)], -1)
+            rows = torch.cat([rows, rows.new_zeros(b, r, pad, rows.shape[-1])], 2)
+            wt = torch.cat([wt, wt.new_zeros(b, r, pad)], -1)
+        # the farthest points over all the ranks, in rank order (this rank's alone without a group)
+        parts = list(zip(all_gather(d), all_gather(rows), all_gather(wt)))
+        best = parts[0]
+        for other in parts[1:]:
+            best = _keep_farthest(best, other, n_far)
         for bi in range(b):
             for ri in range(r):
                 empties = torch.nonzero(empty[bi, ri]).flatten().tolist()
@@ -339,7 +335,7 @@ class _KMeansFamily(Family):
         return shift <= self.tol.unsqueeze(-1)
 
 
-class KMeans(EstimatorModule):
+class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
     torchem's batched driver.
 
@@ -367,6 +363,8 @@ class KMeans(EstimatorModule):
 
     _param_names = ("centers",)
     _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
+    _cosmetic = ("verbose", "random_state", "chunk_size")
+    _warn_not_converged = False  # as scikit-learn's KMeans
 
     def __init__(
         self,
@@ -389,60 +387,103 @@ class KMeans(EstimatorModule):
         self.verbose = verbose
         self.random_state = random_state
         self.chunk_size = chunk_size
-        self.register_parameter("centers", None)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)
-        self._fitted = False
 
     # ----------------------------------------------------------------------------------------
-    # Checks
+    # Hooks of the shared layer
     # ----------------------------------------------------------------------------------------
 
-    def _validate(self) -> tuple[str | None, int]:
+    @property
+    def _n_components(self) -> int:
+        return int(self.n_clusters)
+
+    def _k_name(self) -> str:
+        return "n_clusters"
+
+    def _too_few_samples(self, n: int, k: int) -> str:
+        return f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data."
+
+    def _method(self) -> str | None:
+        return self.init if isinstance(self.init, str) else None
+
+    def _validate_hyperparameters(self) -> None:
         check_int(self.n_clusters, "n_clusters", 1)
         check_int(self.max_iter, "max_iter", 1)
         check_int(self.verbose, "verbose", 0)
         check_real(self.tol, "tol")
         if self.chunk_size is not None:
             check_int(self.chunk_size, "chunk_size", 1)
-        method = self.init if isinstance(self.init, str) else None
+        method = self._method()
         if method is not None and method not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++', 'random' or an array of centres; got {self.init!r}.")
-        if self.n_init == "auto":
-            n_init = 10 if method == "random" else 1
-        else:
-            n_init = check_int(self.n_init, "n_init", 1)
+        if self.n_init != "auto":
+            check_int(self.n_init, "n_init", 1)
+
+    def _n_restarts(self) -> int:
+        method = self._method()
         if method is None:
-            n_init = 1  # explicit centres: one run, as scikit-learn
-        return method, n_init
+            return 1  # explicit centres: one run, as scikit-learn
+        if self.n_init == "auto":
+            return 10 if method == "random" else 1
+        return int(self.n_init)
 
-    def _weights(self, sample_weight, X: Tensor) -> Tensor | None:
-        if sample_weight is None:
-            return None
-        w, _ = as_float_tensor(sample_weight, "sample_weight")
-        shape = X.shape[:-1]
-        if w.ndim == 1 and len(shape) == 2:
-            w = w.expand(shape)
-        if tuple(w.shape) != tuple(shape):
-            raise ValueError(f"sample_weight should have shape {tuple(X.shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-            raise ValueError("sample_weight must hold finite, non-negative numbers.")
-        if bool((w.sum(-1) <= 0).any()):
-            raise ValueError("sample_weight sums to zero; give some samples a positive weight.")
-        return w
+    def _em_settings(self) -> dict:
+        # the family stops each restart on the movement of its centres (scikit-learn's rule)
+        return {"tol": 0.0, "max_iter": int(self.max_iter), "hard": True, "verbose": int(self.verbose), "verbose_interval": 10}
 
-    def _input(self, X, name="X") -> tuple[Tensor, object]:
-        check_fitted(self)
-        t, kind = as_float_tensor(X, name)
-        check_data(t, name, n_features=self.n_features_in_)
-        if t.ndim == 3 and (not self._batched or t.shape[0] != self._batch_size):
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, which does not match the fitted batch of problems.")
-        return t, kind
+    def _family(self, n_features: int) -> _KMeansFamily:
+        return _KMeansFamily(None, None)
+
+    def _fit_family(self, source: Source) -> _KMeansFamily:
+        # scikit-learn's tolerance: tol times the mean variance of the features.
+        return _KMeansFamily(source, _mean_variance(source) * float(self.tol))
+
+    def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
+        k = int(self.n_clusters)
+        return itemsize * n_restarts * (4 * k + 2 * n_features) + 8 * n_restarts * k
+
+    def _store(self, params: dict[str, Tensor]) -> None:
+        self._set_parameter("centers", params["centers"])
+
+    def _constrained(self) -> dict[str, Tensor]:
+        return {"centers": self.centers}
+
+    def _starting_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        k, (b, _, d) = int(self.n_clusters), source.X.shape
+        for bi in range(b):
+            distinct = _count_distinct_up_to(source.X[bi], k)
+            if distinct < k:
+                raise ValueError(
+                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in X"
+                    + (f"[{bi}]" if b > 1 else "") + " (or in the uniform sample of X that seeds the centres); "
+                    "reduce n_clusters."
+                )
+        centers = self._initial_centers(self._method(), source.X, source.sample_weight, n_init, generator, b, d,
+                                        source.device, source.dtype)
+        return {"centers": centers.to(source.dtype)}
+
+    def _select(self, result, source: Source):
+        """scikit-learn's rule: the restart whose final centres have the least inertia (the
+        final assignment of every restart's centres, which also gives ``labels_``)."""
+        final = result.params["centers"]  # [B, R, K, D]
+        labels, inertia, counts = self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
+        best = inertia.argmin(-1)  # [B]
+        rows = torch.arange(final.shape[0], device=best.device)
+        pick = lambda t: t[rows, best]  # noqa: E731
+        self._final = (pick(labels), pick(inertia), pick(counts).unsqueeze(1))
+        history = [pick(h) for h in result.history]
+        return {"centers": pick(final)}, pick(result.lower_bound), pick(result.n_iter), pick(result.converged), history
+
+    def _after_fit(self, source: Source, params) -> None:
+        self._labels, self._inertia, self._counts = self._final
+        del self._final
+
+    def _how_to_get_parameters(self) -> str:
+        return " (with init=<array of centres> and max_iter=1 to start close to given centres)."
 
     # ----------------------------------------------------------------------------------------
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def fit(self, X, y=None, sample_weight=None, *, callback=None):
         """Compute the clustering.
 
@@ -451,9 +492,10 @@ class KMeans(EstimatorModule):
                 CUDA, a host array larger than half the free device memory) is streamed chunk
                 by chunk, and a re-iterable of ``[n, D]`` batches (``X`` or
                 ``(X, sample_weight)``, e.g. a ``DataLoader``) is read once per iteration, with
-                a plain chunked Lloyd pass. ``"k-means++"`` and ``"random"`` seed from a
+                the driver's chunked pass. ``"k-means++"`` and ``"random"`` seed from a
                 uniform sample of :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them
-                when there are fewer), for in-memory and streamed data alike. Under ``torch.distributed`` each rank passes its own shard.
+                when there are fewer), for in-memory and streamed data alike. Under
+                ``torch.distributed`` each rank passes its own shard.
             y: ignored.
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
@@ -466,117 +508,8 @@ class KMeans(EstimatorModule):
         Returns:
             ``self``.
         """
-        method, n_init = self._validate()
-        k = int(self.n_clusters)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
-        error, sample, data = None, None, None
-        try:
-            data = self._open(X, sample_weight, n_init)
-            source, kind, batched, b = data
-            device, dtype, d = source.device, source.dtype, source.n_features
-            generator = make_generator(self.random_state, device)
-            streamed = not isinstance(source, TensorSource)
-            if streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE:
-                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
-        except (ValueError, TypeError) as exc:
-            if not is_distributed():
-                raise
-            error = exc
-        sig = {} if data is None else signature(self, d, dtype, b, batched, skip=("verbose", "random_state", "chunk_size"))
-        check_consistent(sig, error)
-        if sample is not None:
-            Xs, ws = gather_samples(*sample)
-        else:
-            Xs, ws = source.X, source.sample_weight
-        n = int(all_reduce_sum([torch.tensor(float(source.n_samples), device=source.device)])[0])
-        if n < k:
-            raise ValueError(f"n_samples={n} should be >= n_clusters={k}. Reduce n_clusters or pass more data.")
-        for bi in range(b):
-            distinct = _count_distinct_up_to(Xs[bi], k)
-            if distinct < k:
-                raise ValueError(
-                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in "
-                    + ("X" if sample is None or Xs.shape[1] == n else "a uniform sample of X")
-                    + (f"[{bi}]" if batched else "")
-                    + "; reduce n_clusters."
-                )
-        centers = self._initial_centers(method, Xs, ws, n_init, generator, b, d, device, dtype)
-        centers = broadcast_params({"centers": centers})["centers"]
-
-        # scikit-learn's tolerance: tol times the mean variance of the features.
-        tol_abs = _mean_variance(source) * float(self.tol)  # [B]
-        family = _KMeansFamily(source, tol_abs)
-        params = {"centers": centers.to(dtype)}
-
-        def report(it, lb, params_now):
-            best = lb.argmax(-1)
-            self._store(params_now["centers"][torch.arange(b, device=best.device), best], batched)
-            self._batched, self._batch_size, self._output_numpy = batched, b, kind.is_numpy
-            self.n_features_in_, self._fitted = d, True
-            value = lb.max(-1).values.cpu().numpy()
-            return bool(callback(it, float(value[0]) if not batched else value, self))
-
-        result = run_em(family, source, params, tol=0.0, max_iter=int(self.max_iter), hard=True,
-                        verbose=int(self.verbose), callback=None if callback is None else report)
-        final = result.params["centers"]  # [B, R, K, D]
-        labels, inertia, counts = self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
-        best = inertia.argmin(-1)  # [B]
-        pick = lambda t: t[torch.arange(b, device=t.device), best]  # noqa: E731
-        self._store(pick(final), batched)
-        self._labels = pick(labels)
-        self._inertia = pick(inertia)
-        self._n_iter = pick(result.n_iter)
-        self._batched, self._batch_size = batched, b
-        self._output_numpy = kind.is_numpy
-        self.n_features_in_ = d
-        self._anchor = self._anchor.to(device=device, dtype=dtype)
-        self._fitted = True
-        # partial_fit continues the fit: each centre has already received its cluster's weight
-        self._counts = pick(counts).unsqueeze(1)  # [B, 1, K]
-        self._partial_batches = 0  # n_iter_ of partial_fit counts its batches
+        self._fit(X, sample_weight, callback=callback)
         return self
-
-    def _open(self, X, sample_weight, n_init: int):
-        """``(source, kind, batched, B)``: the data as a chunk source on the compute device."""
-        k = int(self.n_clusters)
-
-        def check(chunk):
-            if not bool(torch.isfinite(chunk).all()):
-                raise ValueError("Input X contains NaN or infinity. Remove or impute those values before fitting.")
-
-        def resolve(probe):
-            device = self._anchor.device if self._anchor.device.type != "cpu" else probe.device
-            return device, torch.promote_types(probe.dtype, self._anchor.dtype)
-
-        stream = open_stream(
-            X, sample_weight, anchor_device=self._anchor.device, resolve=resolve,
-            bytes_per_sample=lambda d, b, itemsize: itemsize * n_init * b * (4 * k + 2 * d) + 8 * n_init * k,
-            chunk_size=self.chunk_size, check=check,
-        )
-        if stream is not None:
-            source, is_numpy, batched, b = stream
-            return source, InputKind(is_numpy, None), batched, b
-        X3, w, kind, batched = self._batch_input(X, sample_weight)
-        b, n, d = X3.shape
-        device, dtype = resolve(X3)
-        source = TensorSource(X3, device=device, dtype=dtype, sample_weight=w)
-        if self.chunk_size is not None:
-            source.chunk_size = int(self.chunk_size)
-        else:
-            per = source.X.element_size() * n_init * (4 * k + 2 * d) + 8 * n_init * k
-            source.chunk_size = auto_chunk_size(per, source.device, n)
-        return source, kind, batched, b
-
-    def _batch_input(self, X, sample_weight):
-        """``(X [B, N, D], sample_weight [B, N] or None, kind, batched)`` of in-memory input, checked."""
-        t, kind = as_float_tensor(X, "X")
-        check_data(t, "X")
-        batched = t.ndim == 3
-        w = self._weights(sample_weight, t)
-        if not batched:
-            t, w = t.unsqueeze(0), None if w is None else w.unsqueeze(0)
-        return t, w, kind, batched
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
         """``[B, R, K, D]`` starting centres from the data ``Xs [B, n, D]`` (all of it, or a sample)."""
@@ -614,7 +547,6 @@ class KMeans(EstimatorModule):
         inertia, counts = all_reduce_sum([inertia, counts])
         return torch.cat(labels, -1), inertia, counts
 
-    @torch.no_grad()
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the centres with one batch of a stream (mini-batch k-means).
 
@@ -625,10 +557,11 @@ class KMeans(EstimatorModule):
         call seeds the centres from its batch with ``init`` (so it needs at least
         ``n_clusters`` samples) unless the model is already fitted, in which case the stream
         continues from the fitted centres, each counted as having received its cluster's
-        (weighted) size in the fit (as ``MiniBatchKMeans.partial_fit`` after ``fit``). ``labels_`` and ``inertia_`` describe the last
-        batch, ``n_iter_`` counts the batches. Under ``torch.distributed`` every rank passes its
-        own part of each batch; the per-centre sums are added over the ranks (and the first
-        batch's parts, gathered, seed the centres), so all ranks keep identical centres.
+        (weighted) size in the fit (as ``MiniBatchKMeans.partial_fit`` after ``fit``).
+        ``labels_`` and ``inertia_`` describe the last batch, ``n_iter_`` counts the batches.
+        Under ``torch.distributed`` every rank passes its own part of each batch; the
+        per-centre sums are added over the ranks (and the first batch's parts, gathered, seed
+        the centres), so all ranks keep identical centres.
 
         Args:
             X: ``[n, D]`` (or ``[B, n, D]``) batch.
@@ -638,69 +571,27 @@ class KMeans(EstimatorModule):
         Returns:
             ``self``.
         """
-        method, _ = self._validate()
-        k = int(self.n_clusters)
-        sig, error = {}, None
-        try:
-            X3, w, kind, batched = self._batch_input(X, sample_weight)
-            b, n, d = X3.shape
-            if self._fitted and (d != self.n_features_in_ or batched != self._batched or b != self._batch_size):
-                raise ValueError(
-                    f"partial_fit continues a model of {self._batch_size} problem(s) with {self.n_features_in_} "
-                    f"features; X has shape {tuple(X3.shape if batched else X3.shape[1:])}. Pass batches of the same layout."
-                )
-            sig = signature(self, d, X3.dtype, b, batched, skip=("verbose", "random_state", "chunk_size"))
-            sig.update(fitted=bool(self._fitted), stream_batches=getattr(self, "_partial_batches", 0))
-        except (ValueError, TypeError) as exc:
-            if not is_distributed():
-                raise
-            error = exc
-        check_consistent(sig, error)  # every rank raises, or none
-        if self._fitted:
-            centers = self.centers.detach()
-            centers = (centers if batched else centers.unsqueeze(0)).unsqueeze(1)
-            dtype = torch.promote_types(X3.dtype, centers.dtype)
-        else:
-            dtype = torch.promote_types(X3.dtype, self._anchor.dtype)
-            device = self._anchor.device if self._anchor.device.type != "cpu" else X3.device
-            X3 = X3.to(device=device, dtype=dtype)
-            # seed from the first batch (of every rank, under torch.distributed)
-            Xg, wg = gather_samples(X3, None if w is None else w.to(device=device, dtype=dtype))
-            if Xg.shape[1] < k:
-                raise ValueError(
-                    f"The first batch given to partial_fit seeds the centres and needs at least n_clusters = {k} "
-                    f"samples; got {Xg.shape[1]}."
-                )
-            generator = make_generator(self.random_state, device)
-            centers = self._initial_centers(method, Xg, wg, 1, generator, b, d, device, dtype)
-            centers = broadcast_params({"centers": centers})["centers"]
-        device = centers.device
-        X3 = X3.to(device=device, dtype=dtype)
-        w = None if w is None else w.to(device=device, dtype=dtype)
-        counts = getattr(self, "_counts", None)
-        if counts is None:
-            counts = torch.zeros(b, 1, k, dtype=torch.float64, device=device)
-        counts = counts.to(device)
-        labels, dist = assign(X3.unsqueeze(1), centers.to(dtype))
-        c, s = lloyd_stats(X3.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
-        inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
-        c, s, inertia = all_reduce_sum([c, s, inertia])  # the ranks' parts make one batch
-        total = counts + c
-        moved = (centers.double() * counts.unsqueeze(-1) + s) / total.clamp_min(1e-300).unsqueeze(-1)
-        centers = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(dtype)
-        self._counts = total
-        self._store(centers[:, 0], batched)
-        self._labels, self._inertia = labels[:, 0], inertia[:, 0]
-        self._partial_batches = getattr(self, "_partial_batches", 0) + 1
-        self._n_iter = torch.full((b,), self._partial_batches, dtype=torch.int64)
-        self._batched, self._batch_size, self._output_numpy = batched, b, kind.is_numpy
-        self.n_features_in_ = d
-        self._anchor = self._anchor.to(device=device, dtype=dtype)
-        self._fitted = True
-        return self
+        return super().partial_fit(X, y, sample_weight)
 
-    def _store(self, centers: Tensor, batched: bool) -> None:
-        self._set_parameter("centers", centers if batched else centers.squeeze(0))
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+        centers = params["centers"]  # [B, 1, K, D]
+        if state is None:
+            counts = getattr(self, "_counts", None) if self._fitted else None
+            state = {"counts": torch.zeros(*centers.shape[:-1], dtype=torch.float64, device=centers.device)
+                     if counts is None else counts.to(centers.device)}
+        stats, _, _ = accumulate(self._family(source.n_features), source, params, hard=True)  # the ranks' parts make one batch
+        c, s = stats["counts"], stats["sums"]
+        total = state["counts"] + c
+        moved = (centers.double() * state["counts"].unsqueeze(-1) + s) / total.clamp_min(1e-300).unsqueeze(-1)
+        new = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(centers.dtype)
+        state["counts"] = total
+        # labels and inertia of the batch, from the centres before the update
+        labels, dist = assign(source.X.unsqueeze(1), centers)
+        w = source.sample_weight
+        inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
+        self._labels, self._inertia = labels[:, 0], all_reduce_sum([inertia])[0][:, 0]
+        self._counts = total
+        return {"centers": new}, -inertia / source.total_weight().unsqueeze(-1), state
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit and return the cluster of each sample (``labels_``)."""
@@ -709,9 +600,6 @@ class KMeans(EstimatorModule):
     # ----------------------------------------------------------------------------------------
     # Attributes
     # ----------------------------------------------------------------------------------------
-
-    def _attr(self, t: Tensor):
-        return t.detach().cpu().numpy() if self._output_numpy else t.detach()
 
     def _scalar(self, t: Tensor, cast):
         return cast(t.reshape(-1)[0]) if not self._batched else self._attr(t)
@@ -734,30 +622,9 @@ class KMeans(EstimatorModule):
         check_fitted(self)
         return self._scalar(self._inertia, float)
 
-    @property
-    def n_iter_(self):
-        """Lloyd iterations of the best restart."""
-        check_fitted(self)
-        return self._scalar(self._n_iter, int)
-
     # ----------------------------------------------------------------------------------------
     # Inference
     # ----------------------------------------------------------------------------------------
-
-    def _chunked(self, t: Tensor, fn, dim: int = -1) -> Tensor:
-        centers = self.centers.detach()
-        dtype = torch.promote_types(t.dtype, centers.dtype)
-        centers = centers.to(dtype)
-        n = t.shape[-2]
-        step = int(self.chunk_size) if self.chunk_size else auto_chunk_size(
-            (4 * self.n_clusters + 2 * t.shape[-1]) * torch.finfo(dtype).bits // 8, centers.device, n
-        )
-        outs = [fn(t[..., s : s + step, :].to(device=centers.device, dtype=dtype), centers) for s in range(0, n, step)]
-        return torch.cat(outs, dim=dim)
-
-    @staticmethod
-    def _dist(x, centers):
-        return squared_distances(x, centers).sqrt()
 
     def forward(self, x: Tensor, temperature: float | None = None) -> Tensor:
         """Per-sample score of a tensor, differentiable with respect to ``x`` and ``centers``
@@ -781,35 +648,14 @@ class KMeans(EstimatorModule):
             raise ValueError(f"temperature must be a positive number (or None for the hard score); got {temperature!r}.")
         return float(temperature) * torch.logsumexp(-squared_distances(x, centers) / float(temperature), -1)
 
-    def requires_grad_(self, requires_grad: bool = True):
-        """Enable gradients on ``centers`` (frozen after ``fit``). An unfitted model has no
-        centres to train: fit it first."""
-        if requires_grad and not self._fitted:
-            raise NotFittedError(
-                "This KMeans has no centres to train yet: call fit(X) first (with init=<array of centres> and "
-                "max_iter=1 to start close to given centres)."
-            )
-        return super().requires_grad_(requires_grad)
-
-    @torch.no_grad()
-    def predict(self, X):
-        """Index of the closest centre for each sample: ``[N]`` (``[B, N]``) int64. ``X`` may
-        also be an ``np.memmap`` (read in blocks) or an iterable of batches (a DataLoader, a
-        generator), here and in ``transform`` and ``score``."""
-        blocks = inference_blocks(X)
-        if blocks is not None:
-            return concat_blocks([self.predict(xb) for xb, _ in blocks], 1)
-        t, kind = self._input(X)
-        return to_output(self._chunked(t, lambda x, c: assign(x, c)[0]), kind)
-
     @torch.no_grad()
     def transform(self, X):
         """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``)."""
-        blocks = inference_blocks(X)
-        if blocks is not None:
-            return concat_blocks([self.transform(xb) for xb, _ in blocks], 2)
-        t, kind = self._input(X)
-        return to_output(self._chunked(t, self._dist, dim=-2), kind)
+        joined = self._blocks(X, self.transform, 2)
+        if joined is not None:
+            return joined
+        t, kind = self._check_input(X)
+        return to_output(self._map_chunks(t, lambda x, params, *_: squared_distances(x, params["centers"]).sqrt_(), dim=-2), kind)
 
     def fit_transform(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).transform(X)
@@ -832,9 +678,9 @@ class KMeans(EstimatorModule):
             if not parts:
                 raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
             return sum(parts[1:], parts[0])
-        t, kind = self._input(X)
-        w = self._weights(sample_weight, t)
-        d = self._chunked(t, lambda x, c: assign(x, c)[1]).double()
+        t, kind = self._check_input(X)
+        w = check_sample_weight(sample_weight, t.shape)
+        d = self._map_chunks(t, lambda x, params, *_: assign(x, params["centers"])[1]).double()
         if w is not None:
             d = d * w.to(d.device).double()
         value = -d.sum(-1)
@@ -846,21 +692,12 @@ class KMeans(EstimatorModule):
     # State
     # ----------------------------------------------------------------------------------------
 
-    def get_extra_state(self) -> dict:
-        state = {"fitted": self._fitted}
-        if self._fitted:
-            state.update(batched=self._batched, batch_size=self._batch_size, output_numpy=self._output_numpy,
-                         n_features_in=self.n_features_in_, labels=self._labels, inertia=self._inertia,
-                         n_iter=self._n_iter, n_clusters=self.n_clusters, counts=self._counts)
-        return state
+    def _structural_hyperparameters(self) -> dict:
+        return {"n_clusters": self.n_clusters}
 
-    def set_extra_state(self, state: dict) -> None:
-        self._fitted = bool(state.get("fitted", False))
-        if self._fitted:
-            if state["n_clusters"] != self.n_clusters:
-                raise ValueError(f"The state dict was saved with n_clusters={state['n_clusters']}; this model has {self.n_clusters}.")
-            self._batched, self._batch_size = state["batched"], state["batch_size"]
-            self._output_numpy, self.n_features_in_ = state["output_numpy"], state["n_features_in"]
-            self._labels, self._inertia, self._n_iter = state["labels"], state["inertia"], state["n_iter"]
-            self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes
-            self._partial_batches = 0
+    def _extra_state(self) -> dict:
+        return {"labels": self._labels, "inertia": self._inertia, "counts": getattr(self, "_counts", None)}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self._labels, self._inertia = state["labels"], state["inertia"]
+        self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
-from .._utils import as_float_tensor, check_fitted, check_n_samples, make_generator
+from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
 from ..functional import gaussian as G
 from ..em import Family
