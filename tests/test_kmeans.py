@@ -168,3 +168,23 @@ def test_large_fit_dense_and_bounded_passes_match_sklearn(dtype):
     else:  # float32 rounding may flip a near-tie or two
         assert (ours.labels_ != ref.labels_).mean() < 1e-3
         np.testing.assert_allclose(ours.inertia_, ref.inertia_, rtol=1e-4)
+
+
+def test_state_dict_saved_by_torchem_0_1_loads():
+    """torchem 0.1 saved K-means' extra state as its own flat dict (no version): it still loads,
+    predicts the same and continues with partial_fit."""
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    km = KMeans(3, random_state=0).fit(X)
+    state = km.state_dict()
+    state["_extra_state"] = {
+        "fitted": True, "batched": False, "batch_size": 1, "output_numpy": True, "n_features_in": 2,
+        "labels": torch.as_tensor(km.labels_)[None], "inertia": torch.tensor([km.inertia_], dtype=torch.float64),
+        "n_iter": torch.tensor([km.n_iter_]), "n_clusters": 3, "counts": None,
+    }
+    old = KMeans(3)
+    old.load_state_dict(state)
+    np.testing.assert_array_equal(old.predict(X), km.predict(X))
+    assert old.inertia_ == km.inertia_ and old.n_iter_ == km.n_iter_
+    old.partial_fit(X[:10])
+    with pytest.raises(ValueError, match="n_clusters=3"):
+        KMeans(4).load_state_dict(state)

@@ -679,6 +679,10 @@ class EMEstimator(EstimatorModule):
         self._fitted = bool(state.get("fitted", False))
         if not self._fitted:
             return
+        if "lower_bound" not in state:  # saved by torchem 0.1's KMeans: its own fields only
+            b = int(state["batch_size"])
+            state = dict(state, lower_bound=np.full(b, np.nan), converged=np.zeros(b, dtype=bool),
+                         history=np.zeros((b, 0)), hyper={"n_clusters": state["n_clusters"]}, model=state)
         hyper = state.get("hyper", {})
         mine = self._structural_hyperparameters()
         for key, value in hyper.items():

@@ -152,30 +152,33 @@ def accumulate(
     Args:
         family: the model family's hooks.
         source: the data, chunk by chunk.
-        params: ``[B, R, ...]`` parameters of the E-step.
+        params: ``[B, R, ...]`` parameters of the E-step (unused with ``resp``).
         hard: classification E-step (each sample wholly to its most probable component).
         precise: compute the pass in float64 (:meth:`Family.needs_precise_pass`).
         about: parameters about which the statistics are taken, in float64, instead of
             ``params`` (stepwise EM averages statistics across changing parameters).
         resp: ``resp(start, X [B, 1, n, D]) -> [B, R, n, K]`` responsibilities given for each
-            chunk instead of an E-step (initialisation; no log-likelihood is computed).
+            chunk instead of an E-step (initialisation, implied statistics; needs ``about``;
+            no log-likelihood is computed).
         over_ranks: sum over the ranks of a process group (when there is one).
 
     Returns:
         ``(stats, ll_sum [B, R] or None, total [B])``: the summed statistics, the (weighted)
         sum of the samples' log-likelihoods, both float64, and the total weight.
     """
-    total = source.total_weight() if resp is None else None
+    if resp is not None and about is None:
+        raise ValueError("accumulate: given responsibilities need the parameters the statistics are taken about (about=...).")
     stats, ll = None, None
-    done = None if (about is not None or precise or resp is not None) else family.run_pass(source, params, hard)
+    done = None if (about is not None or precise) else family.run_pass(source, params, hard)
     if done is not None:
         stats, ll_mean = done
         total = source.total_weight()
         ll = ll_mean * total.unsqueeze(-1)
     else:
-        prepared = family.prepare(params, precise)
+        if resp is None:
+            prepared = family.prepare(params, precise)
+            lw = family.log_weights(params)
         about_prep = None if about is None else family.prepare({k: v.double() for k, v in about.items()}, True)
-        lw = None if resp is not None else family.log_weights(params)
         for start, X, w in source.chunks():
             X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
             w = None if w is None else w.unsqueeze(1)
@@ -192,8 +195,7 @@ def accumulate(
             else:
                 part = family.stats(X.double(), r.double(), about_prep, None, None if w is None else w.double())
             stats = _add_into(stats, part)
-        if total is None:
-            total = source.total_weight()
+        total = source.total_weight()
     if over_ranks and is_distributed():
         keys = sorted(stats)
         extra = [total] + ([] if ll is None else [ll])

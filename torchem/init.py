@@ -9,9 +9,11 @@ from torch import Tensor
 
 from ._utils import rand
 from .data import TensorSource
-from .functional.kmeans import assign, default_local_trials, kmeans_plusplus_step, lloyd_stats, squared_distances
+from .em import Family, accumulate
+from .functional.kmeans import default_local_trials, kmeans_plusplus_step, squared_distances
 
 __all__ = [
+    "Lloyd",
     "gather_rows",
     "kmeans_plusplus",
     "lloyd",
@@ -64,20 +66,47 @@ def kmeans_plusplus(
     return torch.stack(indices, dim=-1)
 
 
+class Lloyd(Family):
+    """K-means as a family of the driver: the hard-EM limit of a Gaussian mixture with equal
+    weights and covariances ``eps I``, where ``log p_k(x) = -|x - c_k|^2`` up to scale, so the
+    classification E-step is the nearest-centre assignment and the M-step is the mean of each
+    cluster. Parameters: ``{"centers": [B, R, K, D]}``; statistics ``counts [B, R, K]`` and
+    ``sums [B, R, K, D]`` (float64). :class:`torchem.KMeans` adds Hamerly's bounded pass and
+    the re-seeding of empty clusters."""
+
+    def prepare(self, params, precise=False):
+        return {"centers": params["centers"].double() if precise else params["centers"]}
+
+    def log_prob(self, X, prepared):
+        return squared_distances(X, prepared["centers"]).neg_(), None
+
+    def log_weights(self, params):
+        c = params["centers"]
+        return c.new_zeros(c.shape[:-1])
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
+        return {"counts": r.sum(-2), "sums": r.mT @ X.double()}
+
+    def m_step(self, stats, params):
+        """The mean of each cluster; a cluster without points keeps its centre."""
+        counts, old = stats["counts"], params["centers"]
+        new = stats["sums"] / counts.clamp_min(1e-300).unsqueeze(-1)
+        failed = torch.zeros(counts.shape[:-1], dtype=torch.bool, device=counts.device)
+        return {"centers": torch.where((counts > 0).unsqueeze(-1), new, old.double())}, failed
+
+
 def lloyd(source: TensorSource, centers: Tensor, n_iter: int) -> Tensor:
     """A few Lloyd iterations on ``centers [B, R, K, D]`` (a cluster that loses all its points
-    keeps its centre). Returns the refined centres in the source's dtype."""
-    k = centers.shape[-2]
+    keeps its centre), on data that every rank holds alike (no sum over the ranks). Returns
+    the refined centres in their dtype."""
+    family = Lloyd()
     for _ in range(n_iter):
-        counts, sums = None, None
-        for _, X, w in source.chunks():
-            labels, _ = assign(X.unsqueeze(1), centers)
-            c, s = lloyd_stats(X.unsqueeze(1), labels, k, None if w is None else w.unsqueeze(1))
-            counts = c if counts is None else counts + c
-            sums = s if sums is None else sums + s
-        new = sums / counts.clamp_min(1e-300).unsqueeze(-1)
-        centers = torch.where((counts > 0).unsqueeze(-1), new.to(centers.dtype), centers)
+        params = {"centers": centers}
+        stats, _, _ = accumulate(family, source, params, hard=True, over_ranks=False)
+        centers = family.m_step(stats, params)[0]["centers"].to(centers.dtype)
     return centers
+
 
 
 def random_distinct_indices(n_samples: int, n_pick: int, batch: tuple[int, int], generator: torch.Generator, device) -> Tensor:

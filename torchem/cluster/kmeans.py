@@ -10,10 +10,10 @@ from .._estimator import EMEstimator
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
 from ..data import Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
-from ..em import Family, accumulate
+from ..em import accumulate
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, squared_distances
-from ..init import gather_rows, kmeans_plusplus, random_distinct_indices
+from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
 
@@ -71,15 +71,13 @@ def _keep_farthest(a, b, m: int):
     return top, rows, torch.cat([a[2], b[2]], -1).gather(2, order)
 
 
-class _KMeansFamily(Family):
-    """K-means as the hard-EM limit of a Gaussian mixture with equal weights and covariances
-    ``eps I``: ``log p_k(x) = -|x - c_k|^2`` up to scale, so the classification E-step is the
-    nearest-centre assignment and the M-step is the mean of each cluster (Lloyd).
-
-    The family computes each pass itself (``run_pass``: the assignment is always hard, so
-    the driver's ``hard`` flag changes nothing) and keeps the data source so its M-step can
-    re-seed empty clusters (scikit-learn's rule: from the points farthest from their
-    centres)."""
+class _KMeansFamily(Lloyd):
+    """The :class:`~torchem.init.Lloyd` family (K-means as hard EM) made for one fit: passes
+    over in-memory data skip, with Hamerly's bounds, the distances that cannot change an
+    assignment (``run_pass``; streamed data takes the driver's generic pass), empty clusters
+    are re-seeded from the points farthest from their centres (scikit-learn's rule), and a
+    restart stops when its centres move less than ``tol``. It keeps the per-point bounds and
+    the data source for the length of its fit."""
 
     def __init__(self, source: TensorSource, tol: Tensor):
         self.source = source
@@ -88,25 +86,6 @@ class _KMeansFamily(Family):
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
-
-    # ----------------------------------------------------------------------------------------
-    # The generic hooks: streamed passes (the driver's chunked pass, always hard)
-    # ----------------------------------------------------------------------------------------
-
-    def prepare(self, params, precise=False):
-        return {"centers": params["centers"].double() if precise else params["centers"]}
-
-    def log_prob(self, X, prepared):
-        # up to scale, the log-density of an equal-weight Gaussian with covariance eps I
-        return squared_distances(X, prepared["centers"]).neg_(), None
-
-    def log_weights(self, params):
-        c = params["centers"]
-        return c.new_zeros(c.shape[:-1])
-
-    def stats(self, X, resp, prepared, aux, sample_weight):
-        r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
-        return {"counts": r.sum(-2), "sums": r.mT @ X.double()}
 
     # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
@@ -430,8 +409,8 @@ class KMeans(EMEstimator):
         # the family stops each restart on the movement of its centres (scikit-learn's rule)
         return {"tol": 0.0, "max_iter": int(self.max_iter), "hard": True, "verbose": int(self.verbose), "verbose_interval": 10}
 
-    def _family(self, n_features: int) -> _KMeansFamily:
-        return _KMeansFamily(None, None)
+    def _family(self, n_features: int) -> Lloyd:
+        return Lloyd()
 
     def _fit_family(self, source: Source) -> _KMeansFamily:
         # scikit-learn's tolerance: tol times the mean variance of the features.

@@ -368,8 +368,8 @@ class BaseMixture(EMEstimator):
         source = TensorSource(flat, device=flat.device, dtype=torch.float64, chunk_size=max(1, 2**22 // (d * d)))
         flat_params = {key: v.reshape(b * r, 1, *v.shape[2:]) for key, v in params.items()}
         given = resp.reshape(b * r, 1, m, k)
-        stats, _, _ = accumulate(self._family(d), source, flat_params, resp=lambda start, X: given[..., start : start + X.shape[-2], :],
-                                 over_ranks=False)
+        stats, _, _ = accumulate(self._family(d), source, flat_params, about=flat_params,
+                                 resp=lambda start, X: given[..., start : start + X.shape[-2], :], over_ranks=False)
         return {key: v.reshape(b, r, *v.shape[2:]) for key, v in stats.items()}
 
     # ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
 from ..functional import bernoulli as F
 from ..init import gather_rows
-from ..em import Family
+from ..em import Family, accumulate
 from .base import BaseMixture
 
 __all__ = ["BernoulliMixture", "BinomialMixture"]
@@ -170,11 +170,10 @@ class BernoulliMixture(BaseMixture):
         scale = 1.0 if trials is None else trials.to(source.device, torch.float64)
         if self.init_params in ("kmeans", "random"):
             resp_fn = self._init_responsibilities(source, n_init, generator)
-            stats = None
-            for start, X, _ in source.chunks():
-                X = X.unsqueeze(1).double()
-                part = F.bernoulli_stats(X, resp_fn(start, X))
-                stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+            zeros = torch.zeros(b, n_init, k, d, dtype=torch.float64, device=source.device)
+            about = {"log_weights": zeros[..., 0], "logits": zeros}  # the statistics do not depend on them
+            # the initial sample is the same on every rank: no sum over the ranks
+            stats, _, _ = accumulate(self._family(d), source, about, about=about, resp=resp_fn, over_ranks=False)
             log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
         else:
             idx = self._chosen_samples(source, n_init, generator)

@@ -12,7 +12,7 @@ from torch import distributions as D
 from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
 from ..functional import gaussian as G
-from ..em import Family
+from ..em import Family, accumulate
 from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
@@ -255,12 +255,9 @@ class GaussianMixture(BaseMixture):
         ref = X0.double().mean(-2, keepdim=True).unsqueeze(1)  # [B, 1, 1, D]
         means = ref.expand(source.batch_size, n_init, k, d)
         eye = _identity_factor(self.covariance_type, means.shape[:-2], k, d, source.device, torch.float64)
-        stats = None
-        for start, X, _ in source.chunks():
-            X = X.unsqueeze(1).double()
-            r = resp_fn(start, X).double()
-            part = G.gaussian_stats(X, r, means, eye, self.covariance_type)
-            stats = part if stats is None else {key: stats[key] + part[key] for key in part}
+        about = {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
+        # the initial sample is the same on every rank: no sum over the ranks
+        stats, _, _ = accumulate(self._family(d), source, about, about=about, resp=resp_fn, over_ranks=False)
         log_weights, means, prec_chol, failed = G.gaussian_m_step(
             stats, means, self.covariance_type, float(self.reg_covar)
         )
