@@ -22,7 +22,7 @@ def fitted():
         (np.arange(10.0), "1-D array"),
         (np.zeros((2, 2, 2, 2)), "4 dimensions"),
         (np.zeros((0, 3)), "0 sample"),
-        (np.zeros((5, 0)), "0 features"),
+        (np.zeros((5, 0)), r"0 feature\(s\) \(shape=\(5, 0\)\) while a minimum of 1 is required"),
         (np.array([["a", "b"], ["c", "d"]]), "must contain numbers"),
         (np.array([[1 + 1j, 0], [0, 1]]), "real-valued"),
         ("not data", "array-like of numbers"),
@@ -31,6 +31,20 @@ def fitted():
 def test_bad_data_in_fit(data, match):
     with pytest.raises(ValueError, match=match):
         GaussianMixture(1).fit(data)
+
+
+def test_object_arrays_of_numbers_are_numbers_and_anything_else_a_type_error():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    a = GaussianMixture(1).fit(X.astype(object))
+    b = GaussianMixture(1).fit(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    bad = X.astype(object)
+    bad[0, 0] = {"a": 1}
+    with pytest.raises(TypeError, match="X must contain numbers: float.. argument must be a string or a"):
+        GaussianMixture(1).fit(bad)
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="X is a sparse csr_matrix, but torchem needs dense data"):
+        GaussianMixture(1).fit(scipy_sparse.csr_matrix(X))
 
 
 def test_nan_tensor():
@@ -109,7 +123,7 @@ def test_attributes_before_fit():
 
 def test_feature_count_mismatch(fitted):
     for method in ["predict", "predict_proba", "score_samples", "score"]:
-        with pytest.raises(ValueError, match="fitted with 3 features"):
+        with pytest.raises(ValueError, match="X has 2 features, but GaussianMixture is expecting 3 features as input"):
             getattr(fitted, method)(np.zeros((4, 2)))
 
 

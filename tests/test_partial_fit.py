@@ -101,8 +101,10 @@ def test_partial_fit_continues_a_fit_and_checks_layout():
     g.partial_fit(_gauss(rng, 500))
     assert g.n_iter_ == 1
     assert np.abs(g.means_ - before).max() < 0.3  # continued from the fit, not re-initialised
-    with pytest.raises(ValueError, match="same layout"):
+    with pytest.raises(ValueError, match="X has 2 features, but GaussianMixture is expecting 3 features"):
         g.partial_fit(X[:, :2])
+    with pytest.raises(ValueError, match="same layout"):
+        g.partial_fit(np.stack([X[:10], X[:10]]))
     with pytest.raises(ValueError, match="at least n_components"):
         GaussianMixture(5).partial_fit(X[:3])
     with pytest.raises(ValueError, match="at least n_clusters"):
@@ -112,7 +114,7 @@ def test_partial_fit_continues_a_fit_and_checks_layout():
     km = KMeans(3, random_state=0).fit(X)
     km.partial_fit(torch.from_numpy(X[:100]))
     assert km.n_iter_ == 1 and isinstance(km.cluster_centers_, torch.Tensor)
-    with pytest.raises(ValueError, match="same layout"):
+    with pytest.raises(ValueError, match="X has 2 features, but KMeans is expecting 3 features"):
         km.partial_fit(X[:, :2])
 
 

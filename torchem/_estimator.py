@@ -14,6 +14,7 @@ store.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -46,6 +47,8 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
 
     #: Fitted attributes that raise NotFittedError (not a bare AttributeError) before fit.
     _fitted_attributes: tuple[str, ...] = ()
+    #: scikit-learn's estimator type: "density_estimator" (mixtures) or "clusterer" (K-means).
+    _estimator_type: str = "density_estimator"
     #: Names of the registered parameters; the first one locates the model (device, dtype).
     _param_names: tuple[str, ...] = ()
 
@@ -68,6 +71,42 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
                 )
             setattr(self, key, value)
         return self
+
+    # nn.Module sets a public ``training`` flag in __init__; scikit-learn allows only the
+    # constructor's parameters there, so the flag lives in a private attribute.
+    @property
+    def training(self) -> bool:
+        return self.__dict__.get("_training", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        self.__dict__["_training"] = bool(mode)
+
+    # ----------------------------------------------------------------------------------------
+    # scikit-learn's estimator protocol (scikit-learn itself is imported only when it asks)
+    # ----------------------------------------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags (1.6 and later): an unsupervised density estimator or clusterer
+        of 2-D numeric data without NaN; ``y`` is not required."""
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+
+        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False))
+        if hasattr(type(self), "transform"):
+            tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        return tags
+
+    def _more_tags(self) -> dict:
+        """The same tags for scikit-learn before 1.6."""
+        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray"]}
+
+    def __sklearn_clone__(self):
+        """``sklearn.base.clone``: a new unfitted model with the same hyper-parameters, on the
+        same device and in the same dtype as this one (``.to(device)``, ``.double()``)."""
+        params = self.get_params(deep=False)
+        new = type(self)(**{k: (v.clone() if isinstance(v, Tensor) else copy.deepcopy(v)) for k, v in params.items()})
+        anchor = self._anchor
+        return new.to(device=anchor.device, dtype=anchor.dtype)
 
     def extra_repr(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
@@ -316,6 +355,11 @@ class EMEstimator(EstimatorModule):
 
     def _check_layout(self, fit: _Fit, what: str) -> None:
         s = fit.source
+        if s.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {s.n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} features "
+                f"as input ({what} continues the fitted model); pass data with the same columns."
+            )
         if s.n_features != self.n_features_in_ or fit.info.batched != self._batched or fit.info.batch_size != self._batch_size:
             raise ValueError(
                 f"{what} continues a model of {self._batch_size} problem(s) with {self.n_features_in_} features; "
@@ -518,7 +562,7 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
-        check_data(t, name, n_features=self.n_features_in_, allow_batch=True)
+        check_data(t, name, n_features=self.n_features_in_, allow_batch=True, estimator=type(self).__name__)
         if t.ndim == 3 and not self._batched:
             raise ValueError(
                 f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "

@@ -43,7 +43,7 @@ def as_float_tensor(X, name: str = "X", *, detach: bool = True) -> tuple[Tensor,
         kind = InputKind(False, X.device)
         t = X.detach() if detach else X
         if t.is_complex():
-            raise ValueError(f"{name} must be real-valued; got a complex tensor of dtype {t.dtype}.")
+            raise ValueError(f"Complex data not supported: {name} must be real-valued; got a tensor of dtype {t.dtype}.")
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.float()
         elif not t.is_floating_point():
@@ -51,12 +51,22 @@ def as_float_tensor(X, name: str = "X", *, detach: bool = True) -> tuple[Tensor,
         return t, kind
     if isinstance(X, (str, bytes)) or X is None:
         raise ValueError(f"{name} must be an array-like of numbers (numpy array or torch tensor); got {type(X).__name__}.")
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{name} is a sparse {type(X).__name__}, but torchem needs dense data. Convert it with "
+            f"{name}.toarray() (mixtures of sparse counts: densify by blocks and stream them as a DataLoader)."
+        )
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
     if arr.dtype.kind == "c":
-        raise ValueError(f"{name} must be real-valued; got complex values of dtype {arr.dtype}.")
+        raise ValueError(f"Complex data not supported: {name} must be real-valued; got values of dtype {arr.dtype}.")
+    if arr.dtype.kind == "O":  # numbers held as Python objects (pandas object columns, lists of Decimals)
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name} must contain numbers: {exc}") from None
     if arr.dtype.kind not in "fiub":
         raise ValueError(
             f"{name} must contain numbers; got an array of dtype {arr.dtype}. "
@@ -77,6 +87,7 @@ def check_data(
     n_features: int | None = None,
     allow_batch: bool = True,
     check_finite: bool = True,
+    estimator: str = "this model",
 ) -> Tensor:
     """Validate a ``[N, D]`` or ``[B, N, D]`` data tensor and return it.
 
@@ -97,15 +108,17 @@ def check_data(
     n, d = X.shape[-2], X.shape[-1]
     if X.ndim == 3 and X.shape[0] == 0:
         raise ValueError(f"{name} has an empty batch dimension (shape {tuple(X.shape)}); pass at least one problem.")
+    shape = tuple(X.shape)
     if d == 0:
-        raise ValueError(f"{name} has 0 features (shape {tuple(X.shape)}); at least one feature is required.")
+        raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required: {name} needs at least one feature.")
     if n < min_samples:
         raise ValueError(
-            f"{name} has {n} sample(s) (shape {tuple(X.shape)}) but at least {min_samples} are required."
+            f"Found array with {n} sample(s) (shape={shape}) while a minimum of {min_samples} is required: "
+            f"pass {name} with at least {min_samples} sample(s)."
         )
     if n_features is not None and d != n_features:
         raise ValueError(
-            f"{name} has {d} features, but this model was fitted with {n_features} features; "
+            f"{name} has {d} features, but {estimator} is expecting {n_features} features as input; "
             "pass data with the same columns as the training data."
         )
     if check_finite and not all_finite(X):

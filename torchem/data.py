@@ -176,7 +176,9 @@ def is_iterable_data(X) -> bool:
     not itself an array: tensors, numpy arrays, lists, tuples and objects with ``__array__``, such
     as pandas DataFrames, are array-likes)."""
     if isinstance(X, (Tensor, np.ndarray, list, tuple, str, bytes, dict)) or hasattr(X, "__array__"):
-        return False  # array-likes (pandas DataFrames too: iterating one yields its column names)
+        return False
+    if type(X).__module__.startswith("scipy.sparse"):
+        return False  # refused as sparse by the array path  # array-likes (pandas DataFrames too: iterating one yields its column names)
     return hasattr(X, "__iter__")
 
 
@@ -551,6 +553,9 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
         raise ValueError(f"sample_weight should have shape {tuple(shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    if bool((w.double().sum(-1) <= 0).any()):
+        raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
+                         "give some samples a positive weight.")
     return w
 
 

@@ -344,6 +344,7 @@ class KMeans(EMEstimator):
     _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans
+    _estimator_type = "clusterer"
 
     def __init__(
         self,
