@@ -42,8 +42,15 @@ def poisson_log_prob(X: Tensor, log_rates: Tensor, rate_sum: Tensor | None = Non
     """
     if rate_sum is None:
         rate_sum = log_rates.exp().sum(-1)
-    log_factorial = torch.lgamma(X + 1).sum(-1, keepdim=True)  # [..., n, 1]
-    return X @ log_rates.to(X.dtype).mT - rate_sum.to(X.dtype).unsqueeze(-2) - log_factorial
+    k = log_rates.shape[-2]
+    # BLAS kernels are several times slower for an output width that is not a multiple of 8
+    # (K=10: 1.5x): pad the weights with zero columns and slice the product.
+    w = log_rates.new_zeros(*log_rates.shape[:-2], log_rates.shape[-1], -(-k // 8) * 8, dtype=X.dtype)
+    w[..., :k] = log_rates.mT
+    log_factorial = X + 1
+    # in place (one temporary, not two) unless autograd needs x + 1 for lgamma's gradient
+    log_factorial = log_factorial.lgamma() if log_factorial.requires_grad else log_factorial.lgamma_()
+    return (X @ w)[..., :k] - rate_sum.to(X.dtype).unsqueeze(-2) - log_factorial.sum(-1, keepdim=True)
 
 
 def poisson_stats(X: Tensor, resp: Tensor, sample_weight: Tensor | None = None) -> dict[str, Tensor]:
