@@ -134,6 +134,17 @@ def test_every_init_method_gives_positive_finite_rates(init):
     assert np.isfinite(gm.score_samples(np.array([[1.0, 1.0, 1.0, 1.0]]))).all()
 
 
+@pytest.mark.parametrize("init", ["k-means++", "random_from_data"])
+def test_chosen_samples_start_halfway_to_the_data_mean(init):
+    """So a chosen sample's zero counts do not start any rate at 0."""
+    X, _ = _counts(200, seed=18)
+    X[:, 1] = np.where(np.arange(200) % 2 == 0, 0.0, X[:, 1])
+    gm = PoissonMixture(3, init_params=init, random_state=0).initialize(X)
+    rows = 2 * gm.rates_ - X.mean(0)
+    assert all(np.isclose(X, row, rtol=1e-12, atol=1e-12).all(1).any() for row in rows)
+    assert gm.rates_.min() > 0.1
+
+
 def test_hard_em_is_classification_em():
     """With hard=True one iteration assigns every sample to its most probable component, the
     rates become the means of the assigned samples, and the lower bound is the mean of
@@ -186,6 +197,19 @@ def test_streamed_fit_equals_in_memory_fit(kind, tmp_path):
     np.testing.assert_allclose(rates, ref.rates_, rtol=1e-10)
     assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
     np.testing.assert_allclose(np.asarray(ours.score_samples(data)), ref.score_samples(X), rtol=1e-12)
+
+
+def test_sample_weights_count_as_repeated_samples():
+    X, _ = _counts(300, seed=17)
+    w = np.random.default_rng(17).integers(1, 4, len(X))
+    start = dict(weights_init=np.full(3, 1 / 3), rates_init=np.array([[2.0, 5.0, 10.0, 2.0], [8.0, 2.0, 4.0, 12.0], [4.0, 4.0, 20.0, 1.0]]))
+    ref = _fit(PoissonMixture(3, tol=0.0, max_iter=10, **start), np.repeat(X, w, axis=0))
+    ours = _fit(PoissonMixture(3, tol=0.0, max_iter=10, **start), DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(w.astype(np.float64))), batch_size=64))
+    np.testing.assert_allclose(ours.rates_.numpy(), ref.rates_, rtol=1e-10)
+    np.testing.assert_allclose(ours.weights_.numpy(), ref.weights_, rtol=1e-10)
+    assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
+    online = PoissonMixture(3, **start).partial_fit(X, sample_weight=w)
+    np.testing.assert_allclose(online.rates_, PoissonMixture(3, **start).partial_fit(np.repeat(X, w, axis=0)).rates_, rtol=1e-10)
 
 
 def test_partial_fit_starts_with_an_em_step_and_approaches_the_batch_fit():
