@@ -13,7 +13,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import poisson
 from torch import distributions as D
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
@@ -35,9 +34,17 @@ def _counts(n=900, seed=0, rates=RATES, weights=WEIGHTS):
     return rng.poisson(rates[z]).astype(np.float64), z
 
 
+def _logpmf(x, rate):
+    """``scipy.stats.poisson.logpmf``, imported here: the gloo workers import this module,
+    and scipy.stats would add a second to the start of each."""
+    from scipy.stats import poisson
+
+    return poisson.logpmf(x, rate)
+
+
 def _mixture_logpmf(X, weights, rates):
     """``log sum_k w_k prod_d Poisson(x_d | rate_kd)`` with scipy: ``[N]``."""
-    joint = poisson.logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
+    joint = _logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
     m = joint.max(1, keepdims=True)
     return m[:, 0] + np.log(np.exp(joint - m).sum(1))
 
@@ -46,7 +53,7 @@ def _numpy_em(X, weights, rates, n_iter):
     """EM for a mixture of independent Poissons, written directly in NumPy and scipy."""
     history = []
     for _ in range(n_iter):
-        joint = poisson.logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
+        joint = _logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
         m = joint.max(1, keepdims=True)
         norm = m[:, 0] + np.log(np.exp(joint - m).sum(1))
         history.append(norm.mean())
@@ -98,7 +105,7 @@ def test_kernel_equals_scipy_logpmf(k, d, n, log_scale, seed):
     rates = np.exp(rng.uniform(-2.0, 2.0, size=(k, d)) + log_scale)
     X = rng.poisson(rates[rng.integers(0, k, n)]).astype(np.float64)
     ours = poisson_log_prob(torch.from_numpy(X), torch.from_numpy(np.log(rates))).numpy()
-    want = poisson.logpmf(X[:, None, :], rates[None]).sum(-1)
+    want = _logpmf(X[:, None, :], rates[None]).sum(-1)
     np.testing.assert_allclose(ours, want, rtol=1e-11, atol=1e-11)
 
 
@@ -152,7 +159,7 @@ def test_hard_em_is_classification_em():
     X, _ = _counts(seed=5)
     w0, r0 = np.full(3, 1 / 3), np.array([[2.0, 5.0, 10.0, 2.0], [8.0, 2.0, 4.0, 12.0], [4.0, 4.0, 20.0, 1.0]])
     gm = _fit(PoissonMixture(3, weights_init=w0, rates_init=r0, hard=True, tol=0.0, max_iter=1), X)
-    joint = poisson.logpmf(X[:, None, :], r0[None]).sum(-1) + np.log(w0)
+    joint = _logpmf(X[:, None, :], r0[None]).sum(-1) + np.log(w0)
     labels = joint.argmax(1)
     np.testing.assert_allclose(gm.lower_bound_, joint.max(1).mean(), rtol=1e-12)
     np.testing.assert_allclose(gm.rates_, np.stack([X[labels == j].mean(0) for j in range(3)]), rtol=1e-10)
@@ -404,7 +411,7 @@ def test_command_line_fit_and_predict(tmp_path, capsys):
     np.testing.assert_allclose(loglik, _mixture_logpmf(X, weights, rates).mean(), rtol=1e-6)
     labels = tmp_path / "labels.npy"
     assert main(["predict", str(out), str(path), "--out", str(labels)]) == 0
-    joint = poisson.logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
+    joint = _logpmf(X[:, None, :], rates[None]).sum(-1) + np.log(weights)
     np.testing.assert_array_equal(np.load(labels), joint.argmax(1))
     np.save(path, X - 1.0)
     assert main(["fit", str(path), "--model", "poisson", "-k", "3", "--out", str(out)]) == 1
