@@ -463,3 +463,13 @@ def test_bad_input_to_a_fitted_model():
         PoissonMixture(2).predict(GOOD)
     with pytest.raises(torchem.NotFittedError):
         PoissonMixture(2).rates_
+
+
+def test_bad_values_in_a_stream(tmp_path):
+    bad = GOOD.copy()
+    bad[15, 2] = 1.5
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="X must hold non-negative whole numbers, but it holds non-integer values"):
+        PoissonMixture(2, chunk_size=8).fit(np.load(tmp_path / "bad.npy", mmap_mode="r"))
+    with pytest.raises(ValueError, match="negative values"):
+        PoissonMixture(2).fit(DataLoader(TensorDataset(torch.from_numpy(-GOOD - 1)), batch_size=8))

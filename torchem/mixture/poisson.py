@@ -78,10 +78,8 @@ class _PoissonFamily(Family):
     ``log_rates [B, R, K, D]``."""
 
     def prepare(self, params, precise=False):
-        log_rates = params["log_rates"]
-        dtype = torch.float64 if precise else log_rates.dtype
-        # the rates are summed in float64: sum_d lambda_kd is as large as the counts
-        return {"log_rates": log_rates.to(dtype), "rate_sum": log_rates.double().exp().sum(-1).to(dtype)}
+        log_rates = params["log_rates"].to(torch.float64 if precise else params["log_rates"].dtype)
+        return {"log_rates": log_rates, "rate_sum": log_rates.exp().sum(-1)}
 
     def log_prob(self, X, prepared):
         X = X.to(prepared["log_rates"].dtype)
@@ -157,18 +155,19 @@ class PoissonMixture(BaseMixture):
         return _PoissonFamily()
 
     def _validate_values(self, X: Tensor, name: str) -> None:
-        for bad, what in (
-            (~torch.isfinite(X), "NaN or infinite values"),
-            (X < 0, "negative values"),
-            (X != X.round(), "non-integer values"),
-        ):
-            if bool(bad.any()):
-                example = float(X[bad].reshape(-1)[0])
-                raise ValueError(
-                    f"PoissonMixture expects counts: {name} must hold non-negative whole numbers, but it holds "
-                    f"{what} (e.g. {example:g}). Pass counts (round or clip the data first), or use GaussianMixture "
-                    "for real-valued data."
-                )
+        for start in range(0, X.shape[-2], 2**16):  # in blocks: X.round() would copy all the data
+            block = X[..., start : start + 2**16, :]
+            for bad, what in (
+                (~torch.isfinite(block), "NaN or infinite values"),
+                (block < 0, "negative values"),
+                (block != block.round(), "non-integer values"),
+            ):
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"PoissonMixture expects counts: {name} must hold non-negative whole numbers, but it holds "
+                        f"{what} (e.g. {float(block[bad][0]):g}). Pass counts (round or clip the data first), or use "
+                        "GaussianMixture for real-valued data."
+                    )
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         # the GEMM's input and output, the E-step's [n, K] work, the lgamma(x + 1) temporaries
