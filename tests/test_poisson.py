@@ -391,6 +391,8 @@ def test_state_dict_round_trip_and_criteria(tmp_path):
         PoissonMixture(2).load_state_dict(gm.state_dict())
     # BIC and AIC from the score and K D + K - 1 free parameters
     g64 = PoissonMixture(3, random_state=0).fit(X)
+    np.testing.assert_allclose(gm.rates_.numpy(), g64.rates_, rtol=1e-5)  # float32 fits as float64 does
+    assert gm.lower_bound_ == pytest.approx(g64.lower_bound_, rel=1e-6)
     n, d = X.shape
     ll = _mixture_logpmf(X, g64.weights_, g64.rates_).sum()
     assert g64.bic(X) == pytest.approx(-2 * ll + (3 * d + 2) * np.log(n), rel=1e-12)
