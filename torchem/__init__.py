@@ -3,7 +3,7 @@
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
 from .gradient import fit_by_gradient
-from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture
+from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture, PoissonMixture
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "GaussianMixture",
     "KMeans",
     "NotFittedError",
+    "PoissonMixture",
     "__version__",
     "fit_by_gradient",
 ]

@@ -24,11 +24,17 @@ import torch
 
 from . import __version__
 from .cluster import KMeans
-from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture
+from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture, PoissonMixture
 
 __all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
 
-MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "bernoulli": BernoulliMixture, "binomial": BinomialMixture}
+MODELS = {
+    "gmm": GaussianMixture,
+    "kmeans": KMeans,
+    "bernoulli": BernoulliMixture,
+    "binomial": BinomialMixture,
+    "poisson": PoissonMixture,
+}
 
 
 class CLIError(Exception):
@@ -209,6 +215,8 @@ def _build(args) -> object:
         return GaussianMixture(args.k, covariance_type=args.covariance_type, **common)
     if args.model == "binomial":
         return BinomialMixture(args.k, n_trials=args.n_trials, **common)
+    if args.model == "poisson":
+        return PoissonMixture(args.k, **common)
     return BernoulliMixture(args.k, **common)
 
 

@@ -28,6 +28,7 @@ FAMILIES = {
     "gmm-tied": ("gmm", "tied"),
     "kmeans": ("kmeans", None),
     "bernoulli": ("bernoulli", None),
+    "poisson": ("poisson", None),
 }
 
 
@@ -74,12 +75,18 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
     Bernoulli mixture: ``4NKD + 8NK + 4KD`` — the log-probability GEMM ``X logits^T`` and the
     statistics GEMM ``r^T X``, the ``[n, K]`` work as for Gaussians less the cap, the logits
     from the new probabilities.
+
+    Poisson mixture: ``4NKD + 3ND + 9NK + 5KD`` — the two GEMMs as for Bernoulli, the
+    per-sample ``sum_d lgamma(x_d + 1)`` (add, lgamma, sum), the ``[n, K]`` work as for
+    Bernoulli plus the per-sample term, and per rate the division, floor, log, exp and sum.
     """
     family, ct = _family(model)
     if family == "kmeans":
         return 4 * n * d + 2 * n * k * d + 3 * n * k + k * d
     if family == "bernoulli":
         return 4 * n * k * d + 8 * n * k + 4 * k * d
+    if family == "poisson":
+        return 4 * n * k * d + 3 * n * d + 9 * n * k + 5 * k * d
     f = n_features_of_expansion(ct, d)
     if ct == "full":
         q = (d // 2 + 1) * d
@@ -104,6 +111,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
       ``[N, K]`` distances written and read by the argmin, int64 labels written and read.
     * Bernoulli: ``s (2ND + 4NK)`` — the data read by both GEMMs, the ``[N, K]`` block as for
       Gaussians.
+    * Poisson: ``s (7ND + 4NK)`` — as Bernoulli, plus ``lgamma(x + 1)``: the data read, ``x + 1``
+      written, read and written by ``lgamma``, read by the sum.
     """
     family, ct = _family(model)
     s = int(itemsize)
@@ -111,6 +120,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
         return s * (2 * n * d + 2 * n * k) + 16 * n
     if family == "bernoulli":
         return s * (2 * n * d + 4 * n * k)
+    if family == "poisson":
+        return s * (7 * n * d + 4 * n * k)
     if ct == "tied":
         return s * (6 * n * d + 4 * n * k)
     return s * (n * d + 3 * n * n_features_of_expansion(ct, d) + 4 * n * k)

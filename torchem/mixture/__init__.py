@@ -3,5 +3,6 @@
 from .base import BaseMixture
 from .bernoulli import BernoulliMixture, BinomialMixture
 from .gaussian import GaussianMixture
+from .poisson import PoissonMixture
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "GaussianMixture"]
+__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "GaussianMixture", "PoissonMixture"]
