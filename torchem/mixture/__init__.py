@@ -2,6 +2,7 @@
 
 from .base import BaseMixture
 from .bernoulli import BernoulliMixture, BinomialMixture
+from .categorical import CategoricalMixture
 from .gaussian import GaussianMixture
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "GaussianMixture"]
+__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture"]
