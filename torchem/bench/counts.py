@@ -18,7 +18,7 @@ which a roofline model would move them.
 
 from __future__ import annotations
 
-__all__ = ["FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
+__all__ = ["CATEGORIES", "FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
 
 #: model name -> (family, covariance type)
 FAMILIES = {
@@ -28,7 +28,11 @@ FAMILIES = {
     "gmm-tied": ("gmm", "tied"),
     "kmeans": ("kmeans", None),
     "bernoulli": ("bernoulli", None),
+    "categorical": ("categorical", None),
 }
+
+#: categories of every feature in the benchmarked categorical mixture (``C``)
+CATEGORIES = 5
 
 
 def _family(model: str) -> tuple[str, str | None]:
@@ -74,12 +78,17 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
     Bernoulli mixture: ``4NKD + 8NK + 4KD`` — the log-probability GEMM ``X logits^T`` and the
     statistics GEMM ``r^T X``, the ``[n, K]`` work as for Gaussians less the cap, the logits
     from the new probabilities.
+
+    Categorical mixture (``C`` = :data:`CATEGORIES` per feature): ``4NKDC + 8NK + 4KDC`` — the
+    Bernoulli count on the ``[N, DC]`` one-hot codes.
     """
     family, ct = _family(model)
     if family == "kmeans":
         return 4 * n * d + 2 * n * k * d + 3 * n * k + k * d
     if family == "bernoulli":
         return 4 * n * k * d + 8 * n * k + 4 * k * d
+    if family == "categorical":
+        return 4 * n * k * d * CATEGORIES + 8 * n * k + 4 * k * d * CATEGORIES
     f = n_features_of_expansion(ct, d)
     if ct == "full":
         q = (d // 2 + 1) * d
@@ -104,6 +113,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
       ``[N, K]`` distances written and read by the argmin, int64 labels written and read.
     * Bernoulli: ``s (2ND + 4NK)`` — the data read by both GEMMs, the ``[N, K]`` block as for
       Gaussians.
+    * Categorical: ``s (ND + 3NDC + 4NK)`` — the codes read, the one-hot ``[N, DC]`` written
+      once and read by both GEMMs, the ``[N, K]`` block as for Gaussians.
     """
     family, ct = _family(model)
     s = int(itemsize)
@@ -111,6 +122,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
         return s * (2 * n * d + 2 * n * k) + 16 * n
     if family == "bernoulli":
         return s * (2 * n * d + 4 * n * k)
+    if family == "categorical":
+        return s * (n * d + 3 * n * d * CATEGORIES + 4 * n * k)
     if ct == "tied":
         return s * (6 * n * d + 4 * n * k)
     return s * (n * d + 3 * n * n_features_of_expansion(ct, d) + 4 * n * k)
