@@ -130,6 +130,7 @@ def test_recovers_three_latent_classes_with_different_numbers_of_answers():
     wider = CategoricalMixture(3, n_categories=[2, 3, 4, 5, 3, 4], random_state=0).fit(X)
     np.testing.assert_array_equal(wider.n_categories_, [2, 3, 4, 5, 3, 4])
     assert np.all(wider.probs_[:, 5, 2:4] < 1e-9) and np.all(wider.probs_[:, 5, 2:4] > 0)
+    np.testing.assert_allclose(wider.probs_.sum(-1), 1.0, rtol=0, atol=1e-14)  # the floor is renormalised
 
 
 def test_batched_equals_separate():
@@ -158,6 +159,17 @@ def test_streamed_fit_equals_in_memory_fit(kind, tmp_path):
     assert ours.n_iter_ == ref.n_iter_
     np.testing.assert_allclose(np.asarray(ours.probs_), ref.probs_, rtol=1e-10, atol=1e-14)
     assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
+
+
+def test_sample_weights_count_like_repeated_samples():
+    w0, p0 = _start()
+    weights = np.random.default_rng(8).integers(0, 3, len(X_SURVEY)).astype(np.float64)
+    kw = dict(weights_init=w0, probs_init=p0, tol=0.0, max_iter=10)
+    repeated = _fit(CategoricalMixture(3, **kw), np.repeat(X_SURVEY, weights.astype(int), axis=0))
+    loader = DataLoader(TensorDataset(torch.from_numpy(X_SURVEY), torch.from_numpy(weights)), batch_size=64)
+    weighted = _fit(CategoricalMixture(3, **kw), loader)
+    np.testing.assert_allclose(weighted.probs_.numpy(), repeated.probs_, rtol=1e-10, atol=1e-14)
+    assert weighted.lower_bound_ == pytest.approx(repeated.lower_bound_, rel=1e-12)
 
 
 def test_a_code_outside_the_initialisation_sample_is_counted(tmp_path, monkeypatch):
@@ -242,6 +254,12 @@ def test_gradcheck_and_gradients_do_not_reach_missing_categories():
         return functional_call(model, dict(zip(names, params)), (x,))
 
     assert torch.autograd.gradcheck(f, values, eps=1e-6, atol=1e-6)
+    # the parameters are unconstrained: shifting the logits of a feature (or the mixing logits) changes nothing
+    before = model.score_samples(X_SURVEY)
+    with torch.no_grad():
+        model.logits += 3.0
+        model.component_logits[:, 2, :4] -= 2.0
+    np.testing.assert_allclose(model.score_samples(X_SURVEY), before, rtol=1e-12)
     model.requires_grad_(True)
     model(torch.tensor(X_SURVEY)).mean().backward()
     grad = model.component_logits.grad
