@@ -148,8 +148,8 @@ class CategoricalMixture(BaseMixture):
         weights_init: ``[K]`` initial weights.
         probs_init: ``[K, D, C]`` initial probabilities, summing to 1 over each feature's
             categories and 0 beyond them.
-        tol, max_iter, n_init, random_state, warm_start, verbose, verbose_interval,
-            chunk_size, hard: as in :class:`torchem.GaussianMixture`.
+        tol, max_iter, n_init, random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
+            :class:`torchem.GaussianMixture`.
     """
 
     _param_names = ("logits", "component_logits")
