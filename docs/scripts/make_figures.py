@@ -21,6 +21,7 @@ SCRIPTS = {
     "gmm_blobs": "gmm_blobs.txt",
     "em_loglik": "em_loglik.txt",
     "binomial_coins": "binomial_coins.txt",
+    "latent_classes": "latent_classes.txt",
     "hard_em": "hard_em.txt",
     "bic": "bic.txt",
     "models": "models.txt",
