@@ -331,14 +331,17 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_bench_case():
-    from torchem.bench import flops_per_iter, main as bench_main
-    from torchem.bench.cases import MODELS, make_problem
+    from torchem.bench import bytes_per_iter, flops_per_iter
+    from torchem.bench.cases import MODELS, RUNNERS, make_problem
 
     assert flops_per_iter("categorical", 100, 4, 3) == 4 * 100 * 3 * 4 * 5 + 8 * 100 * 3 + 4 * 3 * 4 * 5
-    problem = make_problem(MODELS["categorical"], 500, 4, 3, np.float32)
+    assert bytes_per_iter("categorical", 100, 4, 3, 4) == 4 * (100 * 4 + 3 * 100 * 4 * 5 + 4 * 100 * 3)
+    spec = MODELS["categorical"]
+    problem = make_problem(spec, 500, 4, 3, np.float32)
     assert problem.X.dtype == np.float32 and problem.X.min() == 0 and problem.X.max() == 4
-    assert bench_main(["--models", "categorical", "--n", "500", "--d", "4", "--k", "3", "--iters", "1", "--repeat", "1",
-                       "--devices", "cpu", "--no-reference", "--no-progress"]) == 0
+    runner = RUNNERS["torchem"]
+    fitted = runner.fit(spec, runner.prepare(problem.X, "cpu"), problem.init, 3)
+    assert fitted.n_iter_ == 3 and np.isfinite(runner.quality(spec, "torchem", fitted, torch.from_numpy(problem.X)))
 
 
 def _bad_probs(kind):
@@ -367,6 +370,7 @@ X_BAD_CODE[7, 2] = 9
         (CategoricalMixture(2, n_categories=2.5), X_SURVEY, "n_categories must be a positive integer"),
         (CategoricalMixture(2, n_categories=[3, 3]), X_SURVEY, "n_categories has 2 values but X has 6 features"),
         (CategoricalMixture(3, probs_init=_bad_probs("shape")), X_SURVEY, "'probs' should have the shape of \\(3, 6, 5\\)"),
+        (CategoricalMixture(3, probs_init=np.ones((3, 6))), X_SURVEY, "'probs' should have the shape of \\(3, 6, n_categories\\)"),
         (CategoricalMixture(3, probs_init=_bad_probs("sum")), X_SURVEY, "probs_init must hold"),
         (CategoricalMixture(3, n_categories=N_CATEGORIES, probs_init=_bad_probs("beyond")), X_SURVEY, "zeros beyond its n_categories"),
         (CategoricalMixture(3, probs_init=_start()[1][..., :4]), X_SURVEY, "X holds code 4 in feature 3, but probs_init gives"),

@@ -258,7 +258,10 @@ class CategoricalMixture(BaseMixture):
             user["log_weights"] = log_weights
         if self.probs_init is not None:
             given, (raw, _) = self._given(n_features), as_float_tensor(self.probs_init, "probs_init")
-            width = int(given.max()) if given is not None else (raw.shape[-1] if raw.ndim else 1)
+            if given is None and raw.ndim < 3:
+                raise ValueError(f"The parameter 'probs' should have the shape of ({self.n_components}, {n_features}, "
+                                 f"n_categories), but got {tuple(raw.shape)}. Pass probs_init of that shape.")
+            width = int(given.max()) if given is not None else raw.shape[-1]
             p = self._init_array("probs_init", (self.n_components, n_features, width), batch_size)
             mask = support_mask(self._support(n_features, p.device, p), width)
             if bool((p < 0).any() | ((p > 0) & ~mask).any() | ((p.sum(-1) - 1).abs() > 1e-6).any()):
