@@ -3,13 +3,14 @@
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
 from .gradient import fit_by_gradient
-from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture, PoissonMixture
+from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BernoulliMixture",
     "BinomialMixture",
+    "CategoricalMixture",
     "ConvergenceWarning",
     "GaussianMixture",
     "KMeans",

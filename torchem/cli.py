@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .cluster import KMeans
-from .mixture import BernoulliMixture, BinomialMixture, GaussianMixture, PoissonMixture
+from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
 
@@ -34,6 +34,7 @@ MODELS = {
     "bernoulli": BernoulliMixture,
     "binomial": BinomialMixture,
     "poisson": PoissonMixture,
+    "categorical": CategoricalMixture,
 }
 
 
@@ -217,6 +218,8 @@ def _build(args) -> object:
         return BinomialMixture(args.k, n_trials=args.n_trials, **common)
     if args.model == "poisson":
         return PoissonMixture(args.k, **common)
+    if args.model == "categorical":
+        return CategoricalMixture(args.k, n_categories=args.n_categories, **common)
     return BernoulliMixture(args.k, **common)
 
 
@@ -238,6 +241,8 @@ def fit_command(args) -> int:
         raise CLIError(f"--covariance-type applies to --model gmm only, not {args.model}.")
     if args.model != "binomial" and args.n_trials != 1:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
+    if args.model != "categorical" and args.n_categories is not None:
+        raise CLIError(f"--n-categories applies to --model categorical only, not {args.model}.")
     _check_writable(args.out)
     X_np = load_array(args.file, args.key)
     device = _device(args.device)
@@ -348,6 +353,9 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
                    help="for --model gmm (default full)")
     p.add_argument("--n-trials", type=_trials, default=1,
                    help="for --model binomial: trials per count, or one per feature comma-separated (default 1)")
+    p.add_argument("--n-categories", type=_trials, default=None,
+                   help="for --model categorical: categories per feature, one number or one per feature "
+                        "comma-separated (default: the largest code of each feature + 1)")
     p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
     p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
     p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")

@@ -51,7 +51,7 @@ def fit_by_gradient(
 
     Args:
         model: a torchem mixture (``GaussianMixture``, ``BernoulliMixture``,
-            ``BinomialMixture``).
+            ``BinomialMixture``, ``CategoricalMixture``).
         X: ``[N, D]`` (or ``[B, N, D]`` for a batched model) data, numpy or tensor.
         epochs: passes over the data.
         batch_size: samples per step; ``None`` uses all of them (full-batch steps).

@@ -22,6 +22,7 @@ SCRIPTS = {
     "em_loglik": "em_loglik.txt",
     "binomial_coins": "binomial_coins.txt",
     "poisson_counts": "poisson_counts.txt",
+    "latent_classes": "latent_classes.txt",
     "hard_em": "hard_em.txt",
     "bic": "bic.txt",
     "models": "models.txt",

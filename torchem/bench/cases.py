@@ -19,6 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .counts import CATEGORIES
+
 __all__ = ["MODELS", "REFERENCES", "RUNNERS", "ModelSpec", "Problem", "installed_references", "make_problem"]
 
 
@@ -45,6 +47,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
         ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (10_000, 100, 8), ("pomegranate",)),
         ModelSpec("poisson", "poisson", None, (20_000, 784, 10), (10_000, 100, 8), ()),
+        ModelSpec("categorical", "categorical", None, (200_000, 32, 10), (20_000, 16, 8), ()),
     ]
 }
 
@@ -131,6 +134,12 @@ def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed:
         rates = rng.gamma(2.0, 2.0, size=(k, d))  # mean 4, some rates near 0
         X = _blocked(rng, n, d, dtype, lambda rng, m: rng.poisson(rates[rng.integers(0, k, m)]))
         return Problem(X, {"weights": np.full(k, 1.0 / k), "rates": rng.uniform(1.0, 8.0, size=(k, d))})
+    if spec.family == "categorical":
+        # survey-like answers: CATEGORIES per question, sharp class profiles
+        cum = rng.dirichlet(np.full(CATEGORIES, 0.5), size=(k, d)).cumsum(-1)
+        X = _blocked(rng, n, d, dtype, lambda rng, m: (rng.random((m, d, 1)) > cum[rng.integers(0, k, m)]).sum(-1))
+        probs = rng.dirichlet(np.full(CATEGORIES, 5.0), size=(k, d))
+        return Problem(X, {"weights": np.full(k, 1.0 / k), "probs": probs})
     probs = rng.beta(0.5, 0.5, size=(k, d))
     X = _blocked(rng, n, d, dtype, lambda rng, m: rng.random((m, d)) < probs[rng.integers(0, k, m)])
     return Problem(X, {"weights": np.full(k, 1.0 / k), "probs": rng.uniform(0.25, 0.75, size=(k, d))})
@@ -162,6 +171,10 @@ def _fit_torchem(spec, X, init, max_iter):
         return torchem.KMeans(k, init=init["centers"], max_iter=max_iter, tol=0.0).fit(X)
     if spec.family == "poisson":
         return torchem.PoissonMixture(k, weights_init=init["weights"], rates_init=init["rates"], max_iter=max_iter, tol=0.0).fit(X)
+    if spec.family == "categorical":
+        return torchem.CategoricalMixture(
+            k, n_categories=CATEGORIES, weights_init=init["weights"], probs_init=init["probs"], max_iter=max_iter, tol=0.0
+        ).fit(X)
     return torchem.BernoulliMixture(
         k, weights_init=init["weights"], probs_init=init["probs"], max_iter=max_iter, tol=0.0
     ).fit(X)

@@ -18,7 +18,7 @@ which a roofline model would move them.
 
 from __future__ import annotations
 
-__all__ = ["FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
+__all__ = ["CATEGORIES", "FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
 
 #: model name -> (family, covariance type)
 FAMILIES = {
@@ -29,7 +29,11 @@ FAMILIES = {
     "kmeans": ("kmeans", None),
     "bernoulli": ("bernoulli", None),
     "poisson": ("poisson", None),
+    "categorical": ("categorical", None),
 }
+
+#: categories of every feature in the benchmarked categorical mixture (``C``)
+CATEGORIES = 5
 
 
 def _family(model: str) -> tuple[str, str | None]:
@@ -79,6 +83,8 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
     Poisson mixture: ``4NKD + 3ND + 9NK + 5KD`` — the two GEMMs as for Bernoulli, the
     per-sample ``sum_d lgamma(x_d + 1)`` (add, lgamma, sum), the ``[n, K]`` work as for
     Bernoulli plus the per-sample term, and per rate the division, floor, log, exp and sum.
+    Categorical mixture (``C`` = :data:`CATEGORIES` per feature): ``4NKDC + 8NK + 4KDC`` — the
+    Bernoulli count on the ``[N, DC]`` one-hot codes.
     """
     family, ct = _family(model)
     if family == "kmeans":
@@ -87,6 +93,8 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
         return 4 * n * k * d + 8 * n * k + 4 * k * d
     if family == "poisson":
         return 4 * n * k * d + 3 * n * d + 9 * n * k + 5 * k * d
+    if family == "categorical":
+        return 4 * n * k * d * CATEGORIES + 8 * n * k + 4 * k * d * CATEGORIES
     f = n_features_of_expansion(ct, d)
     if ct == "full":
         q = (d // 2 + 1) * d
@@ -113,6 +121,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
       Gaussians.
     * Poisson: ``s (7ND + 4NK)`` — as Bernoulli, plus ``lgamma(x + 1)``: the data read, ``x + 1``
       written, read and written by ``lgamma``, read by the sum.
+    * Categorical: ``s (ND + 3NDC + 4NK)`` — the codes read, the one-hot ``[N, DC]`` written
+      once and read by both GEMMs, the ``[N, K]`` block as for Gaussians.
     """
     family, ct = _family(model)
     s = int(itemsize)
@@ -122,6 +132,8 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
         return s * (2 * n * d + 4 * n * k)
     if family == "poisson":
         return s * (7 * n * d + 4 * n * k)
+    if family == "categorical":
+        return s * (n * d + 3 * n * d * CATEGORIES + 4 * n * k)
     if ct == "tied":
         return s * (6 * n * d + 4 * n * k)
     return s * (n * d + 3 * n * n_features_of_expansion(ct, d) + 4 * n * k)

@@ -2,7 +2,8 @@
 
 from .base import BaseMixture
 from .bernoulli import BernoulliMixture, BinomialMixture
+from .categorical import CategoricalMixture
 from .gaussian import GaussianMixture
 from .poisson import PoissonMixture
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "GaussianMixture", "PoissonMixture"]
+__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "PoissonMixture"]
