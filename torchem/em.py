@@ -158,18 +158,17 @@ def accumulate(
         about: parameters about which the statistics are taken, in float64, instead of
             ``params`` (stepwise EM averages statistics across changing parameters).
         resp: ``resp(start, X [B, 1, n, D]) -> [B, R, n, K]`` responsibilities given for each
-            chunk instead of an E-step (initialisation, implied statistics; needs ``about``;
-            no log-likelihood is computed).
+            chunk instead of an E-step (initialisation, implied statistics): the statistics are
+            taken in float64, about ``about`` (``None`` for a family whose statistics read no
+            parameters); no log-likelihood is computed.
         over_ranks: sum over the ranks of a process group (when there is one).
 
     Returns:
         ``(stats, ll_sum [B, R] or None, total [B])``: the summed statistics, the (weighted)
         sum of the samples' log-likelihoods, both float64, and the total weight.
     """
-    if resp is not None and about is None:
-        raise ValueError("accumulate: given responsibilities need the parameters the statistics are taken about (about=...).")
     stats, ll = None, None
-    done = None if (about is not None or precise) else family.run_pass(source, params, hard)
+    done = None if (about is not None or precise or resp is not None) else family.run_pass(source, params, hard)
     if done is not None:
         stats, ll_mean = done
         total = source.total_weight()
@@ -190,7 +189,7 @@ def accumulate(
                 log_norm, r = pick(log_prob, lw.to(log_prob.dtype), inplace=True)
                 part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
                 ll = part if ll is None else ll + part
-            if about_prep is None:
+            if about is None and resp is None:
                 part = family.stats(X, r, prepared, aux, w)
             else:
                 part = family.stats(X.double(), r.double(), about_prep, None, None if w is None else w.double())

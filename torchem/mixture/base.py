@@ -121,10 +121,33 @@ class BaseMixture(EMEstimator):
     # Hooks of a mixture family
     # ----------------------------------------------------------------------------------------
 
-    @abstractmethod
+    #: Chosen-sample initialisations ("k-means++", "random_from_data") give each component half
+    #: of its sample and half of the whole data, so that discrete families start with no
+    #: probability at 0 or 1; ``False``: the sample alone (scikit-learn's rule for Gaussians).
+    _init_smoothing = True
+
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Starting parameters ``[B, R, ...]`` from the data (``init_params``), in any dtype;
-        user-given initial values replace them afterwards (:meth:`_user_initial_params`)."""
+        """Starting parameters ``[B, R, ...]`` from the data: the M-step of the initial
+        responsibilities (:meth:`_init_responsibilities`), as scikit-learn initialises; the
+        user's initial values replace them afterwards (:meth:`_user_initial_params`)."""
+        resp_fn = self._init_responsibilities(source, n_init, generator)
+        return self._m_step_from(source, resp_fn, self._init_reference(source, n_init))
+
+    def _init_reference(self, source: TensorSource, n_init: int) -> dict[str, Tensor] | None:
+        """Parameters ``[B, R, ...]`` about which the initial statistics are taken, for a family
+        whose statistics or M-step read them (Gaussians centre their moments); ``None``."""
+        return None
+
+    def _m_step_from(self, source: TensorSource, resp_fn, about: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Parameters from given responsibilities ``resp_fn(start, X) -> [B, R, n, K]``: one
+        pass of :func:`torchem.em.accumulate` (in float64, on data every rank holds alike), then
+        the family's M-step."""
+        family = self._family(source.n_features)
+        stats, _, _ = accumulate(family, source, about or {}, about=about, resp=resp_fn, over_ranks=False)
+        params, failed = family.m_step(stats, about or {})
+        if bool(failed.any()):
+            raise ValueError(self._failure_message())
+        return params
 
     @abstractmethod
     def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
@@ -222,7 +245,8 @@ class BaseMixture(EMEstimator):
         """Initial responsibilities as a function ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``
         (float64) of each chunk: hard k-means labels (k-means++ then a few Lloyd steps) for
         ``"kmeans"``, random ones for ``"random"``, and one-hot at the chosen samples for
-        ``"k-means++"`` and ``"random_from_data"``."""
+        ``"k-means++"`` and ``"random_from_data"`` (half of it, the other half spread over the
+        data, with :attr:`_init_smoothing`)."""
         k, b = self.n_components, source.batch_size
         method = self.init_params
         if method == "kmeans":
@@ -240,10 +264,13 @@ class BaseMixture(EMEstimator):
 
         else:
             idx = self._chosen_samples(source, n_init, generator)
+            share = 0.5 / source.n_samples if self._init_smoothing else 0.0
+            own = 0.5 if self._init_smoothing else 1.0
 
             def resp_fn(start, X):
                 pos = torch.arange(start, start + X.shape[-2], device=source.device)
-                return (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
+                chosen = (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
+                return chosen.mul_(own).add_(share) if share else chosen
 
         return resp_fn
 

@@ -8,10 +8,8 @@ from torch import Tensor
 from torch import distributions as D
 
 from .._utils import check_fitted, check_n_samples
-from ..data import TensorSource
 from ..functional import bernoulli as F
-from ..init import gather_rows
-from ..em import Family, accumulate
+from ..em import Family
 from .base import BaseMixture
 
 __all__ = ["BernoulliMixture", "BinomialMixture"]
@@ -162,26 +160,6 @@ class BernoulliMixture(BaseMixture):
                 raise ValueError("probs_init should hold probabilities in [0, 1].")
             user["logits"] = F.logits_from_probs(p)
         return user
-
-    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        k, d = self.n_components, source.n_features
-        b, n = source.batch_size, source.n_samples
-        trials = self._trials(d)
-        scale = 1.0 if trials is None else trials.to(source.device, torch.float64)
-        if self.init_params in ("kmeans", "random"):
-            resp_fn = self._init_responsibilities(source, n_init, generator)
-            zeros = torch.zeros(b, n_init, k, d, dtype=torch.float64, device=source.device)
-            about = {"log_weights": zeros[..., 0], "logits": zeros}  # the statistics do not depend on them
-            # the initial sample is the same on every rank: no sum over the ranks
-            stats, _, _ = accumulate(self._family(d), source, about, about=about, resp=resp_fn, over_ranks=False)
-            log_weights, logits = F.bernoulli_m_step(stats, None if trials is None else trials.to(source.device))
-        else:
-            idx = self._chosen_samples(source, n_init, generator)
-            chosen = gather_rows(source.X, idx).double() / scale  # [B, R, K, D]
-            mean = (source.X.double().sum(1) / n / scale).reshape(b, 1, 1, d)
-            logits = F.logits_from_probs(0.5 * (chosen + mean))
-            log_weights = torch.full((b, n_init, k), -np.log(k), dtype=torch.float64, device=source.device)
-        return {"log_weights": log_weights, "logits": logits}
 
     # ----------------------------------------------------------------------------------------
     # Attributes and sampling

@@ -21,7 +21,6 @@ from ..data import TensorSource
 from ..distributed import all_reduce_sum, is_distributed, rank, world_size
 from ..em import Family
 from ..functional.bernoulli import PROB_EPS
-from ..init import gather_rows
 from .base import BaseMixture
 
 __all__ = ["CategoricalMixture"]
@@ -271,28 +270,22 @@ class CategoricalMixture(BaseMixture):
         return user
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        k, d, b = self.n_components, source.n_features, source.batch_size
+        d, b = source.n_features, source.batch_size
         support = self._support(d, source.device)
         width = int(support.max())
-        mask = support_mask(support, width)
-        # k-means, k-means++ and the chosen samples work on the one-hot codes
+        # k-means and the chosen samples work on the one-hot codes; the statistics of those
+        # responsibilities are taken on the codes themselves, about the support
         coded = TensorSource(one_hot_codes(source.X, width, source.dtype), device=source.device, dtype=source.dtype,
-                             sample_weight=source.sample_weight)
-        coded.chunk_size = source.chunk_size
-        if self.init_params in ("kmeans", "random"):
-            resp_fn = self._init_responsibilities(coded, n_init, generator)
-            stats = None
-            for start, X, w in coded.chunks():
-                X = X.unsqueeze(1).double()
-                part = categorical_stats(X, resp_fn(start, X), None if w is None else w.unsqueeze(1).double())
-                stats = part if stats is None else {key: stats[key] + part[key] for key in part}
-            return dict(zip(("log_weights", "log_probs"), categorical_m_step(stats, mask)))
-        chosen = gather_rows(coded.X, self._chosen_samples(coded, n_init, generator)).double()  # [B, R, K, D C]
-        freq = coded.X.double().mean(1).reshape(b, 1, 1, -1)
-        log_probs = log_probs_from((0.5 * (chosen + freq)).unflatten(-1, (d, width)), mask)
-        return {"log_weights": torch.full((b, n_init, k), -np.log(k), dtype=torch.float64, device=source.device),
-                "log_probs": log_probs}
+                             sample_weight=source.sample_weight, chunk_size=source.chunk_size)
+        on_codes = self._init_responsibilities(coded, n_init, generator)
 
+        def resp_fn(start, X):
+            return on_codes(start, one_hot_codes(X, width, X.dtype))
+
+        log_probs = torch.where(support_mask(support, width), 0.0, MASKED).to(torch.float64, copy=True)
+        about = {"log_weights": log_probs.new_zeros(b, n_init, self.n_components),
+                 "log_probs": log_probs.to(source.device).expand(b, n_init, self.n_components, d, width)}
+        return self._m_step_from(source, resp_fn, about)
 
     @property
     def probs_(self):

@@ -12,7 +12,7 @@ from torch import distributions as D
 from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
 from ..functional import gaussian as G
-from ..em import Family, accumulate
+from ..em import Family
 from .base import BaseMixture
 
 __all__ = ["GaussianMixture"]
@@ -245,28 +245,16 @@ class GaussianMixture(BaseMixture):
     # Initialisation
     # ----------------------------------------------------------------------------------------
 
-    def _params_from_resp(self, source: TensorSource, resp_fn, n_init: int) -> dict[str, Tensor]:
-        """Initial parameters from responsibilities ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``
-        (scikit-learn's ``_initialize``, computed chunk by chunk)."""
-        k, d = self.n_components, source.n_features
-        # One pass in float64 (initialisation only): statistics about the data's first-chunk
-        # mean, which the M-step reads as the centre of k identical reference means.
-        X0 = next(iter(source.chunks()))[1]
-        ref = X0.double().mean(-2, keepdim=True).unsqueeze(1)  # [B, 1, 1, D]
-        means = ref.expand(source.batch_size, n_init, k, d)
-        eye = _identity_factor(self.covariance_type, means.shape[:-2], k, d, source.device, torch.float64)
-        about = {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
-        # the initial sample is the same on every rank: no sum over the ranks
-        stats, _, _ = accumulate(self._family(d), source, about, about=about, resp=resp_fn, over_ranks=False)
-        log_weights, means, prec_chol, failed = G.gaussian_m_step(
-            stats, means, self.covariance_type, float(self.reg_covar)
-        )
-        if bool(failed.any()):
-            raise ValueError(G.COLLAPSED_MESSAGE)
-        return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}
+    _init_smoothing = False  # chosen samples start as one-hot responsibilities, as in scikit-learn
 
-    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        return self._params_from_resp(source, self._init_responsibilities(source, n_init, generator), n_init)
+    def _init_reference(self, source: TensorSource, n_init: int) -> dict[str, Tensor]:
+        """The initial statistics are taken about the first chunk's mean (as ``K`` identical
+        reference means, read by the M-step as the centre of the moments), in float64."""
+        k, d = self.n_components, source.n_features
+        X0 = next(iter(source.chunks()))[1]
+        means = X0.double().mean(-2, keepdim=True).unsqueeze(1).expand(source.batch_size, n_init, k, d)
+        eye = _identity_factor(self.covariance_type, means.shape[:-2], k, d, source.device, torch.float64)
+        return {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
 
     # ----------------------------------------------------------------------------------------
     # Fitted attributes

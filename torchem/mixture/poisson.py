@@ -12,16 +12,13 @@ and the M-step is ``lambda_kd = sx_kd / nk_k``.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 from torch import distributions as D
 
 from .._utils import check_fitted
-from ..data import TensorSource
 from ..em import Family
-from ..init import gather_rows
 from .base import BaseMixture
 
 __all__ = ["RATE_EPS", "PoissonMixture", "poisson_log_prob", "poisson_m_step", "poisson_stats"]
@@ -203,24 +200,6 @@ class PoissonMixture(BaseMixture):
                 )
             user["log_rates"] = rates.log()
         return user
-
-    def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        k, d, b = self.n_components, source.n_features, source.batch_size
-        if self.init_params in ("kmeans", "random"):
-            resp_fn = self._init_responsibilities(source, n_init, generator)
-            stats = None
-            for start, X, _ in source.chunks():
-                X = X.unsqueeze(1).double()
-                part = poisson_stats(X, resp_fn(start, X))
-                stats = part if stats is None else {key: stats[key] + part[key] for key in part}
-            log_weights, log_rates = poisson_m_step(stats)
-        else:
-            idx = self._chosen_samples(source, n_init, generator)
-            chosen = gather_rows(source.X, idx).double()  # [B, R, K, D]
-            mean = (source.X.double().sum(1) / source.n_samples).reshape(b, 1, 1, d)
-            log_rates = (0.5 * (chosen + mean)).clamp_min(RATE_EPS).log()
-            log_weights = torch.full((b, n_init, k), -math.log(k), dtype=torch.float64, device=source.device)
-        return {"log_weights": log_weights, "log_rates": log_rates}
 
     def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """One point per component, at its rates, with weight ``w_k``: its statistics are
