@@ -261,7 +261,7 @@ class EMEstimator(EstimatorModule):
                 "verbose": int(self.verbose), "verbose_interval": int(getattr(self, "verbose_interval", 10))}
 
     def _failure_message(self) -> str:
-        return "EM failed: an M-step produced invalid parameters."
+        return "EM failed: an M-step produced invalid parameters; check the input data for extreme values, or scale it."
 
     def _select(self, result: EMResult, source: Source) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, list[Tensor]]:
         """The best restart of every problem: the highest lower bound (:func:`torchem.em.select_best`)."""

@@ -286,10 +286,7 @@ def run_em(
             history.append(lower_bound)
             change = lower_bound - previous
             if bool(torch.isnan(lower_bound).any()):
-                raise ValueError(
-                    "The log-likelihood became NaN during EM. Check the input data for extreme values, "
-                    "or increase reg_covar."
-                )
+                raise ValueError(f"The log-likelihood became NaN during EM. {failure_message}")
             own = family.converged(old_params, params)
             newly = active & ((change.abs() < tol) if own is None else own)
             converged = converged | newly

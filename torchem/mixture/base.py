@@ -207,14 +207,14 @@ class BaseMixture(EMEstimator):
         if bool((w < 0).any()) or bool((w > 1).any()):
             raise ValueError(
                 f"The parameter 'weights' should be in the range [0, 1], but got min value {float(w.min()):.5f}, "
-                f"max value {float(w.max()):.5f}"
+                f"max value {float(w.max()):.5f} (weights_init)."
             )
         sums = w.sum(-1).reshape(-1)
         bad = (sums - 1.0).abs() > 1e-6
         if bool(bad.any()):
             raise ValueError(
                 "The parameter 'weights' should be normalized, but got sum(weights) = "
-                f"{float(sums[int(bad.nonzero()[0, 0])]):.5f}"
+                f"{float(sums[int(bad.nonzero()[0, 0])]):.5f} (weights_init): divide it by its sum."
             )
         return w.log()
 
@@ -429,7 +429,7 @@ class BaseMixture(EMEstimator):
     def weights_(self):
         """Mixing weights ``[K]`` (``[B, K]`` if batched)."""
         check_fitted(self)
-        return self._attr(torch.softmax(self.logits.detach(), -1))
+        return self._attr(self._constrained()["log_weights"].detach().exp())
 
     # ----------------------------------------------------------------------------------------
     # Inference
@@ -543,7 +543,7 @@ class BaseMixture(EMEstimator):
     def _sample_labels(self, n_samples: int, generator: torch.Generator) -> Tensor:
         """Component labels ``[B, n]`` (sorted, as scikit-learn returns them)."""
         n_samples = check_int(n_samples, "n_samples", 1)
-        weights = torch.softmax(self.logits.detach().double(), -1)
+        weights = self._constrained()["log_weights"].detach().double().exp()
         if not self._batched:
             weights = weights.unsqueeze(0)
         labels = torch.multinomial(weights.to(generator.device), n_samples, replacement=True, generator=generator)
