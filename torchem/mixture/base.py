@@ -25,8 +25,8 @@ from torch import Tensor
 from torch import distributions as D
 
 from .._estimator import EMEstimator
-from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
-from ..data import Source, TensorSource, inference_blocks
+from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
+from ..data import Source, TensorSource, check_sample_weight, inference_blocks
 from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_update
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
@@ -237,7 +237,7 @@ class BaseMixture(EMEstimator):
     def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""
         if self.init_params == "k-means++":
-            return kmeans_plusplus(source.X, self.n_components, n_init, generator)
+            return kmeans_plusplus(source.X, self.n_components, n_init, generator, sample_weight=source.sample_weight)
         b, n = source.batch_size, source.n_samples
         return random_distinct_indices(n, self.n_components, (b, n_init), generator, source.device)
 
@@ -250,7 +250,7 @@ class BaseMixture(EMEstimator):
         k, b = self.n_components, source.batch_size
         method = self.init_params
         if method == "kmeans":
-            idx = kmeans_plusplus(source.X, k, n_init, generator)
+            idx = kmeans_plusplus(source.X, k, n_init, generator, sample_weight=source.sample_weight)
             centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
 
             def resp_fn(start, X):
@@ -263,14 +263,19 @@ class BaseMixture(EMEstimator):
                 return random_resp(seed, start, (b, n_init, X.shape[-2], k), source.device, torch.float64)
 
         else:
-            idx = self._chosen_samples(source, n_init, generator)
-            share = 0.5 / source.n_samples if self._init_smoothing else 0.0
-            own = 0.5 if self._init_smoothing else 1.0
+            idx = self._chosen_samples(source, n_init, generator)  # [B, R, K]
+            # the chosen row counts as one sample even when it carries a weight (as one copy of
+            # a repeated row would); the smoothing share is spread over the whole weight
+            own = torch.full(idx.shape, 0.5 if self._init_smoothing else 1.0, dtype=torch.float64, device=source.device)
+            if source.sample_weight is not None:
+                w = torch.gather(source.sample_weight.double(), 1, idx.reshape(b, -1)).reshape(idx.shape)
+                own = torch.where(w > 0, own / w.clamp_min(1e-300), own)
+            share = 0.5 / source.total_weight().reshape(b, 1, 1, 1) if self._init_smoothing else None
 
             def resp_fn(start, X):
                 pos = torch.arange(start, start + X.shape[-2], device=source.device)
-                chosen = (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64)
-                return chosen.mul_(own).add_(share) if share else chosen
+                chosen = (pos[None, None, :, None] == idx.unsqueeze(-2)).to(torch.float64) * own.unsqueeze(-2)
+                return chosen if share is None else chosen.add_(share)
 
         return resp_fn
 
@@ -278,7 +283,7 @@ class BaseMixture(EMEstimator):
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, *, callback=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None):
         """Estimate the parameters by EM.
 
         Runs ``n_init`` restarts as one batch (or continues from the current parameters when
@@ -297,6 +302,10 @@ class BaseMixture(EMEstimator):
                 ``torch.distributed`` each rank passes its own shard (see
                 :mod:`torchem.distributed`).
             y: ignored (scikit-learn compatibility).
+            sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights: a weight of
+                ``w`` counts as the row repeated ``w`` times (the statistics, the lower bound
+                and k-means++ seeding are weighted). For a re-iterable ``X``, yield
+                ``(X, sample_weight)`` batches instead.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
                 for a batched fit) and this model holding that restart's current parameters
@@ -305,13 +314,13 @@ class BaseMixture(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, callback=callback)
+        self._fit(X, sample_weight, callback=callback)
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the component of each sample (``fit(X).predict(X)``, computed
         from the final parameters)."""
-        self._fit(X)
+        self._fit(X, sample_weight)
         return self.predict(X)
 
     def initialize(self, X):
@@ -491,33 +500,53 @@ class BaseMixture(EMEstimator):
         t, kind = self._check_input(X)
         return to_output(self._map_chunks(t, lambda x, *a: self._log_resp(x, *a)[0]), kind)
 
-    def _total_log_likelihood(self, X) -> tuple[Any, int, Any]:
-        """``(sum of log p(x) in float64 ([B]), n_samples, input kind or None for streams)``."""
-        if inference_blocks(X) is not None:
-            ll = self.score_samples(X)
-            total = np.asarray(ll, dtype=np.float64).sum(-1) if isinstance(ll, np.ndarray) else ll.double().sum(-1)
-            return total, ll.shape[-1], None
-        t, kind = self._check_input(X)
-        with torch.no_grad():
-            ll = self._map_chunks(t, lambda x, *a: self._log_resp(x, *a)[0]).double()
-        return ll.sum(-1), t.shape[-2], kind
+    def _total_log_likelihood(self, X, sample_weight=None) -> tuple[Tensor, Tensor, Any]:
+        """``(sum of w log p(x), sum of w)``, float64 ``[B]`` (or 0-d), and how outputs go back
+        (a stream's ``(X, sample_weight)`` batches carry their weights)."""
+        blocks = inference_blocks(X)
+        if blocks is None:
+            t, kind = self._check_input(X)
+            w = check_sample_weight(sample_weight, t.shape)
+            with torch.no_grad():
+                ll = self._map_chunks(t, lambda x, *a: self._log_resp(x, *a)[0]).double()
+            if w is None:
+                return ll.sum(-1), torch.tensor(float(t.shape[-2]), dtype=torch.float64), kind
+            w = w.to(device=ll.device, dtype=torch.float64)
+            return (ll * w).sum(-1), w.sum(-1), kind
+        if sample_weight is not None and not isinstance(X, np.memmap):
+            raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, X.shape).double()
+        total, mass, start, numpy_out = None, None, 0, True
+        for xb, wb in blocks:
+            out = self.score_samples(xb)
+            numpy_out = isinstance(out, np.ndarray)
+            ll = torch.as_tensor(out).double().cpu()
+            n = ll.shape[-1]
+            if weights is not None:
+                wb = weights[..., start : start + n]
+            w = torch.ones(n, dtype=torch.float64) if wb is None else torch.as_tensor(wb).double().cpu()
+            start += n
+            total = (ll * w).sum(-1) if total is None else total + (ll * w).sum(-1)
+            mass = w.sum(-1) if mass is None else mass + w.sum(-1)
+        if total is None:
+            raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
+        return total, mass, InputKind(numpy_out, None)  # outputs as the batches came
 
     @staticmethod
     def _scalar_out(value, kind):
-        """A float for one problem, else ``[B]``: numpy for numpy input, a tensor for tensors
-        (streams: as their batches came)."""
-        if kind is not None and not kind.is_numpy:
+        """A float for one problem, else ``[B]``: numpy for numpy input, a tensor for tensors."""
+        if not kind.is_numpy:
             return to_output(value, kind)
-        if kind is None and isinstance(value, Tensor):
-            return value
         value = value.cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         return float(value) if value.ndim == 0 else value
 
     @torch.no_grad()
-    def score(self, X, y=None):
-        """Mean log-likelihood of the samples: a float (``[B]`` if batched; a tensor for tensor input)."""
-        total, n, kind = self._total_log_likelihood(X)
-        return self._scalar_out(total / n, kind)
+    def score(self, X, y=None, sample_weight=None):
+        """Mean (weighted) log-likelihood of the samples: a float (``[B]`` if batched; a tensor
+        for tensor input). With integer ``sample_weight`` it equals the score of the data with
+        each row repeated that many times."""
+        total, n, kind = self._total_log_likelihood(X, sample_weight)
+        return self._scalar_out(total / n.to(total.device), kind)
 
     @torch.no_grad()
     def predict_proba(self, X):
@@ -528,17 +557,18 @@ class BaseMixture(EMEstimator):
         t, kind = self._check_input(X)
         return to_output(self._map_chunks(t, lambda x, *a: self._log_resp(x, *a)[1].exp(), dim=-2), kind)
 
-    def _information_criterion(self, X, penalty) -> Any:
-        total, n, kind = self._total_log_likelihood(X)
-        return self._scalar_out(-2.0 * total + penalty(n) * self._n_parameters(), kind)
+    def _information_criterion(self, X, sample_weight, penalty) -> Any:
+        total, n, kind = self._total_log_likelihood(X, sample_weight)
+        return self._scalar_out(-2.0 * total + penalty(n.to(total.device)) * self._n_parameters(), kind)
 
-    def bic(self, X):
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        return self._information_criterion(X, lambda n: math.log(n))
+    def bic(self, X, sample_weight=None):
+        """Bayesian information criterion on ``X`` (lower is better): ``-2 log L + p log n``,
+        with ``n`` the total weight when ``sample_weight`` is given (as for repeated rows)."""
+        return self._information_criterion(X, sample_weight, torch.log)
 
-    def aic(self, X):
-        """Akaike information criterion on ``X`` (lower is better)."""
-        return self._information_criterion(X, lambda n: 2.0)
+    def aic(self, X, sample_weight=None):
+        """Akaike information criterion on ``X`` (lower is better): ``-2 log L + 2 p``."""
+        return self._information_criterion(X, sample_weight, lambda n: torch.full_like(n, 2.0))
 
     def _sample_labels(self, n_samples: int, generator: torch.Generator) -> Tensor:
         """Component labels ``[B, n]`` (sorted, as scikit-learn returns them)."""

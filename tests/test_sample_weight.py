@@ -1,0 +1,101 @@
+"""``fit(X, sample_weight=w)`` with integer weights equals the fit of the rows repeated ``w``
+times, for every mixture family, in memory, streamed and with every initialisation that draws
+rows by weight; ``score``, ``bic`` and ``aic`` take weights the same way."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchem import BernoulliMixture, BinomialMixture, CategoricalMixture, ConvergenceWarning, GaussianMixture, PoissonMixture
+
+RNG = np.random.default_rng(0)
+N = 240
+WEIGHTS = RNG.integers(0, 4, N).astype(np.float64)
+WEIGHTS[:3] = 1.0  # at least some weight everywhere it matters
+
+
+def _data(name):
+    z = RNG.integers(0, 3, N)
+    if name.startswith("gmm"):
+        return RNG.normal(size=(N, 3)) + np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0]])[z]
+    if name == "bernoulli":
+        return (RNG.random((N, 5)) < np.array([0.2, 0.5, 0.8])[z, None]).astype(np.float64)
+    if name == "binomial":
+        return RNG.binomial(6, np.array([0.2, 0.5, 0.8])[z, None], size=(N, 4)).astype(np.float64)
+    if name == "poisson":
+        return RNG.poisson(np.array([1.0, 4.0, 9.0])[z, None], size=(N, 4)).astype(np.float64)
+    return np.minimum(RNG.poisson(np.array([0.3, 1.0, 2.0])[z, None], size=(N, 4)), 3).astype(np.float64)
+
+
+def _model(name, **kw):
+    common = dict(max_iter=15, tol=0.0, random_state=0, **kw)
+    if name.startswith("gmm"):
+        return GaussianMixture(3, covariance_type=name.split("-")[1], **common)
+    return {"bernoulli": lambda: BernoulliMixture(3, **common), "binomial": lambda: BinomialMixture(3, n_trials=6, **common),
+            "poisson": lambda: PoissonMixture(3, **common),
+            "categorical": lambda: CategoricalMixture(3, n_categories=4, **common)}[name]()
+
+
+def _params(model):
+    out = {"weights": model.weights_, "lb": np.asarray(model.lower_bound_)}
+    for attr in ("means_", "covariances_", "probs_", "rates_"):
+        if hasattr(type(model), attr):
+            out[attr] = getattr(model, attr)
+    return out
+
+
+def _assert_same(a, b, rtol):
+    pa, pb = _params(a), _params(b)
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], rtol=rtol, atol=1e-9, err_msg=key)
+
+
+FAMILIES = ["gmm-full", "gmm-tied", "gmm-diag", "gmm-spherical", "bernoulli", "binomial", "poisson", "categorical"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("init", ["kmeans", "k-means++"])
+def test_integer_weights_equal_repeated_rows(name, init):
+    X = _data(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = _model(name, init_params=init).fit(X, sample_weight=WEIGHTS)
+        repeated = _model(name, init_params=init).fit(np.repeat(X, WEIGHTS.astype(int), axis=0))
+    _assert_same(weighted, repeated, rtol=1e-7)
+    Xr = np.repeat(X, WEIGHTS.astype(int), axis=0)
+    assert weighted.score(X, sample_weight=WEIGHTS) == pytest.approx(weighted.score(Xr), rel=1e-12)
+    assert weighted.bic(X, sample_weight=WEIGHTS) == pytest.approx(weighted.bic(Xr), rel=1e-12)
+    assert weighted.aic(X, sample_weight=WEIGHTS) == pytest.approx(weighted.aic(Xr), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gmm-full", "bernoulli", "poisson"])
+def test_weighted_streams_equal_weighted_memory(name, tmp_path):
+    X = _data(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        memory = _model(name, chunk_size=50).fit(X, sample_weight=WEIGHTS)
+        mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float64, shape=X.shape)
+        mm[:] = X
+        mm.flush()
+        mapped = _model(name, chunk_size=50).fit(np.load(tmp_path / "x.npy", mmap_mode="r"), sample_weight=WEIGHTS)
+        loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(WEIGHTS)), batch_size=64)
+        streamed = _model(name, chunk_size=50).fit(loader)
+    _assert_same(mapped, memory, rtol=1e-10)
+    _assert_same(streamed, memory, rtol=1e-10)
+    mm_score = memory.score(np.load(tmp_path / "x.npy", mmap_mode="r"), sample_weight=WEIGHTS)
+    assert mm_score == pytest.approx(memory.score(X, sample_weight=WEIGHTS), rel=1e-12)
+    assert float(memory.score(loader)) == pytest.approx(memory.score(X, sample_weight=WEIGHTS), rel=1e-12)
+
+
+def test_bad_sample_weights():
+    X = _data("gmm-full")
+    for bad, match in [(np.ones(5), "shape"), (-np.ones(N), "non-negative"), (np.zeros(N), "at least one non-zero"),
+                       (np.full(N, np.nan), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            GaussianMixture(2).fit(X, sample_weight=bad)
+    loader = DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=50)
+    with pytest.raises(ValueError, match="yield \\(X, sample_weight\\) batches"):
+        GaussianMixture(2).fit(loader, sample_weight=np.ones(N))
