@@ -30,6 +30,7 @@ on them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -110,7 +111,9 @@ def symmetric_from_pairs(pairs: Tensor, d: int) -> Tensor:
     return out.unflatten(-1, (d, d))
 
 
-def _variances_cancelled(stats: dict[str, Tensor], second: Tensor, mean_c: Tensor, eps: float, tolerance: float) -> bool:
+def _variances_cancelled(
+    stats: dict[str, Tensor], second: Tensor, mean_c: Tensor, eps: float, tolerance: float
+) -> bool:
     """Whether ``second - mean_c^2`` (per component and feature) lost more than
     ``tolerance`` of itself to rounding ``eps`` of ``second``, on live components."""
     variance = second - mean_c.square()
@@ -124,7 +127,7 @@ def _variances_cancelled(stats: dict[str, Tensor], second: Tensor, mean_c: Tenso
 # --------------------------------------------------------------------------------------------
 
 
-class CovarianceType:
+class CovarianceType(ABC):
     """What one covariance type declares. Entries are stateless singletons: look them up in
     :data:`COVARIANCE_TYPES`.
 
@@ -144,25 +147,25 @@ class CovarianceType:
 
     # ---- shapes and counts ---------------------------------------------------------------
 
+    @abstractmethod
     def factor_shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of one problem's precision factor (and covariances, and precisions)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def n_covariance_parameters(self, k: int, d: int) -> int:
         """Free parameters of the covariances (the means and weights come on top)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expansion_width(self, d: int) -> int:
         """Width ``F`` of the per-sample features :meth:`features` (the E-step's GEMM)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def workspace_width(self, d: int) -> int:
         """Elements per sample and restart of the feature work, for the chunk-size estimate."""
-        raise NotImplementedError
 
+    @abstractmethod
     def flops_per_iter(self, n: int, d: int, k: int) -> int:
         """Operations of one EM iteration (see :func:`torchem.bench.counts.flops_per_iter`)."""
-        raise NotImplementedError
 
     def bytes_per_iter(self, n: int, d: int, k: int, itemsize: int) -> int:
         """``s (ND + 3NF + 4NK)``: the data read once, the ``[N, F]`` features written once
@@ -173,13 +176,13 @@ class CovarianceType:
 
     # ---- the factor ----------------------------------------------------------------------
 
+    @abstractmethod
     def identity_factor(self, lead: tuple[int, ...], k: int, d: int, device, dtype) -> Tensor:
         """The factor of unit covariances, ``[*lead, *factor_shape(k, d)]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_det(self, prec_chol: Tensor, d: int) -> Tensor:
         """``log det U`` (half the log-determinant of the precision), one per factor."""
-        raise NotImplementedError
 
     def component_log_det(self, prec_chol: Tensor, d: int) -> Tensor:
         """:meth:`log_det` broadcastable against ``[..., K]``."""
@@ -189,69 +192,69 @@ class CovarianceType:
         """One flag per problem from one per factor: whether any factor failed."""
         return failed.any(-1)
 
+    @abstractmethod
     def expand_to_factor(self, t: Tensor) -> Tensor:
         """A per-factor tensor ``[...]`` viewed so it broadcasts against the factors' entries."""
-        raise NotImplementedError
 
+    @abstractmethod
     def factor_from_covariances(self, covariances: Tensor) -> tuple[Tensor, Tensor]:
         """``(prec_chol, failed)``: factors of ``covariances`` without forming an inverse, and
         a per-factor mask of covariances that were not positive definite (whose factor is an
         arbitrary finite one)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def factor_from_precisions(self, precisions: Tensor) -> tuple[Tensor, Tensor]:
         """``(prec_chol, failed)`` with ``U U^T = precisions``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def covariances(self, prec_chol: Tensor) -> Tensor:
         """``(U U^T)^{-1}``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def precisions(self, prec_chol: Tensor) -> Tensor:
         """``U U^T``."""
-        raise NotImplementedError
 
     def is_symmetric(self, precisions: Tensor) -> bool:
         """Whether user-given ``precisions`` are symmetric (up to rounding)."""
         return True
 
+    @abstractmethod
     def jitter_scale(self, cov: Tensor) -> Tensor:
         """The mean variance of each factor's covariance, ``[...]``, non-negative: the unit
         of the jitter that rescues a covariance that is not positive definite."""
-        raise NotImplementedError
 
+    @abstractmethod
     def add_to_diagonal(self, cov: Tensor, add: Tensor) -> Tensor:
         """``cov + add I`` with ``add`` one value per factor."""
-        raise NotImplementedError
 
+    @abstractmethod
     def to_unconstrained(self, prec_chol: Tensor) -> Tensor:
         """An unconstrained tensor of the factor's shape (what the ``nn.Module`` stores)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def from_unconstrained(self, raw: Tensor) -> Tensor:
         """Inverse of :meth:`to_unconstrained`; differentiable, and any tensor gives a valid
         factor."""
-        raise NotImplementedError
 
     # ---- E-step ----------------------------------------------------------------------------
 
+    @abstractmethod
     def expansion_terms(self, mc: Tensor, prec_chol: Tensor) -> Tensor:
         """``[..., K]``: the size ``S`` of the terms that cancel when a Mahalanobis distance
         is expanded, from ``|mu - c|`` and the factor (both float64); see
         :func:`torchem.functional.gaussian.expansion_error_bound`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def features(self, xc: Tensor, workspace: dict | None = None) -> Tensor:
         """``[..., n, F]`` per-sample features of the centred data whose products with
         per-component weights give the expanded Mahalanobis distances, and whose
         responsibility-weighted sums are the statistics. With a ``workspace`` dict the
         result is a view of a buffer that the next call reuses."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expansion(self, mc: Tensor, prec_chol: Tensor) -> tuple[Tensor, Tensor]:
         """``(w [..., K, F], b [..., K])`` with ``(x-mu)^T P (x-mu) = features(x-c) . w + b``,
         from the centred means ``mc = mu - c`` and the factor."""
-        raise NotImplementedError
 
     def log_prob_from_features(self, xc: Tensor, z: Tensor, prep: dict, workspace: dict | None) -> Tensor:
         """``[..., n, K]`` log-densities (before the cap at the peak) from the features ``z``
@@ -265,46 +268,46 @@ class CovarianceType:
 
     # ---- statistics and M-step -------------------------------------------------------------
 
+    @abstractmethod
     def moment_stats(self, rz: Tensor, r: Tensor, z: Tensor, d: int) -> dict[str, Tensor]:
         """``{"sx", "sxx"}`` from ``rz = (r^T z)`` in float64 (``[..., K, F]``), the
         weighted responsibilities ``r`` and the features ``z``; see
         :func:`~torchem.functional.gaussian.gaussian_stats`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def variances_cancelled(
         self, stats: dict[str, Tensor], nk: Tensor, mean_c: Tensor, eps: float, tolerance: float
     ) -> bool:
         """Whether a variance ``E[(x-c)^2] - mean^2`` lost more than ``tolerance`` of itself
         to rounding ``eps`` of the second moments; see
         :func:`~torchem.functional.gaussian.stats_need_float64`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def covariances_from_stats(
         self, stats: dict[str, Tensor], nk: Tensor, mean_c: Tensor, d: int, reg_covar: float
     ) -> Tensor:
         """The M-step's covariances (``reg_covar`` added) from the statistics, the
         (regularised) counts ``nk`` and the means about the centre ``mean_c``."""
-        raise NotImplementedError
 
     # ---- sampling, moments and torch.distributions ----------------------------------------
 
+    @abstractmethod
     def draw_noise(self, z: Tensor, prec_chol: Tensor, labels: Tensor) -> Tensor:
         """``[B, n, D]`` noise ``A_z eps`` (``A A^T = Sigma``) from standard normal ``z
         [B, n, D]`` for components ``labels [B, n]``; differentiable in ``prec_chol [B, ...]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def dense_covariances(self, cov: Tensor, k: int, d: int) -> Tensor:
         """``[..., K, D, D]`` covariance matrices from covariances in this type's layout."""
-        raise NotImplementedError
 
+    @abstractmethod
     def square_roots(self, cov: Tensor, shift: float, k: int, d: int) -> Tensor:
         """``[..., K, D, D]`` matrices whose columns ``a_i`` give ``sum_i a_i a_i^T =
         cov - shift I`` (negative eigenvalues clipped to 0)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def component_distribution(self, loc: Tensor, prec_chol: Tensor) -> D.Distribution:
         """The components as a ``torch.distributions`` object, batch shape ``[..., K]``."""
-        raise NotImplementedError
 
     def factor_from_scale_tril(self, scale_tril: Tensor) -> Tensor:
         """The factor of ``MultivariateNormal`` components' ``scale_tril [..., K, D, D]``."""
@@ -312,7 +315,9 @@ class CovarianceType:
 
     def factor_from_scale(self, scale: Tensor) -> Tensor:
         """The factor of ``Independent(Normal, 1)`` components' ``scale [..., K, D]``."""
-        raise ValueError(f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {self.name!r}.")
+        raise ValueError(
+            f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {self.name!r}."
+        )
 
 
 class _Triangular(CovarianceType):
@@ -583,9 +588,9 @@ class _Elementwise(CovarianceType):
     def from_unconstrained(self, raw):
         return raw.exp()
 
+    @abstractmethod
     def _squares(self, xc: Tensor, out: Tensor | None = None) -> Tensor:
         """The quadratic part of :meth:`features` (into ``out`` when given)."""
-        raise NotImplementedError
 
     def features(self, xc, workspace=None):
         if xc.requires_grad or workspace is None:

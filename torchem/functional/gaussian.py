@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from ._buffers import buffer
-from .covariance import COVARIANCE_TYPES, lookup as _lookup, quadratic_features, symmetric_from_pairs
+from .covariance import COVARIANCE_TYPES, lookup as _lookup
+from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
 
 __all__ = [
     "COVARIANCE_TYPES",
