@@ -21,7 +21,7 @@ from . import __version__
 from .bench import run as bench_run
 from .cli import _device, _guarded, add_fit_parser, add_predict_parser
 from .functional.estep import mixture_log_prob
-from .functional.gaussian import gaussian_log_prob, precision_cholesky_from_covariances
+from .functional.gaussian import COVARIANCE_TYPES, gaussian_log_prob, precision_cholesky_from_covariances
 from .mixture import GaussianMixture
 
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=1_000_000, help="number of points (default 1,000,000)")
     p.add_argument("--d", type=int, default=8, help="number of features (default 8)")
     p.add_argument("--k", type=int, default=8, help="number of components (default 8)")
-    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"])
+    p.add_argument("--covariance-type", default="full", choices=list(COVARIANCE_TYPES))
     p.add_argument("--max-iter", type=int, default=100)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")

@@ -13,6 +13,7 @@ and exit status 1 (2 for bad options), never a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import pickle
@@ -24,6 +25,7 @@ import torch
 
 from . import __version__
 from .cluster import KMeans
+from .functional.covariance import COVARIANCE_TYPES
 from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
@@ -36,6 +38,8 @@ MODELS = {
     "poisson": PoissonMixture,
     "categorical": CategoricalMixture,
 }
+#: GaussianMixture's default, which --covariance-type only changes for --model gmm
+_DEFAULT_COVARIANCE_TYPE = inspect.signature(GaussianMixture).parameters["covariance_type"].default
 
 
 class CLIError(Exception):
@@ -237,7 +241,7 @@ def _summary(name: str, model, X: torch.Tensor) -> list[str]:
 
 
 def fit_command(args) -> int:
-    if args.model != "gmm" and args.covariance_type != "full":
+    if args.model != "gmm" and args.covariance_type != _DEFAULT_COVARIANCE_TYPE:
         raise CLIError(f"--covariance-type applies to --model gmm only, not {args.model}.")
     if args.model != "binomial" and args.n_trials != 1:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
@@ -349,8 +353,8 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=list(MODELS))
     p.add_argument("-k", "--n-components", dest="k", type=_positive, required=True,
                    help="number of components (clusters)")
-    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"],
-                   help="for --model gmm (default full)")
+    p.add_argument("--covariance-type", default=_DEFAULT_COVARIANCE_TYPE, choices=list(COVARIANCE_TYPES),
+                   help=f"for --model gmm (default {_DEFAULT_COVARIANCE_TYPE})")
     p.add_argument("--n-trials", type=_trials, default=1,
                    help="for --model binomial: trials per count, or one per feature comma-separated (default 1)")
     p.add_argument("--n-categories", type=_trials, default=None,

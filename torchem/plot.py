@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .cluster import KMeans
+from .functional.covariance import COVARIANCE_TYPES
 from .mixture import GaussianMixture
 
 __all__ = ["covariance_ellipse", "plot_mixture"]
@@ -80,16 +81,11 @@ def covariance_ellipse(covariance, sigma: float = 1.0) -> tuple[float, float, fl
 def _component_covariances(model: GaussianMixture, dims: tuple[int, int]) -> np.ndarray:
     """``[K, 2, 2]`` covariances of the components projected on ``dims`` (the marginal of
     each component on those two features)."""
-    cov = _numpy(model.covariances_)
-    k, i, j = model.n_components, dims[0], dims[1]
-    ct = model.covariance_type
-    if ct == "full":
-        return cov[:, [i, j]][:, :, [i, j]]
-    if ct == "tied":
-        return np.broadcast_to(cov[[i, j]][:, [i, j]], (k, 2, 2))
-    if ct == "diag":
-        return np.stack([np.diag(row) for row in cov[:, [i, j]]])
-    return cov[:, None, None] * np.eye(2)  # spherical
+    cov = torch.from_numpy(_numpy(model.covariances_))
+    ct = COVARIANCE_TYPES[model.covariance_type]
+    dense = ct.dense_covariances(cov, model.n_components, model.n_features_in_).numpy()  # [K, D, D]
+    i, j = dims
+    return dense[:, [i, j]][:, :, [i, j]]
 
 
 def _check_dims(dims, n_features: int) -> tuple[int, int]:

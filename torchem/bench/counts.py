@@ -18,6 +18,8 @@ which a roofline model would move them.
 
 from __future__ import annotations
 
+from ..functional.covariance import COVARIANCE_TYPES
+
 __all__ = ["CATEGORIES", "FAMILIES", "bytes_per_iter", "flops_per_iter", "n_features_of_expansion"]
 
 #: model name -> (family, covariance type)
@@ -48,12 +50,7 @@ def n_features_of_expansion(covariance_type: str, d: int) -> int:
     Mahalanobis distances: ``(D//2 + 1) D + D`` for ``full`` (the products ``x_i x_j`` in
     torchem's shifted layout, then ``x``), ``2D`` for ``diag`` (``x^2`` and ``x``), ``1 + D``
     for ``spherical`` (``|x|^2`` and ``x``) and ``D`` for ``tied`` (the whitened ``x``)."""
-    return {
-        "full": (d // 2 + 1) * d + d,
-        "diag": 2 * d,
-        "spherical": 1 + d,
-        "tied": d,
-    }[covariance_type]
+    return COVARIANCE_TYPES[covariance_type].expansion_width(d)
 
 
 def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
@@ -95,15 +92,7 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
         return 4 * n * k * d + 3 * n * d + 9 * n * k + 5 * k * d
     if family == "categorical":
         return 4 * n * k * d * CATEGORIES + 8 * n * k + 4 * k * d * CATEGORIES
-    f = n_features_of_expansion(ct, d)
-    if ct == "full":
-        q = (d // 2 + 1) * d
-        return n * (d + q) + 4 * n * k * f + 9 * n * k + k * d**3
-    if ct == "diag":
-        return 2 * n * d + 4 * n * k * f + 9 * n * k + 4 * k * d
-    if ct == "spherical":
-        return 3 * n * d + 4 * n * k * f + 9 * n * k + 4 * k * d
-    return 3 * n * d + 4 * n * d * d + 4 * n * k * d + 9 * n * k + d**3
+    return COVARIANCE_TYPES[ct].flops_per_iter(n, d, k)
 
 
 def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
@@ -134,6 +123,4 @@ def bytes_per_iter(model: str, n: int, d: int, k: int, itemsize: int) -> int:
         return s * (7 * n * d + 4 * n * k)
     if family == "categorical":
         return s * (n * d + 3 * n * d * CATEGORIES + 4 * n * k)
-    if ct == "tied":
-        return s * (6 * n * d + 4 * n * k)
-    return s * (n * d + 3 * n * n_features_of_expansion(ct, d) + 4 * n * k)
+    return COVARIANCE_TYPES[ct].bytes_per_iter(n, d, k, s)

@@ -11,6 +11,7 @@ from torch import distributions as D
 
 from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
+from ..functional import covariance as C
 from ..functional import gaussian as G
 from ..em import Family
 from .base import BaseMixture
@@ -24,6 +25,7 @@ class _GaussianFamily(Family):
     def __init__(self, covariance_type: str, reg_covar: float):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
+        self.table = C.lookup(covariance_type)
 
     def prepare(self, params, precise=False):
         prep = G.gaussian_prepare(
@@ -53,19 +55,7 @@ class _GaussianFamily(Family):
         log_weights, means, prec_chol, failed = G.gaussian_m_step(
             stats, params["means"], self.covariance_type, self.reg_covar
         )
-        if self.covariance_type != "tied":
-            failed = failed.any(-1)
-        return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}, failed
-
-
-def _identity_factor(covariance_type: str, lead: tuple[int, ...], k: int, d: int, device, dtype) -> Tensor:
-    if covariance_type == "full":
-        return torch.eye(d, device=device, dtype=dtype).expand(*lead, k, d, d)
-    if covariance_type == "tied":
-        return torch.eye(d, device=device, dtype=dtype).expand(*lead, d, d)
-    if covariance_type == "diag":
-        return torch.ones(*lead, k, d, device=device, dtype=dtype)
-    return torch.ones(*lead, k, device=device, dtype=dtype)
+        return {"log_weights": log_weights, "means": means, "prec_chol": prec_chol}, self.table.per_problem(failed)
 
 
 class GaussianMixture(BaseMixture):
@@ -181,6 +171,12 @@ class GaussianMixture(BaseMixture):
         if not math.isfinite(self.reg_covar) or self.reg_covar < 0:
             raise ValueError(f"reg_covar must be a finite non-negative number; got {self.reg_covar!r}.")
 
+    @property
+    def _covariance(self) -> C.CovarianceType:
+        """The entry of :data:`~torchem.functional.covariance.COVARIANCE_TYPES` for
+        ``covariance_type``."""
+        return C.lookup(self.covariance_type)
+
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components, "covariance_type": self.covariance_type}
 
@@ -192,10 +188,8 @@ class GaussianMixture(BaseMixture):
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k, d = self.n_components, n_features
-        # features z (and, for full, the outer product they are cut from), log-probs,
-        # exponentials and responsibilities, the centred chunk.
-        features = {"full": d * d + d * (d + 1) // 2 + d, "diag": 2 * d, "spherical": d + 1, "tied": 2 * d}
-        per = features[self.covariance_type] + 4 * k + d
+        # the feature work, log-probs, exponentials and responsibilities, the centred chunk.
+        per = self._covariance.workspace_width(d) + 4 * k + d
         return itemsize * n_restarts * per
 
     def _n_parameters(self) -> int:
@@ -204,16 +198,13 @@ class GaussianMixture(BaseMixture):
     def _store(self, params: dict[str, Tensor]) -> None:
         self._set_parameter("logits", params["log_weights"])
         self._set_parameter("loc", params["means"])
-        self._set_parameter(
-            "precision_cholesky_unconstrained",
-            G.precision_cholesky_to_unconstrained(params["prec_chol"], self.covariance_type),
-        )
+        self._set_parameter("precision_cholesky_unconstrained", self._covariance.to_unconstrained(params["prec_chol"]))
 
     def _constrained(self) -> dict[str, Tensor]:
         return {
             "log_weights": torch.log_softmax(self.logits, -1),
             "means": self.loc,
-            "prec_chol": G.precision_cholesky_from_unconstrained(self.precision_cholesky_unconstrained, self.covariance_type),
+            "prec_chol": self._covariance.from_unconstrained(self.precision_cholesky_unconstrained),
         }
 
     # ----------------------------------------------------------------------------------------
@@ -221,7 +212,7 @@ class GaussianMixture(BaseMixture):
     # ----------------------------------------------------------------------------------------
 
     def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
-        k, d, ct = self.n_components, n_features, self.covariance_type
+        k, d, ct = self.n_components, n_features, self._covariance
         user: dict[str, Tensor] = {}
         log_weights = self._init_weights(batch_size)
         if log_weights is not None:
@@ -229,15 +220,13 @@ class GaussianMixture(BaseMixture):
         if self.means_init is not None:
             user["means"] = self._init_array("means_init", (k, d), batch_size)
         if self.precisions_init is not None:
-            shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
-            p = self._init_array("precisions_init", shape, batch_size)
-            if ct in ("full", "tied"):
-                if not bool(torch.allclose(p, p.mT, rtol=1e-6, atol=1e-8 * float(p.abs().max().clamp_min(1.0)))):
-                    raise ValueError(f"'{ct} precision' should be symmetric, positive-definite: check precisions_init.")
-            prec_chol, failed = G.precision_cholesky_from_precisions(p, ct)
+            p = self._init_array("precisions_init", ct.factor_shape(k, d), batch_size)
+            invalid = f"'{ct.name} precision' should be {ct.precision_requirement}: check precisions_init."
+            if not ct.is_symmetric(p):
+                raise ValueError(invalid)
+            prec_chol, failed = ct.factor_from_precisions(p)
             if bool(failed.any()):
-                raise ValueError(f"'{ct} precision' should be symmetric, positive-definite: check precisions_init."
-                                 if ct in ("full", "tied") else f"'{ct} precision' should be positive: check precisions_init.")
+                raise ValueError(invalid)
             user["prec_chol"] = prec_chol
         return user
 
@@ -253,7 +242,7 @@ class GaussianMixture(BaseMixture):
         k, d = self.n_components, source.n_features
         X0 = next(iter(source.chunks()))[1]
         means = X0.double().mean(-2, keepdim=True).unsqueeze(1).expand(source.batch_size, n_init, k, d)
-        eye = _identity_factor(self.covariance_type, means.shape[:-2], k, d, source.device, torch.float64)
+        eye = self._covariance.identity_factor(means.shape[:-2], k, d, source.device, torch.float64)
         return {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
 
     # ----------------------------------------------------------------------------------------
@@ -261,9 +250,7 @@ class GaussianMixture(BaseMixture):
     # ----------------------------------------------------------------------------------------
 
     def _prec_chol(self) -> Tensor:
-        return G.precision_cholesky_from_unconstrained(
-            self.precision_cholesky_unconstrained.detach(), self.covariance_type
-        )
+        return self._covariance.from_unconstrained(self.precision_cholesky_unconstrained.detach())
 
     @property
     def means_(self):
@@ -281,14 +268,14 @@ class GaussianMixture(BaseMixture):
     def precisions_(self):
         """Precision matrices (inverse covariances), shaped per ``covariance_type``."""
         check_fitted(self)
-        return self._attr(G.precisions_from_precision_cholesky(self._prec_chol(), self.covariance_type))
+        return self._attr(self._covariance.precisions(self._prec_chol()))
 
     @property
     def covariances_(self):
         """Covariances: ``full`` ``[K, D, D]``, ``tied`` ``[D, D]``, ``diag`` ``[K, D]``,
         ``spherical`` ``[K]`` (with a leading ``B`` if batched)."""
         check_fitted(self)
-        return self._attr(G.covariances_from_precision_cholesky(self._prec_chol(), self.covariance_type))
+        return self._attr(self._covariance.covariances(self._prec_chol()))
 
     # ----------------------------------------------------------------------------------------
     # Sampling
@@ -327,7 +314,7 @@ class GaussianMixture(BaseMixture):
         """``[B, n, D]`` samples of the given components ``labels [B, n]``, differentiable with
         respect to ``loc`` and ``precision_cholesky_unconstrained``."""
         means = self.loc
-        prec_chol = G.precision_cholesky_from_unconstrained(self.precision_cholesky_unconstrained, self.covariance_type)
+        prec_chol = self._covariance.from_unconstrained(self.precision_cholesky_unconstrained)
         if not self._batched:
             means, prec_chol = means.unsqueeze(0), prec_chol.unsqueeze(0)
         b, k, d = means.shape
@@ -335,19 +322,7 @@ class GaussianMixture(BaseMixture):
         device = means.device
         gen_device = generator.device if generator is not None else device
         z = torch.randn(b, n, d, generator=generator, device=gen_device, dtype=means.dtype).to(device)
-        ct = self.covariance_type
-        if ct in ("full", "tied"):
-            eye = torch.eye(d, dtype=means.dtype, device=device)
-            u_inv = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True)  # U^{-1}
-            if ct == "tied":
-                noise = z @ u_inv  # rows z^T U^{-1} ~ N(0, U^{-T} U^{-1}) = N(0, Sigma)
-            else:
-                gathered = torch.gather(u_inv, 1, labels[:, :, None, None].expand(b, n, d, d))  # [B, n, D, D]
-                noise = (z.unsqueeze(-2) @ gathered).squeeze(-2)
-        elif ct == "diag":
-            noise = z / torch.gather(prec_chol, 1, labels.unsqueeze(-1).expand(b, n, d))
-        else:
-            noise = z / torch.gather(prec_chol, 1, labels).unsqueeze(-1)
+        noise = self._covariance.draw_noise(z, prec_chol, labels)
         return torch.gather(means, 1, labels.unsqueeze(-1).expand(b, n, d)) + noise
 
     # ----------------------------------------------------------------------------------------
@@ -357,15 +332,7 @@ class GaussianMixture(BaseMixture):
     def _component_distribution(self, params: dict[str, Tensor]) -> D.Distribution:
         """``MultivariateNormal`` with ``scale_tril = U^{-T}`` for ``full`` and ``tied`` (``U``
         the precision Cholesky factor), ``Independent(Normal)`` for ``diag`` and ``spherical``."""
-        loc, prec_chol, ct = params["means"], params["prec_chol"], self.covariance_type
-        if ct in ("full", "tied"):
-            eye = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device)
-            scale_tril = torch.linalg.solve_triangular(prec_chol, eye.expand_as(prec_chol), upper=True).mT
-            if ct == "tied":
-                scale_tril = scale_tril.unsqueeze(-3).expand(*loc.shape, loc.shape[-1])
-            return D.MultivariateNormal(loc, scale_tril=scale_tril)
-        scale = 1.0 / (prec_chol if ct == "diag" else prec_chol.unsqueeze(-1).expand_as(loc))
-        return D.Independent(D.Normal(loc, scale), 1)
+        return self._covariance.component_distribution(params["means"], params["prec_chol"])
 
     @classmethod
     def _params_from_components(cls, comp: D.Distribution, shape: tuple[int, ...], kwargs: dict) -> dict[str, Tensor]:
@@ -373,40 +340,23 @@ class GaussianMixture(BaseMixture):
         if every component has the same covariance) or ``Independent(Normal, 1)`` (``"diag"``,
         or ``"spherical"`` if each component's scales are equal); ``covariance_type`` is
         inferred (``full`` / ``diag``) unless given."""
-        if isinstance(comp, D.MultivariateNormal):
-            loc, tril = comp.loc, comp.scale_tril
-            inferred = "full"
+        mvn = isinstance(comp, D.MultivariateNormal)
+        if mvn:
+            loc, inferred = comp.loc, "full"
         elif isinstance(comp, D.Independent) and isinstance(comp.base_dist, D.Normal) and comp.reinterpreted_batch_ndims == 1:
-            loc, scale = comp.base_dist.loc, comp.base_dist.scale
-            inferred = "diag"
+            loc, inferred = comp.base_dist.loc, "diag"
         else:
             raise TypeError(
                 "The components must be MultivariateNormal or Independent(Normal, 1); got "
                 f"{type(comp).__name__}. Use BernoulliMixture.from_distribution for Bernoulli/Binomial components."
             )
-        ct = kwargs.setdefault("covariance_type", inferred)
+        ct = C.lookup(kwargs.setdefault("covariance_type", inferred))
         d = comp.event_shape[0]
-        loc = loc.expand(*shape, d)
-        if inferred == "full":
-            tril = tril.expand(*shape, d, d)
-            eye = torch.eye(d, dtype=tril.dtype, device=tril.device)
-            prec_chol = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False).mT  # U = L^{-T}
-            if ct == "tied":
-                if not bool(torch.allclose(tril, tril[..., :1, :, :].expand_as(tril))):
-                    raise ValueError("covariance_type='tied' needs every component to have the same covariance.")
-                prec_chol = prec_chol[..., 0, :, :]
-            elif ct != "full":
-                raise ValueError(f"MultivariateNormal components give covariance_type 'full' or 'tied', not {ct!r}.")
+        if mvn:  # U = L^{-T}
+            prec_chol = ct.factor_from_scale_tril(comp.scale_tril.expand(*shape, d, d))
         else:
-            scale = scale.expand(*shape, d)
-            prec_chol = 1.0 / scale
-            if ct == "spherical":
-                if not bool(torch.allclose(scale, scale[..., :1].expand_as(scale))):
-                    raise ValueError("covariance_type='spherical' needs equal scales across features in each component.")
-                prec_chol = prec_chol[..., 0]
-            elif ct != "diag":
-                raise ValueError(f"Independent(Normal) components give covariance_type 'diag' or 'spherical', not {ct!r}.")
-        return {"means": loc, "prec_chol": prec_chol}
+            prec_chol = ct.factor_from_scale(comp.base_dist.scale.expand(*shape, d))
+        return {"means": loc.expand(*shape, d), "prec_chol": prec_chol}
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["means"].shape[-1]
@@ -417,19 +367,9 @@ class GaussianMixture(BaseMixture):
         ``w_k / (2 D)``: their weight, mean and covariance are exactly the component's."""
         means = params["means"].double()
         *lead, k, d = means.shape
-        ct = self.covariance_type
-        cov = G.covariances_from_precision_cholesky(params["prec_chol"].double(), ct)
-        eye = torch.eye(d, dtype=torch.float64, device=means.device)
-        reg = float(self.reg_covar)
-        if ct in ("full", "tied"):
-            if ct == "tied":
-                cov = cov.unsqueeze(-3).expand(*lead, k, d, d)
-            vals, vecs = torch.linalg.eigh(cov - reg * eye)
-            root = vecs * vals.clamp_min(0.0).sqrt().unsqueeze(-2)  # columns a_i
-        elif ct == "diag":
-            root = torch.diag_embed((cov - reg).clamp_min(0.0).sqrt())
-        else:
-            root = (cov - reg).clamp_min(0.0).sqrt()[..., None, None] * eye
+        ct = self._covariance
+        cov = ct.covariances(params["prec_chol"].double())
+        root = ct.square_roots(cov, float(self.reg_covar), k, d)  # [..., K, D, D], columns a_i
         offsets = math.sqrt(d) * root.mT  # [..., K, D, D]: row i is sqrt(D) a_i
         centre = means.unsqueeze(-2)
         points = torch.cat([centre + offsets, centre - offsets], -2).reshape(*lead, k * 2 * d, d)
@@ -438,9 +378,5 @@ class GaussianMixture(BaseMixture):
         return points, onehot * weights.unsqueeze(-2)
 
     def _event_ndims(self) -> dict[str, int]:
-        return _event_ndim(self.covariance_type)
-
-
-def _event_ndim(covariance_type: str) -> dict[str, int]:
-    """Dimensions of one problem's parameters (without the batch and restart dims)."""
-    return {"log_weights": 1, "means": 2, "prec_chol": {"full": 3, "tied": 2, "diag": 2, "spherical": 1}[covariance_type]}
+        """Dimensions of one problem's parameters (without the batch and restart dims)."""
+        return {"log_weights": 1, "means": 2, "prec_chol": self._covariance.event_ndim}
