@@ -382,3 +382,25 @@ def test_tol_and_verbose(blobs, capsys):
     assert "Iteration 1" in out and "EM finished" in out
     GaussianMixture(3, random_state=0).fit(blobs)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_restart_zero_of_n_init_is_the_single_fit(init_params):
+    """Same random_state: restart 0 of n_init=5 starts exactly where n_init=1 starts (an
+    initialisation keeps restart 0 when no EM iteration ranks them), so the best of five is
+    never worse than the single fit; K-means likewise."""
+    rng = np.random.default_rng(12)
+    X = np.concatenate([rng.normal(size=(60, 2)) + c for c in ([0, 0], [3, 0], [0, 3], [3, 3])])
+    start1 = GaussianMixture(4, init_params=init_params, random_state=7).initialize(X)
+    start5 = GaussianMixture(4, init_params=init_params, random_state=7, n_init=5).initialize(X)
+    np.testing.assert_array_equal(start5.means_, start1.means_)
+    np.testing.assert_array_equal(start5.covariances_, start1.covariances_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = GaussianMixture(4, init_params=init_params, random_state=7, max_iter=5, tol=0.0).fit(X)
+        five = GaussianMixture(4, init_params=init_params, random_state=7, max_iter=5, tol=0.0, n_init=5).fit(X)
+    assert five.lower_bound_ >= one.lower_bound_
+    for seed in range(5):
+        km1 = torchem.KMeans(4, init="random", n_init=1, random_state=seed).fit(X)
+        km5 = torchem.KMeans(4, init="random", n_init=5, random_state=seed).fit(X)
+        assert km5.inertia_ <= km1.inertia_ * (1 + 1e-12)

@@ -411,7 +411,7 @@ class EMEstimator(EstimatorModule):
             if sample is not None:
                 sx, sw = gather_samples(*sample)
                 init_source = self._in_memory(sx, sw, device, dtype, n_init)
-            params = broadcast_params(self._starting_params(init_source, n_init, generator))
+            params = broadcast_params(self._restart_params(init_source, n_init, generator))
             lower_bound = None
         params = {key: v.to(dtype) for key, v in params.items()}
         stopped: list[int] = []
@@ -453,6 +453,20 @@ class EMEstimator(EstimatorModule):
                 ConvergenceWarning,
                 stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
             )
+
+    def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``[B, R, ...]`` starting parameters of ``R`` restarts, each drawn on its own, so that
+        restart 0 is exactly the start of an ``n_init=1`` fit with the same ``random_state``
+        (more restarts never make a fit worse): restart 0 draws from ``generator``, the others
+        from generators seeded by it afterwards."""
+        first = self._starting_params(source, 1, generator)
+        if n_init == 1:
+            return first
+        seeds = torch.randint(0, 2**62, (n_init - 1,), generator=generator, device=generator.device).tolist()
+        parts = [first]
+        for seed in seeds:
+            parts.append(self._starting_params(source, 1, torch.Generator(generator.device).manual_seed(int(seed))))
+        return {key: torch.cat([p[key] for p in parts], 1) for key in first}
 
     def _k_name(self) -> str:
         return "n_components"
