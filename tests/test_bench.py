@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torchem.bench import bytes_per_iter, flops_per_iter, format_table, main
-from torchem.bench.counts import n_features_of_expansion
+from torchem.bench._counts import n_features_of_expansion
 from torchem.functional.gaussian import quadratic_features
 
 

@@ -332,7 +332,7 @@ def test_command_line(tmp_path, capsys):
 
 def test_bench_case():
     from torchem.bench import bytes_per_iter, flops_per_iter
-    from torchem.bench.cases import MODELS, RUNNERS, make_problem
+    from torchem.bench._cases import MODELS, RUNNERS, make_problem
 
     assert flops_per_iter("categorical", 100, 4, 3) == 4 * 100 * 3 * 4 * 5 + 8 * 100 * 3 + 4 * 3 * 4 * 5
     assert bytes_per_iter("categorical", 100, 4, 3, 4) == 4 * (100 * 4 + 3 * 100 * 4 * 5 + 4 * 100 * 3)

@@ -2,7 +2,7 @@
 
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
-from .gradient import fit_by_gradient
+from ._gradient import fit_by_gradient
 from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __version__ = "0.1.0"

@@ -5,14 +5,14 @@ scikit-learn, faiss and pomegranate on the same data from the same initial param
     torchem bench --devices cpu,cuda --n 100000,1000000 --json r.json --plot r.png
 
 :func:`run_benchmarks` returns the results as a dict (the JSON written by ``--json``),
-:func:`format_table` and :func:`plot_results` render them, and :mod:`torchem.bench.counts`
+:func:`format_table` and :func:`plot_results` render them, and :func:`flops_per_iter` and :func:`bytes_per_iter`
 documents the FLOPs and bytes counted per iteration.
 """
 
-from .cases import MODELS
-from .counts import bytes_per_iter, flops_per_iter
-from .report import format_table, plot_results
-from .run import build_parser, main, run_benchmarks
+from ._cases import MODELS
+from ._counts import bytes_per_iter, flops_per_iter
+from ._report import format_table, plot_results
+from ._run import build_parser, main, run_benchmarks
 
 __all__ = ["MODELS", "build_parser", "bytes_per_iter", "flops_per_iter", "format_table", "main", "plot_results",
            "run_benchmarks"]

@@ -165,7 +165,7 @@ class CovarianceType(ABC):
 
     @abstractmethod
     def flops_per_iter(self, n: int, d: int, k: int) -> int:
-        """Operations of one EM iteration (see :func:`torchem.bench.counts.flops_per_iter`)."""
+        """Operations of one EM iteration (see :func:`torchem.bench.flops_per_iter`)."""
 
     def bytes_per_iter(self, n: int, d: int, k: int, itemsize: int) -> int:
         """``s (ND + 3NF + 4NK)``: the data read once, the ``[N, F]`` features written once

@@ -8,8 +8,8 @@ of the iterations each fit reports (scikit-learn's K-means stops early when no l
 changes), is the time of one iteration, free of the set-up costs. Implementations alternate
 within each repeat, so slow spells of a shared machine hit all of them alike. On CUDA the
 fits are timed with CUDA events after a warm-up fit. FLOPs and bytes per iteration are
-counted as in :mod:`torchem.bench.counts` and divided by the time; the device's peak is
-measured once per run (:func:`torchem.bench.timing.measure_peak`).
+counted as in :func:`torchem.bench.flops_per_iter` and divided by the time; the device's peak is
+measured once per run (``measure_peak``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .cases import MODELS, REFERENCES, RUNNERS, installed_references, make_problem
-from .counts import bytes_per_iter, flops_per_iter
-from .report import format_table, plot_results
-from .timing import measure_peak, timed
+from ._cases import MODELS, REFERENCES, RUNNERS, installed_references, make_problem
+from ._counts import bytes_per_iter, flops_per_iter
+from ._report import format_table, plot_results
+from ._timing import measure_peak, timed
 
 __all__ = ["build_parser", "main", "run_benchmarks"]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .counts import CATEGORIES
+from ._counts import CATEGORIES
 
 __all__ = ["MODELS", "REFERENCES", "RUNNERS", "ModelSpec", "Problem", "installed_references", "make_problem"]
 
