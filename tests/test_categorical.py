@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import torchem.data
 from torchem import CategoricalMixture, ConvergenceWarning, NotFittedError
 from torchem.__main__ import main as cli_main
-from torchem.cli import load_model
+from torchem._cli import load_model
 
 N_CATEGORIES = [2, 3, 4, 5, 3, 2]  # six survey questions with 2 to 5 answers
 WEIGHTS = np.array([0.5, 0.3, 0.2])

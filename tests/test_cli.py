@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from torchem.__main__ import main
-from torchem.cli import load_model
+from torchem._cli import load_model
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_files_from_the_review_read_right_or_fail_clearly(tmp_path, blobs, capsy
 def test_guard_reports_out_of_memory_and_empty_runtime_errors(capsys):
     from argparse import Namespace
 
-    from torchem.cli import _guarded
+    from torchem._cli import _guarded
 
     def oom(args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import torchem
 from torchem import ConvergenceWarning, PoissonMixture
 from torchem.__main__ import main
-from torchem.cli import load_model
+from torchem._cli import load_model
 from torchem.em import step_size
 from torchem.mixture.poisson import RATE_EPS, poisson_log_prob
 

@@ -182,7 +182,7 @@ def is_iterable_data(X) -> bool:
     return hasattr(X, "__iter__")
 
 
-def host_nbytes(X, itemsize: int) -> int:
+def _host_nbytes(X, itemsize: int) -> int:
     """Bytes ``X`` takes in a dtype of ``itemsize`` bytes."""
     return int(np.prod(X.shape)) * itemsize
 
@@ -629,7 +629,7 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     big = False
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
-        big = host_nbytes(info.data, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
+        big = _host_nbytes(info.data, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
     shape = (info.batch_size, info.n_samples, info.n_features) if info.batched else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
     if info.memmap or big:

@@ -273,7 +273,7 @@ def _fail(message: str) -> int:
 
 def _unwritable(path: str) -> str | None:
     """Why ``path`` cannot be written (checked before a long run), or None."""
-    from ..cli import CLIError, _check_writable
+    from .._cli import CLIError, _check_writable
 
     try:
         _check_writable(path)

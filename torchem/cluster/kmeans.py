@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._estimator import EMEstimator
+from ..estimator import EMEstimator
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
 from ..data import Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum

@@ -50,6 +50,7 @@ from .covariance import COVARIANCE_TYPES, lookup as _lookup
 from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
 
 __all__ = [
+    "expansion_error_bound",
     "COVARIANCE_TYPES",
     "covariances_from_precision_cholesky",
     "gaussian_log_prob",

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["assign", "lloyd_stats", "squared_distances", "kmeans_plusplus_step"]
+__all__ = ["assign", "default_local_trials", "kmeans_plusplus_step", "lloyd_stats", "squared_distances"]
 
 
 def squared_distances(X: Tensor, centers: Tensor) -> Tensor:

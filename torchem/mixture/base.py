@@ -1,7 +1,7 @@
 """The mixture layer: what every mixture family adds to the shared estimator layer.
 
 A family subclasses :class:`BaseMixture` and fills the hooks declared abstract here and in
-:class:`torchem._estimator.EMEstimator` (see the page "Write your own family"); the fit
+:class:`torchem.estimator.EMEstimator` (see the page "Write your own family"); the fit
 sequence, ``partial_fit``, inference over blocks, the state dict and gradients are inherited:
 
 * ``_family(n_features)``: the driver's hooks (:class:`torchem.em.Family`).
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
-from .._estimator import EMEstimator
+from ..estimator import EMEstimator
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
 from ..data import Source, TensorSource, check_sample_weight, inference_blocks
 from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_update

@@ -23,7 +23,18 @@ from ..em import Family
 from ..functional.bernoulli import PROB_EPS
 from .base import BaseMixture
 
-__all__ = ["CategoricalMixture"]
+__all__ = [
+    "MASKED",
+    "CategoricalMixture",
+    "categorical_m_step",
+    "categorical_stats",
+    "categories_of",
+    "check_codes",
+    "log_probs_from",
+    "moment_points",
+    "one_hot_codes",
+    "support_mask",
+]
 
 #: Log-probability of a category beyond its feature's ``n_categories`` (probability 0).
 MASKED = -1e30
