@@ -86,19 +86,28 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
     # scikit-learn's estimator protocol (scikit-learn itself is imported only when it asks)
     # ----------------------------------------------------------------------------------------
 
+    #: scikit-learn's input tags that differ from its defaults, for a family that accepts only
+    #: some data: ``positive_only`` (no negative values; such a family says "Negative values in
+    #: data" when it gets them) and ``categorical`` (whole numbers: scikit-learn's checks then
+    #: generate non-negative integers). Read by the tags hooks below.
+    _input_tags: dict[str, bool] = {}
+
     def __sklearn_tags__(self):
         """scikit-learn's tags (1.6 and later): an unsupervised density estimator or clusterer
-        of 2-D numeric data without NaN; ``y`` is not required."""
-        from sklearn.utils import Tags, TargetTags, TransformerTags
+        of 2-D numeric data without NaN (and as :attr:`_input_tags` says); ``y`` is not required."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
-        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False))
+        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False),
+                    input_tags=InputTags(**self._input_tags))
         if hasattr(type(self), "transform"):
             tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     def _more_tags(self) -> dict:
         """The same tags for scikit-learn before 1.6."""
-        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray"]}
+        categorical = ["categorical"] if self._input_tags.get("categorical") else []
+        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray", *categorical],
+                "requires_positive_X": bool(self._input_tags.get("positive_only"))}
 
     def __sklearn_clone__(self):
         """``sklearn.base.clone``: a new unfitted model with the same hyper-parameters, on the

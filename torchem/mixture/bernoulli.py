@@ -281,6 +281,8 @@ class BinomialMixture(BernoulliMixture):
         (other arguments as in :class:`BernoulliMixture`)
     """
 
+    _input_tags = {"positive_only": True, "categorical": True}  # counts
+
     def __init__(
         self,
         n_components: int = 1,
@@ -332,7 +334,8 @@ class BinomialMixture(BernoulliMixture):
     def _validate_values(self, X: Tensor, name: str) -> None:
         trials = self._trials(X.shape[-1]).to(device=X.device, dtype=X.dtype)
         if bool((X < 0).any()):
-            raise ValueError(f"{name} holds negative counts; BinomialMixture needs counts in [0, n_trials].")
+            raise ValueError(f"Negative values in data passed to BinomialMixture: {name} holds negative counts; "
+                             "BinomialMixture needs counts in [0, n_trials].")
         if bool((X != X.round()).any()):
             raise ValueError(f"{name} holds non-integer values; BinomialMixture needs whole-number counts.")
         if bool((X > trials).any()):

@@ -154,6 +154,7 @@ class CategoricalMixture(BaseMixture):
     _param_names = ("logits", "component_logits")
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_", "n_categories_")
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+    _input_tags = {"positive_only": True, "categorical": True}  # integer codes
 
     def __init__(self, n_components: int = 1, *, n_categories=None, tol: float = 1e-3, max_iter: int = 100,
                  n_init: int = 1, init_params: str = "kmeans", weights_init=None, probs_init=None, random_state=None,
@@ -197,8 +198,9 @@ class CategoricalMixture(BaseMixture):
             )
         low, top = torch.aminmax(X.reshape(-1, X.shape[-1]), dim=0)
         if bool((low < 0).any()):
-            raise ValueError(f"{name} holds negative codes (e.g. {float(low.min()):g}); category codes must be 0, 1, "
-                             "..., n_categories - 1. Encode a missing answer as a category of its own.")
+            raise ValueError(f"Negative values in data passed to {type(self).__name__}: {name} holds negative codes "
+                             f"(e.g. {float(low.min()):g}); category codes must be 0, 1, ..., n_categories - 1. Encode a "
+                             "missing answer as a category of its own.")
         top = top.long().cpu()
         self._seen = top if self._seen is None or self._seen.shape != top.shape else torch.maximum(self._seen, top)
 
