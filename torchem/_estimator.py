@@ -323,7 +323,8 @@ class EMEstimator(EstimatorModule):
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.batch_size, device, dtype, info.n_samples)
-        source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check())
+        source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
+                             convert=self._value_map())
         return _Fit(source, info)
 
     def _value_check(self):
@@ -331,6 +332,12 @@ class EMEstimator(EstimatorModule):
             self._validate_values(chunk, "X")
 
         return check
+
+    def _value_map(self):
+        """``None``, or a function mapping a checked chunk (in the compute dtype) to the values
+        the model reads (BernoulliMixture's ``binarize``): fitting, ``partial_fit`` and inference
+        apply it chunk by chunk, where they convert the data."""
+        return None
 
     def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int) -> TensorSource:
         """A source of data already on the device (an initial sample, a gathered batch)."""
@@ -599,7 +606,8 @@ class EMEstimator(EstimatorModule):
         family = self._family(X.shape[-1])
         prepared = family.prepare(params)
         step = self._chunk_size(X.shape[-1], self._batch_size, device, dtype, X.shape[-2])
-        outs = [fn(X[..., s : s + step, :].to(device=device, dtype=dtype), params, family, prepared)
+        convert = self._value_map() or (lambda chunk: chunk)
+        outs = [fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
                 for s in range(0, X.shape[-2], step)]
         return torch.cat(outs, dim=dim)
 
