@@ -164,3 +164,88 @@ def test_unfitted_use():
     with pytest.raises(NotFittedError):
         BernoulliMixture(2).predict(np.ones((3, 2)))
     assert not hasattr(BinomialMixture(2), "probs_")
+
+
+# --------------------------------------------------------------------------------------------
+# binarize: a threshold applied wherever the model reads data
+# --------------------------------------------------------------------------------------------
+
+
+def _noisy_binary(seed=5):
+    """Real values around -1 and 1 whose signs are :func:`_binary_data`'s bits."""
+    rng = np.random.default_rng(seed)
+    B = _binary_data(seed)
+    return 2 * B - 1 + rng.normal(0, 0.5, size=B.shape)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.75])
+def test_binarize_fits_and_scores_the_thresholded_data(threshold):
+    R = _noisy_binary()
+    before = R.copy()
+    B = (R > threshold).astype(np.float64)
+    ref = BernoulliMixture(3, n_init=2, random_state=0).fit(B)
+    ours = BernoulliMixture(3, n_init=2, binarize=threshold, random_state=0).fit(R)
+    np.testing.assert_array_equal(R, before)  # the caller's data is left as it was
+    np.testing.assert_allclose(ours.probs_, ref.probs_, rtol=1e-12)
+    np.testing.assert_allclose(ours.weights_, ref.weights_, rtol=1e-12)
+    for method in ("predict", "predict_proba", "score_samples", "score", "bic", "aic"):
+        np.testing.assert_allclose(getattr(ours, method)(R), getattr(ref, method)(B), rtol=1e-12, err_msg=method)
+    torch.testing.assert_close(ours(torch.from_numpy(R)), ref(torch.from_numpy(B)))  # forward, for gradients
+    with pytest.raises(ValueError, match="NaN"):
+        ours.predict(np.where(np.eye(*R.shape) > 0, np.nan, R))
+
+
+def test_binarize_applies_to_streams_and_partial_fit(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    R = _noisy_binary(6)
+    B = (R > 0.0).astype(np.float64)
+    np.save(tmp_path / "r.npy", R)
+    memmap = np.load(tmp_path / "r.npy", mmap_mode="r")
+    ref = BernoulliMixture(3, random_state=0, chunk_size=64).fit(B)
+    streamed = BernoulliMixture(3, binarize=0.0, random_state=0, chunk_size=64).fit(memmap)
+    np.testing.assert_allclose(streamed.probs_, ref.probs_, rtol=1e-9)
+    np.testing.assert_array_equal(streamed.predict(memmap), ref.predict(B))
+    np.testing.assert_allclose(ref.score(B), streamed.score(memmap), rtol=1e-12)
+    loader = DataLoader(TensorDataset(torch.from_numpy(R)), batch_size=100)
+    batches = BernoulliMixture(3, binarize=0.0, random_state=0, chunk_size=64).fit(loader)
+    np.testing.assert_allclose(batches.probs_.numpy(), ref.probs_, rtol=1e-9)
+    np.testing.assert_array_equal(batches.predict(loader).numpy(), ref.predict(B))
+    online_ref, online = BernoulliMixture(3, random_state=0), BernoulliMixture(3, binarize=0.0, random_state=0)
+    for start in range(0, len(R), 150):
+        online_ref.partial_fit(B[start : start + 150])
+        online.partial_fit(R[start : start + 150])
+    np.testing.assert_allclose(online.probs_, online_ref.probs_, rtol=1e-12)
+    # partial_fit after fit continues from the fitted model's statistics (not binarised again)
+    ref.partial_fit(B[:150])
+    continued = BernoulliMixture(3, binarize=0.0, random_state=0, chunk_size=64).fit(R).partial_fit(R[:150])
+    np.testing.assert_allclose(continued.probs_, ref.probs_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bad", ["0.5", True, np.nan, np.inf, [0.5]])
+def test_binarize_must_be_none_or_a_finite_threshold(bad):
+    with pytest.raises(ValueError, match="binarize must be None"):
+        BernoulliMixture(2, binarize=bad).fit(_binary_data())
+
+
+def test_binary_data_without_binarize_points_to_it():
+    X = _binary_data()
+    with pytest.raises(ValueError, match="only 0 and 1.*binarize=0.5"):
+        BernoulliMixture(2).fit(X * 0.5)
+    with pytest.raises(ValueError, match="Negative values in data passed to BernoulliMixture"):
+        BernoulliMixture(2).fit(X - 1)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        BernoulliMixture(2, random_state=0).fit(X).predict(X + 0.5)
+
+
+def test_binomial_takes_no_binarize():
+    from sklearn.base import clone
+
+    params = BinomialMixture(2, n_trials=5).get_params()
+    assert "binarize" not in params and params["n_trials"] == 5
+    assert clone(BinomialMixture(2, n_trials=5)).get_params() == params
+    with pytest.raises(ValueError, match="Invalid parameter 'binarize'"):
+        BinomialMixture(2).set_params(binarize=0.5)
+    assert clone(BernoulliMixture(2, binarize=0.25)).get_params()["binarize"] == 0.25
+    with pytest.raises(ValueError, match="non-integer"):  # counts are read as they are
+        BinomialMixture(2, n_trials=5).fit(np.full((10, 3), 2.5))

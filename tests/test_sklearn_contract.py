@@ -15,13 +15,24 @@ from sklearn.exceptions import NotFittedError as SkNotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils import get_tags  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import torchem  # noqa: E402
-from torchem import GaussianMixture, KMeans  # noqa: E402
+from torchem import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, KMeans, PoissonMixture  # noqa: E402
 
 # torchem estimators are nn.Modules, not BaseEstimator subclasses: scikit-learn says so once
 pytestmark = pytest.mark.filterwarnings("ignore:Estimator .* does not inherit from .sklearn.base.BaseEstimator.")
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Every fit here is of tens to hundreds of samples, where torch's intra-op threads only add
+    synchronisation: on a CPU shared with other jobs they made this file three times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # scikit-learn's own KMeans is expected to fail this check too (its initialisation draws
 # samples, so weights and repeated rows start from different centres).
@@ -44,9 +55,15 @@ def _expected_failures(estimator):
     return _KMEANS_XFAIL if isinstance(estimator, KMeans) else _MIXTURE_XFAIL
 
 
+# The discrete families declare the data they take (see _input_tags), so the checks generate
+# it: counts and codes are tagged positive-only and categorical (the checks round X - X.min()
+# to whole numbers, at most 9 here, hence n_trials=10); binary data has no tag, so
+# BernoulliMixture is checked with a threshold that binarises whatever the checks pass.
 @parametrize_with_checks(
     [GaussianMixture(2, random_state=0), GaussianMixture(2, covariance_type="diag", random_state=0),
-     KMeans(2, n_init=2, random_state=0)],
+     KMeans(2, n_init=2, random_state=0),
+     BernoulliMixture(2, binarize=0.0, random_state=0), BinomialMixture(2, n_trials=10, random_state=0),
+     PoissonMixture(2, random_state=0), CategoricalMixture(2, random_state=0)],
     expected_failed_checks=_expected_failures,
 )
 def test_scikit_learn_estimator_checks(estimator, check):
@@ -108,3 +125,68 @@ def _joblib_round_trip(model):
     joblib.dump(model, buffer)
     buffer.seek(0)
     return joblib.load(buffer)
+
+
+# --------------------------------------------------------------------------------------------
+# The discrete families inside scikit-learn's tools
+# --------------------------------------------------------------------------------------------
+
+DISCRETE = {
+    "bernoulli": lambda **kw: BernoulliMixture(binarize=0.0, **kw),  # real values read as their signs
+    "binomial": lambda **kw: BinomialMixture(n_trials=10, **kw),
+    "poisson": lambda **kw: PoissonMixture(**kw),
+    "categorical": lambda **kw: CategoricalMixture(**kw),
+}
+
+
+def _discrete(family, k=3, n=200, seed=0):
+    """``k`` well-separated components of ``family``, ``n`` samples each, rows shuffled (every
+    cross-validation fold sees every component, and every category code)."""
+    rng = np.random.default_rng(seed)
+    z = np.repeat(np.arange(k), n)
+    if family == "bernoulli":
+        probs = np.kron(np.eye(k), np.ones(4)) * 0.8 + 0.1  # component j: features 4j..4j+3 mostly on
+        X = 2.0 * (rng.random((k * n, 4 * k)) < probs[z]) - 1 + rng.normal(0, 0.3, (k * n, 4 * k))
+    elif family == "binomial":
+        probs = np.array([[0.1, 0.1, 0.5, 0.9], [0.9, 0.5, 0.1, 0.1], [0.5, 0.9, 0.9, 0.5]])
+        X = rng.binomial(10, probs[z]).astype(np.float64)
+    elif family == "poisson":
+        rates = np.array([[1.0, 1.0, 8.0, 20.0], [20.0, 8.0, 1.0, 1.0], [8.0, 20.0, 20.0, 8.0]])
+        X = rng.poisson(rates[z]).astype(np.float64)
+    else:
+        favourite = rng.integers(0, 4, size=(k, 6))  # each component's likeliest of 4 codes, per feature
+        X = np.where(rng.random((k * n, 6)) < 0.75, favourite[z], rng.integers(0, 4, size=(k * n, 6))).astype(np.float64)
+    return X[rng.permutation(len(X))]
+
+
+def test_input_tags_of_the_discrete_families():
+    for model in (BinomialMixture(), PoissonMixture(), CategoricalMixture()):
+        tags = get_tags(model).input_tags
+        assert tags.positive_only and tags.categorical, type(model).__name__
+    assert get_tags(BernoulliMixture()).input_tags.positive_only  # 0 and 1 only
+    assert not get_tags(BernoulliMixture(binarize=0.5)).input_tags.positive_only  # any real values
+    assert not get_tags(GaussianMixture()).input_tags.positive_only
+
+
+@pytest.mark.parametrize("family", DISCRETE)
+def test_grid_search_picks_the_true_number_of_components_of_each_family(family):
+    X, make = _discrete(family), DISCRETE[family]
+    search = GridSearchCV(make(random_state=0), {"n_components": [2, 3, 4, 5]}, cv=3, error_score="raise").fit(X)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_params_ == {"n_components": 3}
+    scores = cross_val_score(make(n_components=3, random_state=0), X, cv=3, error_score="raise")
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+
+
+@pytest.mark.parametrize("family", DISCRETE)
+def test_clone_keeps_dtype_and_pickle_round_trips_for_each_family(family):
+    X, make = _discrete(family), DISCRETE[family]
+    model = make(n_components=3, random_state=0).to(torch.float64)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    copy.fit(torch.from_numpy(X).float())
+    assert copy.weights_.dtype == torch.float64  # float64 model: float64 fit of float32 data
+    fitted = make(n_components=3, random_state=0).fit(X)
+    for restored in (pickle.loads(pickle.dumps(fitted)), _joblib_round_trip(fitted)):
+        np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
+        np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))

@@ -147,6 +147,8 @@ class TensorSource:
 INIT_SAMPLE_SIZE = 100_000
 
 ChunkCheck = Callable[[Tensor], None]
+#: Maps a checked chunk to the values the model reads (e.g. binarised), in its dtype and shape.
+ChunkMap = Callable[[Tensor], Tensor]
 
 
 def _float_tensor(a, name: str) -> Tensor:
@@ -236,18 +238,20 @@ def concat_blocks(outs: list, axis_from_end: int, name: str = "X"):
 
 
 class _StreamBase:
-    """What the two streamed sources share: weights, totals, the first-pass value check."""
+    """What the two streamed sources share: weights, totals, the first-pass value check and
+    the value map of every pass."""
 
-    def __init__(self, *, device, dtype, check: ChunkCheck | None):
+    def __init__(self, *, device, dtype, check: ChunkCheck | None, convert: ChunkMap | None = None):
         self.device = torch.device(device)
         self.dtype = dtype
         self._check = check
+        self._convert = convert
         self._checked = False  # values are checked during the first complete pass only
 
     def _checked_chunk(self, X: Tensor) -> Tensor:
         if not self._checked and self._check is not None:
             self._check(X)
-        return X
+        return X if self._convert is None else self._convert(X)
 
 
 class HostStreamSource(_StreamBase):
@@ -260,8 +264,9 @@ class HostStreamSource(_StreamBase):
     of chunk ``i + 1`` overlaps the compute on chunk ``i``; device memory holds two chunks.
     """
 
-    def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None, chunk_size: int | None = None):
-        super().__init__(device=device, dtype=dtype, check=check)
+    def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None, chunk_size: int | None = None,
+                 convert: ChunkMap | None = None):
+        super().__init__(device=device, dtype=dtype, check=check, convert=convert)
         self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
         self.host = X if X.ndim == 3 else X[None]
         self.sample_weight = None
@@ -359,7 +364,8 @@ class IterableSource(_StreamBase):
     """
 
     def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X",
-                 chunk_size: int | None = None, first: tuple[int, torch.dtype, bool] | None = None):
+                 chunk_size: int | None = None, first: tuple[int, torch.dtype, bool] | None = None,
+                 convert: ChunkMap | None = None):
         if isinstance(iterable, Iterator):
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
@@ -376,7 +382,7 @@ class IterableSource(_StreamBase):
         if first is None:
             first = self.peek(iterable, name)
         self._width, self.host_dtype, self.host_is_numpy = first
-        super().__init__(device=device, dtype=dtype or self.host_dtype, check=check)
+        super().__init__(device=device, dtype=dtype or self.host_dtype, check=check, convert=convert)
         self.chunk_size = int(chunk_size) if chunk_size is not None else 65536
 
     @classmethod
@@ -603,7 +609,7 @@ def describe(X, name: str = "X") -> DataInfo:
 
 
 def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,
-                name: str = "X") -> Source:
+                name: str = "X", convert: ChunkMap | None = None) -> Source:
     """The chunk source of described data on ``device`` in ``dtype``, read ``chunk_size``
     samples at a time.
 
@@ -612,7 +618,10 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     (:class:`HostStreamSource`); everything else is moved once to the device
     (:class:`TensorSource`). ``check(chunk)`` raises ``ValueError`` on bad values: on every
     in-memory chunk now, on a stream's chunks during its first pass; NaN and infinity are
-    refused here."""
+    refused here. ``convert(chunk)``, when given, maps checked values to those the model reads
+    (BernoulliMixture's ``binarize``): a stream's chunks as they are read, on every pass;
+    in-memory data once, block by block, into the tensor the source holds (which a change of
+    device or dtype would copy anyway)."""
     device = torch.device(device)
 
     def checked(chunk: Tensor) -> None:
@@ -625,7 +634,8 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
         if sample_weight is not None:
             raise ValueError(f"sample_weight cannot be combined with an iterable {name}; yield ({name}, sample_weight) batches.")
         iterable, first = info.data
-        return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first)
+        return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first,
+                              convert=convert)
     big = False
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
@@ -633,8 +643,13 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     shape = (info.batch_size, info.n_samples, info.n_features) if info.batched else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
     if info.memmap or big:
-        return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size)
+        return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size,
+                                convert=convert)
     X = info.data
+    out = None if convert is None else torch.empty(X.shape, device=device, dtype=dtype)
     for s in range(0, X.shape[-2], 2**16):  # by blocks: no data-sized temporaries
-        checked(X[..., s : s + 2**16, :])
-    return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size)
+        block = X[..., s : s + 2**16, :]
+        checked(block)
+        if out is not None:
+            out[..., s : s + 2**16, :] = convert(block.to(device=device, dtype=dtype))
+    return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size)

@@ -86,19 +86,28 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
     # scikit-learn's estimator protocol (scikit-learn itself is imported only when it asks)
     # ----------------------------------------------------------------------------------------
 
+    #: scikit-learn's input tags that differ from its defaults, for a family that accepts only
+    #: some data: ``positive_only`` (no negative values; such a family says "Negative values in
+    #: data" when it gets them) and ``categorical`` (whole numbers: scikit-learn's checks then
+    #: generate non-negative integers). Read by the tags hooks below.
+    _input_tags: dict[str, bool] = {}
+
     def __sklearn_tags__(self):
         """scikit-learn's tags (1.6 and later): an unsupervised density estimator or clusterer
-        of 2-D numeric data without NaN; ``y`` is not required."""
-        from sklearn.utils import Tags, TargetTags, TransformerTags
+        of 2-D numeric data without NaN (and as :attr:`_input_tags` says); ``y`` is not required."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
-        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False))
+        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False),
+                    input_tags=InputTags(**self._input_tags))
         if hasattr(type(self), "transform"):
             tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     def _more_tags(self) -> dict:
         """The same tags for scikit-learn before 1.6."""
-        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray"]}
+        categorical = ["categorical"] if self._input_tags.get("categorical") else []
+        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray", *categorical],
+                "requires_positive_X": bool(self._input_tags.get("positive_only"))}
 
     def __sklearn_clone__(self):
         """``sklearn.base.clone``: a new unfitted model with the same hyper-parameters, on the
@@ -314,7 +323,8 @@ class EMEstimator(EstimatorModule):
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.batch_size, device, dtype, info.n_samples)
-        source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check())
+        source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
+                             convert=self._value_map())
         return _Fit(source, info)
 
     def _value_check(self):
@@ -322,6 +332,12 @@ class EMEstimator(EstimatorModule):
             self._validate_values(chunk, "X")
 
         return check
+
+    def _value_map(self):
+        """``None``, or a function mapping a checked chunk (in the compute dtype) to the values
+        the model reads (BernoulliMixture's ``binarize``): fitting, ``partial_fit`` and inference
+        apply it chunk by chunk, where they convert the data."""
+        return None
 
     def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int) -> TensorSource:
         """A source of data already on the device (an initial sample, a gathered batch)."""
@@ -604,7 +620,8 @@ class EMEstimator(EstimatorModule):
         family = self._family(X.shape[-1])
         prepared = family.prepare(params)
         step = self._chunk_size(X.shape[-1], self._batch_size, device, dtype, X.shape[-2])
-        outs = [fn(X[..., s : s + step, :].to(device=device, dtype=dtype), params, family, prepared)
+        convert = self._value_map() or (lambda chunk: chunk)
+        outs = [fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
                 for s in range(0, X.shape[-2], step)]
         return torch.cat(outs, dim=dim)
 

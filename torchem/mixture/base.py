@@ -457,7 +457,9 @@ class BaseMixture(EMEstimator):
         params = {k: v.to(dtype) for k, v in params.items()}
         prepared = family.prepare(params)
         prepared.pop("workspace", None)  # plain tensor ops: autograd- and torch.compile-friendly
-        log_prob, _ = family.log_prob(x.to(dtype), prepared)
+        x = x.to(dtype)
+        convert = self._value_map()  # e.g. BernoulliMixture's binarize, as in score_samples
+        log_prob, _ = family.log_prob(x if convert is None else convert(x), prepared)
         return torch.logsumexp(log_prob + family.log_weights(params).unsqueeze(-2), -1)
 
     def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -70,6 +73,11 @@ class BernoulliMixture(BaseMixture):
             the data so no probability starts at 0 or 1).
         weights_init: ``[K]`` initial weights.
         probs_init: ``[K, D]`` initial probabilities.
+        binarize: ``None`` (the default) takes binary data as it is and refuses any other
+            value; a threshold (a float, as in scikit-learn's ``BernoulliNB``) maps each value
+            ``x > binarize`` to 1 and the others to 0 wherever the model reads data: ``fit``,
+            ``partial_fit``, every inference method, ``model(x)``, and streamed data chunk by
+            chunk. (In-memory training data is held binarised, in the fit's dtype.)
         random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
     """
@@ -89,6 +97,7 @@ class BernoulliMixture(BaseMixture):
         init_params: str = "kmeans",
         weights_init=None,
         probs_init=None,
+        binarize: float | None = None,
         random_state=None,
         warm_start: bool = False,
         verbose: int = 0,
@@ -111,6 +120,7 @@ class BernoulliMixture(BaseMixture):
         )
         self.weights_init = weights_init
         self.probs_init = probs_init
+        self.binarize = binarize  # BinomialMixture: always None (counts are read as they are)
 
     # ----------------------------------------------------------------------------------------
     # Hooks
@@ -122,14 +132,38 @@ class BernoulliMixture(BaseMixture):
     def _family(self, n_features: int) -> _BernoulliFamily:
         return _BernoulliFamily(self._trials(n_features))
 
+    @property
+    def _input_tags(self) -> dict[str, bool]:
+        # binary data is non-negative; with a threshold any real values will do
+        return {"positive_only": True} if self.binarize is None else {}
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        b = self.binarize
+        if b is not None and (isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real) or not math.isfinite(b)):
+            raise ValueError(
+                f"binarize must be None (binary data) or a finite threshold (values above it become 1, the others "
+                f"0); got {b!r}."
+            )
+
+    def _value_map(self):
+        if self.binarize is None:
+            return None
+        threshold = float(self.binarize)
+        return lambda X: (X > threshold).to(X.dtype)
+
     def _validate_values(self, X: Tensor, name: str) -> None:
+        if self.binarize is not None:
+            return  # any finite value: binarised as it is read
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
             example = float(X[bad].reshape(-1)[0])
+            # scikit-learn's wording for negative input to an estimator of non-negative data
+            lead = "Negative values in data passed to BernoulliMixture: " if bool((X < 0).any()) else ""
             raise ValueError(
-                f"{type(self).__name__} expects binary data: {name} must contain only 0 and 1, but it "
-                f"contains other values (e.g. {example:g}). Binarise it first (for example X > 0.5), or use "
-                "BinomialMixture for counts."
+                f"{lead}{type(self).__name__} expects binary data: {name} must contain only 0 and 1, but it "
+                f"contains other values (e.g. {example:g}). Binarise it first (for example X > 0.5), pass a "
+                "threshold as binarize (e.g. binarize=0.5), or use BinomialMixture for counts."
             )
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
@@ -281,6 +315,8 @@ class BinomialMixture(BernoulliMixture):
         (other arguments as in :class:`BernoulliMixture`)
     """
 
+    _input_tags = {"positive_only": True, "categorical": True}  # counts (no binarize)
+
     def __init__(
         self,
         n_components: int = 1,
@@ -329,10 +365,14 @@ class BinomialMixture(BernoulliMixture):
             raise ValueError(f"n_trials must hold positive integers; got {self.n_trials!r}.")
         return t
 
+    def _value_map(self):
+        return None  # counts are read as they are
+
     def _validate_values(self, X: Tensor, name: str) -> None:
         trials = self._trials(X.shape[-1]).to(device=X.device, dtype=X.dtype)
         if bool((X < 0).any()):
-            raise ValueError(f"{name} holds negative counts; BinomialMixture needs counts in [0, n_trials].")
+            raise ValueError(f"Negative values in data passed to BinomialMixture: {name} holds negative counts; "
+                             "BinomialMixture needs counts in [0, n_trials].")
         if bool((X != X.round()).any()):
             raise ValueError(f"{name} holds non-integer values; BinomialMixture needs whole-number counts.")
         if bool((X > trials).any()):

@@ -165,6 +165,7 @@ class CategoricalMixture(BaseMixture):
     _param_names = ("logits", "component_logits")
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_", "n_categories_")
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
+    _input_tags = {"positive_only": True, "categorical": True}  # integer codes
 
     def __init__(self, n_components: int = 1, *, n_categories=None, tol: float = 1e-3, max_iter: int = 100,
                  n_init: int = 1, init_params: str = "kmeans", weights_init=None, probs_init=None, random_state=None,
@@ -182,10 +183,7 @@ class CategoricalMixture(BaseMixture):
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         self._given(None)
-        # fit and partial_fit start here, then check every chunk of their data (_validate_values)
-        # before initialising: that check keeps the largest code of each feature, because
-        # _initial_params is given only a sample of the data.
-        self._seen = None
+        self._seen = None  # fit and partial_fit start here; their value check (_value_check) fills it
 
     def _given(self, n_features: int | None) -> Tensor | None:
         """``n_categories`` as ``[D]`` int64, or ``None`` (inferred); checked."""
@@ -199,6 +197,20 @@ class CategoricalMixture(BaseMixture):
         return None if n_features is None else torch.as_tensor(np.broadcast_to(c, (n_features,)).astype(np.int64))
 
     def _validate_values(self, X: Tensor, name: str) -> None:
+        self._codes_range(X, name)
+
+    def _value_check(self):
+        # fit and partial_fit check every chunk of their data here before initialising, and
+        # keep the largest code of each feature (_initial_params is given only a sample of the
+        # data); inference only checks, so predicting leaves the model as it was
+        def check(chunk: Tensor) -> None:
+            top = self._codes_range(chunk, "X")
+            self._seen = top if self._seen is None or self._seen.shape != top.shape else torch.maximum(self._seen, top)
+
+        return check
+
+    def _codes_range(self, X: Tensor, name: str) -> Tensor:
+        """Refuse values that are not category codes; the largest code of each feature, ``[D]``."""
         fraction = X != X.floor()
         if bool(fraction.any()):
             raise ValueError(
@@ -208,10 +220,10 @@ class CategoricalMixture(BaseMixture):
             )
         low, top = torch.aminmax(X.reshape(-1, X.shape[-1]), dim=0)
         if bool((low < 0).any()):
-            raise ValueError(f"{name} holds negative codes (e.g. {float(low.min()):g}); category codes must be 0, 1, "
-                             "..., n_categories - 1. Encode a missing answer as a category of its own.")
-        top = top.long().cpu()
-        self._seen = top if self._seen is None or self._seen.shape != top.shape else torch.maximum(self._seen, top)
+            raise ValueError(f"Negative values in data passed to {type(self).__name__}: {name} holds negative codes "
+                             f"(e.g. {float(low.min()):g}); category codes must be 0, 1, ..., n_categories - 1. Encode a "
+                             "missing answer as a category of its own.")
+        return top.long().cpu()
 
     def _support(self, n_features: int, device, probs: Tensor | None = None) -> Tensor:
         """``[D]`` categories per feature for a new fit; the data's codes must fit them."""

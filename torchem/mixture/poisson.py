@@ -122,6 +122,7 @@ class PoissonMixture(BaseMixture):
     _fitted_attributes = BaseMixture._fitted_attributes + ("rates_",)
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "rates_init")
+    _input_tags = {"positive_only": True, "categorical": True}  # counts
 
     def __init__(
         self,
@@ -160,8 +161,11 @@ class PoissonMixture(BaseMixture):
                 (block != block.round(), "non-integer values"),
             ):
                 if bool(bad.any()):
+                    # scikit-learn's wording for negative input to an estimator of non-negative data
+                    lead = "Negative values in data passed to PoissonMixture" if what == "negative values" else (
+                        "PoissonMixture expects counts")
                     raise ValueError(
-                        f"PoissonMixture expects counts: {name} must hold non-negative whole numbers, but it holds "
+                        f"{lead}: {name} must hold non-negative whole numbers, but it holds "
                         f"{what} (e.g. {float(block[bad][0]):g}). Pass counts (round or clip the data first), or use "
                         "GaussianMixture for real-valued data."
                     )
