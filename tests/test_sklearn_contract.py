@@ -52,7 +52,11 @@ _MIXTURE_XFAIL = {
 
 
 def _expected_failures(estimator):
-    return _KMEANS_XFAIL if isinstance(estimator, KMeans) else _MIXTURE_XFAIL
+    if isinstance(estimator, KMeans):
+        return _KMEANS_XFAIL
+    if isinstance(estimator, BernoulliMixture) and type(estimator) is BernoulliMixture:
+        return {}  # the check's data (uniform in [0, 1)) binarises at 0.0 to rows of ones: nothing to differ
+    return _MIXTURE_XFAIL
 
 
 # The discrete families declare the data they take (see _input_tags), so the checks generate
