@@ -98,7 +98,7 @@ def test_binomial_per_feature_trials_and_sampling():
     assert S.shape == (2000, 3) and np.all(S <= trials) and np.all(S == np.round(S))
 
 
-def test_batched_equals_separate_and_init_methods():
+def test_stacked_problems_equal_separate_and_init_methods():
     X = np.stack([_binary_data(s) for s in range(3)])
     kw = dict(tol=0.0, max_iter=10, init_params="random", random_state=0)
     with warnings.catch_warnings():

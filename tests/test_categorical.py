@@ -133,7 +133,7 @@ def test_recovers_three_latent_classes_with_different_numbers_of_answers():
     np.testing.assert_allclose(wider.probs_.sum(-1), 1.0, rtol=0, atol=1e-14)  # the floor is renormalised
 
 
-def test_batched_equals_separate():
+def test_stacked_problems_equal_separate():
     X = np.stack([_survey(300, seed=s)[0] for s in range(3)])
     w0, p0 = _start()
     p0 = np.stack([p0, _start(2)[1], _start(3)[1]])

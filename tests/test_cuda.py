@@ -44,7 +44,7 @@ def test_module_to_cuda_fits_numpy_on_gpu(blobs):
     assert gm.predict(blobs).shape == (len(blobs),)
 
 
-def test_float32_batched_on_cuda():
+def test_float32_stacked_problems_on_cuda():
     rng = np.random.default_rng(0)
     X = torch.from_numpy(rng.normal(size=(4, 2000, 8)).astype(np.float32)).cuda()
     gm = GaussianMixture(5, n_init=3, random_state=0).fit(X)

@@ -72,7 +72,7 @@ def test_log_likelihood_never_decreases(covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_batched_fit_equals_separate_fits(covariance_type):
+def test_stacked_problems_equal_separate_fits(covariance_type):
     rng = np.random.default_rng(4)
     B, N, D, K = 3, 240, 3, 3
     X = np.stack([
@@ -404,3 +404,20 @@ def test_restart_zero_of_n_init_is_the_single_fit(init_params):
         km1 = torchem.KMeans(4, init="random", n_init=1, random_state=seed).fit(X)
         km5 = torchem.KMeans(4, init="random", n_init=5, random_state=seed).fit(X)
         assert km5.inertia_ <= km1.inertia_ * (1 + 1e-12)
+
+
+def test_state_dict_saved_by_torchem_0_1_loads():
+    """0.1 saved the layout of B problems as "batched"/"batch_size": such a state dict loads."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 2))
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    state = gm.state_dict()
+    extra = dict(state["_extra_state"])
+    extra["batched"], extra["batch_size"] = extra.pop("stacked"), extra.pop("n_problems")
+    extra["version"] = 1
+    extra.pop("model")
+    state["_extra_state"] = extra
+    old = GaussianMixture(2)
+    old.load_state_dict(state)
+    np.testing.assert_array_equal(old.score_samples(X), gm.score_samples(X))
+    assert old.n_iter_ == gm.n_iter_

@@ -69,7 +69,7 @@ def test_log_prob_float32_far_from_origin(covariance_type):
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_log_prob_batched_matches_loop(covariance_type):
+def test_log_prob_of_stacked_problems_matches_loop(covariance_type):
     rng = np.random.default_rng(3)
     b, k, d = 3, 4, 3
     models = [_random_model(rng, k, d, covariance_type) for _ in range(b)]

@@ -63,7 +63,7 @@ def test_max_iter_and_tol_match_sklearn():
         np.testing.assert_allclose(ours.inertia_, ref.inertia_, rtol=1e-10)
 
 
-def test_batched_fit_equals_separate_fits():
+def test_stacked_problems_equal_separate_fits():
     data = [_data(seed) for seed in range(3)]
     X = np.stack([x for x, _ in data])
     init = np.stack([i for _, i in data])

@@ -173,7 +173,7 @@ def test_hard_em_is_classification_em():
 # --------------------------------------------------------------------------------------------
 
 
-def test_batched_problems_equal_separate_fits():
+def test_stacked_problems_equal_separate_fits():
     X = np.stack([_counts(400, seed=s)[0] for s in range(3)])
     w0 = np.full(3, 1 / 3)
     r0 = np.random.default_rng(6).uniform(1.0, 10.0, size=(3, 3, 4))

@@ -76,7 +76,7 @@ def demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="torchem", description="Mixture models fitted by EM as batched torch kernels.")
+    parser = argparse.ArgumentParser(prog="torchem", description="Mixture models fitted by EM as stacked torch kernels.")
     parser.add_argument("--version", action="version", version=f"torchem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="fit a GaussianMixture to points drawn from a known mixture")

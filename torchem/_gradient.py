@@ -52,7 +52,7 @@ def fit_by_gradient(
     Args:
         model: a torchem mixture (``GaussianMixture``, ``BernoulliMixture``,
             ``BinomialMixture``, ``CategoricalMixture``).
-        X: ``[N, D]`` (or ``[B, N, D]`` for a batched model) data, numpy or tensor.
+        X: ``[N, D]`` (or ``[B, N, D]`` for a model of B problems) data, numpy or tensor.
         epochs: passes over the data.
         batch_size: samples per step; ``None`` uses all of them (full-batch steps).
         lr: learning rate of the default optimizer, ``torch.optim.Adam``.
@@ -70,7 +70,7 @@ def fit_by_gradient(
     if check_real(lr, "lr") == 0.0:
         raise ValueError("lr must be positive; got 0.")
     t, _ = as_float_tensor(X, "X")
-    check_data(t, "X", allow_batch=True)
+    check_data(t, "X", allow_stacked=True)
     if not getattr(model, "_fitted", False):
         model.initialize(t)
     model._validate_values(t, "X")

@@ -85,7 +85,7 @@ def check_data(
     *,
     min_samples: int = 1,
     n_features: int | None = None,
-    allow_batch: bool = True,
+    allow_stacked: bool = True,
     check_finite: bool = True,
     estimator: str = "this model",
 ) -> Tensor:
@@ -95,7 +95,7 @@ def check_data(
     input, fewer than ``min_samples`` samples, a feature count other than ``n_features``, and
     NaN or infinite values.
     """
-    ranks = "2-D [n_samples, n_features] or 3-D [batch, n_samples, n_features]" if allow_batch else (
+    ranks = "2-D [n_samples, n_features] or 3-D [batch, n_samples, n_features]" if allow_stacked else (
         "2-D [n_samples, n_features]"
     )
     if X.ndim == 1:
@@ -103,7 +103,7 @@ def check_data(
             f"Expected {name} to be {ranks}; got a 1-D array of shape {tuple(X.shape)}. Reshape your data "
             "with X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it contains a single sample."
         )
-    if X.ndim not in ((2, 3) if allow_batch else (2,)):
+    if X.ndim not in ((2, 3) if allow_stacked else (2,)):
         raise ValueError(f"Expected {name} to be {ranks}; got {X.ndim} dimensions (shape {tuple(X.shape)}).")
     n, d = X.shape[-2], X.shape[-1]
     if X.ndim == 3 and X.shape[0] == 0:

@@ -60,7 +60,7 @@ class Source(Protocol):
     """What the driver reads: the data of ``B`` problems, chunk by chunk, on the compute
     device in the compute dtype.
 
-    Attributes: ``device``, ``dtype``, ``batch_size`` (``B``), ``n_features`` (``D``),
+    Attributes: ``device``, ``dtype``, ``n_problems`` (``B``), ``n_features`` (``D``),
     ``n_samples`` (per problem; an iterable knows it after its first pass), ``chunk_size``
     (samples per chunk), ``X`` (the ``[B, N, D]`` tensor of in-memory data, ``None`` for
     streamed data) and ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only).
@@ -71,7 +71,7 @@ class Source(Protocol):
     chunk_size: int
 
     @property
-    def batch_size(self) -> int: ...
+    def n_problems(self) -> int: ...
 
     @property
     def n_features(self) -> int: ...
@@ -114,7 +114,7 @@ class TensorSource:
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.X.shape[1])
 
     @property
-    def batch_size(self) -> int:
+    def n_problems(self) -> int:
         return self.X.shape[0]
 
     @property
@@ -128,7 +128,7 @@ class TensorSource:
     def total_weight(self) -> Tensor:
         """``[B]`` float64: the number of samples, or the sum of the sample weights."""
         if self.sample_weight is None:
-            return torch.full((self.batch_size,), float(self.n_samples), dtype=torch.float64, device=self.device)
+            return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
         return self.sample_weight.double().sum(-1)
 
     def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
@@ -277,7 +277,7 @@ class HostStreamSource(_StreamBase):
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.n_samples)
 
     @property
-    def batch_size(self) -> int:
+    def n_problems(self) -> int:
         return int(self.host.shape[0])
 
     @property
@@ -290,7 +290,7 @@ class HostStreamSource(_StreamBase):
 
     def total_weight(self) -> Tensor:
         if self.sample_weight is None:
-            return torch.full((self.batch_size,), float(self.n_samples), dtype=torch.float64, device=self.device)
+            return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
         return self.sample_weight.sum(-1).to(self.device)
 
     def _host_chunk(self, start: int, stop: int) -> Tensor:
@@ -418,7 +418,7 @@ class IterableSource(_StreamBase):
         return X, w
 
     @property
-    def batch_size(self) -> int:
+    def n_problems(self) -> int:
         return 1
 
     @property
@@ -573,8 +573,8 @@ class DataInfo:
 
     data: Any  # the converted tensor (in-memory), the host array, or the iterable
     kind: InputKind  # how outputs go back (numpy or tensors on the input's device)
-    batched: bool  # [B, N, D] input: B independent problems
-    batch_size: int  # B (1 for [N, D] input)
+    stacked: bool  # [B, N, D] input: B independent problems
+    n_problems: int  # B (1 for [N, D] input)
     n_features: int
     n_samples: int | None  # per problem; None for an iterable (known after its first pass)
     dtype: torch.dtype  # the float dtype the data takes (scikit-learn's rules)
@@ -603,7 +603,7 @@ def describe(X, name: str = "X") -> DataInfo:
             return DataInfo(X, InputKind(True, None), X.ndim == 3, b, int(X.shape[-1]), int(X.shape[-2]), dt,
                             torch.device("cpu"), True, True, False)
     t, kind = as_float_tensor(X, name)
-    check_data(t, name, min_samples=1, allow_batch=True, check_finite=False)
+    check_data(t, name, min_samples=1, allow_stacked=True, check_finite=False)
     return DataInfo(t, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, int(t.shape[-1]), int(t.shape[-2]),
                     t.dtype, t.device, t.device.type == "cpu", False, False)
 
@@ -640,7 +640,7 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
         big = _host_nbytes(info.data, itemsize) > torch.cuda.mem_get_info(device)[0] // 2
-    shape = (info.batch_size, info.n_samples, info.n_features) if info.batched else (info.n_samples, info.n_features)
+    shape = (info.n_problems, info.n_samples, info.n_features) if info.stacked else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
     if info.memmap or big:
         return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size,

@@ -81,10 +81,10 @@ def all_gather(t: Tensor) -> list[Tensor]:
     return parts
 
 
-def signature(model, n_features: int, dtype, batch: int, batched: bool, skip=()) -> dict:
+def signature(model, n_features: int, dtype, batch: int, stacked: bool, skip=()) -> dict:
     """What every rank of a distributed fit must agree on: the data's layout and dtype and the
     model's hyper-parameters (but for those in ``skip``, such as ``verbose``)."""
-    sig = {"model": type(model).__name__, "n_features": int(n_features), "dtype": str(dtype), "batch": int(batch), "batched": bool(batched)}
+    sig = {"model": type(model).__name__, "n_features": int(n_features), "dtype": str(dtype), "batch": int(batch), "stacked": bool(stacked)}
     sig.update({k: _describe(v) for k, v in model.get_params().items() if k not in skip})
     return sig
 

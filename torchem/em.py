@@ -3,7 +3,7 @@
 Only this module knows about restarts, chunks, convergence, warnings, progress and the choice
 of the best restart. A family supplies four stateless hooks (see :class:`Family`) that work
 on a dict of parameter tensors whose leading dimensions are ``[B, R]``: ``B`` independent
-problems and ``R`` restarts, all advanced together as one batch.
+problems and ``R`` restarts, all advanced together by the same tensor operations.
 
 One EM iteration is one pass over the chunks of the data: the E-step of each chunk produces
 responsibilities, which are turned into additive sufficient statistics at once and summed
@@ -257,13 +257,13 @@ def run_em(
         :class:`EMResult`; restarts that converged keep the parameters of their last update.
     """
     any_param = next(iter(params.values()))
-    batch = any_param.shape[:2]
+    lead = any_param.shape[:2]  # [B, R]
     device = any_param.device
     if lower_bound is None:
-        lower_bound = torch.full(batch, -torch.inf, dtype=torch.float64, device=device)
-    n_iter = torch.zeros(batch, dtype=torch.int64, device=device)
-    converged = torch.zeros(batch, dtype=torch.bool, device=device)
-    active = torch.ones(batch, dtype=torch.bool, device=device)
+        lower_bound = torch.full(lead, -torch.inf, dtype=torch.float64, device=device)
+    n_iter = torch.zeros(lead, dtype=torch.int64, device=device)
+    converged = torch.zeros(lead, dtype=torch.bool, device=device)
+    active = torch.ones(lead, dtype=torch.bool, device=device)
     history = []
     start = time.perf_counter()
     verbose = verbose if rank() == 0 else 0
@@ -335,7 +335,7 @@ def _progress_bar(max_iter: int):
 def _points(source) -> int:
     """Samples read per pass, over all ranks (for the throughput shown by the progress bar)."""
     try:
-        n = source.n_samples * source.batch_size
+        n = source.n_samples * source.n_problems
     except RuntimeError:  # an iterable before its first pass
         return 0
     return n * world_size()

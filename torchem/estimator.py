@@ -208,8 +208,8 @@ class EMEstimator(EstimatorModule):
         # An empty buffer that follows .to(device) / .double(): where and in which dtype to fit.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self._fitted = False
-        self._batched = False
-        self._batch_size = 1
+        self._stacked = False
+        self._n_problems = 1
         self._output_numpy = True
 
     # ----------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class EMEstimator(EstimatorModule):
         """``[B, R, ...]`` starting parameters in the source's dtype, from the data (an
         in-memory sample of it, ``source.X``) and the constructor's initial values."""
 
-    def _check_initial_values(self, n_features: int, batch_size: int) -> None:
+    def _check_initial_values(self, n_features: int, n_problems: int) -> None:
         """Check the constructor's initial values against the data (a warm start, which does
         not use them, still refuses bad ones)."""
 
@@ -322,7 +322,7 @@ class EMEstimator(EstimatorModule):
     def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int) -> _Fit:
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
-        chunk = self._chunk_size(info.n_features, n_restarts * info.batch_size, device, dtype, info.n_samples)
+        chunk = self._chunk_size(info.n_features, n_restarts * info.n_problems, device, dtype, info.n_samples)
         source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
                              convert=self._value_map())
         return _Fit(source, info)
@@ -350,7 +350,7 @@ class EMEstimator(EstimatorModule):
         far a stream has gone), so ranks never take different paths through the collectives."""
         if fit is None:
             return {}
-        sig = signature(self, fit.source.n_features, fit.source.dtype, fit.info.batch_size, fit.info.batched,
+        sig = signature(self, fit.source.n_features, fit.source.dtype, fit.info.n_problems, fit.info.stacked,
                         skip=self._cosmetic)
         sig.update(state)
         return sig
@@ -365,7 +365,7 @@ class EMEstimator(EstimatorModule):
     def _fitted_params(self, device, dtype) -> dict[str, Tensor]:
         """The fitted parameters as ``[B, 1, ...]`` driver parameters."""
         params = {k: v.detach().to(device=device, dtype=dtype) for k, v in self._constrained().items()}
-        if not self._batched:
+        if not self._stacked:
             params = {k: v.unsqueeze(0) for k, v in params.items()}
         return {k: v.unsqueeze(1) for k, v in params.items()}
 
@@ -376,10 +376,10 @@ class EMEstimator(EstimatorModule):
                 f"X has {s.n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} features "
                 f"as input ({what} continues the fitted model); pass data with the same columns."
             )
-        if s.n_features != self.n_features_in_ or fit.info.batched != self._batched or fit.info.batch_size != self._batch_size:
+        if s.n_features != self.n_features_in_ or fit.info.stacked != self._stacked or fit.info.n_problems != self._n_problems:
             raise ValueError(
-                f"{what} continues a model of {self._batch_size} problem(s) with {self.n_features_in_} features; "
-                f"X has {fit.info.batch_size} problem(s) with {s.n_features} features. Pass data of the same layout"
+                f"{what} continues a model of {self._n_problems} problem(s) with {self.n_features_in_} features; "
+                f"X has {fit.info.n_problems} problem(s) with {s.n_features} features. Pass data of the same layout"
                 + (" or set warm_start=False." if what == "warm_start=True" else ".")
             )
 
@@ -418,10 +418,10 @@ class EMEstimator(EstimatorModule):
         if n < k:
             raise ValueError(self._too_few_samples(n, k))
         if continuing:
-            self._check_initial_values(source.n_features, info.batch_size)
+            self._check_initial_values(source.n_features, info.n_problems)
             params = self._fitted_params(device, dtype)
             lb = torch.as_tensor(np.asarray(self._lower_bound, dtype=np.float64), device=device)
-            lower_bound = lb.reshape(info.batch_size, 1)
+            lower_bound = lb.reshape(info.n_problems, 1)
         else:
             init_source = source
             if sample is not None:
@@ -449,9 +449,9 @@ class EMEstimator(EstimatorModule):
                 hard=settings["hard"],
             )
         else:
-            batch = next(iter(params.values())).shape[:2]
-            lb0 = lower_bound if lower_bound is not None else torch.full(batch, -torch.inf, dtype=torch.float64, device=device)
-            zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+            lead = next(iter(params.values())).shape[:2]  # [B, R]
+            lb0 = lower_bound if lower_bound is not None else torch.full(lead, -torch.inf, dtype=torch.float64, device=device)
+            zeros = torch.zeros(lead, dtype=torch.int64, device=device)
             result = EMResult(params, lb0, zeros, zeros.bool())
         best = self._record(result, fit, source, select=True)
         self._online = None  # a new fit: partial_fit starts its running statistics afresh
@@ -462,7 +462,7 @@ class EMEstimator(EstimatorModule):
         # warn only when EM ran out of iterations: not when a callback (on any rank) stopped it
         ran_out = int(result.n_iter.max()) >= settings["max_iter"] and not stopped
         if self._warn_not_converged and settings["max_iter"] > 0 and not bool(self._converged.all()) and ran_out:
-            which = "" if not info.batched else f" ({int((~self._converged).sum())} of {info.batch_size} problems)"
+            which = "" if not info.stacked else f" ({int((~self._converged).sum())} of {info.n_problems} problems)"
             warnings.warn(
                 f"Best performing initialization did not converge{which}. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
@@ -493,15 +493,15 @@ class EMEstimator(EstimatorModule):
 
     def _record(self, result: EMResult, fit: _Fit, source: Source, select: bool = False):
         """Store the best restart of ``result`` as the fitted state; returns its lower bound
-        (a float, or ``[B]`` for a batched fit) and, with ``select``, its parameters."""
+        (a float, or ``[B]`` for a fit of ``B`` problems) and, with ``select``, its parameters."""
         if select:
             best, lower_bound, n_iter, converged, history = self._select(result, source)
         else:
             best, lower_bound, n_iter, converged, history = select_best(result)
-        batched = fit.info.batched
-        stored = best if batched else {k: v.squeeze(0) for k, v in best.items()}
-        self._batched = batched
-        self._batch_size = fit.info.batch_size
+        stacked = fit.info.stacked
+        stored = best if stacked else {k: v.squeeze(0) for k, v in best.items()}
+        self._stacked = stacked
+        self._n_problems = fit.info.n_problems
         self._output_numpy = fit.info.kind.is_numpy
         self.n_features_in_ = int(source.n_features)
         self._anchor = self._anchor.to(device=source.device, dtype=source.dtype)
@@ -509,7 +509,7 @@ class EMEstimator(EstimatorModule):
         self._lower_bound = lower_bound.cpu().numpy()
         self._n_iter = n_iter.cpu().numpy()
         self._converged = converged.cpu().numpy()
-        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((fit.info.batch_size, 0))
+        self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((fit.info.n_problems, 0))
         self._fitted = True
         return best if select else self._scalar_or_array(self._lower_bound, float)
 
@@ -592,16 +592,16 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
-        check_data(t, name, n_features=self.n_features_in_, allow_batch=True, estimator=type(self).__name__)
-        if t.ndim == 3 and not self._batched:
+        check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
+        if t.ndim == 3 and not self._stacked:
             raise ValueError(
                 f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "
                 "pass a 2-D array [n_samples, n_features]."
             )
-        if t.ndim == 3 and t.shape[0] != self._batch_size:
+        if t.ndim == 3 and t.shape[0] != self._n_problems:
             raise ValueError(
                 f"{name} holds {t.shape[0]} problems (shape {tuple(t.shape)}) but this model was fitted on "
-                f"{self._batch_size}; pass [{self._batch_size}, n_samples, n_features] or a 2-D array to score "
+                f"{self._n_problems}; pass [{self._n_problems}, n_samples, n_features] or a 2-D array to score "
                 "the same samples under every problem."
             )
         for s in range(0, t.shape[-2], 2**16):
@@ -619,7 +619,7 @@ class EMEstimator(EstimatorModule):
         params = {k: v.detach().to(dtype) for k, v in self._constrained().items()}
         family = self._family(X.shape[-1])
         prepared = family.prepare(params)
-        step = self._chunk_size(X.shape[-1], self._batch_size, device, dtype, X.shape[-2])
+        step = self._chunk_size(X.shape[-1], self._n_problems, device, dtype, X.shape[-2])
         convert = self._value_map() or (lambda chunk: chunk)
         outs = [fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
                 for s in range(0, X.shape[-2], step)]
@@ -661,14 +661,14 @@ class EMEstimator(EstimatorModule):
         return t.cpu().numpy() if self._output_numpy else t
 
     def _scalar_or_array(self, value: np.ndarray, cast):
-        if not self._batched:
+        if not self._stacked:
             return cast(np.asarray(value).reshape(-1)[0])
         return value if self._output_numpy else torch.as_tensor(value)
 
     @property
     def n_iter_(self):
-        """EM iterations of the best restart, or batches seen by ``partial_fit`` (``[B]`` for a
-        batched fit)."""
+        """EM iterations of the best restart, or batches seen by ``partial_fit`` (``[B]`` for ``B``
+        problems)."""
         check_fitted(self)
         return self._scalar_or_array(self._n_iter, int)
 
@@ -677,7 +677,7 @@ class EMEstimator(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:
-        """``(constrained params, batched)`` from the constructor's initial values when they
+        """``(constrained params, stacked)`` from the constructor's initial values when they
         determine every parameter, else ``None``."""
         return None
 
@@ -696,20 +696,20 @@ class EMEstimator(EstimatorModule):
                     f"This {type(self).__name__} has no parameters to train yet. Call fit(X) first"
                     + self._how_to_get_parameters()
                 )
-            params, batched = found
-            self._set_fitted_parameters(params, batched, output_numpy=False)
+            params, stacked = found
+            self._set_fitted_parameters(params, stacked, output_numpy=False)
         return super().requires_grad_(requires_grad)
 
     def _how_to_get_parameters(self) -> str:
         return "."
 
-    def _set_fitted_parameters(self, params: dict[str, Tensor], batched: bool, output_numpy: bool) -> None:
+    def _set_fitted_parameters(self, params: dict[str, Tensor], stacked: bool, output_numpy: bool) -> None:
         """Make the model usable from given constrained parameters (no EM). Fit diagnostics
         are empty (``n_iter_ == 0``, ``converged_`` False, ``lower_bound_`` NaN)."""
         ref = next(iter(params.values()))
-        b = ref.shape[0] if batched else 1
+        b = ref.shape[0] if stacked else 1
         self._store(params)
-        self._batched, self._batch_size, self._output_numpy = batched, b, output_numpy
+        self._stacked, self._n_problems, self._output_numpy = stacked, b, output_numpy
         self.n_features_in_ = int(self._n_features_of(params))
         self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
         self._lower_bound = np.full(b, np.nan)
@@ -729,8 +729,8 @@ class EMEstimator(EstimatorModule):
         state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted}
         if self._fitted:
             state.update(
-                batched=self._batched,
-                batch_size=self._batch_size,
+                stacked=self._stacked,
+                n_problems=self._n_problems,
                 output_numpy=self._output_numpy,
                 n_features_in=self.n_features_in_,
                 # tensors, not numpy arrays, so torch.load(..., weights_only=True) accepts them
@@ -754,8 +754,10 @@ class EMEstimator(EstimatorModule):
         self._fitted = bool(state.get("fitted", False))
         if not self._fitted:
             return
+        if "stacked" not in state:  # saved by torchem 0.1, which called B problems a "batch"
+            state = dict(state, stacked=state["batched"], n_problems=state["batch_size"])
         if "lower_bound" not in state:  # saved by torchem 0.1's KMeans: its own fields only
-            b = int(state["batch_size"])
+            b = int(state["n_problems"])
             state = dict(state, lower_bound=np.full(b, np.nan), converged=np.zeros(b, dtype=bool),
                          history=np.zeros((b, 0)), hyper={"n_clusters": state["n_clusters"]}, model=state)
         hyper = state.get("hyper", {})
@@ -766,8 +768,8 @@ class EMEstimator(EstimatorModule):
                     f"The state dict was saved from a model with {key}={value!r}, but this model has "
                     f"{key}={mine.get(key)!r}; construct the model with the same {key} before loading."
                 )
-        self._batched = state["batched"]
-        self._batch_size = state["batch_size"]
+        self._stacked = state["stacked"]
+        self._n_problems = state["n_problems"]
         self._output_numpy = state["output_numpy"]
         self.n_features_in_ = state["n_features_in"]
         self._lower_bound = np.asarray(state["lower_bound"])

@@ -109,9 +109,9 @@ def lloyd(source: TensorSource, centers: Tensor, n_iter: int) -> Tensor:
 
 
 
-def random_distinct_indices(n_samples: int, n_pick: int, batch: tuple[int, int], generator: torch.Generator, device) -> Tensor:
+def random_distinct_indices(n_samples: int, n_pick: int, lead: tuple[int, int], generator: torch.Generator, device) -> Tensor:
     """``[B, R, n_pick]`` distinct sample indices for every problem and restart."""
-    b, r = batch
+    b, r = lead
     keys = torch.rand(b, r, n_samples, generator=generator, device=generator.device)
     return keys.topk(n_pick, dim=-1).indices.to(device)
 

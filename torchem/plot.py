@@ -142,7 +142,7 @@ def plot_mixture(
     centres are marked.
 
     Args:
-        model: a fitted ``GaussianMixture`` or ``KMeans`` on one problem (not a batch).
+        model: a fitted ``GaussianMixture`` or ``KMeans`` on one problem (not a stack of B problems).
         X: ``[N, D]`` data (numpy array or tensor) with the model's number of features.
         ax: matplotlib ``Axes`` to draw on; the current axes when ``None``.
         sigmas: Mahalanobis radii of the ellipses drawn for each component.
@@ -158,7 +158,7 @@ def plot_mixture(
     Raises:
         ImportError: matplotlib is not installed.
         TypeError: ``model`` is not a ``GaussianMixture`` or ``KMeans``.
-        ValueError: the model is batched, ``dims`` or ``sigmas`` are invalid, or ``X`` does not
+        ValueError: the model holds ``B`` problems, ``dims`` or ``sigmas`` are invalid, or ``X`` does not
             match the model.
     """
     if not isinstance(model, (GaussianMixture, KMeans)):

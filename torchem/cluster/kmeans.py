@@ -316,7 +316,7 @@ class _KMeansFamily(Lloyd):
 
 class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
-    torchem's batched driver.
+    torchem's stacked driver.
 
     Distances come from the GEMM expansion ``|x|^2 - 2 x.c + |c|^2`` on data centred on the
     mean of the centres, chunk by chunk (no ``N x K x D`` tensor, and an ``N x K`` block only
@@ -480,7 +480,7 @@ class KMeans(EMEstimator):
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every Lloyd iteration with minus the mean squared distance of the samples to
-                their centres (a float, ``[B]`` if batched) and this model holding the best
+                their centres (a float, ``[B]`` for ``B`` problems) and this model holding the best
                 restart's current centres (``cluster_centers_``, ``predict``, ``transform``
                 and ``score`` work; ``labels_`` and ``inertia_`` are set at the end);
                 returning ``True`` stops the fit.
@@ -582,7 +582,7 @@ class KMeans(EMEstimator):
     # ----------------------------------------------------------------------------------------
 
     def _scalar(self, t: Tensor, cast):
-        return cast(t.reshape(-1)[0]) if not self._batched else self._attr(t)
+        return cast(t.reshape(-1)[0]) if not self._stacked else self._attr(t)
 
     @property
     def cluster_centers_(self):
@@ -594,7 +594,7 @@ class KMeans(EMEstimator):
     def labels_(self):
         """Cluster of each training sample ``[N]`` (``[B, N]``)."""
         check_fitted(self)
-        return self._attr(self._labels if self._batched else self._labels[0])
+        return self._attr(self._labels if self._stacked else self._labels[0])
 
     @property
     def inertia_(self):

@@ -114,8 +114,8 @@ class BaseMixture(EMEstimator):
                 f"init_params must be one of {list(self._init_methods)}; got {self.init_params!r}."
             )
 
-    def _check_initial_values(self, n_features: int, batch_size: int) -> None:
-        self._user_initial_params(n_features, batch_size)
+    def _check_initial_values(self, n_features: int, n_problems: int) -> None:
+        self._user_initial_params(n_features, n_problems)
 
     # ----------------------------------------------------------------------------------------
     # Hooks of a mixture family
@@ -150,9 +150,9 @@ class BaseMixture(EMEstimator):
         return params
 
     @abstractmethod
-    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+    def _user_initial_params(self, n_features: int, n_problems: int) -> dict[str, Tensor]:
         """The constructor's initial values, validated against data of ``n_features`` features
-        and ``batch_size`` problems, as constrained parameters (float64, shaped for one problem
+        and ``n_problems`` problems, as constrained parameters (float64, shaped for one problem
         or ``[B, ...]``); an empty dict when none were given. Use :meth:`_init_array` and
         :meth:`_init_weights` for the checks every family shares."""
 
@@ -183,27 +183,27 @@ class BaseMixture(EMEstimator):
     # Initial values: the checks and initialisations every family shares
     # ----------------------------------------------------------------------------------------
 
-    def _init_array(self, name: str, event_shape: tuple[int, ...], batch_size: int) -> Tensor:
+    def _init_array(self, name: str, event_shape: tuple[int, ...], n_problems: int) -> Tensor:
         """The constructor argument ``name`` as a float64 tensor of shape ``event_shape`` (one
-        problem) or ``(batch_size, *event_shape)``, finite; scikit-learn's wording otherwise."""
+        problem) or ``(n_problems, *event_shape)``, finite; scikit-learn's wording otherwise."""
         t, _ = as_float_tensor(getattr(self, name), name)
         t = t.double()
-        shapes = [tuple(event_shape), (batch_size, *event_shape)]
+        shapes = [tuple(event_shape), (n_problems, *event_shape)]
         if tuple(t.shape) not in shapes:
             raise ValueError(
                 f"The parameter '{name.removesuffix('_init')}' should have the shape of {tuple(event_shape)}, but got "
-                f"{tuple(t.shape)}. Pass {name} of that shape (or {(batch_size, *event_shape)} for a batch of problems)."
+                f"{tuple(t.shape)}. Pass {name} of that shape (or {(n_problems, *event_shape)} for B problems)."
             )
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or infinity; pass finite initial values.")
         return t
 
-    def _init_weights(self, batch_size: int) -> Tensor | None:
+    def _init_weights(self, n_problems: int) -> Tensor | None:
         """``log(weights_init)`` checked as scikit-learn checks it (in ``[0, 1]``, summing to
         one per problem), or ``None`` when not given."""
         if self.weights_init is None:
             return None
-        w = self._init_array("weights_init", (self.n_components,), batch_size)
+        w = self._init_array("weights_init", (self.n_components,), n_problems)
         if bool((w < 0).any()) or bool((w > 1).any()):
             raise ValueError(
                 f"The parameter 'weights' should be in the range [0, 1], but got min value {float(w.min()):.5f}, "
@@ -221,7 +221,7 @@ class BaseMixture(EMEstimator):
     def _starting_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters in the source's dtype: the user's initial values
         where given, the family's initialisation from the data for the rest."""
-        b = source.batch_size
+        b = source.n_problems
         user = self._user_initial_params(source.n_features, b)
         event = self._event_ndims()
         params: dict[str, Tensor] = {}
@@ -238,7 +238,7 @@ class BaseMixture(EMEstimator):
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""
         if self.init_params == "k-means++":
             return kmeans_plusplus(source.X, self.n_components, n_init, generator, sample_weight=source.sample_weight)
-        b, n = source.batch_size, source.n_samples
+        b, n = source.n_problems, source.n_samples
         return random_distinct_indices(n, self.n_components, (b, n_init), generator, source.device)
 
     def _init_responsibilities(self, source: TensorSource, n_init: int, generator: torch.Generator):
@@ -247,7 +247,7 @@ class BaseMixture(EMEstimator):
         ``"kmeans"``, random ones for ``"random"``, and one-hot at the chosen samples for
         ``"k-means++"`` and ``"random_from_data"`` (half of it, the other half spread over the
         data, with :attr:`_init_smoothing`)."""
-        k, b = self.n_components, source.batch_size
+        k, b = self.n_components, source.n_problems
         method = self.init_params
         if method == "kmeans":
             idx = kmeans_plusplus(source.X, k, n_init, generator, sample_weight=source.sample_weight)
@@ -308,7 +308,7 @@ class BaseMixture(EMEstimator):
                 ``(X, sample_weight)`` batches instead.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
-                for a batched fit) and this model holding that restart's current parameters
+                for a fit of ``B`` problems) and this model holding that restart's current parameters
                 (so ``model.score(X_val)`` works); returning ``True`` stops the fit.
 
         Returns:
@@ -414,7 +414,7 @@ class BaseMixture(EMEstimator):
 
     @property
     def converged_(self):
-        """Whether the best restart converged (``[B]`` for a batched fit)."""
+        """Whether the best restart converged (``[B]`` for a fit of ``B`` problems)."""
         check_fitted(self)
         return self._scalar_or_array(self._converged, bool)
 
@@ -427,16 +427,16 @@ class BaseMixture(EMEstimator):
 
     @property
     def lower_bounds_(self):
-        """The lower bound at every iteration of the best restart (``[B, n_iter]`` if batched)."""
+        """The lower bound at every iteration of the best restart (``[B, n_iter]`` for ``B`` problems)."""
         check_fitted(self)
         h = self._history
-        if self._batched:
+        if self._stacked:
             return h if self._output_numpy else torch.as_tensor(h)
         return list(h[0, : int(self._n_iter.reshape(-1)[0])]) if h.size else []
 
     @property
     def weights_(self):
-        """Mixing weights ``[K]`` (``[B, K]`` if batched)."""
+        """Mixing weights ``[K]`` (``[B, K]`` for ``B`` problems)."""
         check_fitted(self)
         return self._attr(self._constrained()["log_weights"].detach().exp())
 
@@ -463,7 +463,7 @@ class BaseMixture(EMEstimator):
         return torch.logsumexp(log_prob + family.log_weights(params).unsqueeze(-2), -1)
 
     def _parameters_from_init(self) -> tuple[dict[str, Tensor], bool] | None:
-        """``(constrained params, batched)`` from the constructor's initial values when they
+        """``(constrained params, stacked)`` from the constructor's initial values when they
         determine every parameter, else ``None``; on the module's device and dtype."""
         if not self._init_arguments or any(getattr(self, a) is None for a in self._init_arguments):
             return None
@@ -472,15 +472,15 @@ class BaseMixture(EMEstimator):
         ref, _ = as_float_tensor(getattr(self, name), name)
         if ref.ndim not in (2, 3):
             raise ValueError(f"{name} should have the shape (n_components, n_features); got {tuple(ref.shape)}.")
-        batched = ref.ndim == 3
-        b = ref.shape[0] if batched else 1
+        stacked = ref.ndim == 3
+        b = ref.shape[0] if stacked else 1
         user = self._user_initial_params(ref.shape[-1], b)
-        lead = (b,) if batched else ()
+        lead = (b,) if stacked else ()
         event, anchor = self._event_ndims(), self._anchor
         return {
             key: v.expand(*lead, *v.shape[v.ndim - event[key] :]).to(device=anchor.device, dtype=anchor.dtype).contiguous()
             for key, v in user.items()
-        }, batched
+        }, stacked
 
     def _how_to_get_parameters(self) -> str:
         return (" (EM), or initialize(X) (initialisation only), build it with from_distribution(...), or give the "
@@ -544,7 +544,7 @@ class BaseMixture(EMEstimator):
 
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):
-        """Mean (weighted) log-likelihood of the samples: a float (``[B]`` if batched; a tensor
+        """Mean (weighted) log-likelihood of the samples: a float (``[B]`` for ``B`` problems; a tensor
         for tensor input). With integer ``sample_weight`` it equals the score of the data with
         each row repeated that many times."""
         total, n, kind = self._total_log_likelihood(X, sample_weight)
@@ -576,7 +576,7 @@ class BaseMixture(EMEstimator):
         """Component labels ``[B, n]`` (sorted, as scikit-learn returns them)."""
         n_samples = check_int(n_samples, "n_samples", 1)
         weights = self._constrained()["log_weights"].detach().double().exp()
-        if not self._batched:
+        if not self._stacked:
             weights = weights.unsqueeze(0)
         labels = torch.multinomial(weights.to(generator.device), n_samples, replacement=True, generator=generator)
         return labels.sort(-1).values.to(weights.device)
@@ -587,7 +587,7 @@ class BaseMixture(EMEstimator):
 
         Returns:
             ``(X, y)``: samples ``[n_samples, D]`` and their component labels ``[n_samples]``
-            (sorted by component, as in scikit-learn), with a leading ``B`` if batched; numpy
+            (sorted by component, as in scikit-learn), with a leading ``B`` for ``B`` problems; numpy
             if the model was fitted on numpy. Randomness comes from ``random_state``.
         """
         check_fitted(self)
@@ -595,7 +595,7 @@ class BaseMixture(EMEstimator):
         generator = make_generator(self.random_state, self._anchor.device)
         labels = self._sample_labels(n_samples, generator)  # [B, n], sorted
         X = self._draw(labels, generator)
-        if not self._batched:
+        if not self._stacked:
             X, labels = X.squeeze(0), labels.squeeze(0)
         return self._attr(X), self._attr(labels)
 
@@ -610,7 +610,7 @@ class BaseMixture(EMEstimator):
 
     def to_distribution(self) -> D.MixtureSameFamily:
         """The equivalent ``torch.distributions.MixtureSameFamily``, built from the module's
-        parameters so gradients flow back to them; a batched model gives ``batch_shape (B,)``."""
+        parameters so gradients flow back to them; a model of ``B`` problems gives ``batch_shape (B,)``."""
         check_fitted(self)
         p = self._constrained()
         return D.MixtureSameFamily(D.Categorical(logits=p["log_weights"]), self._component_distribution(p))
@@ -624,7 +624,7 @@ class BaseMixture(EMEstimator):
     def from_distribution(cls, distribution: D.MixtureSameFamily, **kwargs):
         """A model in fitted state equal to a ``MixtureSameFamily`` of this family's
         components (see :meth:`_params_from_components`); ``kwargs`` go to the constructor
-        (for later refits). A distribution with ``batch_shape (B,)`` gives a batched model.
+        (for later refits). A distribution with ``batch_shape (B,)`` gives a model of ``B`` problems.
         Parameters are copied (the new model's are frozen leaves)."""
         log_weights, comp, batch = cls._mixture_parts(distribution, kwargs)
         params = cls._params_from_components(comp, tuple(log_weights.shape), kwargs)
@@ -665,8 +665,8 @@ class BaseMixture(EMEstimator):
         return torch.log_softmax(mix.logits.expand(*batch, k), -1), distribution.component_distribution, batch
 
     @classmethod
-    def _from_constrained(cls, params: dict[str, Tensor], batched: bool, kwargs: dict):
+    def _from_constrained(cls, params: dict[str, Tensor], stacked: bool, kwargs: dict):
         """A model built with ``kwargs`` holding copies of ``params`` (no fit)."""
         model = cls(**kwargs)
-        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, batched, output_numpy=False)
+        model._set_fitted_parameters({key: v.detach().clone() for key, v in params.items()}, stacked, output_numpy=False)
         return model

@@ -182,14 +182,14 @@ class BernoulliMixture(BaseMixture):
     def _structural_hyperparameters(self) -> dict:
         return {"n_components": self.n_components}
 
-    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+    def _user_initial_params(self, n_features: int, n_problems: int) -> dict[str, Tensor]:
         self._trials(n_features)  # raises if n_trials does not fit the data
         user: dict[str, Tensor] = {}
-        log_weights = self._init_weights(batch_size)
+        log_weights = self._init_weights(n_problems)
         if log_weights is not None:
             user["log_weights"] = log_weights
         if self.probs_init is not None:
-            p = self._init_array("probs_init", (self.n_components, n_features), batch_size)
+            p = self._init_array("probs_init", (self.n_components, n_features), n_problems)
             if bool((p < 0).any()) or bool((p > 1).any()):
                 raise ValueError("probs_init should hold probabilities in [0, 1].")
             user["logits"] = F.logits_from_probs(p)
@@ -207,7 +207,7 @@ class BernoulliMixture(BaseMixture):
 
     def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         probs = torch.sigmoid(self.component_logits.detach())
-        if not self._batched:
+        if not self._stacked:
             probs = probs.unsqueeze(0)
         b, _, d = probs.shape
         device = probs.device
@@ -235,7 +235,7 @@ class BernoulliMixture(BaseMixture):
                 global random state); the component choice uses it.
 
         Returns:
-            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` if batched).
+            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` for ``B`` problems).
         """
         check_fitted(self)
         n_samples = check_n_samples(n_samples)
@@ -249,13 +249,13 @@ class BernoulliMixture(BaseMixture):
                 "rsample needs temperature > 0: binary samples are not differentiable, so rsample draws from "
                 f"the relaxed (Concrete) Bernoulli at that temperature; got temperature={temperature!r}."
             )
-        logits = self.component_logits if self._batched else self.component_logits.unsqueeze(0)
+        logits = self.component_logits if self._stacked else self.component_logits.unsqueeze(0)
         weights = torch.softmax(self.logits.detach(), -1)
-        labels = torch.multinomial(weights if self._batched else weights.unsqueeze(0), n_samples, replacement=True, generator=generator)
+        labels = torch.multinomial(weights if self._stacked else weights.unsqueeze(0), n_samples, replacement=True, generator=generator)
         b, _, d = logits.shape
         chosen = torch.gather(logits, 1, labels.unsqueeze(-1).expand(b, n_samples, d))
         X = D.RelaxedBernoulli(torch.tensor(float(temperature), dtype=logits.dtype, device=logits.device), logits=chosen).rsample()
-        return X if self._batched else X.squeeze(0)
+        return X if self._stacked else X.squeeze(0)
 
     # ----------------------------------------------------------------------------------------
     # torch.distributions

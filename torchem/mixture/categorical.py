@@ -273,9 +273,9 @@ class CategoricalMixture(BaseMixture):
         c = self.n_categories
         return {"n_components": self.n_components, "n_categories": None if c is None else np.asarray(c).tolist()}
 
-    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+    def _user_initial_params(self, n_features: int, n_problems: int) -> dict[str, Tensor]:
         user: dict[str, Tensor] = {}
-        log_weights = self._init_weights(batch_size)
+        log_weights = self._init_weights(n_problems)
         if log_weights is not None:
             user["log_weights"] = log_weights
         if self.probs_init is not None:
@@ -284,7 +284,7 @@ class CategoricalMixture(BaseMixture):
                 raise ValueError(f"The parameter 'probs' should have the shape of ({self.n_components}, {n_features}, "
                                  f"n_categories), but got {tuple(raw.shape)}. Pass probs_init of that shape.")
             width = int(given.max()) if given is not None else raw.shape[-1]
-            p = self._init_array("probs_init", (self.n_components, n_features, width), batch_size)
+            p = self._init_array("probs_init", (self.n_components, n_features, width), n_problems)
             mask = support_mask(self._support(n_features, p.device, p), width)
             if bool((p < 0).any() | ((p > 0) & ~mask).any() | ((p.sum(-1) - 1).abs() > 1e-6).any()):
                 raise ValueError("probs_init must hold, for each component and feature, probabilities over that "
@@ -293,7 +293,7 @@ class CategoricalMixture(BaseMixture):
         return user
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        d, b = source.n_features, source.batch_size
+        d, b = source.n_features, source.n_problems
         support = self._support(d, source.device)
         width = int(support.max())
         # k-means and the chosen samples work on the one-hot codes; the statistics of those
@@ -324,7 +324,7 @@ class CategoricalMixture(BaseMixture):
 
     def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         probs = torch.softmax(self.component_logits.detach().double(), -1)
-        probs = probs if self._batched else probs.unsqueeze(0)
+        probs = probs if self._stacked else probs.unsqueeze(0)
         b, _, d, c = probs.shape
         p = probs[torch.arange(b, device=probs.device)[:, None], labels.to(probs.device)]  # [B, n, D, C]
         on = generator.device if generator is not None else probs.device

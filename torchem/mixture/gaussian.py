@@ -62,7 +62,7 @@ class GaussianMixture(BaseMixture):
     """Gaussian mixture model fitted by EM, with scikit-learn's interface.
 
     A drop-in replacement for ``sklearn.mixture.GaussianMixture``: the same constructor
-    arguments, methods and fitted attributes, computed by batched torch kernels on the CPU or
+    arguments, methods and fitted attributes, computed by stacked torch kernels on the CPU or
     on CUDA. numpy input gives numpy output; tensor input gives tensors on the input's device.
 
     Beyond scikit-learn:
@@ -211,16 +211,16 @@ class GaussianMixture(BaseMixture):
     # User-given initial parameters
     # ----------------------------------------------------------------------------------------
 
-    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+    def _user_initial_params(self, n_features: int, n_problems: int) -> dict[str, Tensor]:
         k, d, ct = self.n_components, n_features, self._covariance
         user: dict[str, Tensor] = {}
-        log_weights = self._init_weights(batch_size)
+        log_weights = self._init_weights(n_problems)
         if log_weights is not None:
             user["log_weights"] = log_weights
         if self.means_init is not None:
-            user["means"] = self._init_array("means_init", (k, d), batch_size)
+            user["means"] = self._init_array("means_init", (k, d), n_problems)
         if self.precisions_init is not None:
-            p = self._init_array("precisions_init", ct.factor_shape(k, d), batch_size)
+            p = self._init_array("precisions_init", ct.factor_shape(k, d), n_problems)
             invalid = f"'{ct.name} precision' should be {ct.precision_requirement}: check precisions_init."
             if not ct.is_symmetric(p):
                 raise ValueError(invalid)
@@ -241,7 +241,7 @@ class GaussianMixture(BaseMixture):
         reference means, read by the M-step as the centre of the moments), in float64."""
         k, d = self.n_components, source.n_features
         X0 = next(iter(source.chunks()))[1]
-        means = X0.double().mean(-2, keepdim=True).unsqueeze(1).expand(source.batch_size, n_init, k, d)
+        means = X0.double().mean(-2, keepdim=True).unsqueeze(1).expand(source.n_problems, n_init, k, d)
         eye = self._covariance.identity_factor(means.shape[:-2], k, d, source.device, torch.float64)
         return {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
 
@@ -273,7 +273,7 @@ class GaussianMixture(BaseMixture):
     @property
     def covariances_(self):
         """Covariances: ``full`` ``[K, D, D]``, ``tied`` ``[D, D]``, ``diag`` ``[K, D]``,
-        ``spherical`` ``[K]`` (with a leading ``B`` if batched)."""
+        ``spherical`` ``[K]`` (with a leading ``B`` for ``B`` problems)."""
         check_fitted(self)
         return self._attr(self._covariance.covariances(self._prec_chol()))
 
@@ -299,23 +299,23 @@ class GaussianMixture(BaseMixture):
                 follows ``random_state``).
 
         Returns:
-            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` if batched), in random order.
+            a tensor ``[n_samples, D]`` (``[B, n_samples, D]`` for ``B`` problems), in random order.
         """
         check_fitted(self)
         n_samples = check_n_samples(n_samples)
         weights = torch.softmax(self.logits.detach(), -1)
-        if not self._batched:
+        if not self._stacked:
             weights = weights.unsqueeze(0)
         labels = torch.multinomial(weights, n_samples, replacement=True, generator=generator)
         X = self._draw(labels, generator)
-        return X if self._batched else X.squeeze(0)
+        return X if self._stacked else X.squeeze(0)
 
     def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         """``[B, n, D]`` samples of the given components ``labels [B, n]``, differentiable with
         respect to ``loc`` and ``precision_cholesky_unconstrained``."""
         means = self.loc
         prec_chol = self._covariance.from_unconstrained(self.precision_cholesky_unconstrained)
-        if not self._batched:
+        if not self._stacked:
             means, prec_chol = means.unsqueeze(0), prec_chol.unsqueeze(0)
         b, k, d = means.shape
         n = labels.shape[1]

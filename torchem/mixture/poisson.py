@@ -190,13 +190,13 @@ class PoissonMixture(BaseMixture):
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["log_rates"].shape[-1]
 
-    def _user_initial_params(self, n_features: int, batch_size: int) -> dict[str, Tensor]:
+    def _user_initial_params(self, n_features: int, n_problems: int) -> dict[str, Tensor]:
         user: dict[str, Tensor] = {}
-        log_weights = self._init_weights(batch_size)
+        log_weights = self._init_weights(n_problems)
         if log_weights is not None:
             user["log_weights"] = log_weights
         if self.rates_init is not None:
-            rates = self._init_array("rates_init", (self.n_components, n_features), batch_size)
+            rates = self._init_array("rates_init", (self.n_components, n_features), n_problems)
             if bool((rates <= 0).any()):
                 raise ValueError(
                     f"rates_init must hold positive rates; got a minimum of {float(rates.min()):g}. "
@@ -221,7 +221,7 @@ class PoissonMixture(BaseMixture):
 
     def _draw(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         rates = self.log_rates.detach().exp()
-        if not self._batched:
+        if not self._stacked:
             rates = rates.unsqueeze(0)
         b, _, d = rates.shape
         chosen = torch.gather(rates, 1, labels.unsqueeze(-1).expand(b, labels.shape[1], d))
