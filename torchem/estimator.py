@@ -72,6 +72,14 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
             setattr(self, key, value)
         return self
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and init.__doc__ is None:
+            # without this, help(cls.__init__) shows nn.Module's "Initialize internal Module state"
+            init.__doc__ = (f"Make an unfitted {cls.__name__}; every argument is described in the class "
+                            f"docstring (help({cls.__name__})).")
+
     # nn.Module sets a public ``training`` flag in __init__; scikit-learn allows only the
     # constructor's parameters there, so the flag lives in a private attribute.
     @property

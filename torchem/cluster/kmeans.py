@@ -316,13 +316,26 @@ class _KMeansFamily(Lloyd):
 
 class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
-    torchem's stacked driver.
+    torchem's batched driver.
+
+    Example:
+        >>> import numpy as np
+        >>> from torchem import KMeans
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+        >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
+        >>> km.labels_
+        array([1, 1, 1, 0, 0, 0])
+        >>> km.predict([[0, 0], [12, 3]])
+        array([1, 0])
+        >>> km.cluster_centers_
+        array([[10.,  2.],
+               [ 1.,  2.]])
 
     Distances come from the GEMM expansion ``|x|^2 - 2 x.c + |c|^2`` on data centred on the
     mean of the centres, chunk by chunk (no ``N x K x D`` tensor, and an ``N x K`` block only
     per chunk); the distance of each sample to its nearest centre is then recomputed exactly,
     so the inertia carries no cancellation. Empty clusters are re-seeded from the points
-    farthest from their centres. The ``n_init`` restarts run as one batch; ``X`` of shape
+    farthest from their centres. The ``n_init`` restarts run together; ``X`` of shape
     ``[B, N, D]`` clusters ``B`` independent datasets.
 
     Args:

@@ -56,6 +56,17 @@ class _BernoulliFamily(Family):
 class BernoulliMixture(BaseMixture):
     """Mixture of multivariate Bernoulli distributions for binary vectors, fitted by EM.
 
+    Example:
+        >>> import numpy as np
+        >>> from torchem import BernoulliMixture
+        >>> X = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1]])
+        >>> bm = BernoulliMixture(n_components=2, random_state=0).fit(X)
+        >>> bm.predict(X)
+        array([1, 1, 1, 0, 0, 0])
+        >>> bm.probs_.round(2)
+        array([[0.  , 0.33, 0.67, 1.  ],
+               [1.  , 0.67, 0.33, 0.  ]])
+
     The interface of :class:`torchem.GaussianMixture` where it applies: numpy or tensors in
     (``[N, D]`` or ``[B, N, D]``), the same kind out, restarts as a batch, ``nn.Module``
     state. Component ``k`` has success probabilities ``probs_[k]``; they are stored as logits
@@ -305,6 +316,17 @@ class BernoulliMixture(BaseMixture):
 class BinomialMixture(BernoulliMixture):
     """Mixture of independent Binomial distributions: feature ``d`` of a sample counts the
     successes in ``n_trials`` (a scalar, or one value per feature) Bernoulli trials.
+
+    Example:
+        >>> import numpy as np
+        >>> from torchem import BinomialMixture
+        >>> heads = np.array([[1], [2], [1], [9], [8], [9]])  # heads in 10 tosses of one of two coins
+        >>> bm = BinomialMixture(n_components=2, n_trials=10, random_state=0).fit(heads)
+        >>> bm.probs_.round(2)
+        array([[0.87],
+               [0.13]])
+        >>> bm.predict([[0], [10]])
+        array([1, 0])
 
     Same interface as :class:`BernoulliMixture`; ``probs_[k, d]`` is the success probability
     of a single trial. The log-likelihood includes the binomial coefficients.

@@ -137,6 +137,16 @@ class _CategoricalFamily(Family):
 class CategoricalMixture(BaseMixture):
     """Mixture of independent categorical distributions (latent class analysis), fitted by EM.
 
+    Example:
+        >>> import numpy as np
+        >>> from torchem import CategoricalMixture
+        >>> answers = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 1], [1, 0, 0], [1, 0, 0], [1, 2, 0]])
+        >>> cm = CategoricalMixture(n_components=2, random_state=0).fit(answers)
+        >>> cm.predict(answers)
+        array([1, 1, 1, 0, 0, 0])
+        >>> cm.n_categories_
+        array([2, 3, 3])
+
     ``X`` holds non-negative integer codes: feature ``d`` takes values ``0 .. C_d - 1`` (encode
     answers with e.g. ``sklearn.preprocessing.OrdinalEncoder``). Component ``k`` gives feature
     ``d`` category ``c`` with probability ``probs_[k, d, c]``, at least ``1e-10`` inside the

@@ -61,6 +61,17 @@ class _GaussianFamily(Family):
 class GaussianMixture(BaseMixture):
     """Gaussian mixture model fitted by EM, with scikit-learn's interface.
 
+    Example:
+        >>> import numpy as np
+        >>> from torchem import GaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+        >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> gm.means_
+        array([[10.,  2.],
+               [ 1.,  2.]])
+        >>> gm.predict([[0, 0], [12, 3]])
+        array([1, 0])
+
     A drop-in replacement for ``sklearn.mixture.GaussianMixture``: the same constructor
     arguments, methods and fitted attributes, computed by stacked torch kernels on the CPU or
     on CUDA. numpy input gives numpy output; tensor input gives tensors on the input's device.
@@ -69,7 +80,7 @@ class GaussianMixture(BaseMixture):
 
     * ``X`` may be ``[B, N, D]``: ``B`` independent problems fitted at once; every fitted
       attribute then has a leading ``B``.
-    * The ``n_init`` restarts run in parallel as a batch dimension.
+    * The ``n_init`` restarts run together, as one more dimension of the same tensors.
     * The data is read in chunks of ``chunk_size`` samples (chosen from the available memory
       when ``None``), so memory does not grow with ``N·K·D``.
     * The model is an ``nn.Module``: ``.to("cuda")`` makes it fit and predict on the GPU,

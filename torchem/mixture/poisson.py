@@ -96,6 +96,17 @@ class _PoissonFamily(Family):
 class PoissonMixture(BaseMixture):
     """Mixture of independent Poisson distributions for count vectors, fitted by EM.
 
+    Example:
+        >>> import numpy as np
+        >>> from torchem import PoissonMixture
+        >>> X = np.array([[0, 1], [1, 1], [0, 0], [5, 7], [6, 8], [7, 6]])
+        >>> pm = PoissonMixture(n_components=2, random_state=0).fit(X)
+        >>> pm.rates_.round(2)
+        array([[6.  , 7.  ],
+               [0.33, 0.67]])
+        >>> pm.predict(X)
+        array([1, 1, 1, 0, 0, 0])
+
     The interface of :class:`torchem.GaussianMixture` where it applies: numpy or tensors in
     (``[N, D]`` or ``[B, N, D]``), the same kind out, restarts as a batch, ``nn.Module``
     state. Component ``k`` has rates ``rates_[k]`` (one per feature), stored as ``log_rates``
