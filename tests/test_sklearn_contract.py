@@ -51,7 +51,17 @@ _MIXTURE_XFAIL = {
 }
 
 
+# scikit-learn 1.6's own check subtracts from the integer data it makes for categorical
+# input tags in place and stops on numpy's casting error (the check passes on 1.9).
+_OLD_SKLEARN_XFAIL = (
+    {"check_positive_only_tag_during_fit": "scikit-learn 1.6's check fails on its own integer data (numpy casting)"}
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 7) else {}
+)
+
+
 def _expected_failures(estimator):
+    if getattr(estimator, "_input_tags", {}).get("categorical"):
+        return {**_MIXTURE_XFAIL, **_OLD_SKLEARN_XFAIL}
     if isinstance(estimator, KMeans):
         return _KMEANS_XFAIL
     if isinstance(estimator, BernoulliMixture) and type(estimator) is BernoulliMixture:
