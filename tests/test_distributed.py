@@ -39,6 +39,14 @@ def _stream_models():
     return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0)}
 
 
+def _weights():
+    return np.random.default_rng(11).integers(0, 4, 600).astype(np.float64)
+
+
+def _weighted_model():
+    return GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64)
+
+
 def _batches(X):
     rng = np.random.default_rng(7)
     return [X[rng.permutation(len(X))[:200]] for _ in range(5)]
@@ -62,6 +70,8 @@ def _worker(rank, world, init_file, out_dir):
     for name, make in _models().items():
         data = X[half] if name != "bernoulli" else DataLoader(TensorDataset(torch.from_numpy(B[half])), batch_size=40)
         results[name] = _params(make().fit(data))
+    # sample weights: each rank passes the weights of its half
+    results["weighted-gmm"] = _params(_weighted_model().fit(X[half], sample_weight=_weights()[half]))
     # partial_fit: each rank passes its half of every batch
     for name, model in _stream_models().items():
         for batch in _batches(X):
@@ -145,6 +155,14 @@ def test_ranks_agree_with_the_single_process_fit(ranks, name):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])  # identical on every rank
         np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_weighted_fit_over_ranks_equals_the_single_process_fit(ranks):
+    X, _ = _data()
+    single = _params(_weighted_model().fit(X, sample_weight=_weights()))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["weighted-gmm"][key], ranks[1]["weighted-gmm"][key])
+        np.testing.assert_allclose(ranks[0]["weighted-gmm"][key], value, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gmm", "kmeans"])
