@@ -229,3 +229,19 @@ def test_guard_reports_out_of_memory_and_empty_runtime_errors(capsys):
     assert "out of GPU memory; use --device cpu" in capsys.readouterr().err
     assert _guarded(empty)(Namespace(command="fit")) == 1
     assert "RuntimeError" in capsys.readouterr().err
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path, blobs):
+    # `torchem predict m.pt x.npy | head -1`: the reader leaves after one line; the rest of
+    # the output has nowhere to go, which is no error (exit 0, nothing on stderr).
+    model, data = str(tmp_path / "m.pt"), tmp_path / "x.npy"
+    assert main(["fit", _write(tmp_path, "fit.npy", blobs), "--model", "kmeans", "-k", "3", "--out", model]) == 0
+    np.save(data, np.tile(blobs, (400, 1)))  # 240,000 labels: far more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "torchem", "predict", model, str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.strip() in (b"0", b"1", b"2")
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err

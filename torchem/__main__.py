@@ -75,7 +75,7 @@ def demo(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchem", description="Mixture models fitted by EM as stacked torch kernels.")
     parser.add_argument("--version", action="version", version=f"torchem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,13 +95,30 @@ def main(argv=None) -> int:
     b.set_defaults(func=bench_run.run_from_args)
     add_fit_parser(sub)
     add_predict_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(argv) -> int:
+    args = build_parser().parse_args(argv)
     args.argv = argv[1:] if argv is not None else None
+    return args.func(args)
+
+
+def main(argv=None) -> int:
+    # Output piped into a reader that stops early (| head): Python ignores SIGPIPE, so the
+    # next write raises BrokenPipeError. As the signal module's docs advise, flush inside the
+    # try (else the error surfaces at interpreter exit), then point stdout at devnull so the
+    # exit-time flush of what is still buffered cannot fail again. The reader asked for no
+    # more, so this is a success: status 0, nothing on stderr.
     try:
-        return args.func(args)
-    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        try:
+            status = _run(argv)
+        finally:
+            sys.stdout.flush()  # for --help and --version (SystemExit) too
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return 0
+    return status
 
 
 if __name__ == "__main__":

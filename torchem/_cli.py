@@ -332,6 +332,8 @@ def _guarded(command):
         except (CLIError, ValueError, TypeError) as exc:  # estimators report bad input as ValueError
             print(f"torchem {args.command}: error: {exc}", file=sys.stderr)
             return 1
+        except BrokenPipeError:  # stdout closed by its reader: main ends quietly
+            raise
         except OSError as exc:
             print(f"torchem {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
             return 1
