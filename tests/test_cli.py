@@ -245,3 +245,13 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path, blobs):
     assert proc.wait(timeout=120) == 0, err
     assert first.strip() in (b"0", b"1", b"2")
     assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_bare_command_prints_the_help(capsys):
+    # as pip, cargo and docker do: the help on stdout, status 0 (a wrong subcommand stays a usage error)
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: torchem") and "predict" in out and err == ""
+    with pytest.raises(SystemExit) as exc:
+        main(["bogus"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err

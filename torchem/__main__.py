@@ -78,7 +78,7 @@ def demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchem", description="Mixture models fitted by EM as stacked torch kernels.")
     parser.add_argument("--version", action="version", version=f"torchem {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("demo", help="fit a GaussianMixture to points drawn from a known mixture")
     p.add_argument("--n", type=int, default=1_000_000, help="number of points (default 1,000,000)")
     p.add_argument("--d", type=int, default=8, help="number of features (default 8)")
@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(argv) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `torchem`: the help on stdout, status 0 (as pip, cargo, docker)
+        parser.print_help()
+        return 0
     args.argv = argv[1:] if argv is not None else None
     return args.func(args)
 
