@@ -204,10 +204,10 @@ def test_files_from_the_review_read_right_or_fail_clearly(tmp_path, blobs, capsy
     # an output that cannot be written fails before fitting, with one line
     assert main(["fit", str(bom), "--model", "kmeans", "-k", "2", "--out", "/proc/no.pt"]) == 1
     assert "cannot write /proc/no.pt" in capsys.readouterr().err
-    # predict --out keeps the given name (np.save would add .npy)
-    labels = tmp_path / "labels.txt"
+    # predict --out keeps the given name (np.save would add .npy to an upper-case .NPY)
+    labels = tmp_path / "labels.NPY"
     assert main(["predict", str(out), str(bom), "--out", str(labels)]) == 0
-    assert labels.exists() and not (tmp_path / "labels.txt.npy").exists()
+    assert labels.exists() and not (tmp_path / "labels.NPY.npy").exists()
     assert np.load(labels).shape == (len(blobs),)
     # the demo reports bad requests in one line too
     assert main(["demo", "--n", "2", "--k", "3"]) == 1
@@ -255,3 +255,33 @@ def test_bare_command_prints_the_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bogus"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, out, allowed", [
+    ("predict", "labels.txt", ".npy or .csv"),
+    ("predict", "labels", ".npy or .csv"),
+    ("fit", "model.npy", ".pt or .pth"),
+    ("fit", "model.csv", ".pt or .pth"),
+])
+def test_output_type_is_checked_before_any_work(tmp_path, command, out, allowed, capsys):
+    # the model and the data do not exist: the output's name is refused first, and no file
+    # named .txt ever receives .npy bytes
+    target = tmp_path / out
+    args = ["predict", str(tmp_path / "none.pt")] if command == "predict" else ["fit"]
+    args += [str(tmp_path / "none.npy"), "--out", str(target)]
+    if command == "fit":
+        args += ["--model", "gmm", "-k", "2"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchem {command}: error: --out {target}") and allowed in err, err
+    assert len(err.strip().splitlines()) == 1 and not target.exists()
+
+
+def test_predict_does_not_write_over_its_input(tmp_path, blobs, capsys):
+    data = tmp_path / "x.csv"
+    np.savetxt(data, blobs, delimiter=",")
+    before = data.read_bytes()
+    model = str(tmp_path / "m.pt")
+    assert main(["fit", str(data), "--model", "kmeans", "-k", "3", "--out", model]) == 0
+    assert main(["predict", model, str(data), "--out", str(data)]) == 1
+    assert "is also an input" in capsys.readouterr().err and data.read_bytes() == before

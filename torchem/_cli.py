@@ -208,6 +208,26 @@ def _check_writable(path: str) -> None:
         os.remove(path)
 
 
+#: The extensions each output option accepts (its name says what the file holds).
+MODEL_EXTENSIONS = (".pt", ".pth")  # torch.save
+RESULT_EXTENSIONS = (".npy", ".csv")  # np.save, or comma-separated text
+
+
+def _check_output(option: str, path: str, extensions: tuple[str, ...], inputs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output whose extension would misname what is written
+    (``labels.txt`` holding .npy bytes), one that is an input of the same command, or one
+    that cannot be written."""
+    ext = os.path.splitext(path)[1].lower()
+    if path and ext not in extensions:
+        allowed = " or ".join(extensions)
+        raise CLIError(f"{option} {path}: unsupported output type {ext or '(no extension)'!r}; "
+                       f"give a file name ending in {allowed}.")
+    for source in inputs:
+        if os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+            raise CLIError(f"{option} {path} is also an input of this command; write to another file.")
+    _check_writable(path)
+
+
 def _build(args) -> object:
     common = {"max_iter": args.max_iter, "random_state": args.seed}
     if args.n_init is not None:
@@ -247,7 +267,7 @@ def fit_command(args) -> int:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
     if args.model != "categorical" and args.n_categories is not None:
         raise CLIError(f"--n-categories applies to --model categorical only, not {args.model}.")
-    _check_writable(args.out)
+    _check_output("--out", args.out, MODEL_EXTENSIONS, (args.file,))
     X_np = load_array(args.file, args.key)
     device = _device(args.device)
     dtype = torch.float64 if args.double else torch.float32
@@ -269,11 +289,11 @@ def fit_command(args) -> int:
 
 
 def predict_command(args) -> int:
+    if args.out is not None:
+        _check_output("--out", args.out, RESULT_EXTENSIONS, (args.model_file, args.file))
     name, model = load_model(args.model_file)
     if args.proba and name == "kmeans":
         raise CLIError("K-means gives no probabilities; drop --proba to get labels.")
-    if args.out:
-        _check_writable(args.out)
     X_np = load_array(args.file, args.key)
     expected = model.n_features_in_
     if X_np.shape[1] != expected:
@@ -283,7 +303,7 @@ def predict_command(args) -> int:
     param = next(model.parameters())
     X = torch.from_numpy(np.ascontiguousarray(X_np)).to(device=device, dtype=param.dtype)
     out = (model.predict_proba(X) if args.proba else model.predict(X)).cpu().numpy()
-    if args.out:
+    if args.out is not None:
         if args.out.lower().endswith(".csv"):
             np.savetxt(args.out, out, delimiter=",", fmt="%.8g" if args.proba else "%d")
         else:
@@ -369,7 +389,7 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
     p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
     p.add_argument("--key", help="name of the array in a .npz file holding several")
-    p.add_argument("--out", required=True, help="where to save the fitted model (e.g. model.pt)")
+    p.add_argument("--out", required=True, help="where to save the fitted model: a .pt or .pth file")
     p.set_defaults(func=_guarded(fit_command))
     return p
 
@@ -379,7 +399,7 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
                        description="Labels (or, with --proba, component probabilities) of the samples in a file.")
     p.add_argument("model_file", help="a model saved by torchem fit")
     p.add_argument("file", help="data: .npy, .npz (see --key) or .csv")
-    p.add_argument("--out", help="write to this .npy (or .csv) file instead of printing")
+    p.add_argument("--out", help="write to this .npy or .csv file instead of printing")
     p.add_argument("--proba", action="store_true", help="probabilities of the components instead of labels")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--key", help="name of the array in a .npz file holding several")
