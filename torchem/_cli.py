@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import math
 import os
 import pickle
@@ -51,26 +52,42 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def _read_csv(path: str) -> np.ndarray:
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
-        lines = [line.strip() for line in fh]
-    rows = [(i + 1, line) for i, line in enumerate(lines) if line]
-    if not rows:
-        raise CLIError(f"{path} is empty; expected comma-separated numbers, one sample per line.")
-    first_no, first = rows[0]
+def _csv_lines(path: str):
+    """``(line number, text)`` of the non-blank lines of a CSV file, stripped, read lazily.
+    The ``-sig`` codec drops Excel's byte-order mark; ``newline=""`` splits on \\n, \\r\\n
+    and a lone \\r alike."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if line:
+                yield number, line
 
-    def number(field: str) -> bool:
-        try:
-            float(field)
-            return True
-        except ValueError:
-            return False
 
-    if not any(number(v) for v in first.split(",")):
-        rows = rows[1:]  # a header line: no field is a number (otherwise it is data, checked below)
-    if not rows:
-        raise CLIError(f"{path} has a header line but no data.")
-    width = len(rows[0][1].split(","))
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+        return True
+    except ValueError:
+        return False
+
+
+#: Lines per block when a CSV file is read line by line (after the fast reader failed).
+_CSV_BLOCK = 65536
+
+
+def _csv_block(path: str, rows: list[tuple[int, str]], width: int) -> np.ndarray:
+    """The numbers of ``rows`` (``(line number, text)``, ``width`` fields each): numpy's C
+    reader for the whole block, then Python's ``float`` field by field only if that failed,
+    to name the first bad line and column (or to read what only ``float`` reads, such as
+    digits grouped with underscores)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            block = np.loadtxt([text for _, text in rows], delimiter=",", comments=None, ndmin=2, dtype=np.float64)
+        if block.shape == (len(rows), width):
+            return block
+    except ValueError:
+        pass
     out = np.empty((len(rows), width), dtype=np.float64)
     for r, (line_no, line) in enumerate(rows):
         fields = line.split(",")
@@ -84,6 +101,102 @@ def _read_csv(path: str) -> np.ndarray:
                 raise CLIError(f"{path}, line {line_no}, column {c + 1}: {field.strip()!r} is not a number; "
                                "the file must hold numbers only (one optional header line).") from None
     return out
+
+
+def _read_csv(path: str) -> np.ndarray:
+    """Comma-separated numbers, one sample per line; blank lines are skipped, and a first line
+    in which no field is a number is a header.
+
+    A C reader reads the file into one array: pyarrow's when it is installed (the parquet
+    extra; several times faster), numpy's ``loadtxt`` otherwise; both read a subset of what
+    Python's ``float`` reads, to the same values. When it fails, the file is read again by
+    blocks of lines (:func:`_scan_csv`), so that the error names its line and column.
+    """
+    lines = _csv_lines(path)
+    try:
+        first = next(lines, None)
+        if first is None:
+            raise CLIError(f"{path} is empty; expected comma-separated numbers, one sample per line.")
+        header = not any(_is_number(v) for v in first[1].split(","))
+        head = next(lines, None) if header else first
+        if head is None:
+            raise CLIError(f"{path} has a header line but no data.")
+        width = len(head[1].split(","))
+        X = _fast_csv(path, first[0] if header else 0, width, len(head[1]))
+        if X is not None:
+            return X
+        # a bad value or line; or what only Python reads: a lone \r line end, digits with underscores
+        return _scan_csv(path, itertools.chain([head], lines), width)
+    finally:
+        lines.close()
+
+
+def _fast_csv(path: str, skip: int, width: int, line_length: int) -> np.ndarray | None:
+    """The numbers after the first ``skip`` lines, ``width`` per line (the first about
+    ``line_length`` characters long), by a C reader; ``None`` when it cannot read them all."""
+    try:
+        import pyarrow
+        from pyarrow import csv as arrow_csv
+    except ImportError:
+        pyarrow = None
+    try:
+        if pyarrow is not None:
+            X = _arrow_csv(pyarrow, arrow_csv, path, skip, width, line_length)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data"
+                X = np.loadtxt(path, delimiter=",", comments=None, skiprows=skip, ndmin=2, dtype=np.float64,
+                               encoding="utf-8-sig")
+    except ValueError:  # numpy's errors, and pyarrow's ArrowInvalid
+        return None
+    except Exception as exc:
+        if pyarrow is not None and isinstance(exc, pyarrow.ArrowException):
+            return None
+        raise
+    return X if X is not None and X.shape[0] > 0 and X.shape[1] == width else None
+
+
+def _arrow_csv(pyarrow, arrow_csv, path: str, skip: int, width: int, line_length: int) -> np.ndarray | None:
+    """pyarrow's streaming CSV reader, batch by batch into one preallocated array (peak
+    memory: the array and the batches read ahead, not a table and its copy)."""
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as fh:  # the line ends bound the rows
+        while chunk := fh.read(1 << 20):
+            newlines, last = newlines + chunk.count(b"\n"), chunk[-1:]
+    out = np.empty((max(0, newlines + (last != b"\n") - skip), width), dtype=np.float64)
+    names = [str(j) for j in range(width)]
+    reader = arrow_csv.open_csv(
+        path,
+        # small blocks: pyarrow decodes several ahead (1 MiB blocks cost ~40 MB more at the peak,
+        # for no speed); a line longer than a block would fail (and be read by the line scan)
+        read_options=arrow_csv.ReadOptions(skip_rows=skip, column_names=names, block_size=max(1 << 16, 64 * line_length)),
+        # plain numbers: no quoting, no escapes, no missing values
+        parse_options=arrow_csv.ParseOptions(delimiter=",", quote_char=False, double_quote=False, escape_char=False),
+        convert_options=arrow_csv.ConvertOptions(column_types=dict.fromkeys(names, pyarrow.float64()), null_values=[],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    rows = 0
+    for batch in reader:
+        stop = rows + batch.num_rows
+        if stop > len(out):  # lines that end in a lone \r: the line scan reads them
+            return None
+        for j, column in enumerate(batch.columns):
+            out[rows:stop, j] = column.to_numpy()
+        rows = stop
+    return out[:rows]
+
+
+def _scan_csv(path: str, rows, width: int) -> np.ndarray:
+    """The numbers of the data lines ``rows`` (``(line number, text)``), by blocks of lines."""
+    blocks, block = [], []
+    for row in rows:
+        block.append(row)
+        if len(block) == _CSV_BLOCK:
+            blocks.append(_csv_block(path, block, width))
+            block = []
+    if block:
+        blocks.append(_csv_block(path, block, width))
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
 def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndarray:
