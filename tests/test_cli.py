@@ -365,3 +365,42 @@ def test_csv_is_read_in_about_the_memory_of_its_numbers(tmp_path, csv_reader):
         tracemalloc.stop()
     assert X.shape == (20_000, 16)
     assert peak < 1.5 * path.stat().st_size, peak / path.stat().st_size
+
+
+def test_parquet_needs_pyarrow_and_says_which_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"PAR1")
+    assert main(["fit", str(path), "--model", "gmm", "-k", "2", "--out", str(tmp_path / "m.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "needs pyarrow" in err and "pip install 'torchem[parquet]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_parquet_columns_are_the_features(tmp_path, blobs, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"x": blobs[:, 0], "y": blobs[:, 1].astype(np.float32), "z": (blobs[:, 2] * 100).astype(np.int64)})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=128)  # several row groups
+    expected = np.column_stack([blobs[:, 0], blobs[:, 1].astype(np.float32), (blobs[:, 2] * 100).astype(np.int64)])
+    np.save(tmp_path / "d.npy", expected)
+    printed = []
+    for name in ("d.npy", "d.parquet"):
+        assert main(["fit", str(tmp_path / name), "--model", "kmeans", "-k", "3", "--double",
+                     "--out", str(tmp_path / f"{name}.pt")]) == 0
+        printed.append(_summary(capsys.readouterr().out))
+    assert printed[0]["inertia"] == printed[1]["inertia"] and printed[0]["data"] == printed[1]["data"]
+    assert main(["predict", str(tmp_path / "d.parquet.pt"), str(tmp_path / "d.parquet"), "--out",
+                 str(tmp_path / "labels.npy")]) == 0
+    _, model = load_model(str(tmp_path / "d.npy.pt"))
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), model.predict(expected))
+
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "name": ["a", "b", "c"]}), tmp_path / "words.parquet")
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "y": [1.0, None, 3.0]}), tmp_path / "gap.parquet")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    for name, message in [("words.parquet", "column 'name' holds string values, not numbers"),
+                          ("gap.parquet", "missing (null) value at row 2, column 2 ('y')"),
+                          ("junk.parquet", "cannot read")]:
+        assert main(["fit", str(tmp_path / name), "--model", "gmm", "-k", "1", "--out", str(tmp_path / "m.pt")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

@@ -3,8 +3,9 @@
     torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
     torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
 
-Data files: ``.npy``, ``.npz`` (the array named by ``--key``, or its only array) or ``.csv``
-(comma-separated numbers, with an optional header line). A saved model is
+Data files: ``.npy``, ``.npz`` (the array named by ``--key``, or its only
+array), ``.csv`` (comma-separated numbers, with an optional header line) or ``.parquet``
+(numeric columns; needs pyarrow: ``pip install 'torchem[parquet]'``). A saved model is
 ``torch.save({"model": name, "params": get_params(), "state_dict": state_dict(), ...})``,
 readable with ``torch.load(path, weights_only=True)``. Bad input ends with one line on stderr
 and exit status 1 (2 for bad options), never a traceback.
@@ -199,8 +200,43 @@ def _scan_csv(path: str, rows, width: int) -> np.ndarray:
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
+def _read_parquet(path: str) -> np.ndarray:
+    """The numeric columns of a Parquet file as one ``[n_rows, n_columns]`` array (float32 when
+    every column is, else float64), read batch by batch into it (peak: the array and one batch)."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise CLIError(f"reading {path} needs pyarrow, which is not installed: "
+                       "pip install 'torchem[parquet]' (or pip install pyarrow).") from None
+    try:
+        source = pyarrow.parquet.ParquetFile(path)
+        fields = list(source.schema_arrow)
+        for field in fields:
+            kind = field.type
+            if not (pyarrow.types.is_integer(kind) or pyarrow.types.is_floating(kind) or pyarrow.types.is_boolean(kind)):
+                raise CLIError(f"{path}: column {field.name!r} holds {kind} values, not numbers; "
+                               "keep the numeric columns only.")
+        single = bool(fields) and all(pyarrow.types.is_float16(f.type) or pyarrow.types.is_float32(f.type) for f in fields)
+        out = np.empty((source.metadata.num_rows, len(fields)), dtype=np.float32 if single else np.float64)
+        row = 0
+        for batch in source.iter_batches(batch_size=65536):
+            stop = row + batch.num_rows
+            for j, column in enumerate(batch.columns):
+                if column.null_count:
+                    first = row + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise CLIError(f"{path} has a missing (null) value at row {first + 1}, column {j + 1} "
+                                   f"({fields[j].name!r}); remove or impute missing values first.")
+                out[row:stop, j] = column.to_numpy(zero_copy_only=False)
+            row = stop
+    except pyarrow.ArrowException as exc:
+        raise CLIError(f"cannot read {path} as a .parquet file: {exc}") from None
+    return out
+
+
 def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndarray:
-    """The ``[n_samples, n_features]`` float array in ``path`` (``.npy``, ``.npz``, ``.csv``).
+    """The ``[n_samples, n_features]`` float array in ``path`` (``.npy``, ``.npz``, ``.csv``,
+    ``.parquet``).
 
     Raises:
         CLIError: the file is missing, unreadable, not numeric, not 2-D, empty or holds NaN
@@ -209,7 +245,7 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
     if not os.path.exists(path):
         raise CLIError(f"{name} file {path} does not exist.")
     if os.path.isdir(path):
-        raise CLIError(f"{name} file {path} is a directory; give a .npy, .npz or .csv file.")
+        raise CLIError(f"{name} file {path} is a directory; give a .npy, .npz, .csv or .parquet file.")
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".csv":
@@ -219,6 +255,8 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
             if not isinstance(X, np.ndarray):  # np.load reads a zip archive whatever its name
                 X.close()
                 raise CLIError(f"{path} is an .npz archive, not an .npy array; rename it to .npz.")
+        elif ext == ".parquet":
+            X = _read_parquet(path)
         elif ext == ".npz":
             archive = np.load(path, allow_pickle=False)
             if isinstance(archive, np.ndarray):
@@ -234,7 +272,7 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
                     raise CLIError(f"{path} has no array named {key!r}; it holds: {', '.join(names) or 'none'}.")
                 X = archive[key]
         else:
-            raise CLIError(f"{path}: unknown file type {ext or '(no extension)'!r}; use .npy, .npz or .csv.")
+            raise CLIError(f"{path}: unknown file type {ext or '(no extension)'!r}; use .npy, .npz, .csv or .parquet.")
     except CLIError:
         raise
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
@@ -482,9 +520,10 @@ def _guarded(command):
 
 
 def add_fit_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("fit", help="fit a model to a .npy/.npz/.csv file and save it",
+    p = sub.add_parser("fit", help="fit a model to a .npy/.npz/.csv/.parquet file and save it",
                        description="Fit a mixture model or K-means to a data file and save it with torch.save.")
-    p.add_argument("file", help="data: .npy, .npz (see --key) or .csv (numbers, optional header line)")
+    p.add_argument("file", help="data: .npy, .npz (see --key), .csv (numbers, optional header line) or "
+                                ".parquet (numeric columns; needs pyarrow)")
     p.add_argument("--model", required=True, choices=list(MODELS))
     p.add_argument("-k", "--n-components", dest="k", type=_positive, required=True,
                    help="number of components (clusters)")
@@ -511,7 +550,7 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="apply a model saved by 'torchem fit' to a data file",
                        description="Labels (or, with --proba, component probabilities) of the samples in a file.")
     p.add_argument("model_file", help="a model saved by torchem fit")
-    p.add_argument("file", help="data: .npy, .npz (see --key) or .csv")
+    p.add_argument("file", help="data: .npy, .npz (see --key), .csv or .parquet")
     p.add_argument("--out", help="write to this .npy or .csv file instead of printing")
     p.add_argument("--proba", action="store_true", help="probabilities of the components instead of labels")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
