@@ -120,6 +120,7 @@ BAD_FILES = [
     ("empty.csv", "\n", "empty"),
     ("nan.npy", np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]]), "NaN or infinite"),
     ("inf.npy", np.array([[1.0, np.inf], [2.0, 3.0], [4.0, 5.0]]), "NaN or infinite"),
+    ("huge.npy", np.array([[1.0, 1e300], [2.0, 3.0], [4.0, 5.0]]), "too large for float32; fit with --double"),
     ("flat.npy", np.arange(6.0), "expected 2-D"),
     ("cube.npy", np.zeros((2, 3, 4)), "expected 2-D"),
     ("words.npy", np.array([["a", "b"], ["c", "d"]]), "not numbers"),
@@ -404,3 +405,52 @@ def test_parquet_columns_are_the_features(tmp_path, blobs, capsys):
         assert main(["fit", str(tmp_path / name), "--model", "gmm", "-k", "1", "--out", str(tmp_path / "m.pt")]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_npy_files_are_streamed_not_read_whole(tmp_path, dtype, capsys):
+    # np.load(mmap_mode="r"): fit and predict read the file by blocks of rows, so a file larger
+    # than memory can be fitted (a float64 file is converted block by block to float32)
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1_000_000, 8)).astype(dtype)  # larger than the fit's chunks
+    X[::2] += 4.0
+    path, model = tmp_path / "x.npy", str(tmp_path / "m.pt")
+    np.save(path, X)
+    fit = ["fit", str(path), "--model", "gmm", "--covariance-type", "diag", "-k", "2", "--max-iter", "2", "--out", model]
+    np.save(tmp_path / "warm.npy", X[:1000])
+    assert main([*fit[:1], str(tmp_path / "warm.npy"), *fit[2:]]) == 0  # torch imports some modules on first use
+    capsys.readouterr()
+    peaks = []
+    for args in (fit, ["predict", model, str(path), "--out", str(tmp_path / "labels.npy")]):
+        tracemalloc.start()
+        try:
+            assert main(args) == 0
+            peaks.append(tracemalloc.get_traced_memory()[1] / path.stat().st_size)
+        finally:
+            tracemalloc.stop()
+    assert max(peaks) < 0.5, peaks
+    assert "1,000,000 samples, 8 features" in capsys.readouterr().out
+    labels = np.load(tmp_path / "labels.npy")
+    assert len(set(labels[::2])) == 1 and len(set(labels[1::2])) == 1 and labels[0] != labels[1]
+    _, fitted = load_model(model)  # answers in tensors, as a model fitted from any other file
+    assert isinstance(fitted.means_, torch.Tensor) and fitted.means_.dtype == torch.float32
+
+
+@pytest.mark.cuda
+def test_npy_that_fits_on_the_gpu_is_copied_there_once(tmp_path, blobs, capsys):
+    from torchem._cli import _model_input
+
+    path = tmp_path / "x.npy"
+    np.save(path, blobs)
+    X = _model_input(np.load(path, mmap_mode="r"), torch.device("cuda"), torch.float32)
+    assert X.is_cuda and X.dtype == torch.float32
+    np.testing.assert_array_equal(X.cpu().numpy(), blobs.astype(np.float32))
+    printed = []
+    for device in ("cpu", "cuda"):
+        assert main(["fit", str(path), "--model", "gmm", "-k", "3", "--double", "--device", device,
+                     "--out", str(tmp_path / f"{device}.pt")]) == 0
+        printed.append(_summary(capsys.readouterr().out))
+    np.testing.assert_allclose(float(printed[1]["log-likelihood"].split()[0]),
+                               float(printed[0]["log-likelihood"].split()[0]), rtol=1e-6)

@@ -3,7 +3,7 @@
     torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
     torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
 
-Data files: ``.npy``, ``.npz`` (the array named by ``--key``, or its only
+Data files: ``.npy`` (memory-mapped), ``.npz`` (the array named by ``--key``, or its only
 array), ``.csv`` (comma-separated numbers, with an optional header line) or ``.parquet``
 (numeric columns; needs pyarrow: ``pip install 'torchem[parquet]'``). A saved model is
 ``torch.save({"model": name, "params": get_params(), "state_dict": state_dict(), ...})``,
@@ -234,13 +234,18 @@ def _read_parquet(path: str) -> np.ndarray:
     return out
 
 
-def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndarray:
-    """The ``[n_samples, n_features]`` float array in ``path`` (``.npy``, ``.npz``, ``.csv``,
-    ``.parquet``).
+def load_array(path: str, key: str | None = None, name: str = "data", dtype: torch.dtype | None = None) -> np.ndarray:
+    """The ``[n_samples, n_features]`` array in ``path`` (``.npy``, ``.npz``, ``.csv``,
+    ``.parquet``): float, except that an ``.npy`` file comes back as a read-only
+    ``np.memmap`` in its own numeric dtype, read from disk as it is used.
+
+    Args:
+        dtype: the dtype the values will be computed in; values beyond its range are refused.
 
     Raises:
         CLIError: the file is missing, unreadable, not numeric, not 2-D, empty or holds NaN
-            or infinite values; the message says which and what to do.
+            or infinite values (or values too large for ``dtype``); the message says which
+            and what to do.
     """
     if not os.path.exists(path):
         raise CLIError(f"{name} file {path} does not exist.")
@@ -251,7 +256,7 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
         if ext == ".csv":
             X = _read_csv(path)
         elif ext == ".npy":
-            X = np.load(path, allow_pickle=False)
+            X = np.load(path, mmap_mode="r", allow_pickle=False)  # read as used: larger than memory is fine
             if not isinstance(X, np.ndarray):  # np.load reads a zip archive whatever its name
                 X.close()
                 raise CLIError(f"{path} is an .npz archive, not an .npy array; rename it to .npz.")
@@ -288,12 +293,40 @@ def load_array(path: str, key: str | None = None, name: str = "data") -> np.ndar
         raise CLIError(f"{path} holds an array of shape {X.shape}; expected 2-D [n_samples, n_features]{hint}.")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise CLIError(f"{path} holds an empty array of shape {X.shape}.")
-    bad = ~np.isfinite(X) if np.issubdtype(X.dtype, np.floating) else None
-    if bad is not None and bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise CLIError(f"{path} holds {int(bad.sum())} NaN or infinite value(s) (first at row {row + 1}, column "
-                       f"{col + 1}); remove or impute them first.")
-    return X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
+    _check_values(path, X, dtype)
+    if isinstance(X, np.memmap) or np.issubdtype(X.dtype, np.floating):
+        return X
+    return X.astype(np.float64)
+
+
+#: Rows per block when values are checked or a memory-mapped file is read.
+_ROWS = 65536
+
+
+def _check_values(path: str, X: np.ndarray, dtype: torch.dtype | None) -> None:
+    """Refuse NaN, infinity and values beyond ``dtype``'s range, block by block (one pass
+    over a memory-mapped file, no data-sized temporaries)."""
+    if not np.issubdtype(X.dtype, np.floating):
+        return  # integers and booleans: finite, and within float32's range
+    limit = None if dtype is None else float(torch.finfo(dtype).max)
+    if limit is not None and float(np.finfo(X.dtype).max) <= limit:
+        limit = None  # every value of X's dtype fits
+    count, first, too_large = 0, None, False
+    for start in range(0, X.shape[0], _ROWS):
+        block = X[start : start + _ROWS]
+        bad = ~np.isfinite(block)
+        if bad.any():
+            if first is None:
+                row, col = np.argwhere(bad)[0]
+                first = (start + row, col)
+            count += int(bad.sum())
+        elif limit is not None and not too_large:
+            too_large = bool((np.abs(block) > limit).any())
+    if count:
+        raise CLIError(f"{path} holds {count} NaN or infinite value(s) (first at row {first[0] + 1}, column "
+                       f"{first[1] + 1}); remove or impute them first.")
+    if too_large:
+        raise CLIError(f"{path} holds values too large for {str(dtype)[6:]}; fit with --double to compute in float64.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,9 +431,42 @@ def _build(args) -> object:
     return BernoulliMixture(args.k, **common)
 
 
-def _summary(name: str, model, X: torch.Tensor) -> list[str]:
+class _Rows:
+    """A memory-mapped ``[n, d]`` array as a re-iterable of row blocks, as CPU tensors in
+    ``dtype``: the estimators read it once per pass without a full copy. (Given the memmap
+    itself they would compute in its own dtype, a float64 file in float64 without --double,
+    and the fitted model would answer in numpy, unlike one fitted from any other file.)"""
+
+    def __init__(self, X: np.memmap, dtype: torch.dtype):
+        self.X = X
+        self.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+
+    def __iter__(self):
+        for start in range(0, self.X.shape[0], _ROWS):
+            yield torch.from_numpy(np.array(self.X[start : start + _ROWS], dtype=self.dtype))
+
+
+def _model_input(X: np.ndarray, device: torch.device, dtype: torch.dtype):
+    """``X`` as the estimators should read it, in ``dtype``: data in memory as one tensor on
+    ``device``; a memory-mapped file streamed pass after pass (:class:`_Rows`), unless it fits
+    in half the free memory of a CUDA device: it is then copied there once, block by block,
+    as in-memory data is."""
+    if not isinstance(X, np.memmap):
+        return torch.from_numpy(np.ascontiguousarray(X)).to(device=device, dtype=dtype)
+    rows = _Rows(X, dtype)
+    if device.type == "cuda" and X.size * rows.dtype.itemsize <= torch.cuda.mem_get_info(device)[0] // 2:
+        out = torch.empty(X.shape, dtype=dtype, device=device)
+        start = 0
+        for block in rows:
+            out[start : start + len(block)] = block
+            start += len(block)
+        return out
+    return rows
+
+
+def _summary(name: str, model, X, shape: tuple[int, int]) -> list[str]:
     lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name == "gmm" else ""),
-             f"data             {X.shape[0]:,} samples, {X.shape[1]} features",
+             f"data             {shape[0]:,} samples, {shape[1]} features",
              f"iterations       {model.n_iter_} (at most {model.max_iter})"]
     if name == "kmeans":
         lines.append(f"inertia          {float(model.inertia_):.6g}")
@@ -419,12 +485,10 @@ def fit_command(args) -> int:
     if args.model != "categorical" and args.n_categories is not None:
         raise CLIError(f"--n-categories applies to --model categorical only, not {args.model}.")
     _check_output("--out", args.out, MODEL_EXTENSIONS, (args.file,))
-    X_np = load_array(args.file, args.key)
     device = _device(args.device)
     dtype = torch.float64 if args.double else torch.float32
-    X = torch.from_numpy(np.ascontiguousarray(X_np)).to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(X).all()):
-        raise CLIError(f"{args.file} holds values too large for float32; use --double.")
+    X_np = load_array(args.file, args.key, dtype=dtype)
+    X = _model_input(X_np, device, dtype)
     model = _build(args)
     model.to(device)
     with warnings.catch_warnings(record=True) as caught:
@@ -433,7 +497,7 @@ def fit_command(args) -> int:
     for w in caught:
         print(f"torchem fit: warning: {w.message}", file=sys.stderr)
     save_model(model, args.model, args.out)
-    for line in _summary(args.model, model, X):
+    for line in _summary(args.model, model, X, X_np.shape):
         print(line)
     print(f"saved to         {args.out}")
     return 0
@@ -445,14 +509,14 @@ def predict_command(args) -> int:
     name, model = load_model(args.model_file)
     if args.proba and name == "kmeans":
         raise CLIError("K-means gives no probabilities; drop --proba to get labels.")
-    X_np = load_array(args.file, args.key)
+    device = _device(args.device)
+    dtype = next(model.parameters()).dtype
+    X_np = load_array(args.file, args.key, dtype=dtype)
     expected = model.n_features_in_
     if X_np.shape[1] != expected:
         raise CLIError(f"{args.file} has {X_np.shape[1]} features but the model was fitted on {expected}.")
-    device = _device(args.device)
     model.to(device)
-    param = next(model.parameters())
-    X = torch.from_numpy(np.ascontiguousarray(X_np)).to(device=device, dtype=param.dtype)
+    X = _model_input(X_np, device, dtype)
     out = (model.predict_proba(X) if args.proba else model.predict(X)).cpu().numpy()
     if args.out is not None:
         if args.out.lower().endswith(".csv"):
