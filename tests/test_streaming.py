@@ -374,7 +374,7 @@ def test_free_device_memory_counts_the_allocators_cache(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 70 * gib)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 10 * gib)
     cuda = torch.device("cuda")
-    assert data.free_device_memory(cuda) == 70 * gib
+    assert data._free_device_memory(cuda) == 70 * gib
     assert data.auto_chunk_size(1024, cuda, 2**40) == 2 * gib // 1024  # capped at 2 GiB, not 10/8 GiB
     info = data.describe(np.zeros((1000, 4), dtype=np.float32))
     # 20 GiB of host data: under half of 70 GiB free, so moved to the device, not streamed

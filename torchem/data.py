@@ -26,7 +26,6 @@ __all__ = [
     "IterableSource",
     "TensorSource",
     "auto_chunk_size",
-    "free_device_memory",
     "is_iterable_data",
     "reservoir_sample",
     "inference_blocks",
@@ -43,7 +42,7 @@ _CPU_BUDGET = 16 * 2**20
 _MIN_CHUNK = 256
 
 
-def free_device_memory(device: torch.device) -> int:
+def _free_device_memory(device: torch.device) -> int:
     """Bytes a CUDA device can still give this process: the driver's free memory plus what
     PyTorch's caching allocator holds reserved but unallocated (``mem_get_info`` counts that
     as taken, so after one large fit the next would see half the device as used and stream
@@ -57,7 +56,7 @@ def auto_chunk_size(bytes_per_sample: int, device: torch.device, n_samples: int)
     in the caches are fastest there: measured on the Gaussian full-covariance E+M pass), and an eighth of the free memory, at most 2 GiB, on
     CUDA."""
     if device.type == "cuda":
-        budget = min(free_device_memory(device) // 8, 2 * 2**30)
+        budget = min(_free_device_memory(device) // 8, 2 * 2**30)
     else:
         budget = _CPU_BUDGET
     size = max(_MIN_CHUNK, int(budget // max(1, bytes_per_sample)))
@@ -648,7 +647,7 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     big = False
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
-        big = _host_nbytes(info.data, itemsize) > free_device_memory(device) // 2
+        big = _host_nbytes(info.data, itemsize) > _free_device_memory(device) // 2
     shape = (info.n_problems, info.n_samples, info.n_features) if info.stacked else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
     if info.memmap or big:
