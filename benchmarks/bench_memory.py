@@ -19,6 +19,9 @@ the array in RAM (``--source memory``).
     # on a GPU: 100M x 64 on the device, and a host-streamed run larger than the device
     python benchmarks/bench_memory.py --device cuda --source device --n 100000000 --d 64 --k 64 --max-iter 3
     python benchmarks/bench_memory.py --device cuda --source host --n 350000000 --d 64 --k 64 --max-iter 2
+    # the same path on a machine with less RAM than device memory: hold all but 16 GiB of it
+    python benchmarks/bench_memory.py --device cuda --source host --n 40000000 --d 64 --k 64 --max-iter 2 \
+        --leave-free-gib 16
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ def _child(args) -> dict:
                 X[s : s + m] = centres[idx] + torch.randn(m, d, device="cuda", generator=g)
             data_bytes = X.numel() * X.element_size()
         else:  # a host tensor in RAM, larger than half the free device memory: streamed
+            if args.leave_free_gib:
+                # a smaller device, simulated: hold all but this much device memory, so a host
+                # array that fits in RAM is still larger than half the free device memory
+                free = torch.cuda.mem_get_info()[0]
+                keep = int(args.leave_free_gib * 2**30)
+                ballast = torch.empty(max(0, free - keep), dtype=torch.uint8, device="cuda")  # noqa: F841
             g = torch.Generator().manual_seed(0)
             centres = torch.randn(16, d, generator=g) * CENTRE_SCALE
             X = torch.empty(n, d)
@@ -100,7 +109,8 @@ def _child(args) -> dict:
     if args.device == "cuda":
         peak = torch.cuda.max_memory_allocated()
         out.update(peak_device_bytes=int(peak), device_bytes_before_fit=int(before), peak_over_data=peak / data_bytes,
-                   gpu=torch.cuda.get_device_name())
+                   gpu=torch.cuda.get_device_name(), leave_free_gib=args.leave_free_gib,
+                   fit_peak_bytes=int(peak - before))  # without the data and any held memory
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
         out.update(peak_rss_bytes=int(peak), rss_before_fit_bytes=int(before), peak_over_data=peak / data_bytes,
@@ -116,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-iter", type=int, default=3)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--source", choices=["memmap", "memory", "device", "host"], default=None)
+    p.add_argument("--leave-free-gib", type=float, default=None,
+                   help="--source host: hold device memory so that only this many GiB stay free (streams a host array "
+                        "smaller than the device)")
     p.add_argument("--dir", default=None, help="where to write the memmap files (a temporary folder by default)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -136,6 +149,8 @@ def main(argv=None) -> int:
                    "--max-iter", str(args.max_iter), "--device", args.device, "--source", args.source]
             if path:
                 cmd += ["--path", path]
+            if args.leave_free_gib:
+                cmd += ["--leave-free-gib", str(args.leave_free_gib)]
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             results.append(res)
             peak = res.get("peak_rss_bytes", res.get("peak_device_bytes"))

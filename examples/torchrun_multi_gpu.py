@@ -72,7 +72,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     # every rank holds the same parameters: compare a checksum
-    check = torch.tensor([float(np.asarray(model.means_).sum())], dtype=torch.float64, device=device)
+    # (means_ is a tensor on the device for tensor input, a numpy array for numpy or memmap input)
+    check = torch.as_tensor(model.means_).to(device=device, dtype=torch.float64).sum().reshape(1)
     sums = [torch.zeros_like(check) for _ in range(world)]
     dist.all_gather(sums, check)
     if rank == 0:

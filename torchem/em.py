@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .data import Source, TensorSource
+from ._utils import full_float32_matmul
 from .distributed import all_reduce_sum, is_distributed, rank, world_size
 from .functional.estep import responsibilities
 
@@ -134,6 +135,7 @@ def hard_responsibilities(
     return best, resp
 
 
+@full_float32_matmul()
 def accumulate(
     family: Family,
     source: Source,
@@ -220,6 +222,7 @@ def _where(mask: Tensor, new: Params, old: Params) -> Params:
     return out
 
 
+@full_float32_matmul()
 def run_em(
     family: Family,
     source: TensorSource,

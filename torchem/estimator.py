@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_module
-from ._utils import InputKind, check_data, check_fitted, make_generator, to_output
+from ._utils import InputKind, check_data, check_fitted, full_float32_matmul, make_generator, to_output
 from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
 from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from .em import EMResult, Family, run_em, select_best
@@ -392,6 +392,7 @@ class EMEstimator(EstimatorModule):
             )
 
     @torch.no_grad()
+    @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
     def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
         self._validate_hyperparameters()
         if callback is not None and not callable(callback):
@@ -526,6 +527,7 @@ class EMEstimator(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
     def partial_fit(self, X, y=None, sample_weight=None):
         """One online update on a batch of a stream (see the model's ``_online_step``): the
         first call initialises the model from its batch unless it is already fitted, in which
@@ -620,6 +622,7 @@ class EMEstimator(EstimatorModule):
         ref = getattr(self, self._param_names[0])
         return ref.device, torch.promote_types(X.dtype, ref.dtype)
 
+    @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
     def _map_chunks(self, X: Tensor, fn, dim: int = -1) -> Tensor:
         """``fn(X_chunk [.., n, D], params, family, prepared)`` over chunks of samples on the
         model's device, joined along ``dim`` (their sample dimension)."""

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch import distributions as D
 
 from .._utils import as_float_tensor, check_fitted
-from ..data import TensorSource
+from ..data import Source, TensorSource
 from ..distributed import all_reduce_sum, is_distributed, rank, world_size
 from ..em import Family
 from ..functional.bernoulli import PROB_EPS
@@ -111,7 +111,15 @@ def check_codes(X: Tensor, n_categories: Tensor) -> None:
 
 
 class _CategoricalFamily(Family):
-    """EM hooks of a categorical mixture; the support is read off ``log_probs``."""
+    """EM hooks of a categorical mixture; the support is read off ``log_probs``.
+
+    ``check=False`` skips the test of each chunk's codes against the support in
+    :meth:`log_prob` (a host-device synchronisation per chunk of every pass): for a fit whose
+    data were all checked against the starting support before EM (see
+    :meth:`CategoricalMixture._fit_family`)."""
+
+    def __init__(self, check: bool = True):
+        self.check = check
 
     def prepare(self, params, precise=False):
         log_probs = params["log_probs"].double() if precise else params["log_probs"]
@@ -120,7 +128,8 @@ class _CategoricalFamily(Family):
         return {"w": w, "width": log_probs.shape[-1], "n_categories": categories_of(mask)}
 
     def log_prob(self, X, prepared):
-        check_codes(X, prepared["n_categories"])
+        if self.check:
+            check_codes(X, prepared["n_categories"])
         onehot = one_hot_codes(X, prepared["width"], prepared["w"].dtype)
         return onehot @ prepared["w"], onehot
 
@@ -255,6 +264,12 @@ class CategoricalMixture(BaseMixture):
 
     def _family(self, n_features: int) -> _CategoricalFamily:
         return _CategoricalFamily()
+
+    def _fit_family(self, source: Source) -> _CategoricalFamily:
+        # A new fit checked every chunk's codes when it opened the data (_value_check) and the
+        # support against the largest of them (_support): the EM loop checks nothing more, so
+        # it makes no host-device synchronisation per chunk. A warm start keeps the check.
+        return _CategoricalFamily(check=self._continues())
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         # the one-hot width; 8 is a guess before any data is seen (a stream's chunk size is set then)
