@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,6 +202,73 @@ def check_fitted(model, attribute: str = "_fitted") -> None:
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate "
             "arguments before using this estimator."
         )
+    check_structure = getattr(model, "_check_structure", None)
+    if check_structure is not None:  # fitted, but set_params changed its structure since
+        check_structure()
+
+
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame (pandas, or any object with ``columns``) as scikit-learn
+    reads them: an object array when every name is a string, ``None`` when there are no names
+    or none is a string; a mix of strings and other names is a ``TypeError``."""
+    if isinstance(X, (Tensor, np.ndarray)) or not hasattr(X, "columns") or not hasattr(X, "__array__"):
+        return None
+    names = np.asarray(list(X.columns), dtype=object)
+    if len(names) == 0:
+        return None
+    types = sorted(t.__qualname__ for t in {type(v) for v in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. "
+            "If you want feature names to be stored and validated, you must convert "
+            "them all to strings, by using X.columns = X.columns.astype(str) for "
+            "example. Otherwise you can remove feature / column names from your input "
+            "data, or convert them all to a non-string data type."
+        )
+    return names if types == ["str"] else None
+
+
+def check_feature_names(model, X, *, reset: bool) -> None:
+    """scikit-learn's rule for ``feature_names_in_``: a fit (``reset``) stores the column
+    names of a DataFrame (and forgets earlier ones otherwise); later calls must pass the same
+    names in the same order (``ValueError``), and a warning says when names are present on one
+    side only."""
+    names = feature_names(X)
+    name = type(model).__name__
+    if reset:
+        if names is not None:
+            model.feature_names_in_ = names
+        elif "feature_names_in_" in model.__dict__:
+            del model.feature_names_in_
+        return
+    fitted = model.__dict__.get("feature_names_in_")
+    if fitted is None and names is None:
+        return
+    if names is not None and fitted is None:
+        warnings.warn(f"X has feature names, but {name} was fitted without feature names", UserWarning, stacklevel=4)
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {name} was fitted with feature names", UserWarning,
+                      stacklevel=4)
+        return
+    if len(fitted) == len(names) and bool(np.all(fitted == names)):
+        return
+    message = "The feature names should match those that were passed during fit.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+
+    def listed(items) -> str:
+        shown = "".join(f"- {item}\n" for item in items[:5])
+        return shown + ("- ...\n" if len(items) > 5 else "")
+
+    if unexpected:
+        message += "Feature names unseen at fit time:\n" + listed(unexpected)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + listed(missing)
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
 
 
 def check_n_samples(n_samples) -> int:

@@ -14,9 +14,11 @@ store.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import warnings
+from collections.abc import Mapping
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_module
-from ._utils import InputKind, check_data, check_fitted, make_generator, to_output
+from ._utils import InputKind, check_data, check_feature_names, check_fitted, make_generator, to_output
 from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
 from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from .em import EMResult, Family, run_em, select_best
@@ -36,6 +38,10 @@ __all__ = ["EMEstimator", "EstimatorModule"]
 
 #: Version of the extra state saved in state dicts (``get_extra_state``).
 EXTRA_STATE_VERSION = 2
+
+#: ``nn.Module``'s own bookkeeping in ``__dict__`` (parameters, buffers, hooks): a fit's
+#: transaction restores parameters and buffers by hand and leaves the rest alone.
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__) | {"_training"}
 
 
 class EstimatorModule(nn.Module, metaclass=ABCMeta):
@@ -304,6 +310,79 @@ class EMEstimator(EstimatorModule):
         """Restore :meth:`_extra_state`."""
 
     # ----------------------------------------------------------------------------------------
+    # Transactions and structure: a failed fit changes nothing; a changed structure is refused
+    # ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """Run a fit (or a ``partial_fit`` step) as a transaction: on any exception, a
+        ``KeyboardInterrupt`` too, every parameter (in place, so optimizers' references stay
+        valid), buffer and attribute is put back as it was, so a fitted model keeps its fit
+        (and ``partial_fit``'s running state) and an unfitted one stays unfitted."""
+        params = {name: (p, None if p is None else p.detach().clone()) for name, p in self._parameters.items()}
+        buffers = dict(self._buffers)
+        # dicts and lists (partial_fit's running state) are changed in place by a step: copied
+        attrs = {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+                 for key, value in self.__dict__.items() if key not in _MODULE_INTERNALS}
+        try:
+            yield
+        except BaseException:
+            self._parameters.clear()
+            for name, (p, data) in params.items():
+                if p is not None:
+                    with torch.no_grad():
+                        p.copy_(data)
+                self._parameters[name] = p
+            self._buffers.clear()
+            self._buffers.update(buffers)
+            for key in [k for k in self.__dict__ if k not in _MODULE_INTERNALS and k not in attrs]:
+                del self.__dict__[key]
+            self.__dict__.update(attrs)
+            raise
+
+    def _structure_change(self) -> tuple[str, Any, Any] | None:
+        """``(name, fitted value, current value)`` of the first structural hyper-parameter
+        (:meth:`_structural_hyperparameters`) changed since the fit, or ``None``."""
+        fitted = self.__dict__.get("_fitted_structure")
+        if fitted is None:
+            return None
+        now = self._structural_hyperparameters()
+        for key, value in fitted.items():
+            if now.get(key) != value:
+                return key, value, now.get(key)
+        return None
+
+    def _check_structure(self) -> None:
+        """Refuse to use a fitted model whose structure was changed by ``set_params``: its
+        parameters belong to the old structure."""
+        change = self._structure_change()
+        if change is not None:
+            key, old, new = change
+            raise ValueError(
+                f"This {type(self).__name__} was fitted with {key}={old!r}, but {key} is now {new!r} (changed by "
+                f"set_params after the fit), so its fitted parameters no longer match it. Call fit (or partial_fit) "
+                f"again before using the model, or set {key}={old!r} back."
+            )
+
+    def _restart_on_structure_change(self, what: str, stacklevel: int) -> bool:
+        """Warn and forget the fit when the structure changed since it (a warm start or a
+        ``partial_fit`` then starts afresh); whether it did."""
+        change = self._structure_change()
+        if change is None or not self._fitted:
+            return False
+        key, old, new = change
+        warnings.warn(
+            f"{key} changed from {old!r} to {new!r} since this {type(self).__name__} was fitted, so {what} cannot "
+            "continue the fitted parameters: it starts afresh.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        self._fitted = False
+        self._online = None
+        self._fit_samples = None
+        return True
+
+    # ----------------------------------------------------------------------------------------
     # Opening data: the estimator decides device, dtype and chunk size; the data layer opens
     # ----------------------------------------------------------------------------------------
 
@@ -368,7 +447,10 @@ class EMEstimator(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     def _continues(self) -> bool:
-        return bool(getattr(self, "warm_start", False)) and self._fitted
+        if not (bool(getattr(self, "warm_start", False)) and self._fitted):
+            return False
+        # _restart_on_structure_change <- _continues <- _fit_sequence <- no_grad <- _fit <- fit <- caller
+        return not self._restart_on_structure_change("a warm start (warm_start=True)", 7)
 
     def _fitted_params(self, device, dtype) -> dict[str, Tensor]:
         """The fitted parameters as ``[B, 1, ...]`` driver parameters."""
@@ -391,8 +473,13 @@ class EMEstimator(EstimatorModule):
                 + (" or set warm_start=False." if what == "warm_start=True" else ".")
             )
 
-    @torch.no_grad()
     def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
+        """The fit sequence, as a transaction (:meth:`_transaction`)."""
+        with self._transaction():
+            self._fit_sequence(X, sample_weight, callback, max_iter)
+
+    @torch.no_grad()
+    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None) -> None:
         self._validate_hyperparameters()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
@@ -405,6 +492,7 @@ class EMEstimator(EstimatorModule):
         fit, error, sample = None, None, None
         try:
             fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init)
+            check_feature_names(self, X, reset=True)
             source = fit.source
             generator = make_generator(self.random_state, source.device)
             if continuing:
@@ -475,7 +563,7 @@ class EMEstimator(EstimatorModule):
                 f"Best performing initialization did not converge{which}. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
+                stacklevel=5,  # _fit_sequence <- no_grad wrapper <- _fit <- fit/fit_predict <- caller
             )
 
     def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -519,6 +607,7 @@ class EMEstimator(EstimatorModule):
         self._converged = converged.cpu().numpy()
         self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((fit.info.n_problems, 0))
         self._fitted = True
+        self._fitted_structure = self._structural_hyperparameters()
         return best if select else self._scalar_or_array(self._lower_bound, float)
 
     # ----------------------------------------------------------------------------------------
@@ -540,7 +629,15 @@ class EMEstimator(EstimatorModule):
         Returns:
             ``self``.
         """
+        with self._transaction():
+            self._partial_fit_step(X, sample_weight)
+        return self
+
+    @torch.no_grad()
+    def _partial_fit_step(self, X, sample_weight) -> None:
         self._validate_hyperparameters()
+        # warn <- here <- no_grad <- partial_fit (<- the model's partial_fit) <- caller
+        self._restart_on_structure_change("partial_fit", 6 if type(self).partial_fit is not EMEstimator.partial_fit else 5)
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
@@ -551,6 +648,7 @@ class EMEstimator(EstimatorModule):
                     "partial_fit takes one batch [n_samples, n_features] (an array or a tensor); call it once per "
                     "batch of a stream, or pass the whole re-iterable to fit."
                 )
+            check_feature_names(self, X, reset=not self._fitted)
             fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
             if self._fitted:
                 self._check_layout(fit, "partial_fit")
@@ -587,7 +685,6 @@ class EMEstimator(EstimatorModule):
         self._record(EMResult({k: v.to(dtype) for k, v in new.items()}, ll, steps,
                               torch.zeros_like(steps, dtype=torch.bool), [ll]), fit, source)
         self._online = state
-        return self
 
     # ----------------------------------------------------------------------------------------
     # Inference over blocks
@@ -596,6 +693,7 @@ class EMEstimator(EstimatorModule):
     def _check_input(self, X, name: str = "X") -> tuple[Tensor, InputKind]:
         """Convert and validate data given to a fitted model."""
         check_fitted(self)
+        check_feature_names(self, X, reset=False)
         info = describe(X, name)
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
@@ -725,6 +823,7 @@ class EMEstimator(EstimatorModule):
         self._converged = np.zeros(b, dtype=bool)
         self._history = np.zeros((b, 0))
         self._fitted = True
+        self._fitted_structure = self._structural_hyperparameters()
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return next(iter(params.values())).shape[-1]
@@ -746,8 +845,9 @@ class EMEstimator(EstimatorModule):
                 n_iter=torch.as_tensor(self._n_iter),
                 converged=torch.as_tensor(self._converged),
                 history=torch.as_tensor(self._history),
-                hyper=self._structural_hyperparameters(),
+                hyper=self.__dict__.get("_fitted_structure") or self._structural_hyperparameters(),
                 fit_samples=int(getattr(self, "_fit_samples", None) or 0),
+                feature_names=None if self.__dict__.get("feature_names_in_") is None else [str(n) for n in self.feature_names_in_],
                 model=self._extra_state(),
             )
         return state
@@ -784,6 +884,12 @@ class EMEstimator(EstimatorModule):
         self._n_iter = np.asarray(state["n_iter"])
         self._converged = np.asarray(state["converged"])
         self._history = np.asarray(state["history"])
+        self._fitted_structure = self._structural_hyperparameters()
+        names = state.get("feature_names")
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         # a loaded model is a new starting point: partial_fit continues from its parameters
         self._online = None
         self._fit_samples = int(state.get("fit_samples", 0)) or None
