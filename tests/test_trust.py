@@ -204,3 +204,31 @@ def test_feature_names_follow_scikit_learns_rule(which):
     assert not hasattr(model, "feature_names_in_")
     with pytest.warns(UserWarning, match="X has feature names, but .* was fitted without feature names"):
         model.predict(df)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data never changes meaning: weights in a stream are read only from {"X": ..., "sample_weight": ...}
+# ------------------------------------------------------------------------------------------------
+
+def test_a_second_item_of_a_stream_batch_is_never_read_as_weights():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X = torch.from_numpy(_blobs(400))
+    labels = torch.linspace(0.0, 50.0, len(X), dtype=torch.float64)  # float labels, not weights
+    for model in _models():
+        with pytest.raises(ValueError, match=r"(?s)labels .*are not used.*\{'X': X, 'sample_weight': w\}"):
+            model.fit(DataLoader(TensorDataset(X, labels), batch_size=64))
+        # weights come from the mapping key, and equal in-memory weights
+        w = torch.rand(len(X), generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+        rows = [{"X": x, "sample_weight": wi, "y": yi} for x, wi, yi in zip(X, w, labels)]
+        streamed = type(model)(**model.get_params()).fit(DataLoader(rows, batch_size=64))
+        memory = type(model)(**model.get_params()).fit(X, sample_weight=w)
+        np.testing.assert_allclose(streamed.score(X, sample_weight=w), memory.score(X, sample_weight=w), rtol=1e-9)
+        assert streamed.score(DataLoader(rows, batch_size=64)) == pytest.approx(float(memory.score(X, sample_weight=w)),
+                                                                               rel=1e-9)
+        with pytest.raises(ValueError, match="must hold the key 'X'.*'sample_weights'"):
+            model.fit(DataLoader([{"X": x, "sample_weights": wi} for x, wi in zip(X, w)], batch_size=64))
+        # partial_fit takes one such batch
+        one = type(model)(**model.get_params()).partial_fit({"X": X, "sample_weight": w})
+        two = type(model)(**model.get_params()).partial_fit(X, sample_weight=w)
+        assert _equal(_state(one)[0], _state(two)[0])

@@ -622,7 +622,8 @@ class EMEstimator(EstimatorModule):
         rank passes its own part of each batch; all ranks keep identical parameters.
 
         Args:
-            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
+            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor, or one batch of a stream
+                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w}``.
             y: ignored.
             sample_weight: optional ``[n]`` weights.
 
@@ -641,12 +642,18 @@ class EMEstimator(EstimatorModule):
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
+            if isinstance(X, Mapping):  # one batch of a stream, as fit reads them
+                if sample_weight is not None:
+                    raise ValueError("sample_weight cannot be combined with a mapping batch; put the weights under "
+                                     "its key 'sample_weight'.")
+                X, sample_weight = data_module.split_batch(X)
             if isinstance(X, np.memmap):
                 X = np.asarray(X)  # one batch: read it into memory
             elif data_module.is_iterable_data(X):
                 raise ValueError(
-                    "partial_fit takes one batch [n_samples, n_features] (an array or a tensor); call it once per "
-                    "batch of a stream, or pass the whole re-iterable to fit."
+                    "partial_fit takes one batch [n_samples, n_features] (an array or a tensor, or a mapping "
+                    "{'X': X, 'sample_weight': w}); call it once per batch of a stream, or pass the whole re-iterable "
+                    "to fit. Labels are not used, and weights go in sample_weight."
                 )
             check_feature_names(self, X, reset=not self._fitted)
             fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
