@@ -232,3 +232,45 @@ def test_a_second_item_of_a_stream_batch_is_never_read_as_weights():
         one = type(model)(**model.get_params()).partial_fit({"X": X, "sample_weight": w})
         two = type(model)(**model.get_params()).partial_fit(X, sample_weight=w)
         assert _equal(_state(one)[0], _state(two)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Clear errors instead of bare internal ones
+# ------------------------------------------------------------------------------------------------
+
+def test_bare_internal_errors_become_clear_ones():
+    from torch.utils.data import DataLoader
+
+    from torchem import BernoulliMixture, BinomialMixture, fit_by_gradient
+
+    X = _blobs()
+    with pytest.raises(TypeError, match="n_trials must be a positive integer.*got None"):
+        BinomialMixture(2, n_trials=None).fit(np.ones((20, 3)))
+    with pytest.raises(ValueError, match=r"random_state must be an integer in \[0, 2\*\*64 - 1\]"):
+        GaussianMixture(2, random_state=2**64).fit(X)
+    GaussianMixture(2, random_state=2**64 - 1, max_iter=2).fit(X)  # the largest seed works
+    with pytest.raises(TypeError, match="fit_by_gradient trains a torchem mixture.*got KMeans"):
+        fit_by_gradient(KMeans(2), X)
+    extra = {k: v for k, v in GaussianMixture(2, random_state=0).fit(X).state_dict().items() if k.endswith("_extra_state")}
+    fresh = GaussianMixture(2)
+    with pytest.raises(ValueError, match="marks this GaussianMixture fitted but holds no value for its parameter"):
+        fresh.load_state_dict(extra, strict=False)
+    with pytest.raises(Exception, match="not fitted"):
+        fresh.predict(X)
+    for model, data in [(KMeans(2), X), (BernoulliMixture(2), (X > 3).astype(float))]:
+        rows = [{"X": torch.from_numpy(x), "sample_weight": torch.tensor(0.0, dtype=torch.float64)} for x in data]
+        with pytest.raises(ValueError, match="sample weights of the stream X sum to zero") as err:
+            model.fit(DataLoader(rows, batch_size=50))
+        assert "reg_covar" not in str(err.value)
+
+
+def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
+    n = 150_000  # more than the initial sample
+    X = np.zeros((n, 2))
+    X[n // 2 :] = 1.0
+    X[12345] = [5.0, 5.0]  # a rare third point, missing from the initial sample at this seed
+    km = KMeans(3, random_state=3, n_init=1).fit(X)
+    assert sorted(map(tuple, np.round(km.cluster_centers_, 9))) == [(0, 0), (1, 1), (5, 5)]
+    X[12345] = [1.0, 1.0]  # two distinct points only: still refused
+    with pytest.raises(ValueError, match="distinct points"):
+        KMeans(3, random_state=3, n_init=1).fit(X)

@@ -158,8 +158,11 @@ def make_generator(random_state, device: torch.device) -> torch.Generator:
     if random_state is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be a non-negative integer; got {random_state}.")
+        if random_state < 0 or random_state >= 2**64:
+            raise ValueError(
+                f"random_state must be an integer in [0, 2**64 - 1] (a torch.Generator seed); got {random_state}. "
+                "Pass a smaller seed (e.g. random_state % 2**64)."
+            )
         seed = int(random_state)
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))

@@ -184,6 +184,14 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        absent = [n for n in self._param_names if self._parameters.get(n) is None]
+        if getattr(self, "_fitted", False) and absent:
+            self._fitted = False  # a fitted state without its parameters is no fitted state
+            raise ValueError(
+                f"The state dict marks this {type(self).__name__} fitted but holds no value for its parameter(s) "
+                f"{absent} (keys {[prefix + n for n in absent]}); load the complete state dict that "
+                "model.state_dict() saved, parameters and extra state together."
+            )
         if any(self._parameters.get(n) is not None for n in self._param_names):
             ref = self._parameters[self._param_names[0]]
             self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
@@ -513,6 +521,11 @@ class EMEstimator(EstimatorModule):
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
             raise ValueError(self._too_few_samples(n, k))
+        if fit.streamed and bool((all_reduce_sum([source.total_weight().double()])[0] <= 0).any()):
+            raise ValueError(
+                "Sample weights must contain at least one non-zero number: the sample weights of the stream X sum to "
+                "zero; give some samples a positive weight."
+            )
         if continuing:
             self._check_initial_values(source.n_features, info.n_problems)
             params = self._fitted_params(device, dtype)
@@ -522,6 +535,7 @@ class EMEstimator(EstimatorModule):
             init_source = source
             if sample is not None:
                 sx, sw = gather_samples(*sample)
+                sx, sw = self._with_distinct_rows(source, sx, sw, n)
                 init_source = self._in_memory(sx, sw, device, dtype, n_init)
             params = broadcast_params(self._restart_params(init_source, n_init, generator))
             lower_bound = None
@@ -565,6 +579,29 @@ class EMEstimator(EstimatorModule):
                 ConvergenceWarning,
                 stacklevel=5,  # _fit_sequence <- no_grad wrapper <- _fit <- fit/fit_predict <- caller
             )
+
+    #: Distinct rows the initialisation needs (K-means: ``n_clusters``); 0: none.
+    def _distinct_rows_needed(self) -> int:
+        return 0
+
+    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, n: int) -> tuple[Tensor, Tensor | None]:
+        """The initial sample ``sx [B, m, D]`` (weights ``sw``), with up to ``k`` distinct rows
+        of the data appended when a sample of fewer than ``n`` samples holds fewer than the
+        ``k`` distinct rows the initialisation needs, so that data with enough distinct points
+        is never refused because a rare one was not drawn (one more pass, only then)."""
+        k = self._distinct_rows_needed()
+        if k == 0 or sx.shape[1] >= n or is_distributed():
+            return sx, sw
+        if all(count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
+            return sx, sw
+        found = _distinct_rows(source, k)
+        if any(f.shape[0] < k for f in found):
+            return sx, sw  # the data itself has too few: the initialisation says so
+        extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
+        sx = torch.cat([sx, extra], 1)
+        if sw is not None:
+            sw = torch.cat([sw, torch.ones(extra.shape[:2], device=sw.device, dtype=sw.dtype)], 1)
+        return sx, sw
 
     def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters of ``R`` restarts, each drawn on its own, so that
@@ -901,6 +938,29 @@ class EMEstimator(EstimatorModule):
         self._online = None
         self._fit_samples = int(state.get("fit_samples", 0)) or None
         self._load_extra_state(state.get("model", {}))
+
+
+def count_distinct_up_to(X: Tensor, k: int) -> int:
+    """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
+    prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
+    m = 8 * k
+    while True:
+        distinct = torch.unique(X[:m], dim=0).shape[0]
+        if distinct >= k or m >= X.shape[0]:
+            return distinct
+        m *= 8
+
+
+def _distinct_rows(source: Source, k: int) -> list[Tensor]:
+    """Up to ``k`` distinct rows of each problem, ``[m_b, D]``, found by one pass over the data."""
+    found: list[Tensor | None] = [None] * source.n_problems
+    for _, X, _ in source.chunks():
+        for b in range(X.shape[0]):
+            if found[b] is not None and found[b].shape[0] >= k:
+                continue
+            rows = X[b] if found[b] is None else torch.cat([found[b], X[b]])
+            found[b] = torch.unique(rows, dim=0)[:k]
+    return found
 
 
 def _to_device(tree, device):

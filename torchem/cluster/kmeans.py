@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..estimator import EMEstimator
+from ..estimator import EMEstimator, count_distinct_up_to
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
@@ -18,15 +18,7 @@ from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 __all__ = ["KMeans"]
 
 
-def _count_distinct_up_to(X: Tensor, k: int) -> int:
-    """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
-    prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
-    m = 8 * k
-    while True:
-        distinct = torch.unique(X[:m], dim=0).shape[0]
-        if distinct >= k or m >= X.shape[0]:
-            return distinct
-        m *= 8
+_count_distinct_up_to = count_distinct_up_to
 
 
 def _mean_variance(source: TensorSource) -> Tensor:
@@ -689,6 +681,9 @@ class KMeans(EMEstimator):
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_clusters": self.n_clusters}
+
+    def _distinct_rows_needed(self) -> int:
+        return int(self.n_clusters) if self._method() is not None else 0
 
     def _extra_state(self) -> dict:
         return {"labels": self._labels, "inertia": self._inertia, "counts": getattr(self, "_counts", None)}
