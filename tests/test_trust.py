@@ -274,3 +274,24 @@ def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
     X[12345] = [1.0, 1.0]  # two distinct points only: still refused
     with pytest.raises(ValueError, match="distinct points"):
         KMeans(3, random_state=3, n_init=1).fit(X)
+
+
+# ------------------------------------------------------------------------------------------------
+# Extreme finite queries: finite posteriors, or a clear error
+# ------------------------------------------------------------------------------------------------
+
+def test_extreme_finite_queries_give_finite_rows_or_a_clear_error():
+    X = _blobs()
+    g64 = GaussianMixture(2, random_state=0).fit(X)
+    q = np.array([[1e150, -1e150], [0.0, 0.0]])
+    p = g64.predict_proba(q)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(g64.score_samples(q)).all()
+    with pytest.raises(ValueError, match="overflows float64.*scale the data"):
+        g64.predict_proba(np.array([[1e200, 1e200], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="overflows float64"):
+        g64.score_samples(np.array([[1e200, 1e200]]))
+    g32 = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
+    p = g32.predict_proba(np.array([[1e19, 1e19], [0.0, 0.0]], dtype=np.float32))
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
+    with pytest.raises(ValueError, match="overflows torch.float32"):
+        g32.score_samples(np.array([[1e21, 1e21]], dtype=np.float32))

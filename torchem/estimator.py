@@ -592,7 +592,7 @@ class EMEstimator(EstimatorModule):
         k = self._distinct_rows_needed()
         if k == 0 or sx.shape[1] >= n or is_distributed():
             return sx, sw
-        if all(count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
+        if all(_count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
             return sx, sw
         found = _distinct_rows(source, k)
         if any(f.shape[0] < k for f in found):
@@ -940,7 +940,7 @@ class EMEstimator(EstimatorModule):
         self._load_extra_state(state.get("model", {}))
 
 
-def count_distinct_up_to(X: Tensor, k: int) -> int:
+def _count_distinct_up_to(X: Tensor, k: int) -> int:
     """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
     prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
     m = 8 * k

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..estimator import EMEstimator, count_distinct_up_to
+from ..estimator import EMEstimator, _count_distinct_up_to
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
@@ -18,7 +18,6 @@ from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 __all__ = ["KMeans"]
 
 
-_count_distinct_up_to = count_distinct_up_to
 
 
 def _mean_variance(source: TensorSource) -> Tensor:

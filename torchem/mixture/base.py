@@ -490,9 +490,30 @@ class BaseMixture(EMEstimator):
                 "constructor every initial parameter.")
 
     def _log_resp(self, X: Tensor, params, family: Family, prepared) -> tuple[Tensor, Tensor]:
-        """``(log_norm [.., n], log_resp [.., n, K])`` of a chunk."""
+        """``(log_norm [.., n], log_resp [.., n, K])`` of a chunk (finite queries whose
+        log-densities overflow float32 are recomputed in float64; a log-density that overflows
+        even there is a clear error, never a row of NaN or zeros)."""
         log_prob, _ = family.log_prob(X, prepared)
-        return log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
+        log_norm, log_resp = log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
+        if bool(torch.isfinite(log_norm).all()) and not bool(torch.isnan(log_resp).any()):
+            return log_norm, log_resp
+        if X.dtype != torch.float64:
+            wide = {k: v.double() for k, v in params.items()}
+            norm64, resp64 = self._log_resp(X.double(), wide, family, family.prepare(wide))
+            if not bool(torch.isfinite(norm64.to(X.dtype)).all()):
+                raise ValueError(
+                    f"X holds values whose log-density under this {type(self).__name__} overflows {X.dtype} "
+                    f"(the smallest is {float(norm64.min()):.3g}); query a float64 model (model.double()) with "
+                    "float64 data, or scale the data."
+                )
+            return norm64.to(X.dtype), resp64.to(X.dtype)
+        bad = ~(torch.isfinite(log_norm) & ~torch.isnan(log_resp).any(-1))
+        big = float(X[bad].abs().max()) if bool(bad.any()) else float("nan")
+        raise ValueError(
+            f"X holds values (up to {big:.3g} in absolute value) whose log-density under this "
+            f"{type(self).__name__} overflows float64 (it is below -1.8e308), so no finite log-likelihood or "
+            "posterior can be given for them; scale the data (fit and query it in smaller units)."
+        )
 
     @torch.no_grad()
     def score_samples(self, X):
