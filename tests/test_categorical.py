@@ -166,7 +166,7 @@ def test_sample_weights_count_like_repeated_samples():
     weights = np.random.default_rng(8).integers(0, 3, len(X_SURVEY)).astype(np.float64)
     kw = dict(weights_init=w0, probs_init=p0, tol=0.0, max_iter=10)
     repeated = _fit(CategoricalMixture(3, **kw), np.repeat(X_SURVEY, weights.astype(int), axis=0))
-    loader = DataLoader(TensorDataset(torch.from_numpy(X_SURVEY), torch.from_numpy(weights)), batch_size=64)
+    loader = DataLoader([{"X": x, "sample_weight": w} for x, w in zip(torch.from_numpy(X_SURVEY), torch.from_numpy(weights))], batch_size=64)
     weighted = _fit(CategoricalMixture(3, **kw), loader)
     np.testing.assert_allclose(weighted.probs_.numpy(), repeated.probs_, rtol=1e-10, atol=1e-14)
     assert weighted.lower_bound_ == pytest.approx(repeated.lower_bound_, rel=1e-12)

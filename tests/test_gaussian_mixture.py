@@ -421,3 +421,12 @@ def test_state_dict_saved_by_torchem_0_1_loads():
     old.load_state_dict(state)
     np.testing.assert_array_equal(old.score_samples(X), gm.score_samples(X))
     assert old.n_iter_ == gm.n_iter_
+
+
+def test_warnings_point_at_the_callers_line():
+    """ConvergenceWarning names the user's file and line, not torchem's or torch's wrappers."""
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GaussianMixture(3, max_iter=1, random_state=0).fit(X)
+    assert caught and all(w.filename == __file__ for w in caught), [(w.filename, w.lineno) for w in caught]

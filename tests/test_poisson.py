@@ -211,7 +211,7 @@ def test_sample_weights_count_as_repeated_samples():
     w = np.random.default_rng(17).integers(1, 4, len(X))
     start = dict(weights_init=np.full(3, 1 / 3), rates_init=np.array([[2.0, 5.0, 10.0, 2.0], [8.0, 2.0, 4.0, 12.0], [4.0, 4.0, 20.0, 1.0]]))
     ref = _fit(PoissonMixture(3, tol=0.0, max_iter=10, **start), np.repeat(X, w, axis=0))
-    ours = _fit(PoissonMixture(3, tol=0.0, max_iter=10, **start), DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(w.astype(np.float64))), batch_size=64))
+    ours = _fit(PoissonMixture(3, tol=0.0, max_iter=10, **start), DataLoader([{"X": x, "sample_weight": wi} for x, wi in zip(torch.from_numpy(X), torch.from_numpy(w.astype(np.float64)))], batch_size=64))
     np.testing.assert_allclose(ours.rates_.numpy(), ref.rates_, rtol=1e-10)
     np.testing.assert_allclose(ours.weights_.numpy(), ref.weights_, rtol=1e-10)
     assert ours.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)

@@ -81,7 +81,8 @@ def test_weighted_streams_equal_weighted_memory(name, tmp_path):
         mm[:] = X
         mm.flush()
         mapped = _model(name, chunk_size=50).fit(np.load(tmp_path / "x.npy", mmap_mode="r"), sample_weight=WEIGHTS)
-        loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(WEIGHTS)), batch_size=64)
+        pairs = [{"X": torch.from_numpy(x), "sample_weight": torch.tensor(w)} for x, w in zip(X, WEIGHTS)]
+        loader = DataLoader(pairs, batch_size=64)  # the default collate keeps the mapping
         streamed = _model(name, chunk_size=50).fit(loader)
     _assert_same(mapped, memory, rtol=1e-10)
     _assert_same(streamed, memory, rtol=1e-10)
@@ -97,5 +98,5 @@ def test_bad_sample_weights():
         with pytest.raises(ValueError, match=match):
             GaussianMixture(2).fit(X, sample_weight=bad)
     loader = DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=50)
-    with pytest.raises(ValueError, match="yield \\(X, sample_weight\\) batches"):
+    with pytest.raises(ValueError, match="yield mappings {'X': X, 'sample_weight': w}"):
         GaussianMixture(2).fit(loader, sample_weight=np.ones(N))

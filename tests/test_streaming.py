@@ -47,9 +47,23 @@ def _memmap(tmp_path, X):
     return np.load(path, mmap_mode="r")
 
 
+class _Weighted(torch.utils.data.Dataset):
+    """Rows with their weights as mapping batches, the one way a stream carries weights."""
+
+    def __init__(self, X, w):
+        self.X, self.w = X, w
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return {"X": self.X[i], "sample_weight": self.w[i]}
+
+
 def _loader(X, batch_size=50, weights=None):
-    tensors = [torch.from_numpy(X)] + ([] if weights is None else [torch.from_numpy(weights)])
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size)
+    if weights is not None:
+        return DataLoader(_Weighted(torch.from_numpy(X), torch.from_numpy(weights)), batch_size=batch_size)
+    return DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=batch_size)
 
 
 def _value(model, attr):
@@ -239,11 +253,11 @@ class _OncePerPass:
         ((b for b in [X_GAUSS[:300], X_GAUSS[300:]]), TypeError, "partial_fit"),
         (iter([X_GAUSS]), TypeError, "partial_fit"),
         (_OncePerPass([np.ones((5, 3, 1))]), ValueError, "2-D"),
-        (_OncePerPass([("a", "b", "c")]), ValueError, "X or \\(X,\\) or \\(X, sample_weight\\)"),
+        (_OncePerPass([("a", "b", "c")]), ValueError, "must be X, \\(X,\\) or a mapping"),
         (_OncePerPass([np.array([["a"]])]), ValueError, "must contain numbers"),
         (_OncePerPass([X_GAUSS[:300], np.full((5, 3), np.nan)]), ValueError, "NaN or infinity"),
         (_OncePerPass([X_GAUSS[:300]], [X_GAUSS[:300]], [X_GAUSS[:200]]), ValueError, "same data on every pass"),
-        (_OncePerPass([(X_GAUSS[:300], np.ones(7))]), ValueError, "one weight per sample"),
+        (_OncePerPass([{"X": X_GAUSS[:300], "sample_weight": np.ones(7)}]), ValueError, "one weight per sample"),
     ],
 )
 def test_bad_streams(data, error, match):
@@ -333,7 +347,7 @@ def test_numpy_batches_give_numpy_attributes_and_labels_are_not_weights():
     assert isinstance(g.means_, np.ndarray)
     np.testing.assert_allclose(g.means_, GaussianMixture(3, random_state=0).fit(X_GAUSS).means_, rtol=1e-10)
     y = torch.from_numpy(np.arange(600) % 3)
-    with pytest.raises(ValueError, match="labels, as in TensorDataset"):
+    with pytest.raises(ValueError, match=r"labels \(as in TensorDataset\(X, y\)\) are not used"):
         GaussianMixture(3).fit(DataLoader(TensorDataset(torch.from_numpy(X_GAUSS), y), batch_size=100))
     with pytest.raises(TypeError, match="partial_fit") as err:
         GaussianMixture(3).fit(b for b in _NumpyBatches(X_GAUSS, 100))

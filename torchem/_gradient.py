@@ -64,6 +64,15 @@ def fit_by_gradient(
     Returns:
         The mean negative log-likelihood of each epoch (averaged over its mini-batches).
     """
+    from .mixture.base import BaseMixture
+
+    if not isinstance(model, BaseMixture):
+        raise TypeError(
+            f"fit_by_gradient trains a torchem mixture (GaussianMixture, BernoulliMixture, BinomialMixture, "
+            f"CategoricalMixture, PoissonMixture) as its model argument; got {type(model).__name__}. "
+            + ("Fit a KMeans with fit (Lloyd's algorithm), or train its soft score model(x, temperature=T) with "
+               "your own optimizer loop after requires_grad_(True)." if type(model).__name__ == "KMeans" else "")
+        )
     epochs = check_int(epochs, "epochs", 1)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)

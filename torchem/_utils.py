@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,8 +202,11 @@ def make_generator(random_state, device: torch.device) -> torch.Generator:
     if random_state is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be a non-negative integer; got {random_state}.")
+        if random_state < 0 or random_state >= 2**64:
+            raise ValueError(
+                f"random_state must be an integer in [0, 2**64 - 1] (a torch.Generator seed); got {random_state}. "
+                "Pass a smaller seed (e.g. random_state % 2**64)."
+            )
         seed = int(random_state)
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))
@@ -245,6 +249,73 @@ def check_fitted(model, attribute: str = "_fitted") -> None:
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate "
             "arguments before using this estimator."
         )
+    check_structure = getattr(model, "_check_structure", None)
+    if check_structure is not None:  # fitted, but set_params changed its structure since
+        check_structure()
+
+
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a DataFrame (pandas, or any object with ``columns``) as scikit-learn
+    reads them: an object array when every name is a string, ``None`` when there are no names
+    or none is a string; a mix of strings and other names is a ``TypeError``."""
+    if isinstance(X, (Tensor, np.ndarray)) or not hasattr(X, "columns") or not hasattr(X, "__array__"):
+        return None
+    names = np.asarray(list(X.columns), dtype=object)
+    if len(names) == 0:
+        return None
+    types = sorted(t.__qualname__ for t in {type(v) for v in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. "
+            "If you want feature names to be stored and validated, you must convert "
+            "them all to strings, by using X.columns = X.columns.astype(str) for "
+            "example. Otherwise you can remove feature / column names from your input "
+            "data, or convert them all to a non-string data type."
+        )
+    return names if types == ["str"] else None
+
+
+def check_feature_names(model, X, *, reset: bool) -> None:
+    """scikit-learn's rule for ``feature_names_in_``: a fit (``reset``) stores the column
+    names of a DataFrame (and forgets earlier ones otherwise); later calls must pass the same
+    names in the same order (``ValueError``), and a warning says when names are present on one
+    side only."""
+    names = feature_names(X)
+    name = type(model).__name__
+    if reset:
+        if names is not None:
+            model.feature_names_in_ = names
+        elif "feature_names_in_" in model.__dict__:
+            del model.feature_names_in_
+        return
+    fitted = model.__dict__.get("feature_names_in_")
+    if fitted is None and names is None:
+        return
+    if names is not None and fitted is None:
+        warnings.warn(f"X has feature names, but {name} was fitted without feature names", UserWarning, stacklevel=caller_stacklevel())
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {name} was fitted with feature names", UserWarning,
+                      stacklevel=caller_stacklevel())
+        return
+    if len(fitted) == len(names) and bool(np.all(fitted == names)):
+        return
+    message = "The feature names should match those that were passed during fit.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+
+    def listed(items) -> str:
+        shown = "".join(f"- {item}\n" for item in items[:5])
+        return shown + ("- ...\n" if len(items) > 5 else "")
+
+    if unexpected:
+        message += "Feature names unseen at fit time:\n" + listed(unexpected)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + listed(missing)
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
 
 
 def check_n_samples(n_samples) -> int:
@@ -252,3 +323,24 @@ def check_n_samples(n_samples) -> int:
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
     return int(n_samples)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the user's line: the first frame above
+    the function that warns which is neither torchem's nor torch's (decorators such as
+    ``torch.no_grad`` add frames of their own)."""
+    import contextlib
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    stdlib_wrappers = {os.path.abspath(contextlib.__file__)}  # context managers used as decorators
+
+    def internal(filename: str) -> bool:
+        return filename.startswith((here + os.sep, torch_dir + os.sep)) or os.path.abspath(filename) in stdlib_wrappers
+
+    frame, level = sys._getframe(2), 2  # 1 is the function that warns
+    while frame is not None and internal(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level

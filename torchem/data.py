@@ -7,7 +7,7 @@ the chunk size rather than by the number of samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
@@ -31,6 +31,8 @@ __all__ = [
     "inference_blocks",
     "concat_blocks",
     "split_batch",
+    "BATCH_KEYS",
+    "HOW_TO_WEIGHT",
     "DataInfo",
     "describe",
     "open_source",
@@ -169,7 +171,7 @@ def _float_tensor(a, name: str) -> Tensor:
         a = torch.from_numpy(np.ascontiguousarray(a))
     elif not isinstance(a, Tensor):
         raise ValueError(
-            f"{name} must yield torch tensors or numpy arrays (or (X, sample_weight) pairs of them); "
+            f"{name} must yield torch tensors or numpy arrays (or {{'X': X, 'sample_weight': w}} mappings of them); "
             f"got a batch of type {type(a).__name__}."
         )
     if a.is_complex():
@@ -197,26 +199,39 @@ def _host_nbytes(X, itemsize: int) -> int:
     return int(np.prod(X.shape)) * itemsize
 
 
+#: The keys a mapping batch of a stream may hold: the data, its weights, and labels (ignored).
+BATCH_KEYS = ("X", "sample_weight", "y")
+
+#: How to pass weights in a stream, for error messages.
+HOW_TO_WEIGHT = ("To weight the samples of a stream, yield mappings {'X': X, 'sample_weight': w} (e.g. a Dataset "
+                 "whose __getitem__ returns {'X': x, 'sample_weight': w}: a DataLoader's default collate keeps the "
+                 "dict)")
+
+
 def split_batch(batch, name: str = "X"):
-    """``(X, sample_weight or None)`` of one batch of a stream: ``X``, ``(X,)`` or
-    ``(X, sample_weight)``, as given (numpy or tensors). Integer or boolean second items are
-    refused: they are labels (``TensorDataset(X, y)``), not weights."""
+    """``(X, sample_weight or None)`` of one batch of a stream: ``X``, ``(X,)``, or a mapping
+    ``{"X": X, "sample_weight": w}`` (numpy or tensors; ``"sample_weight"`` and ``"y"``
+    optional, ``"y"`` ignored). Weights are read only from the key ``"sample_weight"``: a
+    sequence of two or more items (``TensorDataset(X, y)``) is refused rather than its second
+    item guessed to be weights or labels, and so is a mapping with another key (a misspelt
+    ``"sample_weights"`` would otherwise silently fit unweighted)."""
+    if isinstance(batch, Mapping):
+        unknown = sorted(str(key) for key in batch if key not in BATCH_KEYS)
+        if "X" not in batch or unknown:
+            raise ValueError(
+                f"A mapping batch of {name} must hold the key 'X' (and optionally 'sample_weight', and 'y', which is "
+                f"ignored); got the keys {sorted(map(str, batch))}."
+            )
+        return batch["X"], batch.get("sample_weight")
     if not isinstance(batch, (tuple, list)):
         return batch, None
-    if len(batch) not in (1, 2):
+    if len(batch) != 1:
         raise ValueError(
-            f"Each batch of {name} must be X or (X,) or (X, sample_weight); got a sequence of {len(batch)} items."
+            f"Each batch of {name} must be X, (X,) or a mapping {{'X': X, 'sample_weight': w}}; got a sequence of "
+            f"{len(batch)} items. torchem does not guess what a second item means: labels (as in TensorDataset(X, y)) "
+            f"are not used, so yield X alone (e.g. TensorDataset(X)) or {{'X': X, 'y': y}}. {HOW_TO_WEIGHT}."
         )
-    X, w = batch[0], (batch[1] if len(batch) == 2 else None)
-    kind = getattr(w, "dtype", None)
-    if w is not None and kind is not None and not (
-        torch.is_floating_point(w) if isinstance(w, Tensor) else np.issubdtype(kind, np.floating)
-    ):
-        raise ValueError(
-            f"The second item of each batch of {name} is read as sample weights, but it holds {kind} values "
-            "(labels, as in TensorDataset(X, y)?). Yield X alone (e.g. TensorDataset(X)), or float sample weights."
-        )
-    return X, w
+    return batch[0], None
 
 
 #: Rows per block when inference methods read an ``np.memmap``.
@@ -363,8 +378,8 @@ class IterableSource(_StreamBase):
     """A re-iterable of batches, e.g. a ``torch.utils.data.DataLoader``: one full pass per EM
     iteration.
 
-    A batch is ``X [n, D]``, or ``(X,)``, or ``(X, sample_weight [n])`` (tensors or numpy
-    arrays). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
+    A batch is ``X [n, D]``, or ``(X,)``, or a mapping ``{"X": X, "sample_weight": w [n]}``
+    (tensors or numpy arrays; see :func:`split_batch`). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
     The number of samples and the total weight are known after the first pass (the
     initialisation's sampling pass); every later pass must yield as many samples. An iterator
     that can be consumed only once (a generator) cannot be read once per iteration: it is
@@ -640,7 +655,7 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
 
     if info.iterable:
         if sample_weight is not None:
-            raise ValueError(f"sample_weight cannot be combined with an iterable {name}; yield ({name}, sample_weight) batches.")
+            raise ValueError(f"sample_weight cannot be combined with an iterable {name}. {HOW_TO_WEIGHT}.")
         iterable, first = info.data
         return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first,
                               convert=convert)

@@ -14,9 +14,11 @@ store.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import warnings
+from collections.abc import Mapping
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as data_module
-from ._utils import InputKind, check_data, check_fitted, full_float32_matmul, make_generator, to_output
+from ._utils import InputKind, caller_stacklevel, check_data, check_feature_names, check_fitted, full_float32_matmul, make_generator, to_output
 from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
 from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from .em import EMResult, Family, run_em, select_best
@@ -36,6 +38,10 @@ __all__ = ["EMEstimator", "EstimatorModule"]
 
 #: Version of the extra state saved in state dicts (``get_extra_state``).
 EXTRA_STATE_VERSION = 2
+
+#: ``nn.Module``'s own bookkeeping in ``__dict__`` (parameters, buffers, hooks): a fit's
+#: transaction restores parameters and buffers by hand and leaves the rest alone.
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__) | {"_training"}
 
 
 class EstimatorModule(nn.Module, metaclass=ABCMeta):
@@ -178,6 +184,14 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        absent = [n for n in self._param_names if self._parameters.get(n) is None]
+        if getattr(self, "_fitted", False) and absent:
+            self._fitted = False  # a fitted state without its parameters is no fitted state
+            raise ValueError(
+                f"The state dict marks this {type(self).__name__} fitted but holds no value for its parameter(s) "
+                f"{absent} (keys {[prefix + n for n in absent]}); load the complete state dict that "
+                "model.state_dict() saved, parameters and extra state together."
+            )
         if any(self._parameters.get(n) is not None for n in self._param_names):
             ref = self._parameters[self._param_names[0]]
             self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
@@ -304,6 +318,79 @@ class EMEstimator(EstimatorModule):
         """Restore :meth:`_extra_state`."""
 
     # ----------------------------------------------------------------------------------------
+    # Transactions and structure: a failed fit changes nothing; a changed structure is refused
+    # ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """Run a fit (or a ``partial_fit`` step) as a transaction: on any exception, a
+        ``KeyboardInterrupt`` too, every parameter (in place, so optimizers' references stay
+        valid), buffer and attribute is put back as it was, so a fitted model keeps its fit
+        (and ``partial_fit``'s running state) and an unfitted one stays unfitted."""
+        params = {name: (p, None if p is None else p.detach().clone()) for name, p in self._parameters.items()}
+        buffers = dict(self._buffers)
+        # dicts and lists (partial_fit's running state) are changed in place by a step: copied
+        attrs = {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+                 for key, value in self.__dict__.items() if key not in _MODULE_INTERNALS}
+        try:
+            yield
+        except BaseException:
+            self._parameters.clear()
+            for name, (p, data) in params.items():
+                if p is not None:
+                    with torch.no_grad():
+                        p.copy_(data)
+                self._parameters[name] = p
+            self._buffers.clear()
+            self._buffers.update(buffers)
+            for key in [k for k in self.__dict__ if k not in _MODULE_INTERNALS and k not in attrs]:
+                del self.__dict__[key]
+            self.__dict__.update(attrs)
+            raise
+
+    def _structure_change(self) -> tuple[str, Any, Any] | None:
+        """``(name, fitted value, current value)`` of the first structural hyper-parameter
+        (:meth:`_structural_hyperparameters`) changed since the fit, or ``None``."""
+        fitted = self.__dict__.get("_fitted_structure")
+        if fitted is None:
+            return None
+        now = self._structural_hyperparameters()
+        for key, value in fitted.items():
+            if now.get(key) != value:
+                return key, value, now.get(key)
+        return None
+
+    def _check_structure(self) -> None:
+        """Refuse to use a fitted model whose structure was changed by ``set_params``: its
+        parameters belong to the old structure."""
+        change = self._structure_change()
+        if change is not None:
+            key, old, new = change
+            raise ValueError(
+                f"This {type(self).__name__} was fitted with {key}={old!r}, but {key} is now {new!r} (changed by "
+                f"set_params after the fit), so its fitted parameters no longer match it. Call fit (or partial_fit) "
+                f"again before using the model, or set {key}={old!r} back."
+            )
+
+    def _restart_on_structure_change(self, what: str, stacklevel: int) -> bool:
+        """Warn and forget the fit when the structure changed since it (a warm start or a
+        ``partial_fit`` then starts afresh); whether it did."""
+        change = self._structure_change()
+        if change is None or not self._fitted:
+            return False
+        key, old, new = change
+        warnings.warn(
+            f"{key} changed from {old!r} to {new!r} since this {type(self).__name__} was fitted, so {what} cannot "
+            "continue the fitted parameters: it starts afresh.",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
+        self._fitted = False
+        self._online = None
+        self._fit_samples = None
+        return True
+
+    # ----------------------------------------------------------------------------------------
     # Opening data: the estimator decides device, dtype and chunk size; the data layer opens
     # ----------------------------------------------------------------------------------------
 
@@ -368,7 +455,10 @@ class EMEstimator(EstimatorModule):
     # ----------------------------------------------------------------------------------------
 
     def _continues(self) -> bool:
-        return bool(getattr(self, "warm_start", False)) and self._fitted
+        if not (bool(getattr(self, "warm_start", False)) and self._fitted):
+            return False
+        # _restart_on_structure_change <- _continues <- _fit_sequence <- no_grad <- _fit <- fit <- caller
+        return not self._restart_on_structure_change("a warm start (warm_start=True)", 7)
 
     def _fitted_params(self, device, dtype) -> dict[str, Tensor]:
         """The fitted parameters as ``[B, 1, ...]`` driver parameters."""
@@ -394,6 +484,12 @@ class EMEstimator(EstimatorModule):
     @torch.no_grad()
     @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
     def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
+        """The fit sequence, as a transaction (:meth:`_transaction`)."""
+        with self._transaction():
+            self._fit_sequence(X, sample_weight, callback, max_iter)
+
+    @torch.no_grad()
+    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None) -> None:
         self._validate_hyperparameters()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
@@ -406,6 +502,7 @@ class EMEstimator(EstimatorModule):
         fit, error, sample = None, None, None
         try:
             fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init)
+            check_feature_names(self, X, reset=True)
             source = fit.source
             generator = make_generator(self.random_state, source.device)
             if continuing:
@@ -426,6 +523,11 @@ class EMEstimator(EstimatorModule):
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
             raise ValueError(self._too_few_samples(n, k))
+        if fit.streamed and bool((all_reduce_sum([source.total_weight().double()])[0] <= 0).any()):
+            raise ValueError(
+                "Sample weights must contain at least one non-zero number: the sample weights of the stream X sum to "
+                "zero; give some samples a positive weight."
+            )
         if continuing:
             self._check_initial_values(source.n_features, info.n_problems)
             params = self._fitted_params(device, dtype)
@@ -435,6 +537,7 @@ class EMEstimator(EstimatorModule):
             init_source = source
             if sample is not None:
                 sx, sw = gather_samples(*sample)
+                sx, sw = self._with_distinct_rows(source, sx, sw, n)
                 init_source = self._in_memory(sx, sw, device, dtype, n_init)
             params = broadcast_params(self._restart_params(init_source, n_init, generator))
             lower_bound = None
@@ -476,8 +579,31 @@ class EMEstimator(EstimatorModule):
                 f"Best performing initialization did not converge{which}. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=4,  # _fit <- no_grad wrapper <- fit/fit_predict <- caller
+                stacklevel=caller_stacklevel(),
             )
+
+    #: Distinct rows the initialisation needs (K-means: ``n_clusters``); 0: none.
+    def _distinct_rows_needed(self) -> int:
+        return 0
+
+    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, n: int) -> tuple[Tensor, Tensor | None]:
+        """The initial sample ``sx [B, m, D]`` (weights ``sw``), with up to ``k`` distinct rows
+        of the data appended when a sample of fewer than ``n`` samples holds fewer than the
+        ``k`` distinct rows the initialisation needs, so that data with enough distinct points
+        is never refused because a rare one was not drawn (one more pass, only then)."""
+        k = self._distinct_rows_needed()
+        if k == 0 or sx.shape[1] >= n or is_distributed():
+            return sx, sw
+        if all(_count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
+            return sx, sw
+        found = _distinct_rows(source, k)
+        if any(f.shape[0] < k for f in found):
+            return sx, sw  # the data itself has too few: the initialisation says so
+        extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
+        sx = torch.cat([sx, extra], 1)
+        if sw is not None:
+            sw = torch.cat([sw, torch.ones(extra.shape[:2], device=sw.device, dtype=sw.dtype)], 1)
+        return sx, sw
 
     def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters of ``R`` restarts, each drawn on its own, so that
@@ -520,6 +646,7 @@ class EMEstimator(EstimatorModule):
         self._converged = converged.cpu().numpy()
         self._history = torch.stack(history, -1).cpu().numpy() if history else np.zeros((fit.info.n_problems, 0))
         self._fitted = True
+        self._fitted_structure = self._structural_hyperparameters()
         return best if select else self._scalar_or_array(self._lower_bound, float)
 
     # ----------------------------------------------------------------------------------------
@@ -535,24 +662,40 @@ class EMEstimator(EstimatorModule):
         rank passes its own part of each batch; all ranks keep identical parameters.
 
         Args:
-            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
+            X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor, or one batch of a stream
+                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w}``.
             y: ignored.
             sample_weight: optional ``[n]`` weights.
 
         Returns:
             ``self``.
         """
+        with self._transaction():
+            self._partial_fit_step(X, sample_weight)
+        return self
+
+    @torch.no_grad()
+    def _partial_fit_step(self, X, sample_weight) -> None:
         self._validate_hyperparameters()
+        # warn <- here <- no_grad <- partial_fit (<- the model's partial_fit) <- caller
+        self._restart_on_structure_change("partial_fit", 6 if type(self).partial_fit is not EMEstimator.partial_fit else 5)
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
+            if isinstance(X, Mapping):  # one batch of a stream, as fit reads them
+                if sample_weight is not None:
+                    raise ValueError("sample_weight cannot be combined with a mapping batch; put the weights under "
+                                     "its key 'sample_weight'.")
+                X, sample_weight = data_module.split_batch(X)
             if isinstance(X, np.memmap):
                 X = np.asarray(X)  # one batch: read it into memory
             elif data_module.is_iterable_data(X):
                 raise ValueError(
-                    "partial_fit takes one batch [n_samples, n_features] (an array or a tensor); call it once per "
-                    "batch of a stream, or pass the whole re-iterable to fit."
+                    "partial_fit takes one batch [n_samples, n_features] (an array or a tensor, or a mapping "
+                    "{'X': X, 'sample_weight': w}); call it once per batch of a stream, or pass the whole re-iterable "
+                    "to fit. Labels are not used, and weights go in sample_weight."
                 )
+            check_feature_names(self, X, reset=not self._fitted)
             fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
             if self._fitted:
                 self._check_layout(fit, "partial_fit")
@@ -589,7 +732,6 @@ class EMEstimator(EstimatorModule):
         self._record(EMResult({k: v.to(dtype) for k, v in new.items()}, ll, steps,
                               torch.zeros_like(steps, dtype=torch.bool), [ll]), fit, source)
         self._online = state
-        return self
 
     # ----------------------------------------------------------------------------------------
     # Inference over blocks
@@ -598,6 +740,7 @@ class EMEstimator(EstimatorModule):
     def _check_input(self, X, name: str = "X") -> tuple[Tensor, InputKind]:
         """Convert and validate data given to a fitted model."""
         check_fitted(self)
+        check_feature_names(self, X, reset=False)
         info = describe(X, name)
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
@@ -728,6 +871,7 @@ class EMEstimator(EstimatorModule):
         self._converged = np.zeros(b, dtype=bool)
         self._history = np.zeros((b, 0))
         self._fitted = True
+        self._fitted_structure = self._structural_hyperparameters()
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return next(iter(params.values())).shape[-1]
@@ -749,8 +893,9 @@ class EMEstimator(EstimatorModule):
                 n_iter=torch.as_tensor(self._n_iter),
                 converged=torch.as_tensor(self._converged),
                 history=torch.as_tensor(self._history),
-                hyper=self._structural_hyperparameters(),
+                hyper=self.__dict__.get("_fitted_structure") or self._structural_hyperparameters(),
                 fit_samples=int(getattr(self, "_fit_samples", None) or 0),
+                feature_names=None if self.__dict__.get("feature_names_in_") is None else [str(n) for n in self.feature_names_in_],
                 model=self._extra_state(),
             )
         return state
@@ -787,10 +932,39 @@ class EMEstimator(EstimatorModule):
         self._n_iter = np.asarray(state["n_iter"])
         self._converged = np.asarray(state["converged"])
         self._history = np.asarray(state["history"])
+        self._fitted_structure = self._structural_hyperparameters()
+        names = state.get("feature_names")
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         # a loaded model is a new starting point: partial_fit continues from its parameters
         self._online = None
         self._fit_samples = int(state.get("fit_samples", 0)) or None
         self._load_extra_state(state.get("model", {}))
+
+
+def _count_distinct_up_to(X: Tensor, k: int) -> int:
+    """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
+    prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
+    m = 8 * k
+    while True:
+        distinct = torch.unique(X[:m], dim=0).shape[0]
+        if distinct >= k or m >= X.shape[0]:
+            return distinct
+        m *= 8
+
+
+def _distinct_rows(source: Source, k: int) -> list[Tensor]:
+    """Up to ``k`` distinct rows of each problem, ``[m_b, D]``, found by one pass over the data."""
+    found: list[Tensor | None] = [None] * source.n_problems
+    for _, X, _ in source.chunks():
+        for b in range(X.shape[0]):
+            if found[b] is not None and found[b].shape[0] >= k:
+                continue
+            rows = X[b] if found[b] is None else torch.cat([found[b], X[b]])
+            found[b] = torch.unique(rows, dim=0)[:k]
+    return found
 
 
 def _to_device(tree, device):

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..estimator import EMEstimator
+from ..estimator import EMEstimator, _count_distinct_up_to
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
-from ..data import Source, TensorSource, check_sample_weight, inference_blocks
+from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
 from ..functional._buffers import buffer
@@ -18,15 +18,6 @@ from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 __all__ = ["KMeans"]
 
 
-def _count_distinct_up_to(X: Tensor, k: int) -> int:
-    """The number of distinct rows of ``X [N, D]``, counted only as far as ``k``: growing
-    prefixes are examined, so data with many distinct points costs a sort of ``8k`` rows."""
-    m = 8 * k
-    while True:
-        distinct = torch.unique(X[:m], dim=0).shape[0]
-        if distinct >= k or m >= X.shape[0]:
-            return distinct
-        m *= 8
 
 
 def _mean_variance(source: TensorSource) -> Tensor:
@@ -483,8 +474,10 @@ class KMeans(EMEstimator):
         Args:
             X: ``[N, D]`` or ``[B, N, D]`` data (numpy or tensor); an ``np.memmap`` (or, on
                 CUDA, a host array larger than half the free device memory) is streamed chunk
-                by chunk, and a re-iterable of ``[n, D]`` batches (``X`` or
-                ``(X, sample_weight)``, e.g. a ``DataLoader``) is read once per iteration, with
+                by chunk, and a re-iterable of ``[n, D]`` batches (``X``, ``(X,)`` or a mapping
+                ``{"X": X, "sample_weight": w}``, e.g. from a ``DataLoader``; weights are read
+                from that key only, and labels are not used: a batch of two or more items,
+                such as ``TensorDataset(X, y)``'s, is refused) is read once per iteration, with
                 the driver's chunked pass. ``"k-means++"`` and ``"random"`` seed from a
                 uniform sample of :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them
                 when there are fewer), for in-memory and streamed data alike. Under
@@ -656,12 +649,12 @@ class KMeans(EMEstimator):
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the (weighted) inertia of ``X`` under the fitted centres (streams: the
-        weights of ``(X, sample_weight)`` batches count)."""
+        weights of ``{"X": X, "sample_weight": w}`` batches count)."""
         blocks = inference_blocks(X)
         if blocks is not None:
             if sample_weight is not None:
                 if not isinstance(X, np.memmap):
-                    raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+                    raise ValueError(f"sample_weight cannot be combined with an iterable X. {HOW_TO_WEIGHT}.")
                 weights = np.asarray(sample_weight)
                 if weights.shape != (X.shape[0],):
                     raise ValueError(f"sample_weight should have shape ({X.shape[0]},) (one weight per sample); got {weights.shape}.")
@@ -687,6 +680,9 @@ class KMeans(EMEstimator):
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_clusters": self.n_clusters}
+
+    def _distinct_rows_needed(self) -> int:
+        return int(self.n_clusters) if self._method() is not None else 0
 
     def _extra_state(self) -> dict:
         return {"labels": self._labels, "inertia": self._inertia, "counts": getattr(self, "_counts", None)}

@@ -45,6 +45,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from .._utils import caller_stacklevel
+
 from ._buffers import buffer
 from .covariance import COVARIANCE_TYPES, lookup as _lookup
 from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
@@ -384,7 +386,7 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Te
             f"{used:g} x its mean variance to its diagonal. Increase reg_covar, or scale the "
             "input data, to avoid this.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return prec_chol, failed
 

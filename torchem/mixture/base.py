@@ -26,7 +26,7 @@ from torch import distributions as D
 
 from ..estimator import EMEstimator
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
-from ..data import Source, TensorSource, check_sample_weight, inference_blocks
+from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_update
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
@@ -293,8 +293,11 @@ class BaseMixture(EMEstimator):
             X: ``[N, D]`` data, or ``[B, N, D]`` for ``B`` independent problems: a numpy array
                 or a tensor on any device; an ``np.memmap`` (or, for a model on CUDA, a host
                 array larger than half the free device memory) is streamed chunk by chunk;
-                or a re-iterable of ``[n, D]`` batches (``X`` or ``(X, sample_weight)``), e.g.
-                a ``torch.utils.data.DataLoader``, read once per iteration. The
+                or a re-iterable of ``[n, D]`` batches, e.g. a ``torch.utils.data.DataLoader``,
+                read once per iteration: each batch is ``X``, ``(X,)`` or a mapping
+                ``{"X": X, "sample_weight": w}`` (weights are read from that key only; a batch
+                of two or more items, such as ``TensorDataset(X, y)``'s, is refused, since
+                labels are not used). The
                 initialisation (``init_params``) runs on a uniform sample of
                 :data:`torchem.data.INIT_SAMPLE_SIZE` samples (all of them when there are
                 fewer), for in-memory and streamed data alike, so a streamed fit equals the
@@ -305,7 +308,7 @@ class BaseMixture(EMEstimator):
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights: a weight of
                 ``w`` counts as the row repeated ``w`` times (the statistics, the lower bound
                 and k-means++ seeding are weighted). For a re-iterable ``X``, yield
-                ``(X, sample_weight)`` batches instead.
+                ``{"X": X, "sample_weight": w}`` batches instead.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
                 for a fit of ``B`` problems) and this model holding that restart's current parameters
@@ -487,9 +490,30 @@ class BaseMixture(EMEstimator):
                 "constructor every initial parameter.")
 
     def _log_resp(self, X: Tensor, params, family: Family, prepared) -> tuple[Tensor, Tensor]:
-        """``(log_norm [.., n], log_resp [.., n, K])`` of a chunk."""
+        """``(log_norm [.., n], log_resp [.., n, K])`` of a chunk (finite queries whose
+        log-densities overflow float32 are recomputed in float64; a log-density that overflows
+        even there is a clear error, never a row of NaN or zeros)."""
         log_prob, _ = family.log_prob(X, prepared)
-        return log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
+        log_norm, log_resp = log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
+        if bool(torch.isfinite(log_norm).all()) and not bool(torch.isnan(log_resp).any()):
+            return log_norm, log_resp
+        if X.dtype != torch.float64:
+            wide = {k: v.double() for k, v in params.items()}
+            norm64, resp64 = self._log_resp(X.double(), wide, family, family.prepare(wide))
+            if not bool(torch.isfinite(norm64.to(X.dtype)).all()):
+                raise ValueError(
+                    f"X holds values whose log-density under this {type(self).__name__} overflows {X.dtype} "
+                    f"(the smallest is {float(norm64.min()):.3g}); query a float64 model (model.double()) with "
+                    "float64 data, or scale the data."
+                )
+            return norm64.to(X.dtype), resp64.to(X.dtype)
+        bad = ~(torch.isfinite(log_norm) & ~torch.isnan(log_resp).any(-1))
+        big = float(X[bad].abs().max()) if bool(bad.any()) else float("nan")
+        raise ValueError(
+            f"X holds values (up to {big:.3g} in absolute value) whose log-density under this "
+            f"{type(self).__name__} overflows float64 (it is below -1.8e308), so no finite log-likelihood or "
+            "posterior can be given for them; scale the data (fit and query it in smaller units)."
+        )
 
     @torch.no_grad()
     def score_samples(self, X):
@@ -504,7 +528,7 @@ class BaseMixture(EMEstimator):
 
     def _total_log_likelihood(self, X, sample_weight=None) -> tuple[Tensor, Tensor, Any]:
         """``(sum of w log p(x), sum of w)``, float64 ``[B]`` (or 0-d), and how outputs go back
-        (a stream's ``(X, sample_weight)`` batches carry their weights)."""
+        (a stream's ``{"X": X, "sample_weight": w}`` batches carry their weights)."""
         blocks = inference_blocks(X)
         if blocks is None:
             t, kind = self._check_input(X)
@@ -516,7 +540,7 @@ class BaseMixture(EMEstimator):
             w = w.to(device=ll.device, dtype=torch.float64)
             return (ll * w).sum(-1), w.sum(-1), kind
         if sample_weight is not None and not isinstance(X, np.memmap):
-            raise ValueError("sample_weight cannot be combined with an iterable X; yield (X, sample_weight) batches.")
+            raise ValueError(f"sample_weight cannot be combined with an iterable X. {HOW_TO_WEIGHT}.")
         weights = None if sample_weight is None else check_sample_weight(sample_weight, X.shape).double()
         total, mass, start, numpy_out = None, None, 0, True
         for xb, wb in blocks:

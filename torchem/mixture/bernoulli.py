@@ -375,7 +375,13 @@ class BinomialMixture(BernoulliMixture):
         self.n_trials = n_trials
 
     def _trials(self, n_features: int) -> Tensor:
-        t = torch.as_tensor(np.asarray(self.n_trials), dtype=torch.float64)
+        raw = self.n_trials.detach().cpu().numpy() if isinstance(self.n_trials, Tensor) else np.asarray(self.n_trials)
+        if raw.dtype.kind not in "iuf" or isinstance(self.n_trials, bool):
+            raise TypeError(
+                f"n_trials must be a positive integer or one positive integer per feature; got {self.n_trials!r}. "
+                "Pass the number of trials behind each count (BernoulliMixture models binary data without it)."
+            )
+        t = torch.as_tensor(raw, dtype=torch.float64)
         if t.ndim == 0:
             t = t.expand(n_features)
         if t.ndim != 1 or t.shape[0] != n_features:

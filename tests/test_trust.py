@@ -1,0 +1,299 @@
+"""No silent wrong answers: data that never changes meaning, fits that are never half-lost,
+hyper-parameters changed after a fit, and clear errors (issue 12)."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from torchem import GaussianMixture, KMeans
+
+
+def _blobs(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0, 1, (n // 2, 2)), rng.normal(6, 1, (n - n // 2, 2))])
+
+
+# ------------------------------------------------------------------------------------------------
+# Fits are transactional
+# ------------------------------------------------------------------------------------------------
+
+_INTERNALS = set(torch.nn.Module().__dict__) | {"_training"}
+
+
+def _state(model):
+    """Everything a model holds: its parameters, buffers and private attributes (deep copies)."""
+    params = {k: None if v is None else (v.detach().clone(), v.requires_grad) for k, v in model._parameters.items()}
+    attrs = {k: copy.deepcopy(v) for k, v in model.__dict__.items() if k not in _INTERNALS}
+    return params, {k: v.clone() for k, v in model._buffers.items()}, attrs
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+    return type(a) is type(b) and a == b
+
+
+class _Boom(Exception):
+    pass
+
+
+def _models():
+    return [GaussianMixture(2, random_state=0, max_iter=20), KMeans(2, random_state=0, n_init=2, max_iter=20)]
+
+
+# the stages of a fit where a failure is injected: (name, how to inject it)
+def _fail_in(method_name, after_calls=0):
+    def inject(monkeypatch, model, error):
+        original = getattr(type(model), method_name)
+        calls = []
+
+        def failing(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) > after_calls:
+                raise error
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(model), method_name, failing)
+    return inject
+
+
+_STAGES = {
+    "initialisation": _fail_in("_starting_params"),
+    "selection": _fail_in("_select"),
+    "storing": _fail_in("_store"),
+    "after_fit": _fail_in("_after_fit"),
+}
+
+
+@pytest.mark.parametrize("error", [_Boom("injected"), KeyboardInterrupt()], ids=["exception", "interrupt"])
+@pytest.mark.parametrize("stage", [*_STAGES, "callback_iteration_2"])
+@pytest.mark.parametrize("fitted", [True, False], ids=["refit", "first_fit"])
+@pytest.mark.parametrize("which", [0, 1], ids=["gmm", "kmeans"])
+def test_a_failed_fit_changes_nothing(monkeypatch, which, fitted, stage, error):
+    X = _blobs()
+    model = _models()[which]
+    if fitted:
+        model.fit(X)
+        model.partial_fit(X[:50])  # a running stream state too
+        expected = model.predict(X)
+    before = _state(model)
+    def failing_callback(it, lb, m):
+        if it >= 2:
+            raise error
+
+    callback = None
+    if stage in _STAGES:
+        _STAGES[stage](monkeypatch, model, error)
+    else:
+        callback = failing_callback
+    with pytest.raises(type(error)):
+        model.fit(X + 3.0, callback=callback)
+    monkeypatch.undo()
+    assert _equal(_state(model), before)
+    if fitted:
+        np.testing.assert_array_equal(model.predict(X), expected)
+    else:
+        assert not hasattr(model, "n_features_in_")
+        with pytest.raises(Exception, match="not fitted"):
+            model.predict(X)
+
+
+@pytest.mark.parametrize("error", [_Boom("injected"), KeyboardInterrupt()], ids=["exception", "interrupt"])
+@pytest.mark.parametrize("which", [0, 1], ids=["gmm", "kmeans"])
+def test_a_failed_partial_fit_changes_nothing(monkeypatch, which, error):
+    X = _blobs()
+    model = _models()[which]
+    model.fit(X)
+    model.partial_fit(X[:50])
+    before = _state(model)
+    # fail after the update rule ran (it changes the running state in place) but before storing
+    _fail_in("_record")(monkeypatch, model, error)
+    with pytest.raises(type(error)):
+        model.partial_fit(X[50:120] + 1.0)
+    monkeypatch.undo()
+    assert _equal(_state(model), before)
+    # the stream continues exactly as if the failed batch had never been given
+    reference = _models()[which].fit(X)
+    reference.partial_fit(X[:50])
+    model.partial_fit(X[120:])
+    reference.partial_fit(X[120:])
+    assert _equal(_state(model)[0], _state(reference)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Hyper-parameters changed after a fit
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model, change", [
+    (GaussianMixture(2, random_state=0), {"n_components": 3}),
+    (GaussianMixture(2, random_state=0), {"covariance_type": "diag"}),
+    (KMeans(2, random_state=0), {"n_clusters": 3}),
+])
+def test_changed_structure_is_refused_until_refit(model, change):
+    X = _blobs()
+    model.fit(X)
+    model.set_params(**change)
+    key = next(iter(change))
+    with pytest.raises(ValueError, match=f"fitted with {key}=.*Call fit"):
+        model.predict(X)
+    with pytest.raises(ValueError, match=f"fitted with {key}="):
+        model.score(X)
+    model.fit(X)
+    assert model.predict(X).shape == (len(X),)
+
+
+def test_warm_start_with_a_changed_structure_starts_afresh():
+    X = _blobs()
+    model = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
+    model.set_params(n_components=3)
+    with pytest.warns(UserWarning, match="n_components changed from 2 to 3.*starts afresh"):
+        model.fit(X)
+    assert model.weights_.shape == (3,)
+    assert model.predict_proba(X).shape == (len(X), 3)
+
+
+@pytest.mark.parametrize("model, change, k", [
+    (KMeans(2, random_state=0), {"n_clusters": 3}, 3),
+    (GaussianMixture(2, random_state=0), {"covariance_type": "spherical"}, 2),
+])
+def test_partial_fit_with_a_changed_structure_starts_afresh(model, change, k):
+    X = _blobs()
+    model.fit(X)
+    model.set_params(**change)
+    with pytest.warns(UserWarning, match="starts afresh"):
+        model.partial_fit(X)
+    assert model.n_iter_ == 1
+    assert model.predict(X).max() <= k - 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Data never changes meaning: feature names
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", [0, 1], ids=["gmm", "kmeans"])
+def test_feature_names_follow_scikit_learns_rule(which):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(0, 1, 300), rng.normal(0, 100, 300), rng.normal(50, 1, 300)])
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = _models()[which].fit(df)
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    expected = model.score(df)
+    for method in ("predict", "score", "score_samples", "predict_proba", "transform"):
+        if not hasattr(model, method):
+            continue
+        with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+            getattr(model, method)(df[["c", "a", "b"]])
+        with pytest.raises(ValueError, match="(?s)unseen at fit time:\n- z\n.*seen at fit time, yet now missing:\n- c"):
+            getattr(model, method)(df.rename(columns={"c": "z"}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but .* was fitted with feature names"):
+        assert model.score(X) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="same order"):
+        model.partial_fit(df[["b", "a", "c"]])
+    # a refit on a plain array forgets the names; a DataFrame then warns the other way
+    model.fit(X)
+    assert not hasattr(model, "feature_names_in_")
+    with pytest.warns(UserWarning, match="X has feature names, but .* was fitted without feature names"):
+        model.predict(df)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data never changes meaning: weights in a stream are read only from {"X": ..., "sample_weight": ...}
+# ------------------------------------------------------------------------------------------------
+
+def test_a_second_item_of_a_stream_batch_is_never_read_as_weights():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X = torch.from_numpy(_blobs(400))
+    labels = torch.linspace(0.0, 50.0, len(X), dtype=torch.float64)  # float labels, not weights
+    for model in _models():
+        with pytest.raises(ValueError, match=r"(?s)labels .*are not used.*\{'X': X, 'sample_weight': w\}"):
+            model.fit(DataLoader(TensorDataset(X, labels), batch_size=64))
+        # weights come from the mapping key, and equal in-memory weights
+        w = torch.rand(len(X), generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+        rows = [{"X": x, "sample_weight": wi, "y": yi} for x, wi, yi in zip(X, w, labels)]
+        streamed = type(model)(**model.get_params()).fit(DataLoader(rows, batch_size=64))
+        memory = type(model)(**model.get_params()).fit(X, sample_weight=w)
+        np.testing.assert_allclose(streamed.score(X, sample_weight=w), memory.score(X, sample_weight=w), rtol=1e-9)
+        assert streamed.score(DataLoader(rows, batch_size=64)) == pytest.approx(float(memory.score(X, sample_weight=w)),
+                                                                               rel=1e-9)
+        with pytest.raises(ValueError, match="must hold the key 'X'.*'sample_weights'"):
+            model.fit(DataLoader([{"X": x, "sample_weights": wi} for x, wi in zip(X, w)], batch_size=64))
+        # partial_fit takes one such batch
+        one = type(model)(**model.get_params()).partial_fit({"X": X, "sample_weight": w})
+        two = type(model)(**model.get_params()).partial_fit(X, sample_weight=w)
+        assert _equal(_state(one)[0], _state(two)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Clear errors instead of bare internal ones
+# ------------------------------------------------------------------------------------------------
+
+def test_bare_internal_errors_become_clear_ones():
+    from torch.utils.data import DataLoader
+
+    from torchem import BernoulliMixture, BinomialMixture, fit_by_gradient
+
+    X = _blobs()
+    with pytest.raises(TypeError, match="n_trials must be a positive integer.*got None"):
+        BinomialMixture(2, n_trials=None).fit(np.ones((20, 3)))
+    with pytest.raises(ValueError, match=r"random_state must be an integer in \[0, 2\*\*64 - 1\]"):
+        GaussianMixture(2, random_state=2**64).fit(X)
+    GaussianMixture(2, random_state=2**64 - 1, max_iter=2).fit(X)  # the largest seed works
+    with pytest.raises(TypeError, match="fit_by_gradient trains a torchem mixture.*got KMeans"):
+        fit_by_gradient(KMeans(2), X)
+    extra = {k: v for k, v in GaussianMixture(2, random_state=0).fit(X).state_dict().items() if k.endswith("_extra_state")}
+    fresh = GaussianMixture(2)
+    with pytest.raises(ValueError, match="marks this GaussianMixture fitted but holds no value for its parameter"):
+        fresh.load_state_dict(extra, strict=False)
+    with pytest.raises(Exception, match="not fitted"):
+        fresh.predict(X)
+    for model, data in [(KMeans(2), X), (BernoulliMixture(2), (X > 3).astype(float))]:
+        rows = [{"X": torch.from_numpy(x), "sample_weight": torch.tensor(0.0, dtype=torch.float64)} for x in data]
+        with pytest.raises(ValueError, match="sample weights of the stream X sum to zero") as err:
+            model.fit(DataLoader(rows, batch_size=50))
+        assert "reg_covar" not in str(err.value)
+
+
+def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
+    n = 150_000  # more than the initial sample
+    X = np.zeros((n, 2))
+    X[n // 2 :] = 1.0
+    X[12345] = [5.0, 5.0]  # a rare third point, missing from the initial sample at this seed
+    km = KMeans(3, random_state=3, n_init=1).fit(X)
+    assert sorted(map(tuple, np.round(km.cluster_centers_, 9))) == [(0, 0), (1, 1), (5, 5)]
+    X[12345] = [1.0, 1.0]  # two distinct points only: still refused
+    with pytest.raises(ValueError, match="distinct points"):
+        KMeans(3, random_state=3, n_init=1).fit(X)
+
+
+# ------------------------------------------------------------------------------------------------
+# Extreme finite queries: finite posteriors, or a clear error
+# ------------------------------------------------------------------------------------------------
+
+def test_extreme_finite_queries_give_finite_rows_or_a_clear_error():
+    X = _blobs()
+    g64 = GaussianMixture(2, random_state=0).fit(X)
+    q = np.array([[1e150, -1e150], [0.0, 0.0]])
+    p = g64.predict_proba(q)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(g64.score_samples(q)).all()
+    with pytest.raises(ValueError, match="overflows float64.*scale the data"):
+        g64.predict_proba(np.array([[1e200, 1e200], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="overflows float64"):
+        g64.score_samples(np.array([[1e200, 1e200]]))
+    g32 = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
+    p = g32.predict_proba(np.array([[1e19, 1e19], [0.0, 0.0]], dtype=np.float32))
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
+    with pytest.raises(ValueError, match="overflows torch.float32"):
+        g32.score_samples(np.array([[1e21, 1e21]], dtype=np.float32))
