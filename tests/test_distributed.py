@@ -70,6 +70,14 @@ def _worker(rank, world, init_file, out_dir):
     for name, make in _models().items():
         data = X[half] if name != "bernoulli" else DataLoader(TensorDataset(torch.from_numpy(B[half])), batch_size=40)
         results[name] = _params(make().fit(data))
+    # one rank streams its shard from a memmap, the other holds it in memory
+    shard = X[half]
+    if rank == 1:
+        mm = np.lib.format.open_memmap(f"{out_dir}/shard{rank}.npy", mode="w+", dtype=shard.dtype, shape=shard.shape)
+        mm[:] = shard
+        mm.flush()
+        shard = np.load(f"{out_dir}/shard{rank}.npy", mmap_mode="r")
+    results["mixed-sources"] = _params(_models()["gmm"]().fit(shard))
     # sample weights: each rank passes the weights of its half
     results["weighted-gmm"] = _params(_weighted_model().fit(X[half], sample_weight=_weights()[half]))
     # partial_fit: each rank passes its half of every batch
@@ -155,6 +163,14 @@ def test_ranks_agree_with_the_single_process_fit(ranks, name):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])  # identical on every rank
         np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_ranks_streaming_and_in_memory_agree_with_the_single_process_fit(ranks):
+    X, _ = _data()
+    single = _params(_models()["gmm"]().fit(X))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["mixed-sources"][key], ranks[1]["mixed-sources"][key])
+        np.testing.assert_allclose(ranks[0]["mixed-sources"][key], value, rtol=1e-9, atol=1e-12)
 
 
 def test_weighted_fit_over_ranks_equals_the_single_process_fit(ranks):

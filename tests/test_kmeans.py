@@ -188,3 +188,22 @@ def test_state_dict_saved_by_torchem_0_1_loads():
     old.partial_fit(X[:10])
     with pytest.raises(ValueError, match="n_clusters=3"):
         KMeans(4).load_state_dict(state)
+
+
+def test_lower_bound_given_to_callbacks_is_the_exact_mean_squared_distance():
+    """In memory (Hamerly's bounded passes) the lower bound of every iteration is minus the
+    exact mean squared distance of the assignment, as a streamed fit (the driver's pass)
+    computes it: the bounds are not the distances."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rng = np.random.default_rng(5)
+    X = (rng.normal(size=(3000, 2)) + 3.0 * rng.normal(size=(5, 2))[rng.integers(0, 5, 3000)]).astype(np.float32)
+    start = X[:5].copy()
+    seen = {"memory": [], "stream": []}
+    KMeans(5, init=start, max_iter=6, tol=0.0).fit(X, callback=lambda it, lb, m: seen["memory"].append(lb) and False)
+    loader = DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=500)
+    KMeans(5, init=start, max_iter=6, tol=0.0).fit(loader, callback=lambda it, lb, m: seen["stream"].append(lb) and False)
+    first = -(((X[:, None, :].astype(np.float64) - start[None].astype(np.float64)) ** 2).sum(-1).min(1)).mean()
+    assert seen["memory"][0] == pytest.approx(first, rel=1e-6)
+    np.testing.assert_allclose(seen["memory"], seen["stream"], rtol=1e-6)
+    assert all(b >= a - 1e-9 for a, b in zip(seen["memory"], seen["memory"][1:]))  # Lloyd never increases the inertia

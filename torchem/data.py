@@ -17,6 +17,7 @@ from torch import Tensor
 from dataclasses import dataclass
 from typing import Any
 
+from .distributed import is_distributed
 from ._utils import InputKind, as_float_tensor, check_data, rand
 
 __all__ = [
@@ -582,7 +583,7 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
         raise ValueError(f"sample_weight should have shape {tuple(shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError("sample_weight must hold finite, non-negative numbers.")
-    if bool((w.double().sum(-1) <= 0).any()):
+    if bool((w.double().sum(-1) <= 0).any()) and not is_distributed():  # a shard may weigh nothing
         raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
                          "give some samples a positive weight.")
     return w

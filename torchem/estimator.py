@@ -372,7 +372,7 @@ class EMEstimator(EstimatorModule):
                 f"again before using the model, or set {key}={old!r} back."
             )
 
-    def _restart_on_structure_change(self, what: str, stacklevel: int) -> bool:
+    def _restart_on_structure_change(self, what: str) -> bool:
         """Warn and forget the fit when the structure changed since it (a warm start or a
         ``partial_fit`` then starts afresh); whether it did."""
         change = self._structure_change()
@@ -457,8 +457,7 @@ class EMEstimator(EstimatorModule):
     def _continues(self) -> bool:
         if not (bool(getattr(self, "warm_start", False)) and self._fitted):
             return False
-        # _restart_on_structure_change <- _continues <- _fit_sequence <- no_grad <- _fit <- fit <- caller
-        return not self._restart_on_structure_change("a warm start (warm_start=True)", 7)
+        return not self._restart_on_structure_change("a warm start (warm_start=True)")
 
     def _fitted_params(self, device, dtype) -> dict[str, Tensor]:
         """The fitted parameters as ``[B, 1, ...]`` driver parameters."""
@@ -474,7 +473,7 @@ class EMEstimator(EstimatorModule):
                 f"X has {s.n_features} features, but {type(self).__name__} is expecting {self.n_features_in_} features "
                 f"as input ({what} continues the fitted model); pass data with the same columns."
             )
-        if s.n_features != self.n_features_in_ or fit.info.stacked != self._stacked or fit.info.n_problems != self._n_problems:
+        if fit.info.stacked != self._stacked or fit.info.n_problems != self._n_problems:
             raise ValueError(
                 f"{what} continues a model of {self._n_problems} problem(s) with {self.n_features_in_} features; "
                 f"X has {fit.info.n_problems} problem(s) with {s.n_features} features. Pass data of the same layout"
@@ -523,10 +522,11 @@ class EMEstimator(EstimatorModule):
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
             raise ValueError(self._too_few_samples(n, k))
-        if fit.streamed and bool((all_reduce_sum([source.total_weight().double()])[0] <= 0).any()):
+        # on every rank, whatever its source (a shard may weigh nothing; the whole data may not)
+        if bool((all_reduce_sum([source.total_weight().double()])[0] <= 0).any()):
             raise ValueError(
-                "Sample weights must contain at least one non-zero number: the sample weights of the stream X sum to "
-                "zero; give some samples a positive weight."
+                "Sample weights must contain at least one non-zero number: the sample weights of "
+                f"{'the stream X' if fit.streamed else 'X'} sum to zero; give some samples a positive weight."
             )
         if continuing:
             self._check_initial_values(source.n_features, info.n_problems)
@@ -677,8 +677,7 @@ class EMEstimator(EstimatorModule):
     @torch.no_grad()
     def _partial_fit_step(self, X, sample_weight) -> None:
         self._validate_hyperparameters()
-        # warn <- here <- no_grad <- partial_fit (<- the model's partial_fit) <- caller
-        self._restart_on_structure_change("partial_fit", 6 if type(self).partial_fit is not EMEstimator.partial_fit else 5)
+        self._restart_on_structure_change("partial_fit")
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
@@ -697,6 +696,11 @@ class EMEstimator(EstimatorModule):
                 )
             check_feature_names(self, X, reset=not self._fitted)
             fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
+            if fit.streamed:  # a host batch larger than half a CUDA device's free memory
+                raise ValueError(
+                    "This partial_fit batch does not fit in the device's memory at once; split it into smaller batches "
+                    "(or pass the whole data to fit, which streams it)."
+                )
             if self._fitted:
                 self._check_layout(fit, "partial_fit")
         except (ValueError, TypeError) as exc:

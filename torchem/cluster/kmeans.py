@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..exceptions import NotFittedError
 from ..estimator import EMEstimator, _count_distinct_up_to
 from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
@@ -75,6 +76,7 @@ class _KMeansFamily(Lloyd):
         self.tol = tol  # [B] absolute tolerance on the total squared centre shift
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
+        self.ref, self.spread = None, None  # [B, D] reference near the data, [B] sum w |x - ref|^2
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
@@ -184,10 +186,28 @@ class _KMeansFamily(Lloyd):
                     self.sums.index_add_(0, pm + sel(old), -xw)
                 self.counts.index_add_(0, pm + sel(new_lab), wt)
                 self.sums.index_add_(0, pm + sel(new_lab), xw)
-        ll = -(self.upper.square() * (1.0 if source.sample_weight is None else source.sample_weight.double().unsqueeze(1))).sum(-1)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
-        return stats, ll / source.total_weight().unsqueeze(-1)
+        return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
+
+    def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
+        """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
+        bounds are only bounds): ``sum w |x - r|^2 - 2 sum_k (c_k - r).(S_k - n_k r) + sum_k
+        n_k |c_k - r|^2``, about a reference ``r`` near the data (the first rows' mean), with
+        ``sum w |x - r|^2`` computed once per fit."""
+        if self.spread is None:
+            n = source.n_samples
+            self.ref = source.X[:, : min(n, 4096)].double().mean(1)  # [B, D]
+            spread = torch.zeros(source.n_problems, dtype=torch.float64, device=c64.device)
+            for _, X, w in source.chunks():
+                sq = (X.double() - self.ref.unsqueeze(1)).square_().sum(-1)  # [B, n]
+                spread += (sq if w is None else sq * w.double()).sum(-1)
+            self.spread = spread
+        ref = self.ref[:, None, None, :]
+        cc = c64 - ref
+        moments = stats["sums"] - stats["counts"].unsqueeze(-1) * ref  # sum of w (x - r) per cluster
+        inertia = self.spread[:, None] - 2.0 * (cc * moments).sum((-1, -2)) + (stats["counts"] * cc.square().sum(-1)).sum(-1)
+        return inertia.clamp_min(0.0)
 
     def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:
         """Assign every point of a chunk (one problem, one restart): used when most points
@@ -575,9 +595,10 @@ class KMeans(EMEstimator):
         labels, dist = assign(source.X.unsqueeze(1), centers)
         w = source.sample_weight
         inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
-        self._labels, self._inertia = labels[:, 0], all_reduce_sum([inertia])[0][:, 0]
+        inertia, weight = all_reduce_sum([inertia, source.total_weight().double()])  # the whole batch, every rank
+        self._labels, self._inertia = labels[:, 0], inertia[:, 0]
         self._counts = total
-        return {"centers": new}, -inertia / source.total_weight().unsqueeze(-1), state
+        return {"centers": new}, -inertia / weight.unsqueeze(-1), state
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit and return the cluster of each sample (``labels_``)."""
@@ -586,6 +607,11 @@ class KMeans(EMEstimator):
     # ----------------------------------------------------------------------------------------
     # Attributes
     # ----------------------------------------------------------------------------------------
+
+    def _check_final(self, name: str) -> None:
+        if "_labels" not in self.__dict__:  # inside a callback of a first fit
+            raise NotFittedError(f"{name} is set at the end of fit; inside a callback use cluster_centers_, predict, "
+                                 "transform or score.")
 
     def _scalar(self, t: Tensor, cast):
         return cast(t.reshape(-1)[0]) if not self._stacked else self._attr(t)
@@ -600,12 +626,14 @@ class KMeans(EMEstimator):
     def labels_(self):
         """Cluster of each training sample ``[N]`` (``[B, N]``)."""
         check_fitted(self)
+        self._check_final("labels_")
         return self._attr(self._labels if self._stacked else self._labels[0])
 
     @property
     def inertia_(self):
         """Sum of (weighted) squared distances of the samples to their closest centre."""
         check_fitted(self)
+        self._check_final("inertia_")
         return self._scalar(self._inertia, float)
 
     # ----------------------------------------------------------------------------------------
