@@ -375,6 +375,15 @@ class BinomialMixture(BernoulliMixture):
         self.n_trials = n_trials
 
     def _trials(self, n_features: int) -> Tensor:
+        key = (repr(self.n_trials), n_features)
+        cached = self.__dict__.get("_trials_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]  # also what a traced forward (torch.compile) reads: no numpy there
+        t = self._check_trials(n_features)
+        self.__dict__["_trials_cache"] = (key, t)
+        return t
+
+    def _check_trials(self, n_features: int) -> Tensor:
         raw = self.n_trials.detach().cpu().numpy() if isinstance(self.n_trials, Tensor) else np.asarray(self.n_trials)
         if raw.dtype.kind not in "iuf" or isinstance(self.n_trials, bool):
             raise TypeError(

@@ -28,15 +28,30 @@ class _GaussianFamily(Family):
         self.table = C.lookup(covariance_type)
 
     def prepare(self, params, precise=False):
+        means, prec_chol = params["means"], params["prec_chol"]
+        if (torch.compiler.is_compiling() and not precise and means.dtype != torch.float64
+                and not (means.requires_grad or prec_chol.requires_grad)):
+            # Traced (torch.compile): the float64 fall-back cannot be a host-side decision, so
+            # both precisions are prepared and log_prob picks per problem with torch.where,
+            # exactly as the eager decision would (no graph break, no host sync).
+            eps = torch.finfo(means.dtype).eps
+            need = eps * G.expansion_error_bound(means, prec_chol, self.covariance_type) > G.EXPANSION_TOLERANCE
+            pair = [G.gaussian_prepare(means, prec_chol, self.covariance_type, working_dtype=w, data_dtype=means.dtype)
+                    for w in (means.dtype, torch.float64)]
+            return {"pair": pair, "need": need, "means": means, "prec_chol": prec_chol}
         prep = G.gaussian_prepare(
-            params["means"], params["prec_chol"], self.covariance_type,
-            working_dtype=torch.float64 if precise else None, data_dtype=params["means"].dtype,
+            means, prec_chol, self.covariance_type,
+            working_dtype=torch.float64 if precise else None, data_dtype=means.dtype,
         )
-        prep["means"] = params["means"]
+        prep["means"] = means
         prep["workspace"] = {}  # chunk buffers reused through the pass
         return prep
 
     def log_prob(self, X, prepared):
+        if "pair" in prepared:
+            low, high = (G.gaussian_log_prob_prepared(X, p) for p in prepared["pair"])
+            need = prepared["need"].reshape(prepared["need"].shape + (1,) * (low.ndim - prepared["need"].ndim))
+            return torch.where(need, high.to(low.dtype), low), None
         return G.gaussian_log_prob_prepared(X, prepared, return_aux=True)
 
     def needs_precise_pass(self, stats, params) -> bool:
