@@ -207,3 +207,29 @@ def test_lower_bound_given_to_callbacks_is_the_exact_mean_squared_distance():
     assert seen["memory"][0] == pytest.approx(first, rel=1e-6)
     np.testing.assert_allclose(seen["memory"], seen["stream"], rtol=1e-6)
     assert all(b >= a - 1e-9 for a, b in zip(seen["memory"], seen["memory"][1:]))  # Lloyd never increases the inertia
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e8, 1e10])
+def test_float64_far_from_the_origin_equals_lloyd(offset):
+    """From the same centres, K-means on float64 data at any offset is Lloyd's algorithm (labels,
+    inertia, n_iter_) as a NumPy reference computes it on exact differences: the bounded pass
+    expands distances about the centres' mean and widens its bounds by the rounding bound."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 2)) + rng.normal(size=(8, 2))[rng.integers(0, 8, 2000)] * 3 + offset
+    start = X[rng.choice(2000, 8, replace=False)]
+    c, tol = start.copy(), 1e-4 * X.var(0).mean()
+    for it in range(1, 101):  # the reference: Lloyd on the given float64 data, exact differences
+        lab = ((X[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        new = np.array([X[lab == j].mean(0) if (lab == j).any() else c[j] for j in range(8)])
+        shift, c = ((new - c) ** 2).sum(), new
+        if shift <= tol:
+            break
+    d = ((X[:, None] - c[None]) ** 2).sum(-1)
+    km = KMeans(8, init=start, n_init=1, max_iter=100, tol=1e-4).fit(X)
+    np.testing.assert_array_equal(km.labels_, d.argmin(1))
+    assert km.n_iter_ == it
+    # what float64 data at this offset can carry: each coordinate is known to eps * offset
+    carried = 4 * np.finfo(np.float64).eps * offset
+    assert km.inertia_ == pytest.approx(d.min(1).sum(), rel=1e-8 + carried / X.std(0).min())
+    # centres: running sums of ~250 points moved in and out, each step rounding at the sum's scale
+    np.testing.assert_allclose(km.cluster_centers_, c, rtol=0, atol=1e-9 + 25 * carried)

@@ -114,7 +114,14 @@ class _KMeansFamily(Lloyd):
         cc = torch.cdist(c64, c64)
         cc.diagonal(dim1=-2, dim2=-1).fill_(torch.inf)
         half = 0.5 * cc.amin(-1)
-        cnorm = c64.square().sum(-1)  # [B, R, K]
+        # the GEMM expansion is taken about the mean of each restart's centres (about the
+        # origin it cancels for data far from it: at an offset of 1e8 float64 keeps no digit)
+        ref = c64.mean(-2, keepdim=True)  # [B, R, 1, D]
+        c_cen = c64 - ref
+        cnorm = c_cen.square().sum(-1)  # [B, R, K]
+        cmax = cnorm.amax(-1).reshape(-1)  # [B R]
+        ref_flat = ref.reshape(b * r, d)
+        eps = torch.finfo(torch.float64).eps
         # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state, its
         # sample is row b * N + i of the data, and centre j of p is row p * K + j.
         c_flat, half_flat = c64.reshape(b * r * k, d), half.reshape(-1)
@@ -153,27 +160,37 @@ class _KMeansFamily(Lloyd):
                     x, old = x.index_select(0, keep), old.index_select(0, keep)
             if prow.numel() == 0:
                 continue
-            # all K distances of the remaining points, one float64 GEMM per (problem, restart)
-            xx = x.square().sum(-1, keepdim=True)
+            # all K distances of the remaining points, one float64 GEMM per (problem, restart),
+            # on differences from the centres' mean
+            xc = x - ref_flat.index_select(0, pi)
+            xx = xc.square().sum(-1, keepdim=True)
             if b * r == 1:
-                d2 = torch.addmm(cnorm[0, 0].unsqueeze(0), x, c64[0, 0].mT, alpha=-2.0).add_(xx).clamp_min_(0.0)
+                d2 = torch.addmm(cnorm[0, 0].unsqueeze(0), xc, c_cen[0, 0].mT, alpha=-2.0).add_(xx).clamp_min_(0.0)
             else:
                 d2 = torch.empty(x.shape[0], k, dtype=torch.float64, device=dev)
                 for p in torch.unique(pi).tolist():
                     sel = (pi == p).nonzero(as_tuple=True)[0]
-                    cp = c64[p // r, p % r]
-                    d2[sel] = (xx[sel] - 2.0 * x[sel] @ cp.mT + cnorm[p // r, p % r]).clamp_min_(0.0)
+                    cp = c_cen[p // r, p % r]
+                    d2[sel] = (xx[sel] - 2.0 * xc[sel] @ cp.mT + cnorm[p // r, p % r]).clamp_min_(0.0)
+            # a bound on the expansion's rounding (each entry), so the lower bound stays a bound
+            err = (2.0 * (d + 2) * eps) * (xx.squeeze(-1) + cmax.index_select(0, pi))
             if k > 1:
+                best = d2.amin(-1)
+                close = ((d2 - best.unsqueeze(-1)) <= 2.0 * err.unsqueeze(-1)).sum(-1) > 1
+                if bool(close.any()):  # two centres within the rounding: their distances exactly
+                    rows = close.nonzero(as_tuple=True)[0]
+                    cents = c_flat.view(b * r, k, d).index_select(0, pi.index_select(0, rows))
+                    d2[rows] = (x.index_select(0, rows).unsqueeze(1) - cents).square().sum(-1)
                 new_lab = _argmin_keeping(d2, old, first)
                 # the second smallest distance (min twice is much faster than topk on CPU)
-                new_l = d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1)
+                new_l = (d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1) - err).clamp_min_(0.0)
             else:
                 new_lab, new_l = torch.zeros_like(old), torch.full_like(d2[:, 0], torch.inf)
             # the winner's distance exactly (the expansion may carry rounding)
             new_u = torch.linalg.vector_norm(x - c_flat.index_select(0, pi * k + new_lab), dim=-1)
             lab_flat.index_copy_(0, prow, new_lab)
             u_flat.index_copy_(0, prow, new_u)
-            low_flat.index_copy_(0, prow, new_l.sqrt_().mul_(1.0 - 1e-12))
+            low_flat.index_copy_(0, prow, new_l.sqrt_())
             # move the points that changed cluster in the running sums
             moved = (new_lab != old).nonzero(as_tuple=True)[0] if not first else None
             if moved is None or moved.numel():
