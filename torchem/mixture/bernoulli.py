@@ -375,7 +375,7 @@ class BinomialMixture(BernoulliMixture):
         self.n_trials = n_trials
 
     def _trials(self, n_features: int) -> Tensor:
-        key = (repr(self.n_trials), n_features)
+        key = (id(self.n_trials), repr(self.n_trials), n_features)  # repr alone abbreviates long arrays
         cached = self.__dict__.get("_trials_cache")
         if cached is not None and cached[0] == key:
             return cached[1]  # also what a traced forward (torch.compile) reads: no numpy there
