@@ -430,3 +430,36 @@ def test_warnings_point_at_the_callers_line():
         warnings.simplefilter("always")
         GaussianMixture(3, max_iter=1, random_state=0).fit(X)
     assert caught and all(w.filename == __file__ for w in caught), [(w.filename, w.lineno) for w in caught]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_float64_components_far_apart_are_exact(covariance_type):
+    """Two unit clusters 1e7 apart, fitted from the true start: the covariances equal a
+    centred-difference reference to 1e-8 relative (the moments about the means' common centre
+    cancel even in float64; the precise pass takes them about each component's mean)."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(500, 2)), rng.normal(size=(500, 2)) * 2.0 + 1e7])
+    means = np.array([[0.1, 0.1], [1e7 + 0.1, 1e7]])
+    prec = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(2, covariance_type=covariance_type, tol=0.0, max_iter=5, weights_init=[0.5, 0.5],
+                             means_init=means, precisions_init=prec[covariance_type]).fit(X)
+    parts = [X[:500] - X[:500].mean(0), X[500:] - X[500:].mean(0)]  # exact differences
+    full = [p.T @ p / 500 for p in parts]
+    expected = {"full": np.stack(full), "tied": (full[0] + full[1]) / 2, "diag": np.stack([np.diag(f) for f in full]),
+                "spherical": np.array([np.trace(f) / 2 for f in full])}[covariance_type]
+    reg = {"full": np.eye(2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}[covariance_type]
+    np.testing.assert_allclose(gm.covariances_, expected + 1e-6 * reg, rtol=1e-8)
+    np.testing.assert_allclose(gm.means_, [X[:500].mean(0), X[500:].mean(0)], rtol=1e-12)
+
+
+def test_a_single_row_far_away_fits_where_scikit_learn_fits():
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    rng = np.random.default_rng(0)
+    Y = np.concatenate([rng.normal(size=(300, 2)), [[1e8, 1e8]]])
+    assert SkGMM(2, random_state=0).fit(Y).converged_
+    gm = GaussianMixture(2, random_state=0).fit(Y)
+    assert gm.converged_ and np.isfinite(gm.score(Y))
+    np.testing.assert_allclose(np.sort(gm.weights_), [1 / 301, 300 / 301], rtol=1e-9)

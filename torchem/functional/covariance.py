@@ -138,6 +138,10 @@ class CovarianceType(ABC):
             words.
     """
 
+    #: One covariance pooled over the components (``tied``): its second moment is a scatter
+    #: summed over the components, not one per component.
+    pooled: bool = False
+
     name: ClassVar[str]
     event_ndim: ClassVar[int]
     precision_requirement: ClassVar[str]
@@ -469,6 +473,7 @@ class _Full(_Triangular):
 
 class _Tied(_Triangular):
     name = "tied"
+    pooled = True
     event_ndim = 2
 
     def factor_shape(self, k, d):

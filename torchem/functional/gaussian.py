@@ -53,6 +53,7 @@ from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  
 
 __all__ = [
     "expansion_error_bound",
+    "gaussian_stats_centred",
     "COVARIANCE_TYPES",
     "covariances_from_precision_cholesky",
     "gaussian_log_prob",
@@ -347,6 +348,36 @@ def gaussian_stats(
     return {"nk": nk, **ct.moment_stats(both, r, z, X.shape[-1])}
 
 
+def gaussian_stats_centred(
+    X: Tensor, resp: Tensor, means: Tensor, covariance_type: str, *, sample_weight: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The statistics of :func:`gaussian_stats` taken, in float64, about each component's own
+    mean (``sx`` and ``sxx`` of ``x - mu_k``) instead of the means' common centre: the precise
+    path for components far from that centre, whose moments about it cancel even in float64
+    (two clusters 1e7 apart, or one row at 1e8). It computes each component's features in turn
+    (a fall-back, used when :func:`stats_need_float64` says the common centre lost too much),
+    so its memory is one chunk's features. The result carries a ``centred`` entry, which
+    :func:`gaussian_m_step` reads.
+    """
+    ct = _lookup(covariance_type)
+    X64, mu = X.double(), means.double()
+    r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
+    d, k = X.shape[-1], mu.shape[-2]
+    rz, sxx = [], None
+    for j in range(k):  # one component at a time: [.., n, F] features, not [.., K, n, F]
+        z = ct.features(X64 - mu[..., j : j + 1, :])
+        rj = r[..., j : j + 1]
+        rz.append((rj.mT @ z).squeeze(-2))
+        if ct.pooled:  # the scatter of every component about its own mean, summed
+            part = z.mT @ (z * rj)
+            sxx = part if sxx is None else sxx + part
+    rz = torch.stack(rz, -2)  # [.., K, F]
+    stats = {"nk": r.sum(-2)}
+    stats.update({"sx": rz, "sxx": sxx} if ct.pooled else ct.moment_stats(rz, r, None, d))
+    stats["centred"] = stats["nk"].new_ones(())
+    return stats
+
+
 def stats_need_float64(stats: dict[str, Tensor], covariance_type: str, eps: float) -> bool:
     """Whether variances computed from these statistics lost too much to rounding.
 
@@ -412,7 +443,8 @@ def gaussian_m_step(
     """
     nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
-    c = _centre(means).double()
+    # the reference the statistics were taken about: the means' centre, or each mean itself
+    c = means.double() if "centred" in stats else _centre(means).double()
     mean_c = stats["sx"] / nk.unsqueeze(-1)
     new_means = mean_c + c
     cov = _lookup(covariance_type).covariances_from_stats(stats, nk, mean_c, means.shape[-1], reg_covar)

@@ -45,6 +45,7 @@ class _GaussianFamily(Family):
         )
         prep["means"] = means
         prep["workspace"] = {}  # chunk buffers reused through the pass
+        prep["centred"] = precise  # a precise pass takes the moments about each component's mean
         return prep
 
     def log_prob(self, X, prepared):
@@ -56,12 +57,14 @@ class _GaussianFamily(Family):
 
     def needs_precise_pass(self, stats, params) -> bool:
         """Ask the driver to redo a float32 pass in float64 when its second moments cancelled."""
-        dtype = params["means"].dtype
-        if dtype == torch.float64:
-            return False
-        return G.stats_need_float64(stats, self.covariance_type, torch.finfo(dtype).eps)
+        if "centred" in stats:
+            return False  # already the precise pass
+        eps = torch.finfo(params["means"].dtype).eps  # float64 data too: far components cancel there as well
+        return G.stats_need_float64(stats, self.covariance_type, eps)
 
     def stats(self, X, resp, prepared, aux, sample_weight):
+        if prepared.get("centred"):
+            return G.gaussian_stats_centred(X, resp, prepared["means"], self.covariance_type, sample_weight=sample_weight)
         return G.gaussian_stats(
             X, resp, prepared["means"], prepared["prec_chol"], self.covariance_type, sample_weight=sample_weight, aux=aux
         )
