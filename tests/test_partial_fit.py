@@ -194,3 +194,16 @@ def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():
     new, failed = g._family(g.n_features_in_).m_step(g._implied_statistics(p), p)
     for key in p:
         torch.testing.assert_close(new[key], p[key], rtol=1e-8, atol=1e-8)
+
+
+def test_partial_fit_continues_stacked_problems_with_components_far_apart():
+    """Stacked problems whose components lie 1e7 apart: partial_fit after fit continues from
+    statistics taken about each component's mean (the precise pass), for B problems at once."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2, 400, 2)) + np.array([0, 1e7])[None, rng.integers(0, 2, 400), None]
+    for ct in ("full", "tied", "diag", "spherical"):
+        g = GaussianMixture(2, covariance_type=ct, random_state=0).fit(X)
+        before = np.sort(np.asarray(g.means_)[..., 0], -1)
+        g.partial_fit(X[:, :50])
+        assert list(g.n_iter_) == [1, 1] and np.isfinite(g.covariances_).all()
+        np.testing.assert_allclose(np.sort(np.asarray(g.means_)[..., 0], -1), before, atol=0.5)

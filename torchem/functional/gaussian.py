@@ -374,7 +374,7 @@ def gaussian_stats_centred(
     rz = torch.stack(rz, -2)  # [.., K, F]
     stats = {"nk": r.sum(-2)}
     stats.update({"sx": rz, "sxx": sxx} if ct.pooled else ct.moment_stats(rz, r, None, d))
-    stats["centred"] = stats["nk"].new_ones(())
+    stats["centred"] = stats["nk"].new_ones(stats["nk"].shape[:-1])  # a marker that adds and reshapes like the rest
     return stats
 
 
