@@ -6,16 +6,8 @@ both) that broadcasts between the data and the parameters. Notation:
 * ``X``: ``[..., n, D]`` samples.
 * ``means``: ``[..., K, D]`` component means (``loc`` in torch.distributions' words).
 * ``prec_chol``: the Cholesky factor ``U`` of the precision, ``P = U U^T``, upper triangular,
-  stored as scikit-learn's ``precisions_cholesky_``:
-
-  ============  ==================  ===============================================
-  type          shape               meaning
-  ============  ==================  ===============================================
-  ``full``      ``[..., K, D, D]``  one upper-triangular factor per component
-  ``tied``      ``[..., D, D]``     one factor shared by all components
-  ``diag``      ``[..., K, D]``     ``1 / sqrt(variance)`` per feature
-  ``spherical`` ``[..., K]``        ``1 / sqrt(variance)`` per component
-  ============  ==================  ===============================================
+  stored as scikit-learn's ``precisions_cholesky_``; its shape per covariance type is in the
+  table of :mod:`torchem.functional.covariance`.
 
 Numerical choices:
 
@@ -28,7 +20,9 @@ Numerical choices:
   the responsibilities, are the M-step statistics (one more GEMM).
 * Where float32 rounding of that expansion would matter (components narrow compared with
   their distance from the centre), :func:`expansion_error_bound` and
-  :func:`stats_need_float64` send the pass to float64.
+  :func:`stats_need_float64` send the pass to float64; where the moments about the centre
+  cancel even there (components far apart), the precise pass takes them about each
+  component's own mean (:func:`gaussian_stats_centred`).
 * Statistics are returned in float64 so they add exactly across chunks, batches and ranks.
 * Log-determinants are read off the factor's diagonal; no matrix is ever inverted.
 
