@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchem import BernoulliMixture, GaussianMixture, KMeans
+from torchem.distributed import consistent_count
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 
@@ -119,6 +120,27 @@ def _worker(rank, world, init_file, out_dir):
         results["state"] = "no error"
     except ValueError as exc:
         results["state"] = str(exc)
+    # the sample count crosses the ranks exactly above 2**24 (float32 would round it)
+    results["count"] = consistent_count({"same": 1}, None, 2**24 + 1 + rank, torch.device("cpu"))
+    # partial_fit: the full (object) handshake on a stream's first batch only; a later batch
+    # that one rank cannot read still raises the same error on every rank
+    gathers = []
+    real_gather = dist.all_gather_object
+    dist.all_gather_object = lambda *a, **k: (gathers.append(1), real_gather(*a, **k))[1]
+    try:
+        model = KMeans(3, random_state=0)
+        for i, batch in enumerate(_batches(X)):
+            part = batch[rank * 100 : (rank + 1) * 100]
+            if i == 4 and rank == 1:
+                part = part.copy()
+                part[5, 1] = np.inf
+            try:
+                model.partial_fit(part)
+                results.setdefault("later-batches", []).append(len(gathers))
+            except ValueError as exc:
+                results["later-error"] = str(exc)
+    finally:
+        dist.all_gather_object = real_gather
     # a rank that fails mid-fit: the other must fail too (not hang)
     start = time.perf_counter()
 
@@ -222,3 +244,15 @@ def test_a_rank_failing_mid_fit_fails_the_others(ranks):
     assert ranks[1]["failure"] == "RuntimeError: rank 1 died"
     assert ranks[0]["failure"] != "no error"  # the survivor raised instead of hanging
     assert ranks[0]["failure_seconds"] < 60
+
+
+def test_the_sample_count_is_exact_above_float32s_integers(ranks):
+    assert ranks[0]["count"] == ranks[1]["count"] == 2 * (2**24 + 1) + 1
+
+
+def test_partial_fit_exchanges_objects_on_the_first_batch_only(ranks):
+    # the first batch's handshake gathers objects once; the next three batches none
+    assert ranks[0]["later-batches"] == ranks[1]["later-batches"] == [1, 1, 1, 1]
+    # the fifth batch: rank 1 could not read its part, and both ranks say so
+    assert ranks[0]["later-error"] == ranks[1]["later-error"]
+    assert re.search("rank 1: ValueError: .*NaN or infinity", ranks[0]["later-error"]), ranks[0]["later-error"]

@@ -38,6 +38,7 @@ __all__ = [
     "describe",
     "open_source",
     "check_sample_weight",
+    "working_dtype",
 ]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
@@ -294,10 +295,12 @@ class HostStreamSource(_StreamBase):
         self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
         self.host = X if X.ndim == 3 else X[None]
         self.sample_weight = None
+        self._total = None
         if sample_weight is not None:
             w = torch.as_tensor(sample_weight).double()
             w = w.unsqueeze(0) if w.ndim == 1 else w
             self.sample_weight = w.expand(self.host.shape[0], -1)
+            self._total = self.sample_weight.sum(-1)
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.n_samples)
 
     @property
@@ -313,21 +316,47 @@ class HostStreamSource(_StreamBase):
         return int(self.host.shape[2])
 
     def total_weight(self) -> Tensor:
-        if self.sample_weight is None:
+        if self._total is None:
             return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
-        return self.sample_weight.sum(-1).to(self.device)
+        return self._total.to(self.device)
 
-    def _host_chunk(self, start: int, stop: int) -> Tensor:
+    def _host_dtype(self) -> torch.dtype:
+        """The dtype a chunk crosses to the device in: the host array's own when torch has it
+        (a uint8 memmap moves a quarter of the bytes of float32 and is converted on the
+        device), else the compute dtype."""
+        if isinstance(self.host, Tensor):
+            return self.host.dtype
+        try:
+            return torch.from_numpy(np.empty(0, dtype=self.host.dtype)).dtype
+        except TypeError:  # a numpy dtype torch lacks (e.g. uint32 on old torch, float128)
+            return self.dtype
+
+    def _fill(self, out: Tensor, start: int, stop: int) -> Tensor:
+        """Copy host rows ``start:stop`` of every problem straight into ``out`` (a CPU
+        tensor, pinned on CUDA): one copy, converting the dtype on the way. A chunk of a
+        read-only memmap is read by ``np.copyto`` into ``out``'s memory, never first into a
+        numpy copy of its own (that doubled the memory traffic of streaming)."""
         part = self.host[:, start:stop]
-        if isinstance(part, np.ndarray):
-            # a chunk of a read-only memmap is copied (torch tensors cannot be read-only)
-            part = torch.from_numpy(np.ascontiguousarray(part) if part.flags.writeable else np.array(part))
-        return part
+        if isinstance(part, Tensor):
+            out.copy_(part)
+        else:
+            np.copyto(out.numpy(), part, casting="unsafe")
+        return out
+
+    def _cpu_chunk(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` in the compute dtype: a view of a writable host array already
+        in that dtype, else one copy (read-only memory is never handed to torch)."""
+        part = self.host[:, start:stop]
+        if isinstance(part, Tensor):
+            return part.to(self.dtype)
+        if part.flags.writeable and part.flags.c_contiguous and part.dtype == torch.empty(0, dtype=self.dtype).numpy().dtype:
+            return torch.from_numpy(part)
+        return self._fill(torch.empty((self.n_problems, stop - start, self.n_features), dtype=self.dtype), start, stop)
 
     def _weights(self, start: int, stop: int) -> Tensor | None:
         if self.sample_weight is None:
             return None
-        return self.sample_weight[:, start:stop].to(device=self.device, dtype=self.dtype)
+        return self.sample_weight[:, start:stop].to(dtype=self.dtype)
 
     def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         step = max(1, int(self.chunk_size))
@@ -337,42 +366,62 @@ class HostStreamSource(_StreamBase):
         else:
             for start in starts:
                 stop = min(self.n_samples, start + step)
-                X = self._checked_chunk(self._host_chunk(start, stop).to(self.dtype))
+                X = self._checked_chunk(self._cpu_chunk(start, stop))
                 yield start, X, self._weights(start, stop)
         self._checked = True
 
     def _cuda_chunks(self, starts, step):
         side = torch.cuda.Stream(self.device)
-        pinned: list[Tensor | None] = [None, None]
-        copied: list = [None, None]  # event: the copy out of that pinned buffer has finished
+        host_dtype = self._host_dtype()
+        pinned: list[tuple[Tensor, Tensor | None] | None] = [None, None]
+        copied: list = [None, None]  # event: the copies out of that pinned slot have finished
 
         def stage(i: int, start: int):
-            host = self._host_chunk(start, min(self.n_samples, start + step))
+            stop = min(self.n_samples, start + step)
+            shape = (self.n_problems, stop - start, self.n_features)
             slot = i % 2
             if copied[slot] is not None:
-                copied[slot].synchronize()  # the buffer is free again
-            buf = pinned[slot]
-            if buf is None or buf.shape != host.shape or buf.dtype != host.dtype:
-                buf = pinned[slot] = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
-            buf.copy_(host)
+                copied[slot].synchronize()  # the buffers are free again
+            if pinned[slot] is None or tuple(pinned[slot][0].shape) != shape:
+                w_buf = None if self.sample_weight is None else torch.empty(shape[:2], dtype=self.dtype, pin_memory=True)
+                pinned[slot] = (torch.empty(shape, dtype=host_dtype, pin_memory=True), w_buf)
+            buf, w_buf = pinned[slot]
+            self._fill(buf, start, stop)
+            if w_buf is not None:  # the weights travel like the data: pinned, on the side stream
+                w_buf.copy_(self.sample_weight[:, start:stop])
             with torch.cuda.stream(side):
                 dev = buf.to(self.device, non_blocking=True)
+                w_dev = None if w_buf is None else w_buf.to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(side)
             copied[slot] = event
-            return dev, event
+            return dev, w_dev, event
 
         compute = torch.cuda.current_stream(self.device)
         starts = list(starts)
         nxt = stage(0, starts[0]) if starts else None
         for i, start in enumerate(starts):
-            dev, event = nxt
+            dev, w_dev, event = nxt
             compute.wait_event(event)
-            dev.record_stream(compute)  # allocated on the side stream, used on this one
+            for t in (dev, w_dev):  # allocated on the side stream, used on this one
+                if t is not None:
+                    t.record_stream(compute)
             if i + 1 < len(starts):
                 nxt = stage(i + 1, starts[i + 1])  # host work for the next chunk overlaps this one
             X = self._checked_chunk(dev.to(self.dtype))
-            yield start, X, self._weights(start, min(self.n_samples, start + step))
+            yield start, X, w_dev
+
+
+def _to_device(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``t`` on ``device`` in ``dtype``. A host tensor bound for CUDA goes through pinned
+    memory with a non-blocking copy (a pageable one stalls the host until the device has
+    drained its queue); the caching host allocator keeps the pinned block until the copy is
+    done."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        if not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(device=device, non_blocking=True).to(dtype)
+    return t.to(device=device, dtype=dtype)
 
 
 class IterableSource(_StreamBase):
@@ -405,23 +454,25 @@ class IterableSource(_StreamBase):
         self.host_is_numpy = None  # numpy batches give numpy fitted attributes
         if first is None:
             first = self.peek(iterable, name)
-        self._width, self.host_dtype, self.host_is_numpy = first
+        self._width, self.host_dtype, self.host_is_numpy = first[:3]
         super().__init__(device=device, dtype=dtype or self.host_dtype, check=check, convert=convert)
         self.chunk_size = int(chunk_size) if chunk_size is not None else 65536
 
     @classmethod
-    def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool]:
-        """``(n_features, dtype, numpy?)`` of the first non-empty batch (this starts a pass)."""
+    def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool, bool]:
+        """``(n_features, dtype, numpy?, integral?)`` of the first non-empty batch (this starts
+        a pass); ``integral``: its values are integers or booleans (see :func:`working_dtype`)."""
         probe = cls.__new__(cls)
         probe.name, probe.host_is_numpy = name, None
-        first = None
+        first, integral = None, False
         for batch in iterable:
+            integral = _is_integral(split_batch(batch, name)[0])
             first = probe._split(batch)[0]
             if first.shape[0] > 0:
                 break
         if first is None or first.shape[0] == 0:
             raise ValueError(f"{name} yielded no samples; pass an iterable of non-empty [n_samples, n_features] batches.")
-        return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy)
+        return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy), integral
 
     def _split(self, batch) -> tuple[Tensor, Tensor | None]:
         batch, w = split_batch(batch, self.name)
@@ -469,7 +520,7 @@ class IterableSource(_StreamBase):
 
         def emit(rows: list[tuple[Tensor, Tensor | None]]):
             X = torch.cat([x for x, _ in rows]) if len(rows) > 1 else rows[0][0]
-            X = self._checked_chunk(X.to(device=self.device, dtype=self.dtype, non_blocking=True))
+            X = self._checked_chunk(_to_device(X, self.device, self.dtype))
             ws = [w for _, w in rows]
             if all(w is None for w in ws):
                 w = None
@@ -477,7 +528,7 @@ class IterableSource(_StreamBase):
                 w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w in rows])
                 if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                     raise ValueError(f"The sample weights of {self.name} must be finite and non-negative.")
-                w = w.to(device=self.device, dtype=self.dtype).unsqueeze(0)
+                w = _to_device(w.to(self.dtype), self.device, self.dtype).unsqueeze(0)
             return X.unsqueeze(0), w
 
         for batch in self.iterable:
@@ -606,6 +657,7 @@ class DataInfo:
     host: bool  # numpy, memmap or a CPU tensor: may be streamed to a CUDA device
     memmap: bool  # always streamed, never copied whole
     iterable: bool  # a re-iterable of batches: one pass per EM iteration
+    integral: bool = False  # integer or boolean values (no float dtype of their own): see working_dtype
 
 
 def describe(X, name: str = "X") -> DataInfo:
@@ -616,7 +668,7 @@ def describe(X, name: str = "X") -> DataInfo:
             IterableSource(X, device=torch.device("cpu"), name=name)
         first = IterableSource.peek(X, name)
         return DataInfo((X, first), InputKind(first[2], None), False, 1, first[0], None, first[1],
-                        torch.device("cpu"), False, False, True)
+                        torch.device("cpu"), False, False, True, first[3])
     if isinstance(X, np.memmap) or (isinstance(X, (np.ndarray, Tensor)) and getattr(X, "ndim", 0) in (2, 3)
                                     and 0 not in X.shape and (not isinstance(X, Tensor) or X.device.type == "cpu")):
         if isinstance(X, np.memmap) and X.ndim in (2, 3) and 0 not in X.shape:
@@ -625,11 +677,37 @@ def describe(X, name: str = "X") -> DataInfo:
             dt = torch.float32 if X.dtype == np.float32 else torch.float64
             b = X.shape[0] if X.ndim == 3 else 1
             return DataInfo(X, InputKind(True, None), X.ndim == 3, b, int(X.shape[-1]), int(X.shape[-2]), dt,
-                            torch.device("cpu"), True, True, False)
+                            torch.device("cpu"), True, True, False, X.dtype.kind in "iub")
+    integral = _is_integral(X)
     t, kind = as_float_tensor(X, name)
     check_data(t, name, min_samples=1, allow_stacked=True, check_finite=False)
     return DataInfo(t, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, int(t.shape[-1]), int(t.shape[-2]),
-                    t.dtype, t.device, t.device.type == "cpu", False, False)
+                    t.dtype, t.device, t.device.type == "cpu", False, False, integral)
+
+
+def _is_integral(X) -> bool:
+    """Whether an array or tensor holds integers or booleans (lists and other array-likes:
+    ``False``, they take scikit-learn's float64 as before)."""
+    if isinstance(X, Tensor):
+        return not (X.is_floating_point() or X.is_complex())
+    return isinstance(X, np.ndarray) and X.dtype.kind in "iub"
+
+
+def working_dtype(info: DataInfo, device: torch.device, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a fit computes in, from the data and the model: the wider of the data's
+    float dtype and the model's (float32 unless the model was made, or fitted, in float64),
+    with one exception for data of integers or booleans (a uint8 memmap of binary vectors,
+    int counts) on a CUDA device: those have no float dtype of their own, and scikit-learn's
+    float64 for them would run the whole fit at a small fraction of the GPU's speed (1/64 on
+    consumer GPUs), so they take the model's dtype, float32 by default. On the CPU they keep
+    scikit-learn's float64 (numpy input; integer tensors take torch's default dtype), so
+    results there equal scikit-learn's; float input keeps its dtype everywhere. ``partial_fit``
+    follows the same rule batch by batch (its statistics are float64 sums, as every fit's)."""
+    data = info.dtype
+    if info.integral and torch.device(device).type == "cuda":
+        data = model_dtype
+    dtype = torch.promote_types(data, model_dtype)
+    return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
 def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,

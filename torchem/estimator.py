@@ -29,8 +29,10 @@ from torch import Tensor, nn
 
 from . import data as data_module
 from ._utils import InputKind, caller_stacklevel, check_data, check_feature_names, check_fitted, full_float32_matmul, make_generator, to_output
-from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
-from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
+from .data import (DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source,
+                   reservoir_sample, working_dtype)
+from .distributed import (all_reduce_sum, broadcast_params, check_consistent, consistent_count, gather_samples, is_distributed,
+                          signature, world_size)
 from .em import EMResult, Family, run_em, select_best
 from .exceptions import ConvergenceWarning, NotFittedError
 
@@ -400,13 +402,10 @@ class EMEstimator(EstimatorModule):
         a fitted model computes where its parameters are."""
         if fitted:
             ref = getattr(self, self._param_names[0])
-            return ref.device, torch.promote_types(info.dtype, ref.dtype)
+            return ref.device, working_dtype(info, ref.device, ref.dtype)
         anchor = self._anchor
         device = anchor.device if anchor.device.type != "cpu" else info.device
-        dtype = torch.promote_types(info.dtype, anchor.dtype)
-        if not dtype.is_floating_point:
-            dtype = torch.get_default_dtype()
-        return device, dtype
+        return device, working_dtype(info, device, anchor.dtype)
 
     def _chunk_size(self, n_features: int, n_restarts: int, device, dtype, n_samples: int | None) -> int:
         if self.chunk_size is not None:
@@ -438,6 +437,15 @@ class EMEstimator(EstimatorModule):
         """A source of data already on the device (an initial sample, a gathered batch)."""
         chunk = self._chunk_size(X.shape[-1], n_restarts * X.shape[0], device, dtype, X.shape[-2])
         return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk)
+
+    def _collective_device(self, fit: _Fit | None) -> torch.device:
+        """Where this rank's collectives run: its data's compute device (the model's when
+        its data could not be read)."""
+        if fit is not None:
+            return fit.source.device
+        if self._fitted:
+            return getattr(self, self._param_names[0]).device
+        return self._anchor.device
 
     def _signature(self, fit: _Fit | None, state: dict) -> dict:
         """What every rank of a distributed fit must agree on: the data's layout, the
@@ -517,7 +525,8 @@ class EMEstimator(EstimatorModule):
             if not is_distributed():
                 raise
             error = exc
-        check_consistent(self._signature(fit, {"continues_fit": continuing}), error)  # every rank raises, or none
+        # every rank raises, or none (on the device the data is on, whatever CUDA device is current)
+        check_consistent(self._signature(fit, {"continues_fit": continuing}), error, self._collective_device(fit))
         info, device, dtype = fit.info, source.device, source.dtype
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
@@ -708,10 +717,14 @@ class EMEstimator(EstimatorModule):
                 raise
             error = exc
         stream = {"fitted": bool(self._fitted), "stream_batches": 0 if state is None else state.get("batches", 0)}
-        check_consistent(self._signature(fit, stream), error)  # every rank raises, or none
+        signature, where = self._signature(fit, stream), self._collective_device(fit)
+        if state is None:  # a stream's first batch: the full handshake (every rank raises, or none)
+            check_consistent(signature, error, where)
+            n_batch = consistent_count(signature, None, fit.source.n_samples, where)
+        else:  # later batches: one small all-reduce, which also sums the batch's size
+            n_batch = consistent_count(signature, error, 0 if fit is None else fit.source.n_samples, where)
         source = fit.source
         device, dtype = source.device, source.dtype
-        n_batch = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if self._fitted:
             params = self._fitted_params(device, dtype)
         else:
@@ -749,6 +762,9 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
+        ref = getattr(self, self._param_names[0])
+        if info.integral:  # integers on a CUDA model: its dtype, as in fitting (data.working_dtype)
+            t = t.to(working_dtype(info, ref.device, ref.dtype))
         check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
         if t.ndim == 3 and not self._stacked:
             raise ValueError(

@@ -1,0 +1,104 @@
+"""The CUDA path's host side, proven on the CPU: streaming copies, the working dtype of
+integer input, K-means' dense pass, the distributed collectives' device (CUDA-marked
+tests in tests/test_cuda.py run the same on a GPU)."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+import torchem
+from torchem import BernoulliMixture, GaussianMixture, KMeans
+from torchem.data import HostStreamSource, describe, working_dtype
+
+
+def _memmap(tmp_path, X):
+    np.save(tmp_path / "X.npy", X)
+    return np.load(tmp_path / "X.npy", mmap_mode="r")  # read-only
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_read_only_memmap_chunks_are_copied_once(tmp_path, dtype):
+    """A chunk of a read-only memmap goes straight into the chunk tensor: numpy allocates no
+    copy of its own (tracemalloc sees numpy's buffers, not torch's), and the values are the
+    memmap's."""
+    rng = np.random.default_rng(0)
+    X = (rng.random((4096, 64)) * 2).astype(dtype)
+    mm = _memmap(tmp_path, X)
+    source = HostStreamSource(mm, device=torch.device("cpu"), dtype=torch.float32, chunk_size=1024)
+    chunk_bytes = 1024 * 64 * np.dtype(dtype).itemsize
+    tracemalloc.start()
+    try:
+        got = [X_chunk.clone() for _, X_chunk, _ in source.chunks()]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < chunk_bytes / 4, peak  # the old np.array(part) made a whole chunk each time
+    np.testing.assert_array_equal(torch.cat(got, 1)[0].numpy(), X.astype(np.float32))
+
+
+def test_writable_memmap_in_the_compute_dtype_is_read_in_place(tmp_path):
+    X = np.arange(600, dtype=np.float64).reshape(200, 3)
+    np.save(tmp_path / "X.npy", X)
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r+")
+    source = HostStreamSource(mm, device=torch.device("cpu"), dtype=torch.float64, chunk_size=64)
+    chunks = [c for _, c, _ in source.chunks()]
+    assert chunks[1].data_ptr() == mm[64:].ctypes.data  # a view: no copy at all
+    np.testing.assert_array_equal(torch.cat(chunks, 1)[0].numpy(), X)
+
+
+def test_weighted_memmap_stream_equals_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 6])
+    w = rng.random(600) + 0.5
+    ref = GaussianMixture(2, random_state=0, tol=0, max_iter=10).fit(X, sample_weight=w)
+    ours = GaussianMixture(2, random_state=0, tol=0, max_iter=10, chunk_size=128).fit(_memmap(tmp_path, X), sample_weight=w)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-10)
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# The working dtype of integer and boolean input
+# ------------------------------------------------------------------------------------------
+
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")  # device objects only: no GPU needed
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: np.ones((10, 3), dtype=np.uint8),
+    lambda tmp: _memmap(tmp, np.ones((10, 3), dtype=np.uint8)),
+    lambda tmp: np.ones((10, 3), dtype=bool),
+    lambda tmp: torch.ones(10, 3, dtype=torch.int64),
+    lambda tmp: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(10, 3, dtype=torch.uint8)), batch_size=4),
+])
+def test_integer_input_works_in_the_models_dtype_on_cuda(tmp_path, make):
+    info = describe(make(tmp_path))
+    assert info.integral
+    assert working_dtype(info, CUDA, torch.float32) == torch.float32  # not scikit-learn's float64
+    assert working_dtype(info, CUDA, torch.float64) == torch.float64  # a model made float64
+    # on the CPU: scikit-learn's float64 for numpy, torch's default dtype for tensors
+    assert working_dtype(info, CPU, torch.float32) == info.dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_input_keeps_its_dtype_everywhere(dtype):
+    info = describe(np.ones((10, 3), dtype=dtype))
+    assert not info.integral
+    for device in (CPU, CUDA):
+        assert working_dtype(info, device, torch.float32) == torch.from_numpy(np.ones(1, dtype)).dtype
+        assert working_dtype(info, device, torch.float64) == torch.float64
+
+
+def test_integer_input_on_cpu_fits_as_scikit_learn(tmp_path):
+    """The CPU keeps scikit-learn's float64 for integer numpy input, in fit and partial_fit."""
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 6)) < 0.3).astype(np.uint8)
+    ref = BernoulliMixture(2, random_state=0).fit(X.astype(np.float64))
+    ours = BernoulliMixture(2, random_state=0).fit(X)
+    assert ours.probs_.dtype == np.float64
+    np.testing.assert_array_equal(ours.probs_, ref.probs_)
+    online = BernoulliMixture(2, random_state=0).partial_fit(X[:150]).partial_fit(X[150:])
+    ref_online = BernoulliMixture(2, random_state=0).partial_fit(X[:150].astype(float)).partial_fit(X[150:].astype(float))
+    assert online.probs_.dtype == np.float64
+    np.testing.assert_array_equal(online.probs_, ref_online.probs_)
