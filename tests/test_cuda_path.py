@@ -102,3 +102,55 @@ def test_integer_input_on_cpu_fits_as_scikit_learn(tmp_path):
     ref_online = BernoulliMixture(2, random_state=0).partial_fit(X[:150].astype(float)).partial_fit(X[150:].astype(float))
     assert online.probs_.dtype == np.float64
     np.testing.assert_array_equal(online.probs_, ref_online.probs_)
+
+
+# ------------------------------------------------------------------------------------------
+# K-means' dense pass (the CUDA default), forced on the CPU
+# ------------------------------------------------------------------------------------------
+
+def _blobs(n=2000, d=4, offset=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) + rng.normal(size=(6, d))[rng.integers(0, 6, n)] * 3 + offset
+
+
+@pytest.mark.parametrize("case", ["float64", "float32", "restarts-stacked-weighted", "offset-1e8"])
+def test_dense_pass_equals_the_bounded_pass(monkeypatch, case):
+    """The dense GEMM + argmin pass that CUDA takes gives Hamerly's bounded pass's labels,
+    n_iter_ and inertia: for float32 data, for restarts of stacked problems with weights, and
+    far from the origin (the two best candidates are settled on exact differences)."""
+    X, kw, w = _blobs(), {}, None
+    if case == "float32":
+        X = X.astype(np.float32)
+    if case == "restarts-stacked-weighted":
+        X = np.stack([X, _blobs(seed=1)])
+        w = np.random.default_rng(2).uniform(0.2, 3.0, (2, X.shape[1]))
+        kw = dict(init="random", n_init=3)
+    if case == "offset-1e8":
+        X = _blobs(offset=1e8)
+    fits = []
+    for dense in (False, True):
+        monkeypatch.setattr(torchem.cluster.kmeans._KMeansFamily, "dense", dense)
+        fits.append(KMeans(6, random_state=0, chunk_size=500, **kw).fit(X, sample_weight=w))
+    bounded, ours = fits
+    np.testing.assert_array_equal(ours.labels_, bounded.labels_)
+    np.testing.assert_array_equal(ours.n_iter_, bounded.n_iter_)
+    np.testing.assert_allclose(ours.inertia_, bounded.inertia_, rtol=1e-11)
+    scale = 1e-6 if case == "offset-1e8" else 1e-12  # running float64 sums of values ~1e8 round at ~1e-8 a step
+    np.testing.assert_allclose(ours.cluster_centers_, bounded.cluster_centers_, rtol=0, atol=scale)
+
+
+def test_dense_iterations_are_numpy_lloyd_steps(monkeypatch):
+    """Three dense iterations from given centres on float32 data equal a NumPy Lloyd on
+    exact float64 differences (centres and the exact inertia)."""
+    monkeypatch.setattr(torchem.cluster.kmeans._KMeansFamily, "dense", True)
+    X = _blobs(d=3).astype(np.float32)
+    start = X[:6].copy()
+    c, X64 = start.astype(np.float64), X.astype(np.float64)
+    for _ in range(3):
+        lab = ((X64[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        c = np.array([X64[lab == j].mean(0) if (lab == j).any() else c[j] for j in range(6)])
+    km = KMeans(6, init=start, max_iter=3, tol=0.0, chunk_size=300).fit(X)
+    np.testing.assert_allclose(km.cluster_centers_, c, rtol=1e-6, atol=1e-6)  # stored in float32
+    d = ((X64[:, None] - km.cluster_centers_.astype(np.float64)[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(km.labels_, d.argmin(1))
+    assert km.inertia_ == pytest.approx(d.min(1).sum(), rel=1e-6)  # final distances in float32

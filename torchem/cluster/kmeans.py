@@ -80,6 +80,70 @@ class _KMeansFamily(Lloyd):
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
+    #: Which pass in-memory data takes: the dense GEMM + argmin pass (``True``), Hamerly's
+    #: bounded pass (``False``), or ``None``: dense on CUDA devices, bounded on the CPU. The
+    #: bounded pass saves distance computations at the price of per-point state, gathers and
+    #: host synchronisations (``nonzero``) that stall a GPU; the dense pass has none.
+    dense: bool | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Dense pass (for GPUs: sync-free, no per-point state)
+    # ----------------------------------------------------------------------------------------
+
+    def _dense_pass(self, source: TensorSource, params):
+        """One Lloyd E-step and the M-step's statistics with no host synchronisation and
+        nothing kept per point, chunk by chunk.
+
+        Per chunk: one GEMM ``[B, R, n, K]`` in the data's dtype on data centred on the mean
+        of each restart's centres gives ``|c|^2 - 2 x.c`` up to ``|x|^2``; its two smallest
+        entries name two candidates, whose distances are then taken exactly in float64, and
+        the nearer wins (the lower index on a tie, as ``argmin``). So a near-tie that the
+        expansion's rounding cannot settle is settled exactly, as the bounded pass does (only
+        three or more centres within the rounding of one point, a measure-zero case, are
+        settled among the expansion's best two). The statistics are float64 ``index_add_``
+        sums and the inertia is the sum of the exact distances.
+
+        Returns:
+            ``(stats, mean log-likelihood [B, R])`` as :meth:`run_pass`.
+        """
+        centers = params["centers"]
+        b, r, k, d = centers.shape
+        dev, dtype = centers.device, source.dtype
+        c64 = centers.double()
+        ref = c64.mean(-2, keepdim=True)  # [B, R, 1, D]
+        cc = (c64 - ref).to(dtype)
+        cn = cc.square().sum(-1).unsqueeze(-2)  # [B, R, 1, K]
+        ref = ref.to(dtype)
+        counts = torch.zeros(b * r * k, dtype=torch.float64, device=dev)
+        sums = torch.zeros(b * r * k, d, dtype=torch.float64, device=dev)
+        inertia = torch.zeros(b, r, dtype=torch.float64, device=dev)
+        base = (torch.arange(b * r, device=dev) * k).view(b, r, 1)  # first row of each (problem, restart)
+        for _, X, w in source.chunks():
+            n = X.shape[1]
+            x64 = X.double()  # [B, n, D]
+            if k > 1:
+                d2 = torch.matmul(X.unsqueeze(1) - ref, cc.mT).mul_(-2.0).add_(cn)  # [B, R, n, K]
+                cand = d2.topk(2, dim=-1, largest=False).indices  # [B, R, n, 2]
+                del d2
+                pts = torch.gather(c64.unsqueeze(2).expand(b, r, n, k, d), 3, cand.unsqueeze(-1).expand(b, r, n, 2, d))
+                exact = (x64[:, None, :, None, :] - pts).square_().sum(-1)  # [B, R, n, 2]
+                second = (exact[..., 1] < exact[..., 0]) | ((exact[..., 1] == exact[..., 0]) & (cand[..., 1] < cand[..., 0]))
+                labels = torch.where(second, cand[..., 1], cand[..., 0])
+                dist = torch.where(second, exact[..., 1], exact[..., 0])
+            else:
+                labels = torch.zeros(b, r, n, dtype=torch.int64, device=dev)
+                dist = (x64.unsqueeze(1) - c64).square_().sum(-1)
+            wt = None if w is None else w.double()  # [B, n]
+            inertia += (dist if wt is None else dist * wt.unsqueeze(1)).sum(-1)
+            rows = base + labels  # [B, R, n]
+            xw = x64 if wt is None else x64 * wt.unsqueeze(-1)
+            for ri in range(r):  # a Python loop over the restarts, no synchronisation
+                idx = rows[:, ri].reshape(-1)
+                counts.index_add_(0, idx, torch.ones(b * n, dtype=torch.float64, device=dev) if wt is None else wt.reshape(-1))
+                sums.index_add_(0, idx, xw.reshape(b * n, d))
+        stats = {"counts": counts.view(b, r, k), "sums": sums.view(b, r, k, d)}
+        return stats, -inertia / source.total_weight().unsqueeze(-1)
+
     # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
     # ----------------------------------------------------------------------------------------
@@ -98,6 +162,8 @@ class _KMeansFamily(Lloyd):
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
+        if self.dense if self.dense is not None else source.device.type == "cuda":
+            return self._dense_pass(source, params)
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
