@@ -795,8 +795,14 @@ class EMEstimator(EstimatorModule):
         prepared = family.prepare(params)
         step = self._chunk_size(X.shape[-1], self._n_problems, device, dtype, X.shape[-2])
         convert = self._value_map() or (lambda chunk: chunk)
-        outs = [fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
-                for s in range(0, X.shape[-2], step)]
+        # host input on a CUDA model: each chunk's output goes back to the host as it is made,
+        # so device memory holds one chunk's outputs (an [N, K] output joined on the device
+        # would grow with N); the host is where they are returned anyway
+        back = X.device if X.device != device else None
+        outs = []
+        for s in range(0, X.shape[-2], step):
+            out = fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
+            outs.append(out if back is None else out.to(back))
         return torch.cat(outs, dim=dim)
 
     @staticmethod

@@ -556,7 +556,8 @@ class KMeans(EMEstimator):
         best = inertia.argmin(-1)  # [B]
         rows = torch.arange(final.shape[0], device=best.device)
         pick = lambda t: t[rows, best]  # noqa: E731
-        self._final = (pick(labels), pick(inertia), pick(counts).unsqueeze(1))
+        best_labels = labels[rows.to(labels.device), best.to(labels.device)]  # a stream's labels are on the host
+        self._final = (best_labels, pick(inertia), pick(counts).unsqueeze(1))
         history = [pick(h) for h in result.history]
         return {"centers": pick(final)}, pick(result.lower_bound), pick(result.n_iter), pick(result.converged), history
 
@@ -622,19 +623,27 @@ class KMeans(EMEstimator):
         return gather_rows(Xs, idx)
 
     def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(labels [B, R, N], inertia [B, R], counts [B, R, K])``: the final assignment, its
-        inertia and the (weighted) number of samples of each cluster, over all ranks."""
-        labels, inertia = [], None
+        """``(labels [B, R, N] int32, inertia [B, R], counts [B, R, K])``: the final assignment,
+        its inertia and the (weighted) number of samples of each cluster, over all ranks.
+
+        The labels are written chunk by chunk into one int32 tensor (no list joined at the
+        end, which held them twice): on the device for data held there, on the host for
+        streamed data (a memmap, a DataLoader, a host array larger than the device), so device
+        memory never grows with the number of samples."""
+        b, r = centers.shape[:2]
+        host = source.X is None
+        labels = torch.empty(b, r, source.n_samples, dtype=torch.int32, device="cpu" if host else centers.device)
+        inertia = None
         counts = torch.zeros(*centers.shape[:-1], dtype=torch.float64, device=centers.device)
-        for _, X, w in source.chunks():
+        for start, X, w in source.chunks():
             lab, dist = assign(X.unsqueeze(1), centers)
-            labels.append(lab)
+            labels[..., start : start + lab.shape[-1]] = lab.to(torch.int32)
             wt = torch.ones_like(dist, dtype=torch.float64) if w is None else w.double().unsqueeze(1).expand_as(dist)
             counts.scatter_add_(-1, lab, wt)
             part = (dist.double() * wt).sum(-1)
             inertia = part if inertia is None else inertia + part
         inertia, counts = all_reduce_sum([inertia, counts])
-        return torch.cat(labels, -1), inertia, counts
+        return labels, inertia, counts
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the centres with one batch of a stream (mini-batch k-means).
@@ -679,7 +688,7 @@ class KMeans(EMEstimator):
         w = source.sample_weight
         inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
         inertia, weight = all_reduce_sum([inertia, source.total_weight().double()])  # the whole batch, every rank
-        self._labels, self._inertia = labels[:, 0], inertia[:, 0]
+        self._labels, self._inertia = labels[:, 0].to(torch.int32), inertia[:, 0]
         self._counts = total
         return {"centers": new}, -inertia / weight.unsqueeze(-1), state
 
@@ -710,7 +719,8 @@ class KMeans(EMEstimator):
         """Cluster of each training sample ``[N]`` (``[B, N]``)."""
         check_fitted(self)
         self._check_final("labels_")
-        return self._attr(self._labels if self._stacked else self._labels[0])
+        labels = self._labels if self._stacked else self._labels[0]  # stored as int32
+        return self._attr(labels.long())
 
     @property
     def inertia_(self):
