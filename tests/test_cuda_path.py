@@ -169,3 +169,17 @@ def test_kmeans_keeps_only_the_best_restarts_labels_as_int32(tmp_path, stream):
     assert kept.dtype == torch.int32 and tuple(kept.shape) == (1, len(X)) and kept.device.type == "cpu"
     assert km.labels_.dtype == np.int64
     np.testing.assert_array_equal(km.labels_, km.predict(X))
+
+
+def test_lloyd_stats_scatter_adds_equal_the_one_hot_product():
+    """The K-means statistics (scatter-adds, no float64 one-hot GEMM) equal a NumPy one-hot
+    reference, with weights and restarts broadcast against shared samples."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2, 1, 50, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 3, 50))
+    w = rng.uniform(0.1, 2.0, (2, 1, 50))
+    counts, sums = torchem.functional.kmeans.lloyd_stats(torch.from_numpy(X), torch.from_numpy(labels), 4, torch.from_numpy(w))
+    onehot = np.eye(4)[labels] * w[..., None]  # [2, 3, 50, 4]
+    np.testing.assert_allclose(counts.numpy(), onehot.sum(-2), rtol=1e-13)
+    np.testing.assert_allclose(sums.numpy(), np.swapaxes(onehot, -1, -2) @ X.astype(np.float64), rtol=1e-12, atol=1e-12)
+    assert counts.dtype == sums.dtype == torch.float64

@@ -13,7 +13,7 @@ from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inf
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
 from ..functional._buffers import buffer
-from ..functional.kmeans import assign, squared_distances
+from ..functional.kmeans import assign, lloyd_stats, squared_distances
 from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
@@ -100,8 +100,9 @@ class _KMeansFamily(Lloyd):
         the nearer wins (the lower index on a tie, as ``argmin``). So a near-tie that the
         expansion's rounding cannot settle is settled exactly, as the bounded pass does (only
         three or more centres within the rounding of one point, a measure-zero case, are
-        settled among the expansion's best two). The statistics are float64 ``index_add_``
-        sums and the inertia is the sum of the exact distances.
+        settled among the expansion's best two). The statistics are float64 scatter-adds
+        (:func:`~torchem.functional.kmeans.lloyd_stats`) and the inertia is the sum of the exact
+        distances.
 
         Returns:
             ``(stats, mean log-likelihood [B, R])`` as :meth:`run_pass`.
@@ -114,35 +115,38 @@ class _KMeansFamily(Lloyd):
         cc = (c64 - ref).to(dtype)
         cn = cc.square().sum(-1).unsqueeze(-2)  # [B, R, 1, K]
         ref = ref.to(dtype)
-        counts = torch.zeros(b * r * k, dtype=torch.float64, device=dev)
-        sums = torch.zeros(b * r * k, d, dtype=torch.float64, device=dev)
+        counts = torch.zeros(b, r, k, dtype=torch.float64, device=dev)
+        sums = torch.zeros(b, r, k, d, dtype=torch.float64, device=dev)
         inertia = torch.zeros(b, r, dtype=torch.float64, device=dev)
         base = (torch.arange(b * r, device=dev) * k).view(b, r, 1)  # first row of each (problem, restart)
         for _, X, w in source.chunks():
             n = X.shape[1]
-            x64 = X.double()  # [B, n, D]
             if k > 1:
                 d2 = torch.matmul(X.unsqueeze(1) - ref, cc.mT).mul_(-2.0).add_(cn)  # [B, R, n, K]
                 cand = d2.topk(2, dim=-1, largest=False).indices  # [B, R, n, 2]
                 del d2
-                pts = torch.gather(c64.unsqueeze(2).expand(b, r, n, k, d), 3, cand.unsqueeze(-1).expand(b, r, n, 2, d))
-                exact = (x64[:, None, :, None, :] - pts).square_().sum(-1)  # [B, R, n, 2]
-                second = (exact[..., 1] < exact[..., 0]) | ((exact[..., 1] == exact[..., 0]) & (cand[..., 1] < cand[..., 0]))
+                e0, e1 = (self._exact(X, c64, base + cand[..., j]) for j in (0, 1))  # [B, R, n] float64
+                second = (e1 < e0) | ((e1 == e0) & (cand[..., 1] < cand[..., 0]))
                 labels = torch.where(second, cand[..., 1], cand[..., 0])
-                dist = torch.where(second, exact[..., 1], exact[..., 0])
+                dist = torch.where(second, e1, e0)
             else:
                 labels = torch.zeros(b, r, n, dtype=torch.int64, device=dev)
-                dist = (x64.unsqueeze(1) - c64).square_().sum(-1)
-            wt = None if w is None else w.double()  # [B, n]
-            inertia += (dist if wt is None else dist * wt.unsqueeze(1)).sum(-1)
-            rows = base + labels  # [B, R, n]
-            xw = x64 if wt is None else x64 * wt.unsqueeze(-1)
-            for ri in range(r):  # a Python loop over the restarts, no synchronisation
-                idx = rows[:, ri].reshape(-1)
-                counts.index_add_(0, idx, torch.ones(b * n, dtype=torch.float64, device=dev) if wt is None else wt.reshape(-1))
-                sums.index_add_(0, idx, xw.reshape(b * n, d))
-        stats = {"counts": counts.view(b, r, k), "sums": sums.view(b, r, k, d)}
-        return stats, -inertia / source.total_weight().unsqueeze(-1)
+                dist = self._exact(X, c64, base.expand(b, r, n))
+            w = None if w is None else w.unsqueeze(1)  # [B, 1, n]
+            inertia += (dist if w is None else dist * w.double()).sum(-1)
+            part = lloyd_stats(X.unsqueeze(1), labels, k, w)  # float64 scatter-adds
+            counts += part[0]
+            sums += part[1]
+        return {"counts": counts, "sums": sums}, -inertia / source.total_weight().unsqueeze(-1)
+
+    @staticmethod
+    def _exact(X: Tensor, c64: Tensor, rows: Tensor) -> Tensor:
+        """``|x - c|^2`` in float64 of each sample of ``X [B, n, D]`` to the centre of flat
+        row ``rows [B, R, n]`` of ``c64 [B, R, K, D]``: one ``[B, R, n, D]`` float64 temporary,
+        the difference taken in float64 (no float64 copy of the chunk)."""
+        b, r, n = rows.shape
+        gathered = c64.reshape(-1, c64.shape[-1]).index_select(0, rows.reshape(-1)).view(b, r, n, -1)
+        return torch.sub(X.unsqueeze(1), gathered, out=gathered).square_().sum(-1)
 
     # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
@@ -526,7 +530,8 @@ class KMeans(EMEstimator):
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k = int(self.n_clusters)
-        return itemsize * n_restarts * (4 * k + 2 * n_features) + 8 * n_restarts * k
+        # + float64 rows of the dense pass: the chunk, and one gathered centre per restart
+        return itemsize * n_restarts * (4 * k + 2 * n_features) + 8 * n_restarts * k + 8 * n_features * (n_restarts + 1)
 
     def _store(self, params: dict[str, Tensor]) -> None:
         self._set_parameter("centers", params["centers"])
