@@ -762,8 +762,8 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
-        ref = getattr(self, self._param_names[0])
         if info.integral:  # integers on a CUDA model: its dtype, as in fitting (data.working_dtype)
+            ref = getattr(self, self._param_names[0])
             t = t.to(working_dtype(info, ref.device, ref.dtype))
         check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
         if t.ndim == 3 and not self._stacked:
