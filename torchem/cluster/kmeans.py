@@ -432,9 +432,11 @@ class KMeans(EMEstimator):
     Distances come from the GEMM expansion ``|x|^2 - 2 x.c + |c|^2`` on data centred on the
     mean of the centres, chunk by chunk (no ``N x K x D`` tensor, and an ``N x K`` block only
     per chunk); the distance of each sample to its nearest centre is then recomputed exactly,
-    so the inertia carries no cancellation. Empty clusters are re-seeded from the points
-    farthest from their centres. The ``n_init`` restarts run together; ``X`` of shape
-    ``[B, N, D]`` clusters ``B`` independent datasets.
+    so the inertia carries no cancellation. In-memory data on the CPU takes Hamerly's bounded
+    passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
+    with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
+    the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
+    shape ``[B, N, D]`` clusters ``B`` independent datasets.
 
     Args:
         n_clusters: number of clusters ``K``.
