@@ -128,9 +128,9 @@ def test_bernoulli_and_binomial_on_cuda_equal_the_cpu_fit(tmp_path, family, wher
         gpu = make().to("cuda").fit(data)
     assert gpu.logits.device.type == "cuda"
     assert gpu.logits.dtype == torch.float32  # integer input: the model's dtype on CUDA (data.working_dtype)
-    # float32 E-steps against float64 ones, 20 iterations from the same start
-    np.testing.assert_allclose(gpu.probs_, cpu.probs_, atol=1e-3)
-    np.testing.assert_allclose(gpu.weights_, cpu.weights_, atol=1e-3)
+    # float32 E-steps against float64 ones, 20 iterations from the same start (1e-6 apart on a CPU)
+    np.testing.assert_allclose(gpu.probs_, cpu.probs_, atol=1e-4)
+    np.testing.assert_allclose(gpu.weights_, cpu.weights_, atol=1e-4)
     assert isinstance(gpu.predict(data), np.ndarray)
 
 
@@ -156,16 +156,27 @@ def test_weighted_dataloader_and_memmap_on_cuda_equal_the_in_memory_fit(tmp_path
         assert gpu.n_iter_ == ref.n_iter_
 
 
+def _start(means, covariance_type="full"):
+    """Every initial parameter given, so a fit starts alike on any device (given means alone
+    leave the weights and precisions to a seeded k-means, whose draws differ on CUDA)."""
+    k, d = means.shape[-2:]
+    lead = means.shape[:-2]
+    prec = {"full": np.broadcast_to(np.eye(d), (*lead, k, d, d)), "diag": np.ones((*lead, k, d))}[covariance_type]
+    return {"means_init": means, "weights_init": np.full((*lead, k), 1 / k), "precisions_init": np.ascontiguousarray(prec)}
+
+
 def test_stacked_weighted_memmap_streams_to_cuda(tmp_path):
     X = np.stack([_blobs(0), _blobs(1)])
     w = np.random.default_rng(4).uniform(0.2, 3.0, X.shape[:2])
-    start = X[:, :6].copy()
-    ref = GaussianMixture(6, means_init=start, tol=0.0, max_iter=10).fit(X, sample_weight=w)
+    start = _start(X[:, :6].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = GaussianMixture(6, tol=0.0, max_iter=10, **start).fit(X, sample_weight=w)
     np.save(tmp_path / "X.npy", X)
     mm = np.load(tmp_path / "X.npy", mmap_mode="r")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gpu = GaussianMixture(6, means_init=start, tol=0.0, max_iter=10, chunk_size=700).to("cuda").fit(mm, sample_weight=w)
+        gpu = GaussianMixture(6, tol=0.0, max_iter=10, chunk_size=700, **start).to("cuda").fit(mm, sample_weight=w)
     np.testing.assert_allclose(gpu.means_, ref.means_, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(gpu.lower_bound_, ref.lower_bound_, rtol=1e-10)
 
@@ -195,7 +206,7 @@ def test_host_input_inference_returns_outputs_block_by_block():
 def test_partial_fit_on_cuda_equals_the_cpu(model):
     X = _blobs()
     start = X[:6].copy()
-    make = {"gmm": lambda: GaussianMixture(6, means_init=start, covariance_type="diag"),
+    make = {"gmm": lambda: GaussianMixture(6, covariance_type="diag", **_start(start, "diag")),
             "kmeans": lambda: KMeans(6, init=start)}[model]
     cpu, gpu = make(), make().to("cuda")
     for s in range(0, 3000, 1000):
@@ -212,7 +223,7 @@ def test_one_process_nccl_group_runs_every_collective(tmp_path, monkeypatch):
     the single-process result."""
     X = _blobs()
     start = X[:6].copy()
-    ref_fit = GaussianMixture(6, means_init=start).fit(X)
+    ref_fit = GaussianMixture(6, **_start(start)).fit(X)
     ref_online = KMeans(6, init=start)
     for s in range(0, 3000, 1000):
         ref_online.partial_fit(X[s : s + 1000])
@@ -221,7 +232,7 @@ def test_one_process_nccl_group_runs_every_collective(tmp_path, monkeypatch):
         for module in (torchem.distributed, torchem.em, torchem.data, torchem.estimator):
             monkeypatch.setattr(module, "is_distributed", lambda: True)
         Xc = torch.from_numpy(X).cuda()
-        fitted = GaussianMixture(6, means_init=start).fit(Xc)
+        fitted = GaussianMixture(6, **_start(start)).fit(Xc)
         online = KMeans(6, init=start).to("cuda")
         for s in range(0, 3000, 1000):
             online.partial_fit(Xc[s : s + 1000])

@@ -294,7 +294,7 @@ def test_host_data_streams_to_the_gpu(tmp_path):
     mm = _memmap(tmp_path, X_GAUSS)
     # from the same initial parameters (CUDA's generator differs from the CPU's, so a seed
     # alone may start, and end, elsewhere)
-    init = {"means_init": X_GAUSS[[0, 200, 400]], "weights_init": np.full(3, 1 / 3)}
+    init = {"means_init": X_GAUSS[[0, 200, 400]], "weights_init": np.full(3, 1 / 3), "precisions_init": np.stack([np.eye(3)] * 3)}
     ref = GaussianMixture(3, chunk_size=128, **init).fit(X_GAUSS)
     ours = GaussianMixture(3, chunk_size=128, **init).to("cuda").fit(mm)
     np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-9, atol=1e-9)
