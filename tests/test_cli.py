@@ -288,13 +288,15 @@ def test_predict_does_not_write_over_its_input(tmp_path, blobs, capsys):
     assert "is also an input" in capsys.readouterr().err and data.read_bytes() == before
 
 
-@pytest.fixture(params=["numpy", "pyarrow"])
+@pytest.fixture(params=["numpy", "pyarrow", "pandas"])
 def csv_reader(request, monkeypatch):
-    """CSV files are read by pyarrow's C reader when it is installed, by numpy's otherwise."""
-    if request.param == "pyarrow":
-        pytest.importorskip("pyarrow.csv")
-    else:
-        monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    """CSV files are read by pandas' C reader when it is installed, else by pyarrow's when it
+    is, by numpy's otherwise; each must read the same numbers and give the same errors."""
+    if request.param != "pandas":
+        monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` raises ImportError
+    if request.param == "numpy":
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+    pytest.importorskip({"numpy": "numpy", "pyarrow": "pyarrow.csv", "pandas": "pandas"}[request.param])
     return request.param
 
 
@@ -307,6 +309,10 @@ CSV_TEXTS = {
     "no final line end": "1,2\n3,4",
     "Python's spellings": "1_000,+2\nInfinity,-inf\n",  # the infinities are refused later, as NaN is
     "one column": "x\n1\n2\n3\n",
+    # 17 significant digits over the whole exponent range, subnormals included: every reader
+    # must round each to the nearest double, as Python's float does
+    "hard roundings": "\n".join(",".join(f"{m:.17g}" for m in row) for row in (
+        np.random.default_rng(3).normal(size=(400, 5)) * 10.0 ** np.random.default_rng(4).integers(-320, 300, size=(400, 5)))),
 }
 
 
