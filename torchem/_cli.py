@@ -29,6 +29,7 @@ import torch
 
 from . import __version__
 from .cluster import KMeans
+from .data import check_labels
 from .functional.covariance import COVARIANCE_TYPES
 from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
@@ -480,37 +481,68 @@ class _Rows:
     itself they would compute in its own dtype, a float64 file in float64 without --double,
     and the fitted model would answer in numpy, unlike one fitted from any other file.)"""
 
-    def __init__(self, X: np.memmap, dtype: torch.dtype):
+    def __init__(self, X: np.memmap, dtype: torch.dtype, labels: np.ndarray | None = None):
         self.X = X
         self.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+        self.labels = labels  # carried in {"X", "labels"} batches
 
     def __iter__(self):
         for start in range(0, self.X.shape[0], _ROWS):
-            yield torch.from_numpy(np.array(self.X[start : start + _ROWS], dtype=self.dtype))
+            block = torch.from_numpy(np.array(self.X[start : start + _ROWS], dtype=self.dtype))
+            if self.labels is None:
+                yield block
+            else:
+                yield {"X": block, "labels": torch.from_numpy(self.labels[start : start + _ROWS])}
 
 
-def _model_input(X: np.ndarray, device: torch.device, dtype: torch.dtype):
+def _model_input(X: np.ndarray, device: torch.device, dtype: torch.dtype, labels: np.ndarray | None = None):
     """``X`` as the estimators should read it, in ``dtype``: data in memory as one tensor on
-    ``device``; a memory-mapped file streamed pass after pass (:class:`_Rows`), unless it fits
-    in half the free memory of a CUDA device: it is then copied there once, block by block,
-    as in-memory data is."""
+    ``device``; a memory-mapped file streamed pass after pass (:class:`_Rows`, whose batches
+    carry ``labels`` when given), unless it fits in half the free memory of a CUDA device: it
+    is then copied there once, block by block, as in-memory data is."""
     if not isinstance(X, np.memmap):
         return torch.from_numpy(np.ascontiguousarray(X)).to(device=device, dtype=dtype)
-    rows = _Rows(X, dtype)
+    rows = _Rows(X, dtype, labels)
     if device.type == "cuda" and X.size * rows.dtype.itemsize <= torch.cuda.mem_get_info(device)[0] // 2:
         out = torch.empty(X.shape, dtype=dtype, device=device)
         start = 0
-        for block in rows:
+        for block in _Rows(X, dtype):
             out[start : start + len(block)] = block
             start += len(block)
         return out
     return rows
 
 
-def _summary(name: str, model, X, shape: tuple[int, int]) -> list[str]:
+def load_labels(path: str, n_samples: int, n_components: int) -> np.ndarray:
+    """Partial labels for ``torchem fit --labels``: one whole number per sample in a ``.npy``
+    file (``[n]`` or ``[n, 1]``) or a ``.csv`` file (one per line, optional header line),
+    ``-1`` for an unlabelled sample and ``k`` for one known to come from component ``k``."""
+    if not os.path.exists(path):
+        raise CLIError(f"--labels file {path} does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            labels = np.load(path, allow_pickle=False)
+        elif ext == ".csv":
+            labels = _read_csv(path)
+        else:
+            raise CLIError(f"--labels {path}: unknown file type {ext or '(no extension)'!r}; use .npy or .csv.")
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise CLIError(f"cannot read {path} as a {ext} file: {exc}") from None
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise CLIError(f"--labels {path} holds an array of shape {labels.shape}; give one label per sample "
+                       f"({n_samples} numbers, one per line in a .csv).")
+    return check_labels(labels, (n_samples,), n_components, f"--labels {path}").numpy()
+
+
+def _summary(name: str, model, X, shape: tuple[int, int], labels: np.ndarray | None = None) -> list[str]:
     lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name == "gmm" else ""),
              f"data             {shape[0]:,} samples, {shape[1]} features",
              f"iterations       {model.n_iter_} (at most {model.max_iter})"]
+    if labels is not None:
+        lines.insert(2, f"labelled         {int((labels >= 0).sum()):,} samples (their components fixed)")
     if name == "kmeans":
         lines.append(f"inertia          {float(model.inertia_):.6g}")
         return lines
@@ -531,16 +563,17 @@ def fit_command(args) -> int:
     device = _device(args.device)
     dtype = torch.float64 if args.double else torch.float32
     X_np = load_array(args.file, args.key, dtype=dtype)
-    X = _model_input(X_np, device, dtype)
+    labels = None if args.labels is None else load_labels(args.labels, X_np.shape[0], args.k)
+    X = _model_input(X_np, device, dtype, labels)
     model = _build(args)
     model.to(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(X)
+        model.fit(X, labels=None if isinstance(X, _Rows) or labels is None else torch.from_numpy(labels).to(device))
     for w in caught:
         print(f"torchem fit: warning: {w.message}", file=sys.stderr)
     save_model(model, args.model, args.out)
-    for line in _summary(args.model, model, X, X_np.shape):
+    for line in _summary(args.model, model, X, X_np.shape, labels):
         print(line)
     print(f"saved to         {args.out}")
     return 0
@@ -648,6 +681,9 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
     p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
     p.add_argument("--key", help="name of the array in a .npz file holding several")
+    p.add_argument("--labels", metavar="FILE",
+                   help="partial labels: a .npy or .csv file of one whole number per sample, -1 for unlabelled, "
+                        "k to fix the sample to component k (semi-supervised fit)")
     p.add_argument("--out", required=True, help="where to save the fitted model: a .pt or .pth file")
     p.set_defaults(func=_guarded(fit_command))
     return p
