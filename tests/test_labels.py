@@ -261,6 +261,17 @@ def test_kmeans_keeps_labelled_points_in_their_cluster():
     known = labels >= 0
     assert np.array_equal(km.labels_[known], labels[known])
     np.testing.assert_allclose(km.inertia_, ((X - centers[assign]) ** 2).sum(), rtol=1e-10)
+    # B = 2 problems (the bounded pass's sparse path) and a stream (the driver's pass) alike
+    labels2 = np.where(np.arange(len(X)) % 7 == 0, y, -1)
+    stacked = KMeans(3, init=np.stack([init, X[[5, 6, 7]]]), tol=0.0, max_iter=100).fit(np.stack([X, X]),
+                                                                                       labels=np.stack([labels, labels2]))
+    for b, (lab, c0) in enumerate([(labels, init), (labels2, X[[5, 6, 7]])]):
+        centers_b, assign_b = _seeded_kmeans(X, lab, c0)
+        np.testing.assert_array_equal(stacked.labels_[b], assign_b)
+        np.testing.assert_allclose(stacked.cluster_centers_[b], centers_b, rtol=1e-10, atol=1e-12)
+    streamed = KMeans(3, init=init, tol=0.0, max_iter=100).fit(_Batches(X, labels))
+    np.testing.assert_array_equal(streamed.labels_, assign)
+    np.testing.assert_allclose(streamed.cluster_centers_, centers, rtol=1e-10, atol=1e-12)
     # k-means++ seeding: the labelled clusters start at their labelled rows' means, so cluster
     # k is class k and the labelled rows stay put
     seeded = KMeans(3, random_state=0).fit(X, labels=labels)

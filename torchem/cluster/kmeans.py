@@ -120,12 +120,13 @@ class _KMeansFamily(Lloyd):
         ``l`` and half the distance from its centre to the nearest other centre cannot change
         cluster, so only the other points are compared with all ``K`` centres (in float64).
         The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
-        moving only the points that changed cluster (float64 scatter-adds).
+        moving only the points that changed cluster (float64 scatter-adds). Points the source
+        labels are assigned with the others in the first pass and then moved to their own
+        cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they
+        are pinned again).
         """
-        if not isinstance(source, TensorSource) or source.labels is not None:
-            # streamed: the driver's chunked pass (samples are not kept between passes); partly
-            # labelled: the driver's pass keeps the labelled rows in their clusters
-            return None
+        if not isinstance(source, TensorSource):
+            return None  # streamed: the driver's chunked pass (samples are not kept between passes)
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
@@ -166,6 +167,8 @@ class _KMeansFamily(Lloyd):
             u = self.upper[..., start:stop]
             low = self.lower[..., start:stop]
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
+            if not first and source.labels is not None:
+                need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
             if not first and not bool(need.any()):
                 continue
             if b * r == 1 and (first or float(need.float().mean()) > 0.25):
@@ -231,9 +234,30 @@ class _KMeansFamily(Lloyd):
                     self.sums.index_add_(0, pm + sel(old), -xw)
                 self.counts.index_add_(0, pm + sel(new_lab), wt)
                 self.sums.index_add_(0, pm + sel(new_lab), xw)
+        if source.labels is not None:
+            self._pin(source.labels, X_flat, w_flat, r, k)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
+
+    def _pin(self, labels: Tensor, X_flat: Tensor, w_flat: Tensor | None, r: int, k: int) -> None:
+        """Move every point that ``labels [B, N]`` names out of the cluster the pass gave it
+        and into its own (assignment and running sums)."""
+        b, n = labels.shape
+        wrong = (labels >= 0).unsqueeze(1) & (self.labels != labels.unsqueeze(1))  # [B, R, N]
+        if not bool(wrong.any()):
+            return
+        p, i = wrong.view(b * r, n).nonzero(as_tuple=True)
+        rows = torch.div(p, r, rounding_mode="floor") * n + i  # rows of the data
+        old, new = self.labels.view(-1)[p * n + i], labels.reshape(-1)[rows]
+        x = X_flat.index_select(0, rows).double()
+        wt = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if w_flat is None else w_flat[rows].double()
+        xw = x * wt.unsqueeze(-1)
+        self.counts.index_add_(0, p * k + old, -wt)
+        self.sums.index_add_(0, p * k + old, -xw)
+        self.counts.index_add_(0, p * k + new, wt)
+        self.sums.index_add_(0, p * k + new, xw)
+        self.labels.view(-1)[p * n + i] = new
 
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
