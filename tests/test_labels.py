@@ -57,10 +57,14 @@ def _e_step(log_joint, labels):
     return resp, norm
 
 
-def _numpy_gaussian_em(X, labels, weights, means, covs, n_iter, diag):
+def _numpy_gaussian_em(X, labels, weights, means, covs, n_iter, diag, hard=False):
     history = []
     for _ in range(n_iter):
-        resp, norm = _e_step(_log_gauss(X, means, covs) + np.log(weights), labels)
+        log_joint = _log_gauss(X, means, covs) + np.log(weights)
+        if hard:  # classification EM: an unlabelled row wholly to its most probable component
+            best = (log_joint == log_joint.max(1, keepdims=True)) | (labels[:, None] >= 0)
+            log_joint = np.where(best, log_joint, -np.inf)
+        resp, norm = _e_step(log_joint, labels)
         history.append(norm.mean())
         nk = resp.sum(0)
         weights = nk / len(X)
@@ -74,8 +78,8 @@ def _numpy_gaussian_em(X, labels, weights, means, covs, n_iter, diag):
     return weights, means, covs, history
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag"])
-def test_gaussian_equals_a_numpy_semi_supervised_em_from_the_same_start(covariance_type):
+@pytest.mark.parametrize("covariance_type, hard", [("full", False), ("diag", False), ("diag", True)])
+def test_gaussian_equals_a_numpy_semi_supervised_em_from_the_same_start(covariance_type, hard):
     X, _, labels = _three_blobs()
     rng = np.random.default_rng(3)
     w0 = np.array([0.2, 0.3, 0.5])
@@ -85,8 +89,8 @@ def test_gaussian_equals_a_numpy_semi_supervised_em_from_the_same_start(covarian
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(3, covariance_type=covariance_type, tol=0.0, max_iter=20, weights_init=w0, means_init=m0,
-                             precisions_init=p0).fit(X, labels=labels)
-    w, m, c, history = _numpy_gaussian_em(X, labels, w0, m0, c0, 20, covariance_type == "diag")
+                             precisions_init=p0, hard=hard).fit(X, labels=labels)
+    w, m, c, history = _numpy_gaussian_em(X, labels, w0, m0, c0, 20, covariance_type == "diag", hard)
     np.testing.assert_allclose(gm.weights_, w, rtol=1e-8)
     np.testing.assert_allclose(gm.means_, m, rtol=1e-8, atol=1e-10)
     covs = gm.covariances_ if covariance_type == "full" else np.stack([np.diag(v) for v in gm.covariances_])
