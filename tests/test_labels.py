@@ -273,6 +273,12 @@ def test_kmeans_keeps_labelled_points_in_their_cluster():
         centers_b, assign_b = _seeded_kmeans(X, lab, c0)
         np.testing.assert_array_equal(stacked.labels_[b], assign_b)
         np.testing.assert_allclose(stacked.cluster_centers_[b], centers_b, rtol=1e-10, atol=1e-12)
+    # mini-batch k-means: one batch moves each centre to the mean of its (seeded) assignment
+    online = KMeans(3, init=init).partial_fit(X, labels=labels)
+    first = ((X[:, None] - init[None]) ** 2).sum(-1).argmin(1)
+    first[known] = labels[known]
+    np.testing.assert_array_equal(online.labels_, first)
+    np.testing.assert_allclose(online.cluster_centers_, [X[first == k].mean(0) for k in range(3)], rtol=1e-10)
     streamed = KMeans(3, init=init, tol=0.0, max_iter=100).fit(_Batches(X, labels))
     np.testing.assert_array_equal(streamed.labels_, assign)
     np.testing.assert_allclose(streamed.cluster_centers_, centers, rtol=1e-10, atol=1e-12)

@@ -155,9 +155,11 @@ def labelled_e_step(
     known = (labels >= 0).unsqueeze(1)  # [B, 1, n]
     fixed = component_log_prob.gather(-1, cls.unsqueeze(-1)).squeeze(-1) + log_weights.gather(-1, cls)
     log_norm, resp = pick(component_log_prob, log_weights, inplace=True)
-    log_norm = torch.where(known, fixed, log_norm)
-    resp = torch.where(known.unsqueeze(-1), torch.zeros_like(resp).scatter_(-1, cls.unsqueeze(-1), 1.0), resp)
-    return log_norm, resp
+    # in place on the chunk-sized responsibilities: a labelled row's entries become 0, then 1
+    # at its class (an unlabelled row's entry at index 0 is written back unchanged)
+    kept = torch.where(known, 1.0, resp.gather(-1, cls.unsqueeze(-1)).squeeze(-1)).to(resp.dtype)
+    resp.masked_fill_(known.unsqueeze(-1), 0.0).scatter_(-1, cls.unsqueeze(-1), kept.unsqueeze(-1))
+    return torch.where(known, fixed, log_norm), resp
 
 
 @full_float32_matmul()
