@@ -192,7 +192,7 @@ class _Batches:
             batch = {"X": torch.from_numpy(self.X[a:b])}
             if (self.labels[a:b] >= 0).any():  # batches without a label may leave the key out
                 batch["labels"] = torch.from_numpy(self.labels[a:b])
-            if self.weights is not None:
+            if self.weights is not None and (self.weights[a:b] != 1).any():  # so may weights
                 batch["sample_weight"] = torch.from_numpy(self.weights[a:b])
             yield batch
 
@@ -205,6 +205,7 @@ def test_streamed_and_weighted_fits_equal_the_in_memory_fit(tmp_path):
     X, _, labels = _three_blobs(n=240)
     labels[:70] = -1  # the first stream batch carries no labels
     weights = np.random.default_rng(2).integers(0, 3, len(X)).astype(float)
+    weights[:70] = 1.0  # and no weights
 
     def model():
         return GaussianMixture(3, covariance_type="full", random_state=0, chunk_size=50, max_iter=30)

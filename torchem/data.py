@@ -571,22 +571,26 @@ def reservoir_sample(source, size: int, generator: torch.Generator, labels: bool
     """
     xs, pos = None, None
     extras: list[Tensor | None] = [None, None]  # the sample's weights and labels
-    seen, labelled = 0, False
+    seen, weighted, labelled = 0, False, False
     for _, X, *per_row in source.chunks(labels=True):
         n = X.shape[1]
-        labelled = labelled or per_row[1] is not None
+        # a stream may weigh or label only some of its batches: the others count as weight 1
+        # and unlabelled; a sample of a source that never does carries None
+        weighted, labelled = weighted or per_row[0] is not None, labelled or per_row[1] is not None
+        if per_row[0] is None:
+            per_row[0] = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
         if per_row[1] is None:
             per_row[1] = torch.full(X.shape[:2], -1, dtype=torch.int64, device=X.device)
         idx = torch.arange(seen, seen + n, device=X.device)
         if xs is None:
             xs, pos = X[:, :0], idx[:0]
-            extras = [None if e is None else e[:, :0] for e in per_row]
+            extras = [e[:, :0] for e in per_row]
         room = max(0, size - xs.shape[1])
         fill = min(room, n)
         if fill:
             xs = torch.cat([xs, X[:, :fill]], 1)
             pos = torch.cat([pos, idx[:fill]])
-            extras = [None if e is None else torch.cat([e, p[:, :fill]], 1) for e, p in zip(extras, per_row)]
+            extras = [torch.cat([e, p[:, :fill]], 1) for e, p in zip(extras, per_row)]
         if fill < n:
             g = idx[fill:]
             # sample number g (0-based) replaces slot j = floor(u (g + 1)) when j < size
@@ -601,12 +605,11 @@ def reservoir_sample(source, size: int, generator: torch.Generator, labels: bool
                 xs[:, slots] = X[:, chosen]
                 pos[slots] = chosen + seen
                 for e, p in zip(extras, per_row):
-                    if e is not None:
-                        e[:, slots] = p[:, chosen]
+                    e[:, slots] = p[:, chosen]
         seen += n
     order = pos.argsort()
-    ws, ls = (None if e is None else e[:, order].contiguous() for e in extras)
-    out = (xs[:, order].contiguous(), ws)
+    ws, ls = (e[:, order].contiguous() for e in extras)
+    out = (xs[:, order].contiguous(), ws if weighted else None)
     return out + (ls if labelled else None,) if labels else out
 
 
