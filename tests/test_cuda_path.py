@@ -115,7 +115,7 @@ def _blobs(n=2000, d=4, offset=0.0, seed=0):
     return rng.normal(size=(n, d)) + rng.normal(size=(6, d))[rng.integers(0, 6, n)] * 3 + offset
 
 
-@pytest.mark.parametrize("case", ["float64", "float32", "restarts-stacked-weighted", "offset-1e8"])
+@pytest.mark.parametrize("case", ["float64", "float32", "restarts-stacked-weighted", "offset-1e8", "partial-labels"])
 def test_dense_pass_equals_the_bounded_pass(monkeypatch, case):
     """The dense GEMM + argmin pass that CUDA takes gives Hamerly's bounded pass's labels,
     n_iter_ and inertia: for float32 data, for restarts of stacked problems with weights, and
@@ -129,10 +129,14 @@ def test_dense_pass_equals_the_bounded_pass(monkeypatch, case):
         kw = dict(init="random", n_init=3)
     if case == "offset-1e8":
         X = _blobs(offset=1e8)
+    fit_kw = {}
+    if case == "partial-labels":  # seeded k-means: a fifth of the rows keep a given cluster
+        y = np.random.default_rng(3).integers(0, 6, len(X))
+        fit_kw["labels"] = np.where(np.arange(len(X)) % 5 == 0, y, -1)
     fits = []
     for dense in (False, True):
         monkeypatch.setattr(torchem.cluster.kmeans._KMeansFamily, "dense", dense)
-        fits.append(KMeans(6, random_state=0, chunk_size=500, **kw).fit(X, sample_weight=w))
+        fits.append(KMeans(6, random_state=0, chunk_size=500, **kw).fit(X, sample_weight=w, **fit_kw))
     bounded, ours = fits
     np.testing.assert_array_equal(ours.labels_, bounded.labels_)
     np.testing.assert_array_equal(ours.n_iter_, bounded.n_iter_)
