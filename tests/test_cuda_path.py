@@ -165,13 +165,13 @@ def test_dense_iterations_are_numpy_lloyd_steps(monkeypatch):
 @pytest.mark.parametrize("stream", [False, True])
 def test_kmeans_keeps_only_the_best_restarts_labels_as_int32(tmp_path, stream):
     """The labels kept after a fit of 4 restarts are the best one's, [1, N] int32 (a stream's
-    on the host: device memory does not grow with N); users still get int64 labels_."""
+    on the host: device memory does not grow with N); labels_ is int32, as scikit-learn's."""
     X = _blobs()
     data = _memmap(tmp_path, X) if stream else X
     km = KMeans(6, init="random", n_init=4, random_state=0, chunk_size=500).fit(data)
     kept = km.state_dict()["_extra_state"]["model"]["labels"]
     assert kept.dtype == torch.int32 and tuple(kept.shape) == (1, len(X)) and kept.device.type == "cpu"
-    assert km.labels_.dtype == np.int64
+    assert km.labels_.dtype == np.int32
     np.testing.assert_array_equal(km.labels_, km.predict(X))
 
 

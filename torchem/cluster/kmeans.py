@@ -482,7 +482,7 @@ class KMeans(EMEstimator):
         >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
         >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
         >>> km.labels_
-        array([1, 1, 1, 0, 0, 0])
+        array([1, 1, 1, 0, 0, 0], dtype=int32)
         >>> km.predict([[0, 0], [12, 3]])
         array([1, 0])
         >>> km.cluster_centers_
@@ -791,11 +791,10 @@ class KMeans(EMEstimator):
 
     @property
     def labels_(self):
-        """Cluster of each training sample ``[N]`` (``[B, N]``)."""
+        """Cluster of each training sample ``[N]`` (``[B, N]``), int32 as scikit-learn's."""
         check_fitted(self)
         self._check_final("labels_")
-        labels = self._labels if self._stacked else self._labels[0]  # stored as int32
-        return self._attr(labels.long())
+        return self._attr(self._labels if self._stacked else self._labels[0])
 
     @property
     def inertia_(self):
