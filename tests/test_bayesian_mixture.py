@@ -7,11 +7,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.mixture import BayesianGaussianMixture as SkBGMM  # noqa: E402
 
-from torchem import BayesianGaussianMixture  # noqa: E402
+from torchem import BayesianGaussianMixture, NotFittedError  # noqa: E402
+
+# several fits stop at a small max_iter on purpose (the comparisons hold at every iteration)
+pytestmark = pytest.mark.filterwarnings("ignore::torchem.ConvergenceWarning")
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -86,3 +90,164 @@ def test_matches_sklearn_from_the_same_responsibilities(covariance_type, prior_t
     assert ours.degrees_of_freedom_prior_ == ref.degrees_of_freedom_prior_
     np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_lower_bound_never_decreases(covariance_type):
+    X = _blobs(200, seed=2)
+    model = BayesianGaussianMixture(n_components=6, covariance_type=covariance_type, weight_concentration_prior=0.01,
+                                    init_params="random", tol=1e-8, max_iter=60, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    bounds = np.asarray(model.lower_bounds_)
+    assert len(bounds) > 5
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+
+
+def test_dirichlet_process_switches_off_unneeded_components_as_sklearn():
+    X = _blobs(300, seed=3, scales=(0.5, 0.5, 0.5))
+    kwargs = dict(n_components=10, weight_concentration_prior_type="dirichlet_process",
+                  weight_concentration_prior=0.01, max_iter=500, random_state=0)
+    ours = BayesianGaussianMixture(**kwargs).fit(X)
+    ref = SkBGMM(**kwargs).fit(X)
+    assert int((ref.weights_ > 0.02).sum()) == 3
+    assert int((ours.weights_ > 0.02).sum()) == 3
+    np.testing.assert_allclose(np.sort(ours.weights_)[-3:], np.sort(ref.weights_)[-3:], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weight_concentration_prior": 0.0}, "weight_concentration_prior"),
+        ({"weight_concentration_prior": -1.0}, "weight_concentration_prior"),
+        ({"mean_precision_prior": 0.0}, "mean_precision_prior"),
+        ({"degrees_of_freedom_prior": 1.5}, "degrees_of_freedom_prior"),
+        ({"degrees_of_freedom_prior": float("nan")}, "degrees_of_freedom_prior"),
+        ({"weight_concentration_prior_type": "dirichlet"}, "weight_concentration_prior_type"),
+        ({"mean_prior": [0.0, 0.0]}, "mean_prior"),
+        ({"mean_prior": [0.0, np.nan, 0.0]}, "mean_prior"),
+        ({"covariance_prior": np.eye(2)}, "covariance_prior"),
+        ({"covariance_prior": -np.eye(3)}, "covariance_prior"),
+        ({"covariance_prior": np.array([[1.0, 2, 0], [0, 1, 0], [0, 0, 1]])}, "covariance_prior"),
+        ({"covariance_type": "diag", "covariance_prior": [1.0, 0.0, 1.0]}, "covariance_prior"),
+        ({"covariance_type": "spherical", "covariance_prior": -1.0}, "covariance_prior"),
+    ],
+)
+def test_bad_priors_name_the_argument(kwargs, match):
+    X = _blobs(30)
+    model = BayesianGaussianMixture(2, random_state=0, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X)
+    with pytest.raises(NotFittedError):  # the failed fit left the model unfitted
+        model.weights_
+
+
+def test_given_priors_are_used_and_reported():
+    X = _blobs(120)
+    resp = _resp(len(X), 3, seed=4)
+    kwargs = dict(n_components=3, covariance_type="diag", mean_prior=[1.0, 2.0, 3.0], covariance_prior=[0.5, 1.0, 2.0],
+                  mean_precision_prior=10.0, degrees_of_freedom_prior=5.0, weight_concentration_prior=2.0, max_iter=20)
+    ours = _given_start(resp, **kwargs).fit(X)
+    ref = _SkGivenStart(**kwargs)
+    ref.resp = resp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.fit(X)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6)
+    np.testing.assert_allclose(ours.covariances_, ref.covariances_, rtol=1e-6)
+    np.testing.assert_allclose(ours.covariance_prior_, [0.5, 1.0, 2.0])
+    assert (ours.mean_precision_prior_, ours.degrees_of_freedom_prior_, ours.weight_concentration_prior_) == (10.0, 5.0, 2.0)
+
+
+def test_streamed_fit_equals_in_memory(tmp_path):
+    X = _blobs(400, seed=5)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    kwargs = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=64, max_iter=8)
+    memory = BayesianGaussianMixture(**kwargs).fit(X)
+    streamed = BayesianGaussianMixture(**kwargs).fit(np.load(path, mmap_mode="r"))
+    batches = BayesianGaussianMixture(**kwargs).fit(DataLoader(torch.as_tensor(X), batch_size=100))
+    for other in (streamed, batches):
+        np.testing.assert_allclose(np.asarray(other.covariance_prior_), memory.covariance_prior_, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(other.means_), memory.means_, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(other.lower_bound_, memory.lower_bound_, rtol=1e-10)
+        assert other.n_iter_ == memory.n_iter_
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_stacked_problems_equal_separate_fits(covariance_type):
+    X = np.stack([_blobs(100, seed=6), 3.0 * _blobs(100, seed=7) + 1.0])
+    resp = np.stack([_resp(100, 3, seed=8), _resp(100, 3, seed=9)])
+    kwargs = dict(n_components=3, covariance_type=covariance_type, max_iter=25, tol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = _given_start(resp, **kwargs).fit(X)
+        alone = [_given_start(resp[b], **kwargs).fit(X[b]) for b in range(2)]
+    for b in range(2):
+        assert both.n_iter_[b] == alone[b].n_iter_
+        np.testing.assert_allclose(both.lower_bound_[b], alone[b].lower_bound_, rtol=1e-9)
+        for name in ATTRIBUTES + ("mean_prior_", "covariance_prior_"):
+            np.testing.assert_allclose(getattr(both, name)[b], getattr(alone[b], name), rtol=1e-8, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(both.weight_concentration_[1][b], alone[b].weight_concentration_[1], rtol=1e-8)
+
+
+def test_integer_sample_weight_equals_repeated_rows():
+    X = _blobs(60, seed=10)
+    w = np.random.default_rng(11).integers(1, 4, len(X))
+    resp = _resp(len(X), 3, seed=12)
+    kwargs = dict(n_components=3, covariance_type="tied", max_iter=20, tol=1e-6)
+    weighted = _given_start(resp, **kwargs).fit(X, sample_weight=w)
+    repeated = _given_start(np.repeat(resp, w, 0), **kwargs).fit(np.repeat(X, w, 0))
+    np.testing.assert_allclose(weighted.covariance_prior_, repeated.covariance_prior_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-9)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-8, err_msg=name)
+
+
+def test_restarts_keep_the_highest_lower_bound():
+    X = _blobs(150, seed=13)
+    kwargs = dict(n_components=4, init_params="random", max_iter=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = BayesianGaussianMixture(n_init=3, random_state=0, **kwargs).fit(X)
+        first = BayesianGaussianMixture(n_init=1, random_state=0, **kwargs).fit(X)
+    assert best.lower_bound_ >= first.lower_bound_
+
+
+def test_partial_fit_runs_and_improves():
+    X_test = _blobs(300, seed=15)
+    model = BayesianGaussianMixture(n_components=3, random_state=0)
+    model.partial_fit(_blobs(20, seed=16))
+    first = model.score(X_test)
+    for i in range(25):
+        model.partial_fit(_blobs(60, seed=100 + i))
+    assert model.n_iter_ == 26
+    fitted = BayesianGaussianMixture(n_components=3, random_state=0).fit(_blobs(1500, seed=17))
+    assert model.score(X_test) > first + 1.0
+    assert model.score(X_test) > fitted.score(X_test) - 0.02  # stochastic VI reaches the batch fit
+    np.testing.assert_allclose(np.sort(model.weights_), np.sort(fitted.weights_), atol=0.05)
+
+
+def test_state_dict_round_trip(tmp_path):
+    X = _blobs(100, seed=18)
+    model = BayesianGaussianMixture(n_components=3, covariance_type="tied", random_state=0).fit(X)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    loaded = BayesianGaussianMixture(n_components=3, covariance_type="tied")
+    loaded.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(loaded.covariance_prior_, model.covariance_prior_)
+    assert loaded.degrees_of_freedom_ == model.degrees_of_freedom_
+    assert isinstance(model.degrees_of_freedom_, float)
+
+
+def test_float32_tensor_input_matches_float64():
+    X = _blobs(200, seed=19) + 1000.0
+    kwargs = dict(n_components=3, random_state=0, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m64 = BayesianGaussianMixture(**kwargs).fit(X)
+        m32 = BayesianGaussianMixture(**kwargs).fit(torch.as_tensor(X, dtype=torch.float32))
+    assert isinstance(m32.means_, torch.Tensor) and m32.means_.dtype == torch.float32
+    np.testing.assert_allclose(m32.means_.numpy(), m64.means_, rtol=1e-5)
+    np.testing.assert_allclose(m32.covariances_.numpy(), m64.covariances_, rtol=1e-3)
