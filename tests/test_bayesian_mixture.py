@@ -2,6 +2,7 @@
 bound, components switched off by a Dirichlet-process prior, priors, and the driver's
 features (streaming, B problems, sample weights, partial_fit, state dict)."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -251,3 +252,18 @@ def test_float32_tensor_input_matches_float64():
     assert isinstance(m32.means_, torch.Tensor) and m32.means_.dtype == torch.float32
     np.testing.assert_allclose(m32.means_.numpy(), m64.means_, rtol=1e-5)
     np.testing.assert_allclose(m32.covariances_.numpy(), m64.covariances_, rtol=1e-3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_partial_fit_after_fit_continues_the_posterior(covariance_type):
+    """A converged fit on X, continued by partial_fit on X itself: the stream has now seen X
+    twice, so the update equals one batch iteration on X repeated twice from the fitted
+    posterior (the running statistics start as the statistics the fit implies; the batch fit's
+    covariance prior, of 2N rows, differs by its 1/(2N) unbiasing, hence atol)."""
+    X = _blobs(300, seed=20)
+    model = BayesianGaussianMixture(n_components=3, covariance_type=covariance_type, tol=1e-10, max_iter=500,
+                                    random_state=0).fit(X)
+    batch = copy.deepcopy(model).set_params(warm_start=True, max_iter=1).fit(np.concatenate([X, X]))
+    model.partial_fit(X)
+    for name in ("means_", "weights_", "covariances_", "mean_precision_", "degrees_of_freedom_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(batch, name), rtol=1e-3, atol=1e-4, err_msg=name)

@@ -466,6 +466,27 @@ class BayesianGaussianMixture(GaussianMixture):
     def _event_ndims(self) -> dict[str, int]:
         return {**super()._event_ndims(), "concentration": 2 if self._process else 1, "mean_precision": 1, "dof": 1}
 
+    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Sigma points of the Gaussian moments ``(nk, xk, sk)`` the variational M-step turns
+        into ``params``: ``nk = beta - beta_0``, ``xk`` from the posterior mean, and ``sk`` from
+        the posterior scale, which is affine in ``sk`` (read off by evaluating the M-step's
+        Wishart update at ``sk = 0`` and ``sk = 1``); the weights ``nk / sum(nk)``."""
+        p, ct = self._priors, self._covariance
+        beta, beta0 = params["mean_precision"].double(), p["mean_precision"]
+        nk = (beta - beta0).clamp_min(10.0 * torch.finfo(torch.float64).eps)
+        mean_prior = p["mean"].to(beta.device, torch.float64)[:, None, None, :]
+        xk = (beta.unsqueeze(-1) * params["means"].double() - beta0 * mean_prior) / nk.unsqueeze(-1)
+        cov = ct.covariances(params["prec_chol"].double())
+        prior = p["covariance"].to(beta.device, torch.float64).unsqueeze(1)
+        update = _WISHART[ct.name]
+
+        def scale(sk):
+            return update(nk, sk, xk - mean_prior, beta0, beta, prior, p["degrees_of_freedom"])[0]
+
+        base = scale(torch.zeros_like(cov))
+        sk = (cov - base) / (scale(torch.ones_like(cov)) - base)
+        return self._sigma_points((nk / nk.sum(-1, keepdim=True)).log(), xk, sk)
+
     @classmethod
     def _params_from_components(cls, comp, shape, kwargs):
         raise TypeError(
