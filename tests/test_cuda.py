@@ -50,3 +50,19 @@ def test_float32_stacked_problems_on_cuda():
     gm = GaussianMixture(5, n_init=3, random_state=0).fit(X)
     assert gm.means_.shape == (4, 5, 8)
     assert torch.isfinite(gm.lower_bound_).all()
+
+
+def test_bayesian_mixture_on_cuda_equals_cpu(blobs):
+    from torchem import BayesianGaussianMixture
+
+    X = np.stack([blobs, 2.0 * blobs[::-1] + 1.0])  # B = 2 problems, 2 restarts each
+    kwargs = dict(n_components=5, weight_concentration_prior=0.01, n_init=2, random_state=0, tol=0.0, max_iter=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = BayesianGaussianMixture(**kwargs).fit(torch.from_numpy(X))
+        gpu = BayesianGaussianMixture(**kwargs).fit(torch.from_numpy(X).cuda())
+    assert gpu.means_.device.type == "cuda" and gpu.covariance_prior_.device.type == "cuda"
+    for name in ("weights_", "means_", "covariances_", "mean_precision_", "covariance_prior_"):
+        np.testing.assert_allclose(getattr(gpu, name).cpu().numpy(), getattr(cpu, name).numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gpu.lower_bound_.cpu().numpy(), cpu.lower_bound_.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(gpu.predict(torch.from_numpy(X).cuda()).cpu().numpy(), cpu.predict(torch.from_numpy(X)).numpy())
