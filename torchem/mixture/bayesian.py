@@ -129,6 +129,15 @@ def _wishart_spherical(nk, sk, diff, beta0, beta, prior, nu0):
 
 _WISHART = {"full": _wishart_full, "tied": _wishart_tied, "diag": _wishart_diag, "spherical": _wishart_spherical}
 
+# The covariance prior taken from data, as scikit-learn takes it: the moments computed (with
+# the statistics of that covariance type) and what is kept of them.
+_DATA_COVARIANCE = {
+    "full": ("full", lambda cov: cov),
+    "tied": ("full", lambda cov: cov),
+    "diag": ("diag", lambda var: var),
+    "spherical": ("diag", lambda var: var.mean(-1)),
+}
+
 
 # --------------------------------------------------------------------------------------------
 # The family
@@ -404,15 +413,11 @@ class BayesianGaussianMixture(GaussianMixture):
         if self.mean_prior is not None:
             mean = self._prior_array("mean_prior", (d,), b, d)
         if self.covariance_prior is not None:
-            shape = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[ct.name]
-            cov = self._prior_array("covariance_prior", shape, b, d)
-            if ct.name in ("full", "tied"):
-                bad = not ct.is_symmetric(cov) or bool(ct.factor_from_covariances(cov)[1].any())
-                requirement = "symmetric, positive-definite"
-            else:
-                bad, requirement = bool((cov <= 0).any()), "positive"
-            if bad:
-                raise ValueError(f"'{ct.name} covariance_prior' should be {requirement}; check covariance_prior.")
+            shape = ct.factor_shape(1, d)  # one component's covariance: the prior's shape
+            cov = self._prior_array("covariance_prior", shape if ct.pooled else shape[1:], b, d)
+            if not ct.is_symmetric(cov) or bool(ct.factor_from_covariances(cov)[1].any()):
+                raise ValueError(f"'{ct.name} covariance_prior' should be {ct.precision_requirement}; check "
+                                 "covariance_prior.")
         if mean is None or cov is None:
             data_mean, data_cov = _data_moments(source, ct)
             mean = data_mean if mean is None else mean
@@ -520,7 +525,7 @@ class BayesianGaussianMixture(GaussianMixture):
         """Degrees of freedom of the Wishart posteriors ``[K]`` (one number for ``tied``)."""
         check_fitted(self)
         dof = self.log_degrees_of_freedom.detach().exp()
-        if self.covariance_type != "tied":
+        if not self._covariance.pooled:
             return self._attr(dof)
         dof = dof[..., 0]
         return float(dof) if dof.ndim == 0 and self._output_numpy else self._attr(dof)
@@ -570,7 +575,8 @@ def _data_moments(source: Source, ct: C.CovarianceType) -> tuple[Tensor, Tensor]
     ``full`` and ``tied``, ``[B, D]`` variances for ``diag``, ``[B]`` their mean for
     ``spherical``), in float64, over every rank: one pass of the Gaussian statistics of a
     single component, about the first chunk's mean."""
-    pooled = C.lookup("full" if ct.name in ("full", "tied") else "diag")
+    moments, reduce = _DATA_COVARIANCE[ct.name]
+    pooled = C.lookup(moments)
     b, d = source.n_problems, source.n_features
     X0 = next(iter(source.chunks()))[1]
     centre = X0.double().mean(-2)  # [B, D]
@@ -588,4 +594,4 @@ def _data_moments(source: Source, ct: C.CovarianceType) -> tuple[Tensor, Tensor]
     n = stats["nk"][:, 0, 0]
     unbiased = torch.where(n > 1, n / (n - 1), torch.ones_like(n))
     mean, cov = mean[:, 0, 0], cov[:, 0, 0] * unbiased.reshape(b, *(1,) * (cov.ndim - 3))
-    return mean, (cov.mean(-1) if ct.name == "spherical" else cov)
+    return mean, reduce(cov)
