@@ -179,7 +179,8 @@ class _BayesianFamily(_GaussianFamily):
     def stats(self, X, resp, prepared, aux, sample_weight):
         stats = super().stats(X, resp, prepared, aux, sample_weight)
         # sum of r log r: the responsibilities' (negative) entropy, a term of the lower bound
-        ent = torch.special.xlogy(resp, resp).sum(-1, dtype=torch.float64)
+        # (r log r with 0 log 0 = 0; the clamp is cheaper than xlogy's special cases)
+        ent = (resp * resp.clamp_min(torch.finfo(resp.dtype).tiny).log()).sum(-1, dtype=torch.float64)
         stats["entropy"] = (ent if sample_weight is None else ent * sample_weight.double()).sum(-1)
         return stats
 
