@@ -267,3 +267,16 @@ def test_partial_fit_after_fit_continues_the_posterior(covariance_type):
     model.partial_fit(X)
     for name in ("means_", "weights_", "covariances_", "mean_precision_", "degrees_of_freedom_"):
         np.testing.assert_allclose(getattr(model, name), getattr(batch, name), rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_point_estimate_as_a_distribution_and_no_from_distribution():
+    X = _blobs(150, seed=21)
+    model = BayesianGaussianMixture(n_components=3, covariance_type="diag", random_state=0).fit(X)
+    dist = model.to_distribution()  # the point estimate: weights_, means_, covariances_
+    np.testing.assert_allclose(dist.mixture_distribution.probs.detach().numpy(), model.weights_, rtol=1e-12)
+    np.testing.assert_allclose(dist.component_distribution.base_dist.scale.detach().numpy() ** 2, model.covariances_,
+                               rtol=1e-10)
+    samples, labels = model.sample(50)
+    assert samples.shape == (50, 3) and labels.shape == (50,)
+    with pytest.raises(TypeError, match="GaussianMixture.from_distribution"):
+        BayesianGaussianMixture.from_distribution(dist)

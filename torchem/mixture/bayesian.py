@@ -262,8 +262,10 @@ class BayesianGaussianMixture(GaussianMixture):
     * ``lower_bound_`` is scikit-learn's variational lower bound (without its constant terms),
       a sum over the samples, not the mean log-likelihood; ``tol`` applies to it.
     * ``predict_proba``, ``score_samples`` and ``score`` use the variational expected
-      log-densities, as scikit-learn's do; ``sample``, ``to_distribution`` and ``bic``/``aic``
-      use the point estimate (``weights_``, ``means_``, ``covariances_``).
+      log-densities, as scikit-learn's do (so do ``bic`` and ``aic``, which scikit-learn's
+      BayesianGaussianMixture does not have: compare models by ``lower_bound_`` instead);
+      ``sample`` and ``to_distribution`` use the point estimate (``weights_``, ``means_``,
+      ``covariances_``).
     * ``partial_fit`` runs stochastic variational inference: the running per-sample statistics
       stand for all the samples seen so far (``n_iter_`` batches); the priors come from the
       first batch; ``lower_bound_`` is then the last batch's mean log-density, as for the
