@@ -297,3 +297,18 @@ def test_point_estimate_as_a_distribution_and_no_from_distribution():
     assert samples.shape == (50, 3) and labels.shape == (50,)
     with pytest.raises(TypeError, match="GaussianMixture.from_distribution"):
         BayesianGaussianMixture.from_distribution(dist)
+
+
+def test_fully_labelled_fit_has_the_posterior_of_the_classes():
+    """With every sample labelled, the posterior is closed-form: nk are the class counts."""
+    rng = np.random.default_rng(22)
+    y = rng.integers(0, 3, 200)
+    X = rng.normal(size=(200, 2)) + np.array([[0, 0], [3, 0], [0, 3]])[y]
+    model = BayesianGaussianMixture(3, covariance_type="diag", random_state=0).fit(X, labels=y)
+    counts = np.bincount(y, minlength=3)
+    np.testing.assert_allclose(model.mean_precision_, 1.0 + counts, rtol=1e-12)
+    np.testing.assert_allclose(model.degrees_of_freedom_, 2.0 + counts, rtol=1e-12)
+    class_means = np.stack([X[y == k].mean(0) for k in range(3)])
+    np.testing.assert_allclose(model.means_, (X.mean(0) + counts[:, None] * class_means) / (1.0 + counts[:, None]),
+                               rtol=1e-10)
+    np.testing.assert_allclose(model.weight_concentration_[0], 1.0 + counts, rtol=1e-12)
