@@ -162,7 +162,7 @@ def test_bad_requests_to_fit(tmp_path, blobs, capsys):
     cases = [
         (["--model", "gmm", "-k", "1000"], "n_components"),  # more components than samples
         (["--model", "bernoulli", "-k", "2"], "binary"),
-        (["--model", "kmeans", "-k", "2", "--covariance-type", "diag"], "--model gmm only"),
+        (["--model", "kmeans", "-k", "2", "--covariance-type", "diag"], "--model gmm and bgmm only"),
         (["--model", "gmm", "-k", "2", "--out", str(tmp_path / "no" / "m.pt")], "does not exist"),
     ]
     if not torch.cuda.is_available():
@@ -460,6 +460,30 @@ def test_npy_that_fits_on_the_gpu_is_copied_there_once(tmp_path, blobs, capsys):
         printed.append(_summary(capsys.readouterr().out))
     np.testing.assert_allclose(float(printed[1]["log-likelihood"].split()[0]),
                                float(printed[0]["log-likelihood"].split()[0]), rtol=1e-6)
+
+
+def test_fit_bgmm_switches_unneeded_components_off_and_predicts(tmp_path, blobs_csv, capsys):
+    from torchem import BayesianGaussianMixture
+
+    path, X = blobs_csv
+    out = tmp_path / "bgm.pt"
+    assert main(["fit", str(path), "--model", "bgmm", "-k", "6", "--weight-concentration-prior", "0.01",
+                 "--covariance-type", "diag", "--double", "--out", str(out)]) == 0
+    printed = _summary(capsys.readouterr().out)
+    name, model = load_model(str(out))
+    assert name == "bgmm" and isinstance(model, BayesianGaussianMixture)
+    direct = BayesianGaussianMixture(6, covariance_type="diag", weight_concentration_prior=0.01, random_state=0).fit(X)
+    np.testing.assert_allclose(_np(model.means_), direct.means_, rtol=1e-8)
+    np.testing.assert_allclose(_np(model.covariance_prior_), direct.covariance_prior_, rtol=1e-12)
+    used = int((direct.weights_ > 0.01).sum())
+    assert printed["components"] == f"used  {used} of 6 (weight above 0.01)"
+    np.testing.assert_allclose(float(printed["lower"].split()[1]), direct.lower_bound_, rtol=1e-6)
+    labels = tmp_path / "labels.npy"
+    assert main(["predict", str(out), str(path), "--out", str(labels)]) == 0
+    np.testing.assert_array_equal(np.load(labels), direct.predict(X))
+    assert main(["fit", str(path), "--model", "gmm", "-k", "2", "--weight-concentration-prior", "0.1",
+                 "--out", str(out)]) == 1
+    assert "--model bgmm only" in capsys.readouterr().err
 
 
 def test_fit_with_labels_from_csv_or_npy(tmp_path, capsys):

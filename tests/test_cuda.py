@@ -241,3 +241,25 @@ def test_one_process_nccl_group_runs_every_collective(tmp_path, monkeypatch):
         dist.destroy_process_group()
     np.testing.assert_allclose(fitted.means_.cpu().numpy(), ref_fit.means_, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(online.cluster_centers_.cpu().numpy(), ref_online.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
+def test_bayesian_mixture_on_cuda_equals_cpu(blobs):
+    """From the same variational posterior (a CPU fit moved to the device; seeded draws differ
+    between CPU and CUDA generators), warm-started iterations on CUDA equal the CPU's."""
+    import copy
+
+    from torchem import BayesianGaussianMixture
+
+    X = np.stack([blobs, 2.0 * blobs[::-1] + 1.0])  # B = 2 problems
+    kwargs = dict(n_components=5, weight_concentration_prior=0.01, n_init=2, random_state=0, tol=0.0, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = BayesianGaussianMixture(**kwargs).fit(torch.from_numpy(X))
+        gpu = copy.deepcopy(cpu).to("cuda")
+        cpu.set_params(warm_start=True).fit(torch.from_numpy(X))
+        gpu.set_params(warm_start=True).fit(torch.from_numpy(X).cuda())
+    assert gpu.means_.device.type == "cuda" and gpu.covariance_prior_.device.type == "cuda"
+    for name in ("weights_", "means_", "covariances_", "mean_precision_", "covariance_prior_"):
+        np.testing.assert_allclose(getattr(gpu, name).cpu().numpy(), getattr(cpu, name).numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gpu.lower_bound_.cpu().numpy(), cpu.lower_bound_.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(gpu.predict(torch.from_numpy(X).cuda()).cpu().numpy(), cpu.predict(torch.from_numpy(X)).numpy())

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchem import BernoulliMixture, GaussianMixture, KMeans
+from torchem import BayesianGaussianMixture, BernoulliMixture, GaussianMixture, KMeans
 from torchem.distributed import consistent_count
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
@@ -33,11 +33,14 @@ def _models():
         "gmm": lambda: GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64),
         "kmeans": lambda: KMeans(3, n_init=2, init="random", random_state=0, chunk_size=64),
         "bernoulli": lambda: BernoulliMixture(2, random_state=0, chunk_size=64),
+        # its priors come from the data: one more pass, summed over the ranks
+        "bgmm": lambda: BayesianGaussianMixture(4, weight_concentration_prior=0.01, n_init=2, random_state=0, chunk_size=64),
     }
 
 
 def _stream_models():
-    return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0)}
+    return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0),
+            "bgmm": BayesianGaussianMixture(3, covariance_type="tied", random_state=0)}
 
 
 def _weights():
@@ -188,7 +191,7 @@ def ranks(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("name", ["gmm", "kmeans", "bernoulli"])
+@pytest.mark.parametrize("name", ["gmm", "kmeans", "bernoulli", "bgmm"])
 def test_ranks_agree_with_the_single_process_fit(ranks, name):
     X, B = _data()
     single = _params(_models()[name]().fit(X if name != "bernoulli" else B))
@@ -222,7 +225,7 @@ def test_labelled_fit_over_ranks_equals_the_single_process_fit(ranks, name):
         np.testing.assert_allclose(ranks[0]["labelled-" + name][key], value, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["gmm", "kmeans"])
+@pytest.mark.parametrize("name", ["gmm", "kmeans", "bgmm"])
 def test_partial_fit_over_ranks_equals_partial_fit_on_whole_batches(ranks, name):
     X, _ = _data()
     model = _stream_models()[name]

@@ -1,6 +1,7 @@
 """``torchem fit`` and ``torchem predict``: fit a model to a data file, save it, apply it.
 
     torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
+    torchem fit data.csv --model bgmm -k 10 --weight-concentration-prior 0.01 --out bgm.pt
     torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
 
 Data files: ``.npy`` (memory-mapped), ``.npz`` (the array named by ``--key``, or its only
@@ -31,20 +32,22 @@ from . import __version__
 from .cluster import KMeans
 from .data import check_labels
 from .functional.covariance import COVARIANCE_TYPES
-from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
+from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
 
 MODELS = {
     "gmm": GaussianMixture,
+    "bgmm": BayesianGaussianMixture,
     "kmeans": KMeans,
     "bernoulli": BernoulliMixture,
     "binomial": BinomialMixture,
     "poisson": PoissonMixture,
     "categorical": CategoricalMixture,
 }
-#: GaussianMixture's default, which --covariance-type only changes for --model gmm
+#: GaussianMixture's default, which --covariance-type only changes for --model gmm and bgmm
 _DEFAULT_COVARIANCE_TYPE = inspect.signature(GaussianMixture).parameters["covariance_type"].default
+_DEFAULT_PRIOR_TYPE = inspect.signature(BayesianGaussianMixture).parameters["weight_concentration_prior_type"].default
 
 
 class CLIError(Exception):
@@ -466,6 +469,10 @@ def _build(args) -> object:
         return KMeans(args.k, **common)
     if args.model == "gmm":
         return GaussianMixture(args.k, covariance_type=args.covariance_type, **common)
+    if args.model == "bgmm":
+        return BayesianGaussianMixture(args.k, covariance_type=args.covariance_type,
+                                       weight_concentration_prior_type=args.weight_concentration_prior_type,
+                                       weight_concentration_prior=args.weight_concentration_prior, **common)
     if args.model == "binomial":
         return BinomialMixture(args.k, n_trials=args.n_trials, **common)
     if args.model == "poisson":
@@ -538,7 +545,7 @@ def load_labels(path: str, n_samples: int, n_components: int) -> np.ndarray:
 
 
 def _summary(name: str, model, X, shape: tuple[int, int], labels: np.ndarray | None = None) -> list[str]:
-    lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name == "gmm" else ""),
+    lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name in ("gmm", "bgmm") else ""),
              f"data             {shape[0]:,} samples, {shape[1]} features",
              f"iterations       {model.n_iter_} (at most {model.max_iter})"]
     if labels is not None:
@@ -547,14 +554,21 @@ def _summary(name: str, model, X, shape: tuple[int, int], labels: np.ndarray | N
         lines.append(f"inertia          {float(model.inertia_):.6g}")
         return lines
     lines.append(f"converged        {'yes' if model.converged_ else 'no (raise --max-iter)'}")
+    if name == "bgmm":
+        used = int((np.asarray(model.weights_) > 0.01).sum())
+        lines.append(f"components used  {used} of {model.n_components} (weight above 0.01)")
+        lines.append(f"lower bound      {float(model.lower_bound_):.6g} (variational, as scikit-learn's)")
     lines.append(f"log-likelihood   {float(model.score(X)):.6f} per sample (mean)")
     lines.append(f"BIC              {float(model.bic(X)):.6g}")
     return lines
 
 
 def fit_command(args) -> int:
-    if args.model != "gmm" and args.covariance_type != _DEFAULT_COVARIANCE_TYPE:
-        raise CLIError(f"--covariance-type applies to --model gmm only, not {args.model}.")
+    if args.model not in ("gmm", "bgmm") and args.covariance_type != _DEFAULT_COVARIANCE_TYPE:
+        raise CLIError(f"--covariance-type applies to --model gmm and bgmm only, not {args.model}.")
+    if args.model != "bgmm" and (args.weight_concentration_prior is not None
+                                 or args.weight_concentration_prior_type != _DEFAULT_PRIOR_TYPE):
+        raise CLIError(f"--weight-concentration-prior(-type) applies to --model bgmm only, not {args.model}.")
     if args.model != "binomial" and args.n_trials != 1:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
     if args.model != "categorical" and args.n_categories is not None:
@@ -626,6 +640,13 @@ def _trials(text: str):
     return values[0] if len(values) == 1 else values
 
 
+def _positive_real(text: str) -> float:
+    value = _non_negative_real(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _non_negative_real(text: str) -> float:
     try:
         value = float(text)
@@ -668,7 +689,13 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-k", "--n-components", dest="k", type=_positive, required=True,
                    help="number of components (clusters)")
     p.add_argument("--covariance-type", default=_DEFAULT_COVARIANCE_TYPE, choices=list(COVARIANCE_TYPES),
-                   help=f"for --model gmm (default {_DEFAULT_COVARIANCE_TYPE})")
+                   help=f"for --model gmm and bgmm (default {_DEFAULT_COVARIANCE_TYPE})")
+    p.add_argument("--weight-concentration-prior", type=_positive_real, default=None,
+                   help="for --model bgmm: the weights' prior concentration; small values switch unneeded "
+                        "components off (default 1 / k)")
+    p.add_argument("--weight-concentration-prior-type", default=_DEFAULT_PRIOR_TYPE,
+                   choices=["dirichlet_process", "dirichlet_distribution"],
+                   help=f"for --model bgmm (default {_DEFAULT_PRIOR_TYPE})")
     p.add_argument("--n-trials", type=_trials, default=1,
                    help="for --model binomial: trials per count, or one per feature comma-separated (default 1)")
     p.add_argument("--n-categories", type=_trials, default=None,

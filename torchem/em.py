@@ -9,8 +9,8 @@ One EM iteration is one pass over the chunks of the data: the E-step of each chu
 responsibilities, which are turned into additive sufficient statistics at once and summed
 (in float64), together with the log-likelihood; the M-step then reads only the summed
 statistics. As in scikit-learn, the lower bound recorded at iteration ``t`` is the mean
-log-likelihood of the parameters *before* that iteration's M-step, and a restart stops when
-its change falls below ``tol``.
+log-likelihood of the parameters *before* that iteration's M-step (or what the family's
+:meth:`Family.lower_bound` makes of it), and a restart stops when its change falls below ``tol``.
 """
 
 from __future__ import annotations
@@ -86,6 +86,15 @@ class Family(ABC):
         """Whether rounding in the working dtype spoilt this pass's statistics; the driver
         then redoes the pass with ``prepare(params, precise=True)``."""
         return False
+
+    def lower_bound(self, stats: Params, params: Params, ll: Tensor) -> Tensor:
+        """The ``[B, R]`` lower bound the driver records (and tests for convergence) after an
+        M-step, from the pass's summed statistics, the new ``params`` and the pass's mean
+        log-likelihood ``ll`` (under the parameters before the M-step). The default is ``ll``
+        (maximum likelihood, as scikit-learn's GaussianMixture); a variational family returns
+        its evidence lower bound (scikit-learn's BayesianGaussianMixture computes it from the
+        parameters after the M-step and the responsibilities' entropy, a statistic)."""
+        return ll
 
     def converged(self, old: Params, new: Params) -> Tensor | None:
         """A ``[B, R]`` convergence test on the parameters, replacing the driver's test on the
@@ -312,7 +321,7 @@ def run_em(
                 raise ValueError(failure_message)
             old_params = params
             params = _where(active, new_params, params)
-            lower_bound = torch.where(active, ll, lower_bound)
+            lower_bound = torch.where(active, family.lower_bound(stats, new_params, ll), lower_bound)
             n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
             history.append(lower_bound)
             change = lower_bound - previous

@@ -300,6 +300,12 @@ class EMEstimator(EstimatorModule):
         """The best restart of every problem: the highest lower bound (:func:`torchem.em.select_best`)."""
         return select_best(result)
 
+    def _prepare_fit(self, source: Source) -> None:
+        """Settings a model takes from the whole data before it initialises (the data-dependent
+        priors of BayesianGaussianMixture): called on every rank by every ``fit`` and by the
+        ``partial_fit`` that starts a model, with that fit's data (summing over the ranks is
+        the model's to do, e.g. with :func:`torchem.em.accumulate`)."""
+
     def _after_fit(self, source: Source, params: dict[str, Tensor]) -> None:
         """Anything a model computes from its fitted parameters and the data (K-means: the
         labels and inertia of the training data)."""
@@ -537,6 +543,7 @@ class EMEstimator(EstimatorModule):
                 "Sample weights must contain at least one non-zero number: the sample weights of "
                 f"{'the stream X' if fit.streamed else 'X'} sum to zero; give some samples a positive weight."
             )
+        self._prepare_fit(source)
         if continuing:
             self._check_initial_values(source.n_features, info.n_problems)
             params = self._fitted_params(device, dtype)
@@ -741,6 +748,7 @@ class EMEstimator(EstimatorModule):
                     f"{self._k_name()} = {self._n_components} samples; got {sx.shape[1]}."
                 )
             init_source = self._in_memory(sx, sw, device, dtype, 1, sl) if is_distributed() else source
+            self._prepare_fit(source)
             generator = make_generator(self.random_state, device)
             params = broadcast_params(self._starting_params(init_source, 1, generator))
             state = None

@@ -3,7 +3,8 @@
 from .base import BaseMixture
 from .bernoulli import BernoulliMixture, BinomialMixture
 from .categorical import CategoricalMixture
+from .bayesian import BayesianGaussianMixture
 from .gaussian import GaussianMixture
 from .poisson import PoissonMixture
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "PoissonMixture"]
+__all__ = ["BaseMixture", "BayesianGaussianMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "PoissonMixture"]

@@ -421,12 +421,17 @@ class BaseMixture(EMEstimator):
         state["t"] += 1
         eta = step_size(state["t"], self.stepwise_schedule)
         new, running, failed, ll = stepwise_update(
-            self._family(source.n_features), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
+            self._online_family(source.n_features, n_batch), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
         )
         if bool(failed.any()):
             raise ValueError(self._failure_message())
         state["running"] = running
         return new, ll, state
+
+    def _online_family(self, n_features: int, n_batch: int) -> Family:
+        """The hooks of a ``partial_fit`` step on ``n_batch`` samples (a variational family
+        scales its per-sample running statistics by the samples seen); :meth:`_family`."""
+        return self._family(n_features)
 
     def _implied_statistics(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``
