@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from . import data as data_module
 from ._utils import InputKind, caller_stacklevel, check_data, check_feature_names, check_fitted, full_float32_matmul, make_generator, to_output
-from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
+from .data import (DataInfo, Source, TensorSource, auto_chunk_size, check_observed, concat_blocks, describe, inference_blocks,
+                   omit_rows, open_source, reservoir_sample)
 from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
 from .em import EMResult, Family, run_em, select_best
 from .exceptions import ConvergenceWarning, NotFittedError
@@ -108,11 +109,12 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
 
     def __sklearn_tags__(self):
         """scikit-learn's tags (1.6 and later): an unsupervised density estimator or clusterer
-        of 2-D numeric data without NaN (and as :attr:`_input_tags` says); ``y`` is not required."""
+        of 2-D numeric data (and as :attr:`_input_tags` says), with NaN only when its
+        ``nan_policy`` marginalises missing entries; ``y`` is not required."""
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
         tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False),
-                    input_tags=InputTags(**self._input_tags))
+                    input_tags=InputTags(**self._input_tags, allow_nan=bool(getattr(self, "_marginalizes", False))))
         if hasattr(type(self), "transform"):
             tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
@@ -120,7 +122,7 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
     def _more_tags(self) -> dict:
         """The same tags for scikit-learn before 1.6."""
         categorical = ["categorical"] if self._input_tags.get("categorical") else []
-        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray", *categorical],
+        return {"requires_y": False, "allow_nan": bool(getattr(self, "_marginalizes", False)), "X_types": ["2darray", *categorical],
                 "requires_positive_X": bool(self._input_tags.get("positive_only"))}
 
     def __sklearn_clone__(self):
@@ -203,6 +205,7 @@ class _Fit:
 
     source: Source
     info: DataInfo
+    omitted: Any = 0  # nan_policy="omit": rows left out (a count, or the stream that counts them)
 
     @property
     def streamed(self) -> bool:
@@ -281,6 +284,28 @@ class EMEstimator(EstimatorModule):
     @abstractmethod
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         """Working memory per sample of a chunk, for the automatic chunk size."""
+
+    def _nan_policy(self) -> str:
+        """``nan_policy`` (``"raise"`` for a model without one)."""
+        return getattr(self, "nan_policy", "raise")
+
+    @property
+    def _marginalizes(self) -> bool:
+        """Whether NaN entries are missing values the model's family marginalises (inference
+        reads them so under ``nan_policy`` ``"omit"`` too: its outputs keep every row)."""
+        return False
+
+    def _warn_omitted(self, fit: _Fit) -> None:
+        """``nan_policy="omit"``: warn with the number of rows left out, over every rank (a
+        stream's count is known after its first pass)."""
+        if self._nan_policy() != "omit":
+            return
+        count = fit.omitted if isinstance(fit.omitted, int) else fit.omitted.omitted
+        if is_distributed():
+            count = int(all_reduce_sum([torch.tensor(float(count), dtype=torch.float64, device=fit.source.device)])[0])
+        if count:
+            warnings.warn(f"{count} row(s) of X hold NaN and were left out of the fit (nan_policy='omit').", UserWarning,
+                          stacklevel=caller_stacklevel())
 
     def _validate_values(self, X: Tensor, name: str) -> None:
         """Family-specific checks of the data's values (e.g. binary for Bernoulli); raise a
@@ -415,12 +440,15 @@ class EMEstimator(EstimatorModule):
         return auto_chunk_size(per, torch.device(device), n_samples if n_samples is not None else 2**62)
 
     def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int) -> _Fit:
+        policy, omitted = self._nan_policy(), 0
+        if policy == "omit":
+            X, sample_weight, omitted = omit_rows(X, sample_weight)
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.n_problems, device, dtype, info.n_samples)
         source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
-                             convert=self._value_map())
-        return _Fit(source, info)
+                             convert=self._value_map(), allow_nan=policy == "marginalize")
+        return _Fit(source, info, omitted)
 
     def _value_check(self):
         def check(chunk: Tensor) -> None:
@@ -518,6 +546,7 @@ class EMEstimator(EstimatorModule):
                 raise
             error = exc
         check_consistent(self._signature(fit, {"continues_fit": continuing}), error)  # every rank raises, or none
+        self._warn_omitted(fit)
         info, device, dtype = fit.info, source.device, source.dtype
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
@@ -709,6 +738,7 @@ class EMEstimator(EstimatorModule):
             error = exc
         stream = {"fitted": bool(self._fitted), "stream_batches": 0 if state is None else state.get("batches", 0)}
         check_consistent(self._signature(fit, stream), error)  # every rank raises, or none
+        self._warn_omitted(fit)
         source = fit.source
         device, dtype = source.device, source.dtype
         n_batch = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
@@ -749,7 +779,9 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
-        check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
+        marginal = self._marginalizes  # NaN entries are missing values: inf is still refused
+        check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__,
+                   check_finite=not marginal)
         if t.ndim == 3 and not self._stacked:
             raise ValueError(
                 f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "
@@ -762,7 +794,8 @@ class EMEstimator(EstimatorModule):
                 "the same samples under every problem."
             )
         for s in range(0, t.shape[-2], 2**16):
-            self._validate_values(t[..., s : s + 2**16, :], name)
+            block = t[..., s : s + 2**16, :]
+            self._validate_values(check_observed(block, name, "calling this method") if marginal else block, name)
         return t, kind
 
     def _model_dtype(self, X: Tensor) -> tuple[torch.device, torch.dtype]:
