@@ -112,9 +112,9 @@ class BernoulliMixture(BaseMixture):
             ``x > binarize`` to 1 and the others to 0 wherever the model reads data: ``fit``,
             ``partial_fit``, every inference method, ``model(x)``, and streamed data chunk by
             chunk. (In-memory training data is held binarised, in the fit's dtype.)
-        random_state, warm_start, verbose, verbose_interval, chunk_size, hard,
-            nan_policy: as in
+        random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "component_logits")

@@ -201,9 +201,9 @@ class CategoricalMixture(BaseMixture):
         weights_init: ``[K]`` initial weights.
         probs_init: ``[K, D, C]`` initial probabilities, summing to 1 over each feature's
             categories and 0 beyond them.
-        tol, max_iter, n_init, random_state, warm_start, verbose, verbose_interval, chunk_size, hard,
-            nan_policy: as in
+        tol, max_iter, n_init, random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "component_logits")

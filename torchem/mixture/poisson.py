@@ -142,9 +142,9 @@ class PoissonMixture(BaseMixture):
             the data so no rate starts at 0).
         weights_init: ``[K]`` initial weights.
         rates_init: ``[K, D]`` initial rates, positive.
-        random_state, warm_start, verbose, verbose_interval, chunk_size, hard,
-            nan_policy: as in
+        random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "log_rates")
