@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .covariance import _pairs, lookup
+from .covariance import lookup
 
 __all__ = [
     "BLOCK_ELEMENTS",
@@ -128,7 +128,7 @@ def _gaussian_blocks(X: Tensor, means: Tensor, prec_chol: Tensor, covariance_typ
     means, prec_chol = means.double(), prec_chol.double()
     o, x0 = observed(X)
     k, d = means.shape[-2:]
-    dense = ct.name in ("full", "tied")
+    dense = ct.dense
     lead = _lead(o, means)
     per_row = math.prod(lead) * k * d * (d if dense else 1)
     for s, e in _blocks(X.shape[-2], per_row):
@@ -172,7 +172,6 @@ def gaussian_stats_missing(
         sample_weight: optional ``[..., n]`` weights.
     """
     ct = lookup(covariance_type)
-    d = means.shape[-1]
     r_all = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
     shift = (means.double() - about.double()).unsqueeze(-3)  # [.., 1, K, D]: E[x] - a = dev + shift
     nk = sx = sxx = None
@@ -185,24 +184,18 @@ def gaussian_stats_missing(
         e = dev + shift  # [.., n, K, D]
         re = r.unsqueeze(-1) * e
         part_sx = re.sum(-3)
-        if ct.name in ("full", "tied"):
+        if ct.dense:
             cond_cov, pattern = out[2], out[3]
             second = re.movedim(-2, -3).mT @ e.movedim(-2, -3)  # [.., K, D, D]
             lead = pattern.shape[:-1]
             rq = r.new_zeros(*torch.broadcast_shapes(lead, r.shape[:-2]), cond_cov.shape[-4], r.shape[-1])
             rq.scatter_add_(-2, pattern.unsqueeze(-1).expand(*rq.shape[:-2], n, r.shape[-1]), r.expand(*rq.shape[:-2], n, -1))
-            second = second + (rq[..., None, None] * cond_cov).sum(-4)
-            if ct.pooled:
-                part_sxx = second.sum(-3)
-            else:
-                flat, _, _ = _pairs(d, second.device)
-                part_sxx = second.flatten(-2).index_select(-1, flat)
+            second = second + (rq[..., None, None] * cond_cov).sum(-4)  # responsibility mass per pattern
         else:
             var = out[2]  # [.., K, D]
             missing_mass = r.mT @ (1.0 - ob)  # [.., K, D]: responsibility mass of missing entries
-            part_sxx = (re * e).sum(-3) + missing_mass * var
-            if ct.name == "spherical":
-                part_sxx = part_sxx.sum(-1)
+            second = (re * e).sum(-3) + missing_mass * var  # the diagonals
+        part_sxx = ct.second_moment_stats(second)
         part_nk = r.sum(-2)
         nk = part_nk if nk is None else nk + part_nk
         sx = part_sx if sx is None else sx + part_sx
