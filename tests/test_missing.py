@@ -2,12 +2,11 @@
 missing at random, beats mean imputation, and behaves alike in memory, streamed, batched and
 online; "omit" leaves rows out with a counted warning; bad input gets clear errors."""
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from scipy.special import expit, gammaln, logsumexp
+from scipy.special import gammaln, logsumexp
 from scipy.stats import multivariate_normal
 
 from torchem import BernoulliMixture, CategoricalMixture, GaussianMixture, KMeans, PoissonMixture
