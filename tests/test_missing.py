@@ -59,7 +59,8 @@ def _np_gaussian_e_step(X, weights, means, covs):
     return ll, np.exp(log_joint - ll[:, None]), xhat, ccov
 
 
-def _np_gaussian_em(X, weights, means, covs, n_iter, reg, diag):
+def _np_gaussian_em(X, weights, means, covs, n_iter, reg, covariance_type):
+    n, d = X.shape
     history = []
     for _ in range(n_iter):
         ll, resp, xhat, ccov = _np_gaussian_e_step(X, weights, means, covs)
@@ -68,11 +69,21 @@ def _np_gaussian_em(X, weights, means, covs, n_iter, reg, diag):
         weights = nk / nk.sum()
         means = np.einsum("nk,nkd->kd", resp, xhat) / nk[:, None]
         dev = xhat - means[None]
-        covs = (np.einsum("nk,nkd,nke->kde", resp, dev, dev) + np.einsum("nk,nkde->kde", resp, ccov)) / nk[:, None, None]
-        covs = covs + reg * np.eye(X.shape[1])
-        if diag:
-            covs = np.array([np.diag(np.diag(c)) for c in covs])
+        scatter = np.einsum("nk,nkd,nke->kde", resp, dev, dev) + np.einsum("nk,nkde->kde", resp, ccov)  # E[...] given x_o
+        covs = {
+            "full": scatter / nk[:, None, None],
+            "tied": np.broadcast_to(scatter.sum(0) / n, scatter.shape),
+            "diag": np.array([np.diag(np.diag(c)) for c in scatter / nk[:, None, None]]),
+            "spherical": np.array([np.trace(c) / d * np.eye(d) for c in scatter / nk[:, None, None]]),
+        }[covariance_type] + reg * np.eye(d)
     return weights, means, covs, np.array(history)
+
+
+def _dense(covariances, covariance_type, k=2, d=3):
+    c = np.asarray(covariances)
+    return {"full": lambda: c, "tied": lambda: np.broadcast_to(c, (k, d, d)),
+            "diag": lambda: np.array([np.diag(v) for v in c]),
+            "spherical": lambda: c[:, None, None] * np.eye(d)}[covariance_type]()
 
 
 def _np_discrete_em(X, weights, params, n_iter, log_terms, expected):
@@ -98,20 +109,22 @@ def _np_discrete_em(X, weights, params, n_iter, log_terms, expected):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_gaussian_fit_equals_numpy_em_with_missing_at_random(covariance_type):
     rng = np.random.default_rng(0)
     X, _, _ = _gaussian_data(rng)
     X = _with_holes(X, 0.3, rng)
     w0, m0 = np.array([0.4, 0.6]), np.array([[0.5, 0.5, 0.5], [2.0, 1.0, -1.0]])
-    c0 = np.array([np.eye(3) * 2.0, np.eye(3) * 1.5])
-    precisions = np.linalg.inv(c0) if covariance_type == "full" else 1.0 / np.array([np.diag(c) for c in c0])
+    scale = np.array([2.0, 1.5]) if covariance_type != "tied" else np.array([2.0, 2.0])
+    c0 = scale[:, None, None] * np.eye(3)
+    precisions = {"full": np.linalg.inv(c0), "tied": np.eye(3) / 2.0, "diag": 1.0 / scale[:, None] * np.ones(3),
+                  "spherical": 1.0 / scale}[covariance_type]
     gm = GaussianMixture(2, covariance_type=covariance_type, nan_policy="marginalize", tol=0, max_iter=30,
                          weights_init=w0, means_init=m0, precisions_init=precisions).fit(X)
-    w, m, c, history = _np_gaussian_em(X, w0, m0, c0, 30, 1e-6, covariance_type == "diag")
+    w, m, c, history = _np_gaussian_em(X, w0, m0, c0, 30, 1e-6, covariance_type)
     np.testing.assert_allclose(gm.weights_, w, rtol=0, atol=1e-8)
     np.testing.assert_allclose(gm.means_, m, rtol=0, atol=1e-8)
-    cov = gm.covariances_ if covariance_type == "full" else np.array([np.diag(v) for v in gm.covariances_])
+    cov = _dense(gm.covariances_, covariance_type)
     np.testing.assert_allclose(cov, c, rtol=0, atol=1e-8)
     np.testing.assert_allclose(gm.lower_bounds_, history, rtol=0, atol=1e-8)
     assert np.diff(history).min() > -1e-12  # EM never lowers the observed-data likelihood
@@ -121,7 +134,7 @@ def test_gaussian_fit_equals_numpy_em_with_missing_at_random(covariance_type):
     np.testing.assert_allclose(gm.predict_proba(X), resp, rtol=0, atol=1e-8)
     np.testing.assert_array_equal(gm.predict(X), resp.argmax(1))
     np.testing.assert_allclose(gm.score(X), ll.mean(), rtol=0, atol=1e-8)
-    n_parameters = {"full": 2 * 6, "diag": 2 * 3}[covariance_type] + 2 * 3 + 1
+    n_parameters = {"full": 2 * 6, "tied": 6, "diag": 2 * 3, "spherical": 2}[covariance_type] + 2 * 3 + 1
     np.testing.assert_allclose(gm.bic(X), -2 * ll.sum() + n_parameters * np.log(len(X)), rtol=1e-12)
 
 
