@@ -26,6 +26,7 @@ from .covariance import lookup
 __all__ = [
     "BLOCK_ELEMENTS",
     "Conditional",
+    "KEEP_ELEMENTS",
     "expected_sums",
     "gaussian_log_prob_missing",
     "gaussian_stats_missing",
@@ -49,6 +50,7 @@ class Conditional:
     are taken about other parameters (stepwise EM's reference)."""
 
     params: dict
+    kept: list | None = None  # the chunk's conditional moments (see gaussian_log_prob_missing)
 
 
 def has_missing(X: Tensor) -> bool:
@@ -160,12 +162,26 @@ def _gaussian_blocks(X: Tensor, means: Tensor, prec_chol: Tensor, covariance_typ
             yield ob, _elementwise_block(ob, xb, means, prec_chol)
 
 
-def gaussian_log_prob_missing(X: Tensor, means: Tensor, prec_chol: Tensor, covariance_type: str) -> Tensor:
+#: Float64 elements of a chunk's conditional moments that :func:`gaussian_log_prob_missing`
+#: keeps for :func:`gaussian_stats_missing` (``keep=True``) instead of letting it recompute them.
+KEEP_ELEMENTS = 2**24
+
+
+def gaussian_log_prob_missing(X: Tensor, means: Tensor, prec_chol: Tensor, covariance_type: str, *, keep: bool = False):
     """Component log-densities ``[..., n, K]`` (float64) of the observed entries of each row
     of ``X [..., n, D]`` (NaN where missing): ``log N(x_o | mu_o, Sigma_oo)``. Rows are read
     in blocks bounded by :data:`BLOCK_ELEMENTS`; full and tied covariances factor one matrix
-    per distinct missingness pattern of a block and component, never one per row."""
-    return torch.cat([out[0] for _, out in _gaussian_blocks(X, means, prec_chol, covariance_type)], -2)
+    per distinct missingness pattern of a block and component, never one per row.
+
+    With ``keep=True`` returns ``(log_prob, kept)``: the blocks' conditional moments, for
+    :func:`gaussian_stats_missing` of the same chunk and parameters, when they take at most
+    :data:`KEEP_ELEMENTS` numbers (else ``None``)."""
+    blocks = list(_gaussian_blocks(X, means, prec_chol, covariance_type))
+    log_prob = torch.cat([out[0] for _, out in blocks], -2)
+    if not keep:
+        return log_prob
+    size = sum(t.numel() for _, out in blocks for t in out[1:])
+    return log_prob, ([(ob, (None, *out[1:])) for ob, out in blocks] if size <= KEEP_ELEMENTS else None)
 
 
 def gaussian_stats_missing(
@@ -177,6 +193,7 @@ def gaussian_stats_missing(
     about: Tensor,
     *,
     sample_weight: Tensor | None = None,
+    kept: list | None = None,
 ) -> dict[str, Tensor]:
     """Expected sufficient statistics of a chunk with missing entries, in the layout of
     :func:`torchem.functional.gaussian.gaussian_stats`: ``nk``, ``sx`` (sum of ``r (E[x] - a)``)
@@ -191,13 +208,14 @@ def gaussian_stats_missing(
         about: ``[..., 1, D]`` (the means' common centre) or ``[..., K, D]`` (each component's
             own mean, the precise pass): the point ``a`` the moments are taken about.
         sample_weight: optional ``[..., n]`` weights.
+        kept: what :func:`gaussian_log_prob_missing` kept of this chunk under these parameters.
     """
     ct = lookup(covariance_type)
     r_all = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
     shift = (means.double() - about.double()).unsqueeze(-3)  # [.., 1, K, D]: E[x] - a = dev + shift
     nk = sx = sxx = None
     start = 0
-    for ob, out in _gaussian_blocks(X, means, prec_chol, covariance_type):
+    for ob, out in kept if kept is not None else _gaussian_blocks(X, means, prec_chol, covariance_type):
         n = ob.shape[-2]
         r = r_all[..., start : start + n, :]
         start += n

@@ -53,8 +53,8 @@ class _GaussianFamily(Family):
     def log_prob(self, X, prepared):
         if self.marginalize and M.has_missing(X):
             cond = {"means": prepared["means"].double(), "prec_chol": prepared["prec_chol"].double()}
-            lp = M.gaussian_log_prob_missing(X, cond["means"], cond["prec_chol"], self.covariance_type)
-            return lp.to(X.dtype), M.Conditional(cond)
+            lp, kept = M.gaussian_log_prob_missing(X, cond["means"], cond["prec_chol"], self.covariance_type, keep=True)
+            return lp.to(X.dtype), M.Conditional(cond, kept)
         if "pair" in prepared:
             low, high = (G.gaussian_log_prob_prepared(X, p) for p in prepared["pair"])
             need = prepared["need"].reshape(prepared["need"].shape + (1,) * (low.ndim - prepared["need"].ndim))
@@ -77,7 +77,8 @@ class _GaussianFamily(Family):
             centred = bool(prepared.get("centred"))
             about = prepared["means"].double() if centred else G._centre(prepared["means"]).double()
             stats = M.gaussian_stats_missing(X, resp, cond["means"], cond["prec_chol"], self.covariance_type, about,
-                                             sample_weight=sample_weight)
+                                             sample_weight=sample_weight,
+                                             kept=aux.kept if isinstance(aux, M.Conditional) else None)
             if centred:  # the marker of the precise pass (see gaussian_stats_centred)
                 stats["centred"] = stats["nk"].new_ones(stats["nk"].shape[:-1])
             return stats
