@@ -289,13 +289,15 @@ def test_predict_does_not_write_over_its_input(tmp_path, blobs, capsys):
     assert "is also an input" in capsys.readouterr().err and data.read_bytes() == before
 
 
-@pytest.fixture(params=["numpy", "pyarrow"])
+@pytest.fixture(params=["numpy", "pyarrow", "pandas"])
 def csv_reader(request, monkeypatch):
-    """CSV files are read by pyarrow's C reader when it is installed, by numpy's otherwise."""
-    if request.param == "pyarrow":
-        pytest.importorskip("pyarrow.csv")
-    else:
-        monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    """CSV files are read by pandas' C reader when it is installed, else by pyarrow's when it
+    is, by numpy's otherwise; each must read the same numbers and give the same errors."""
+    if request.param != "pandas":
+        monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` raises ImportError
+    if request.param == "numpy":
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+    pytest.importorskip({"numpy": "numpy", "pyarrow": "pyarrow.csv", "pandas": "pandas"}[request.param])
     return request.param
 
 
@@ -308,6 +310,10 @@ CSV_TEXTS = {
     "no final line end": "1,2\n3,4",
     "Python's spellings": "1_000,+2\nInfinity,-inf\n",  # the infinities are refused later, as NaN is
     "one column": "x\n1\n2\n3\n",
+    # 17 significant digits over the whole exponent range, subnormals included: every reader
+    # must round each to the nearest double, as Python's float does
+    "hard roundings": "\n".join(",".join(f"{m:.17g}" for m in row) for row in (
+        np.random.default_rng(3).normal(size=(400, 5)) * 10.0 ** np.random.default_rng(4).integers(-320, 300, size=(400, 5)))),
 }
 
 
@@ -492,3 +498,39 @@ def test_nan_policy_bad_requests(tmp_path, blobs, capsys):
         assert err.startswith("torchem fit: error:") and message in err, (args, err)
     with pytest.raises(SystemExit):
         main(["fit", nan, "--model", "gmm", "-k", "2", "--nan-policy", "ignore", "--out", out])
+def test_fit_with_labels_from_csv_or_npy(tmp_path, capsys):
+    """``--labels FILE``: the semi-supervised fit (component k is class k), the same whether
+    the data is read whole (.csv) or streamed with the labels in its batches (.npy)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    X = np.stack([rng.normal(size=600) * 3.0, rng.normal(size=600) * 0.5 + 1.2 * y], 1)
+    labels = np.where(np.arange(600) % 20 == 0, y, -1)
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    np.save(tmp_path / "x.npy", X)
+    np.savetxt(tmp_path / "labels.csv", labels, fmt="%d", header="label", comments="")
+    np.save(tmp_path / "labels.npy", labels)
+    means = []
+    for data, lab in (("x.csv", "labels.csv"), ("x.npy", "labels.npy")):
+        out = tmp_path / f"{data}.pt"
+        assert main(["fit", str(tmp_path / data), "--model", "gmm", "-k", "2", "--double", "--labels", str(tmp_path / lab),
+                     "--out", str(out)]) == 0
+        assert _summary(capsys.readouterr().out)["labelled"].startswith("30 samples")
+        _, model = load_model(str(out))
+        pred = model.predict(torch.from_numpy(X)).numpy()
+        assert adjusted_rand_score(y, pred) > 0.4 and np.mean(pred == y) > 0.8
+        means.append(_np(model.means_))
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-9, atol=1e-12)
+    bad = [("short.npy", labels[:-1], "one label per sample"), ("range.npy", np.full(600, 2), "names component 2"),
+           ("half.npy", np.full(600, 0.5), "whole numbers"), ("grid.npy", np.zeros((600, 2)), "shape (600, 2)"),
+           ("labels.txt", None, "use .npy or .csv"), ("missing.npy", None, "does not exist")]
+    for name, value, message in bad:
+        if value is not None:
+            np.save(tmp_path / name, value)
+        elif name.endswith(".txt"):
+            (tmp_path / name).write_text("0\n")
+        assert main(["fit", str(tmp_path / "x.csv"), "--model", "gmm", "-k", "2", "--labels", str(tmp_path / name),
+                     "--out", str(tmp_path / "m.pt")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("torchem fit: error:") and "--labels" in err and message in err, (name, err)

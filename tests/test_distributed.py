@@ -59,6 +59,13 @@ def _weighted_model():
     return GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64)
 
 
+def _labels():
+    """Partial labels of the first half (rank 0's shard) only: rank 1 passes none."""
+    labels = np.full(600, -1)
+    labels[:300:10] = np.random.default_rng(3).integers(0, 3, 30)
+    return labels
+
+
 def _batches(X):
     rng = np.random.default_rng(7)
     return [X[rng.permutation(len(X))[:200]] for _ in range(5)]
@@ -98,6 +105,9 @@ def _worker(rank, world, init_file, out_dir):
         warnings.simplefilter("always")
         GaussianMixture(3, random_state=0, nan_policy="omit").fit(_with_nan(X)[half])
     results["omit-warnings"] = [str(w.message) for w in caught if "left out" in str(w.message)]
+    # partial labels: rank 0 passes the labels of its half, rank 1 none
+    for name in ("gmm", "kmeans"):
+        results["labelled-" + name] = _params(_models()[name]().fit(X[half], labels=_labels()[half] if rank == 0 else None))
     # partial_fit: each rank passes its half of every batch
     for name, model in _stream_models().items():
         for batch in _batches(X):
@@ -208,6 +218,15 @@ def test_missing_values_over_ranks_equal_the_single_process_fit(ranks):
     total = int(np.isnan(X).any(1).sum())  # every rank warns with the count over all ranks
     assert ranks[0]["omit-warnings"] == ranks[1]["omit-warnings"] == [
         f"{total} row(s) of X hold NaN and were left out of the fit (nan_policy='omit')."]
+
+
+@pytest.mark.parametrize("name", ["gmm", "kmeans"])
+def test_labelled_fit_over_ranks_equals_the_single_process_fit(ranks, name):
+    X, _ = _data()
+    single = _params(_models()[name]().fit(X, labels=_labels()))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["labelled-" + name][key], ranks[1]["labelled-" + name][key])
+        np.testing.assert_allclose(ranks[0]["labelled-" + name][key], value, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gmm", "kmeans"])

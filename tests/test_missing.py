@@ -385,3 +385,30 @@ def test_nan_policy_is_a_hyperparameter():
         GaussianMixture(2, nan_policy="ignore").fit(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="Input X contains NaN"):  # the default is unchanged
         GaussianMixture(2).fit(np.where(np.eye(5, 2) > 0, np.nan, 1.0))
+
+
+def test_omit_drops_the_labels_of_the_rows_it_leaves_out_and_marginalize_takes_labels():
+    rng = np.random.default_rng(13)
+    X = _gaussian_data(rng)[0]
+    X[[2, 9, 30], 0] = np.nan
+    labels = np.full(len(X), -1)
+    labels[[1, 2, 5]] = [0, 1, 1]  # row 2 holds NaN: its label goes with it
+    keep = ~np.isnan(X).any(1)
+    with pytest.warns(UserWarning, match=r"^3 row\(s\)"):
+        omitted = GaussianMixture(2, random_state=0, nan_policy="omit").fit(X, labels=labels)
+    complete = GaussianMixture(2, random_state=0).fit(X[keep], labels=labels[keep])
+    np.testing.assert_array_equal(omitted.means_, complete.means_)
+    class Batches:  # a stream that carries its labels
+        def __iter__(self):
+            return ({"X": X[s : s + 40], "labels": labels[s : s + 40]} for s in range(0, len(X), 40))
+
+    with pytest.warns(UserWarning, match=r"^3 row\(s\)"):
+        streamed = GaussianMixture(2, random_state=0, nan_policy="omit").fit(Batches())
+    np.testing.assert_allclose(streamed.means_, complete.means_, rtol=0, atol=1e-10)
+    # labels name the components, rows with missing entries among them
+    low, high = np.flatnonzero(X[:, 0] < -1.0)[:2], np.flatnonzero(X[:, 0] > 4.0)[:2]
+    X[high, 2] = np.nan
+    named = np.full(len(X), -1)
+    named[low], named[high] = 1, 0  # the component at the origin is named 1
+    marginal = GaussianMixture(2, random_state=0, nan_policy="marginalize").fit(X, labels=named)
+    assert marginal.means_[1, 0] < 1.0 < marginal.means_[0, 0]

@@ -38,6 +38,8 @@ __all__ = [
     "describe",
     "open_source",
     "check_sample_weight",
+    "check_labels",
+    "batch_labels",
     "check_observed",
     "omit_rows",
 ]
@@ -76,7 +78,9 @@ class Source(Protocol):
     Attributes: ``device``, ``dtype``, ``n_problems`` (``B``), ``n_features`` (``D``),
     ``n_samples`` (per problem; an iterable knows it after its first pass), ``chunk_size``
     (samples per chunk), ``X`` (the ``[B, N, D]`` tensor of in-memory data, ``None`` for
-    streamed data) and ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only).
+    streamed data), ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only) and
+    ``labels`` (``[B, N]`` int64 of in-memory data or ``None``: ``-1`` for an unlabelled row,
+    ``k`` for a row known to come from component ``k``).
     """
 
     device: torch.device
@@ -95,12 +99,14 @@ class Source(Protocol):
     def total_weight(self) -> Tensor:
         """``[B]`` float64: the number of samples, or the sum of the sample weights."""
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """``(start, X [B, n, D], sample_weight [B, n] or None)`` over the whole data."""
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
+        """``(start, X [B, n, D], sample_weight [B, n] or None)`` over the whole data; with
+        ``labels=True`` also the chunk's ``labels [B, n]`` int64 (``None`` when none given)."""
 
 
 class TensorSource:
-    """In-memory data: a ``[B, N, D]`` tensor (optionally with ``[B, N]`` sample weights).
+    """In-memory data: a ``[B, N, D]`` tensor (optionally with ``[B, N]`` sample weights and
+    ``[B, N]`` labels, see :func:`check_labels`).
 
     Data on another device than the compute device is moved there once, in the compute dtype.
     """
@@ -113,6 +119,7 @@ class TensorSource:
         dtype: torch.dtype,
         sample_weight: Tensor | None = None,
         chunk_size: int | None = None,
+        labels: Tensor | None = None,
     ):
         if X.ndim == 2:
             X = X.unsqueeze(0)
@@ -122,6 +129,7 @@ class TensorSource:
             if sample_weight.ndim == 1:
                 sample_weight = sample_weight.unsqueeze(0)
             self.sample_weight = sample_weight.to(device=device, dtype=dtype).expand(self.X.shape[0], -1)
+        self.labels = None if labels is None else _lead(labels).to(device=device, dtype=torch.int64).expand(self.X.shape[0], -1)
         self.device = torch.device(device)
         self.dtype = dtype
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.X.shape[1])
@@ -144,12 +152,14 @@ class TensorSource:
             return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
         return self.sample_weight.double().sum(-1)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data."""
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
+        """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data (and the
+        chunk's labels or ``None`` with ``labels=True``)."""
         step = self.chunk_size
         for start in range(0, self.n_samples, step):
             w = None if self.sample_weight is None else self.sample_weight[:, start : start + step]
-            yield start, self.X[:, start : start + step], w
+            part = (start, self.X[:, start : start + step], w)
+            yield part + (None if self.labels is None else self.labels[:, start : start + step],) if labels else part
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,8 +212,9 @@ def _host_nbytes(X, itemsize: int) -> int:
     return int(np.prod(X.shape)) * itemsize
 
 
-#: The keys a mapping batch of a stream may hold: the data, its weights, and labels (ignored).
-BATCH_KEYS = ("X", "sample_weight", "y")
+#: The keys a mapping batch of a stream may hold: the data, its weights, its partial labels
+#: (``"labels"``, :func:`check_labels`; read by ``fit`` and ``partial_fit``) and targets (``"y"``, ignored).
+BATCH_KEYS = ("X", "sample_weight", "labels", "y")
 
 #: How to pass weights in a stream, for error messages.
 HOW_TO_WEIGHT = ("To weight the samples of a stream, yield mappings {'X': X, 'sample_weight': w} (e.g. a Dataset "
@@ -222,8 +233,8 @@ def split_batch(batch, name: str = "X"):
         unknown = sorted(str(key) for key in batch if key not in BATCH_KEYS)
         if "X" not in batch or unknown:
             raise ValueError(
-                f"A mapping batch of {name} must hold the key 'X' (and optionally 'sample_weight', and 'y', which is "
-                f"ignored); got the keys {sorted(map(str, batch))}."
+                f"A mapping batch of {name} must hold the key 'X' (and optionally 'sample_weight', 'labels', and 'y', "
+                f"which is ignored); got the keys {sorted(map(str, batch))}."
             )
         return batch["X"], batch.get("sample_weight")
     if not isinstance(batch, (tuple, list)):
@@ -235,6 +246,11 @@ def split_batch(batch, name: str = "X"):
             f"are not used, so yield X alone (e.g. TensorDataset(X)) or {{'X': X, 'y': y}}. {HOW_TO_WEIGHT}."
         )
     return batch[0], None
+
+
+def batch_labels(batch):
+    """The ``"labels"`` of a mapping batch of a stream, else ``None`` (see :func:`split_batch`)."""
+    return batch.get("labels") if isinstance(batch, Mapping) else None
 
 
 #: Rows per block when inference methods read an ``np.memmap``.
@@ -291,7 +307,7 @@ class HostStreamSource(_StreamBase):
     """
 
     def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None, chunk_size: int | None = None,
-                 convert: ChunkMap | None = None):
+                 convert: ChunkMap | None = None, labels: Tensor | None = None):
         super().__init__(device=device, dtype=dtype, check=check, convert=convert)
         self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
         self.host = X if X.ndim == 3 else X[None]
@@ -300,6 +316,7 @@ class HostStreamSource(_StreamBase):
             w = torch.as_tensor(sample_weight).double()
             w = w.unsqueeze(0) if w.ndim == 1 else w
             self.sample_weight = w.expand(self.host.shape[0], -1)
+        self.labels = None if labels is None else _lead(labels).to(torch.int64).expand(self.host.shape[0], -1)  # host
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.n_samples)
 
     @property
@@ -331,16 +348,23 @@ class HostStreamSource(_StreamBase):
             return None
         return self.sample_weight[:, start:stop].to(device=self.device, dtype=self.dtype)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    def _part(self, start: int, X: Tensor, labels: bool) -> tuple:
+        stop = start + X.shape[1]
+        part = (start, X, self._weights(start, stop))
+        if not labels:
+            return part
+        return part + (None if self.labels is None else self.labels[:, start:stop].to(self.device),)
+
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
         step = max(1, int(self.chunk_size))
         starts = range(0, self.n_samples, step)
         if self.device.type == "cuda":
-            yield from self._cuda_chunks(starts, step)
+            for start, X in self._cuda_chunks(starts, step):
+                yield self._part(start, X, labels)
         else:
             for start in starts:
                 stop = min(self.n_samples, start + step)
-                X = self._checked_chunk(self._host_chunk(start, stop).to(self.dtype))
-                yield start, X, self._weights(start, stop)
+                yield self._part(start, self._checked_chunk(self._host_chunk(start, stop).to(self.dtype)), labels)
         self._checked = True
 
     def _cuda_chunks(self, starts, step):
@@ -373,16 +397,16 @@ class HostStreamSource(_StreamBase):
             dev.record_stream(compute)  # allocated on the side stream, used on this one
             if i + 1 < len(starts):
                 nxt = stage(i + 1, starts[i + 1])  # host work for the next chunk overlaps this one
-            X = self._checked_chunk(dev.to(self.dtype))
-            yield start, X, self._weights(start, min(self.n_samples, start + step))
+            yield start, self._checked_chunk(dev.to(self.dtype))
 
 
 class IterableSource(_StreamBase):
     """A re-iterable of batches, e.g. a ``torch.utils.data.DataLoader``: one full pass per EM
     iteration.
 
-    A batch is ``X [n, D]``, or ``(X,)``, or a mapping ``{"X": X, "sample_weight": w [n]}``
-    (tensors or numpy arrays; see :func:`split_batch`). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
+    A batch is ``X [n, D]``, or ``(X,)``, or a mapping ``{"X": X, "sample_weight": w [n]}``,
+    optionally with ``"labels": [n]`` (tensors or numpy arrays; see :func:`split_batch` and
+    :func:`check_labels`; a chunk without any labelled batch carries ``None``). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
     The number of samples and the total weight are known after the first pass (the
     initialisation's sampling pass); every later pass must yield as many samples. An iterator
     that can be consumed only once (a generator) cannot be read once per iteration: it is
@@ -391,7 +415,7 @@ class IterableSource(_StreamBase):
 
     def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X",
                  chunk_size: int | None = None, first: tuple[int, torch.dtype, bool] | None = None,
-                 convert: ChunkMap | None = None):
+                 convert: ChunkMap | None = None, n_components: int | None = None):
         if isinstance(iterable, Iterator):
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
@@ -402,6 +426,8 @@ class IterableSource(_StreamBase):
         self.name = name
         self.X = None
         self.sample_weight = None
+        self.labels = None  # carried by the batches
+        self.n_components = n_components  # labels name components below it
         self._n = None
         self._total = None
         self.host_is_numpy = None  # numpy batches give numpy fitted attributes
@@ -415,7 +441,7 @@ class IterableSource(_StreamBase):
     def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool]:
         """``(n_features, dtype, numpy?)`` of the first non-empty batch (this starts a pass)."""
         probe = cls.__new__(cls)
-        probe.name, probe.host_is_numpy = name, None
+        probe.name, probe.host_is_numpy, probe.n_components = name, None, None
         first = None
         for batch in iterable:
             first = probe._split(batch)[0]
@@ -425,7 +451,8 @@ class IterableSource(_StreamBase):
             raise ValueError(f"{name} yielded no samples; pass an iterable of non-empty [n_samples, n_features] batches.")
         return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy)
 
-    def _split(self, batch) -> tuple[Tensor, Tensor | None]:
+    def _split(self, batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        lab = batch_labels(batch)
         batch, w = split_batch(batch, self.name)
         if self.host_is_numpy is None:
             self.host_is_numpy = isinstance(batch, np.ndarray)
@@ -441,7 +468,9 @@ class IterableSource(_StreamBase):
                     f"A batch of {self.name} has {X.shape[0]} samples but its sample weights have shape "
                     f"{tuple(w.shape)}; give one weight per sample."
                 )
-        return X, w
+        if lab is not None:
+            lab = check_labels(lab, (X.shape[0],), self.n_components, f"the labels of a batch of {self.name}").reshape(-1)
+        return X, w, lab
 
     @property
     def n_problems(self) -> int:
@@ -462,28 +491,34 @@ class IterableSource(_StreamBase):
             raise RuntimeError("the total weight of an iterable is known after its first pass")
         return self._total.to(self.device)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
         step = max(1, int(self.chunk_size))
-        pending: list[tuple[Tensor, Tensor | None]] = []
+        pending: list[tuple[Tensor, Tensor | None, Tensor | None]] = []  # (X, w, labels) of each batch
         held = 0
         start = 0
         total = torch.zeros(1, dtype=torch.float64)
 
-        def emit(rows: list[tuple[Tensor, Tensor | None]]):
-            X = torch.cat([x for x, _ in rows]) if len(rows) > 1 else rows[0][0]
+        def emit(rows: list[tuple[Tensor, Tensor | None, Tensor | None]]) -> tuple:
+            X = torch.cat([x for x, _, _ in rows]) if len(rows) > 1 else rows[0][0]
             X = self._checked_chunk(X.to(device=self.device, dtype=self.dtype, non_blocking=True))
-            ws = [w for _, w in rows]
+            ws = [w for _, w, _ in rows]
             if all(w is None for w in ws):
                 w = None
             else:
-                w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w in rows])
+                w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w, _ in rows])
                 if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                     raise ValueError(f"The sample weights of {self.name} must be finite and non-negative.")
                 w = w.to(device=self.device, dtype=self.dtype).unsqueeze(0)
-            return X.unsqueeze(0), w
+            part = (X.unsqueeze(0), w)
+            if not labels:
+                return part
+            if all(lab is None for _, _, lab in rows):
+                return part + (None,)
+            lab = torch.cat([torch.full((x.shape[0],), -1, dtype=torch.int64) if lab is None else lab.cpu() for x, _, lab in rows])
+            return part + (lab.to(self.device).unsqueeze(0),)
 
         for batch in self.iterable:
-            X, w = self._split(batch)
+            X, w, lab = self._split(batch)
             if X.shape[1] != self._width:
                 raise ValueError(
                     f"{self.name} yielded batches of inconsistent width: {X.shape[1]} features after batches of "
@@ -492,27 +527,26 @@ class IterableSource(_StreamBase):
             if X.shape[0] == 0:
                 continue
             total += float(X.shape[0]) if w is None else w.double().sum().cpu()
-            pending.append((X, w))
+            pending.append((X, w, lab))
             held += X.shape[0]
             while held >= step:
                 # cut exactly ``step`` rows off the pending batches
                 take, need = [], step
                 while need:
-                    x, wx = pending[0]
+                    x, wx, lx = pending[0]
                     if x.shape[0] <= need:
                         take.append(pending.pop(0))
                         need -= x.shape[0]
                     else:
-                        take.append((x[:need], None if wx is None else wx[:need]))
-                        pending[0] = (x[need:], None if wx is None else wx[need:])
+                        cut = lambda t, a, b: None if t is None else t[a:b]  # noqa: E731
+                        take.append((x[:need], cut(wx, 0, need), cut(lx, 0, need)))
+                        pending[0] = (x[need:], cut(wx, need, None), cut(lx, need, None))
                         need = 0
                 held -= step
-                Xc, wc = emit(take)
-                yield start, Xc, wc
+                yield (start,) + emit(take)
                 start += step
         if held:
-            Xc, wc = emit(pending)
-            yield start, Xc, wc
+            yield (start,) + emit(pending)
             start += held
         if start == 0:
             raise ValueError(f"{self.name} yielded no samples in a pass; pass an iterable of non-empty batches.")
@@ -524,7 +558,7 @@ class IterableSource(_StreamBase):
         self._n, self._total, self._checked = start, total, True
 
 
-def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+def reservoir_sample(source, size: int, generator: torch.Generator, labels: bool = False) -> tuple:
     """A uniform random sample of at most ``size`` samples, in one pass over any source
     (reservoir sampling, Vitter's algorithm R, vectorised per chunk).
 
@@ -533,25 +567,32 @@ def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Ten
     checks its values.
 
     Returns:
-        ``(X [B, m, D], sample_weight [B, m] or None)`` on the source's device, in its dtype.
+        ``(X [B, m, D], sample_weight [B, m] or None)`` on the source's device, in its dtype;
+        with ``labels=True`` also the sample's ``labels [B, m]`` (``-1`` where a chunk carried
+        none), or ``None`` when no chunk carried any.
     """
-    xs, ws, pos = None, None, None
-    seen = 0
-    for _, X, w in source.chunks():
+    xs, pos = None, None
+    extras: list[Tensor | None] = [None, None]  # the sample's weights and labels
+    seen, weighted, labelled = 0, False, False
+    for _, X, *per_row in source.chunks(labels=True):
         n = X.shape[1]
+        # a stream may weigh or label only some of its batches: the others count as weight 1
+        # and unlabelled; a sample of a source that never does carries None
+        weighted, labelled = weighted or per_row[0] is not None, labelled or per_row[1] is not None
+        if per_row[0] is None:
+            per_row[0] = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
+        if per_row[1] is None:
+            per_row[1] = torch.full(X.shape[:2], -1, dtype=torch.int64, device=X.device)
         idx = torch.arange(seen, seen + n, device=X.device)
         if xs is None:
             xs, pos = X[:, :0], idx[:0]
-            ws = None if w is None else w[:, :0]
+            extras = [e[:, :0] for e in per_row]
         room = max(0, size - xs.shape[1])
-        if room:
-            fill = min(room, n)
+        fill = min(room, n)
+        if fill:
             xs = torch.cat([xs, X[:, :fill]], 1)
             pos = torch.cat([pos, idx[:fill]])
-            if w is not None:
-                ws = torch.cat([ws, w[:, :fill]], 1)
-        else:
-            fill = 0
+            extras = [torch.cat([e, p[:, :fill]], 1) for e, p in zip(extras, per_row)]
         if fill < n:
             g = idx[fill:]
             # sample number g (0-based) replaces slot j = floor(u (g + 1)) when j < size
@@ -565,11 +606,13 @@ def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Ten
                 chosen = last[slots]
                 xs[:, slots] = X[:, chosen]
                 pos[slots] = chosen + seen
-                if w is not None:
-                    ws[:, slots] = w[:, chosen]
+                for e, p in zip(extras, per_row):
+                    e[:, slots] = p[:, chosen]
         seen += n
     order = pos.argsort()
-    return xs[:, order].contiguous(), None if ws is None else ws[:, order].contiguous()
+    ws, ls = (e[:, order].contiguous() for e in extras)
+    out = (xs[:, order].contiguous(), ws if weighted else None)
+    return out + (ls if labelled else None,) if labels else out
 
 
 def check_sample_weight(sample_weight, shape) -> Tensor | None:
@@ -589,6 +632,55 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
         raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
                          "give some samples a positive weight.")
     return w
+
+
+def _lead(t: Tensor) -> Tensor:
+    """Per-sample values ``[N]`` as ``[1, N]``; ``[B, N]`` as they are."""
+    return t.unsqueeze(0) if t.ndim == 1 else t
+
+
+#: What labels mean, for error messages.
+HOW_TO_LABEL = ("labels[i] = -1 leaves row i unlabelled and labels[i] = k fixes it to component k, "
+                "for 0 <= k < n_components")
+
+
+def check_labels(labels, shape, n_components: int | None, name: str = "labels") -> Tensor | None:
+    """Partial labels as an int64 CPU tensor of shape ``[N]`` or ``[B, N]`` for data of
+    ``shape`` (``[N, D]`` or ``[B, N, D]``; ``(n,)`` for one batch of a stream): whole numbers
+    from ``-1`` (unlabelled) to ``n_components - 1`` (unchecked above when ``None``); ``None``
+    stays ``None``."""
+    if labels is None:
+        return None
+    if isinstance(labels, Tensor):
+        t = labels.detach().cpu()
+    else:
+        a = np.asarray(labels)
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got an array of dtype {a.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got dtype {t.dtype}.")
+    if t.is_floating_point():
+        whole = torch.isfinite(t) & (t == t.round())
+        if not bool(whole.all()):
+            bad = t[~whole][0].item()
+            raise ValueError(f"{name} must hold whole numbers ({HOW_TO_LABEL}); got {bad!r}.")
+    t = t.to(torch.int64)
+    n_rows = tuple(shape[:-1]) if len(shape) > 1 else tuple(shape)
+    if tuple(t.shape) not in (n_rows[-1:], n_rows):
+        raise ValueError(f"{name} should have shape {n_rows[-1:]} (one label per sample, -1 where unknown); "
+                         f"got {tuple(t.shape)}.")
+    if t.numel():
+        low, high = int(t.min()), int(t.max())
+        if low < -1:
+            raise ValueError(f"{name} holds {low}, below -1; {HOW_TO_LABEL}.")
+        if n_components is not None and high >= n_components:
+            raise ValueError(f"{name} names component {high}, but the model has n_components={n_components} "
+                             f"(components 0 to {n_components - 1}); {HOW_TO_LABEL}, or raise n_components.")
+    return t
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -650,7 +742,8 @@ def check_observed(chunk: Tensor, name: str = "X", action: str = "fitting") -> T
 
 
 def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,
-                name: str = "X", convert: ChunkMap | None = None, allow_nan: bool = False) -> Source:
+                name: str = "X", convert: ChunkMap | None = None, labels=None, n_components: int | None = None,
+                allow_nan: bool = False) -> Source:
     """The chunk source of described data on ``device`` in ``dtype``, read ``chunk_size``
     samples at a time.
 
@@ -663,7 +756,8 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     ``check`` then reads 0 there). ``convert(chunk)``, when given, maps checked values to those the model reads
     (BernoulliMixture's ``binarize``): a stream's chunks as they are read, on every pass;
     in-memory data once, block by block, into the tensor the source holds (which a change of
-    device or dtype would copy anyway)."""
+    device or dtype would copy anyway). ``labels`` (checked by :func:`check_labels` against
+    ``n_components``) travel with the samples; a stream carries them in its mapping batches."""
     device = torch.device(device)
 
     def checked(chunk: Tensor) -> None:
@@ -677,18 +771,22 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     if info.iterable:
         if sample_weight is not None:
             raise ValueError(f"sample_weight cannot be combined with an iterable {name}. {HOW_TO_WEIGHT}.")
+        if labels is not None:
+            raise ValueError(f"labels cannot be combined with an iterable {name}: yield mappings "
+                             "{'X': X, 'labels': labels} (and 'sample_weight' if weighted) instead.")
         iterable, first = info.data
         return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first,
-                              convert=convert)
+                              convert=convert, n_components=n_components)
     big = False
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
         big = _host_nbytes(info.data, itemsize) > _free_device_memory(device) // 2
     shape = (info.n_problems, info.n_samples, info.n_features) if info.stacked else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
+    lab = check_labels(labels, shape, n_components)
     if info.memmap or big:
         return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size,
-                                convert=convert)
+                                convert=convert, labels=lab)
     X = info.data
     out = None if convert is None else torch.empty(X.shape, device=device, dtype=dtype)
     for s in range(0, X.shape[-2], 2**16):  # by blocks: no data-sized temporaries
@@ -696,31 +794,43 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
         checked(block)
         if out is not None:
             out[..., s : s + 2**16, :] = convert(block.to(device=device, dtype=dtype))
-    return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size)
+    return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size,
+                        labels=lab)
+
+
+def _keep_rows(value, keep):
+    """``value`` (an array, a tensor or a list of one entry per row) without the rows ``~keep``."""
+    if isinstance(value, Tensor):
+        return value[torch.as_tensor(keep, device=value.device)]
+    return np.asarray(value)[np.asarray(keep)]
 
 
 class _RowsWithoutNaN:
     """A re-iterable of the batches of ``data`` (an iterable of batches, or a 2-D memmap read
-    in blocks with its ``sample_weight``) without their rows that hold NaN; ``omitted``
-    counts the rows left out by the last complete pass."""
+    in blocks with its ``sample_weight`` and ``labels``) without their rows that hold NaN (a
+    mapping batch loses them from every entry); ``omitted`` counts the rows left out by the
+    last complete pass."""
 
-    def __init__(self, data, sample_weight=None, block: int = 2**16):
-        self.data, self.sample_weight, self.block = data, sample_weight, block
+    def __init__(self, data, sample_weight=None, labels=None, block: int = 2**16):
+        self.data, self.sample_weight, self.labels, self.block = data, sample_weight, labels, block
         self.omitted = 0
 
     def _batches(self):
         if isinstance(self.data, np.memmap):
-            w = self.sample_weight
             for s in range(0, self.data.shape[0], self.block):
-                X = np.asarray(self.data[s : s + self.block])
-                yield X if w is None else {"X": X, "sample_weight": w[s : s + self.block]}
+                batch = {"X": np.asarray(self.data[s : s + self.block])}
+                if self.sample_weight is not None:
+                    batch["sample_weight"] = self.sample_weight[s : s + self.block]
+                if self.labels is not None:
+                    batch["labels"] = self.labels[s : s + self.block]
+                yield batch if len(batch) > 1 else batch["X"]
         else:
             yield from self.data
 
     def __iter__(self):
         count = 0
         for batch in self._batches():
-            X, w = split_batch(batch, "X")
+            X, _ = split_batch(batch, "X")
             if isinstance(X, Tensor):
                 keep = ~torch.isnan(X).any(-1) if X.is_floating_point() else None
             else:
@@ -728,50 +838,54 @@ class _RowsWithoutNaN:
                 keep = ~np.isnan(X).any(-1) if X.dtype.kind == "f" and X.ndim == 2 else None
             if keep is not None and not bool(keep.all()):
                 count += int((~keep).sum())
-                X = X[keep]
-                w = None if w is None else w[keep]
-            yield X if w is None else {"X": X, "sample_weight": w}
+                if isinstance(batch, Mapping):
+                    batch = {k: (None if v is None else _keep_rows(v, keep)) for k, v in batch.items() if k != "y"}
+                else:
+                    batch = X[keep]
+            yield batch
         self.omitted = count
 
 
-def omit_rows(X, sample_weight=None) -> tuple[Any, Any, Any]:
-    """``nan_policy="omit"``: ``(X, sample_weight, omitted)`` without the rows of ``X`` that
-    hold NaN. In-memory ``[N, D]`` data loses those rows (``omitted`` is their number;
-    ``X`` unchanged, the very object, when there is none); ``[B, N, D]`` data keeps its
-    shape, the rows getting weight 0 (their NaN entries replaced by the feature's median, an
-    observed value every family accepts); a stream or a 2-D memmap is filtered batch by batch
-    as it is read (``omitted`` is then the filtering iterable, whose ``omitted`` attribute
-    counts the rows after a pass)."""
+def omit_rows(X, sample_weight=None, labels=None) -> tuple[Any, Any, Any, Any]:
+    """``nan_policy="omit"``: ``(X, sample_weight, labels, omitted)`` without the rows of
+    ``X`` that hold NaN. In-memory ``[N, D]`` data loses those rows (``omitted`` is their
+    number; everything unchanged, the very objects, when there is none); ``[B, N, D]`` data
+    keeps its shape, the rows getting weight 0 (their NaN entries replaced by the feature's
+    median, an observed value every family accepts); a stream or a 2-D memmap is filtered
+    batch by batch as it is read (``omitted`` is then the filtering iterable, whose
+    ``omitted`` attribute counts the rows after a pass)."""
     if is_iterable_data(X) or isinstance(X, np.memmap):
         if isinstance(X, np.memmap) and X.ndim != 2:
             raise ValueError("nan_policy='omit' reads a memmap as a stream of rows, so it must be 2-D [n_samples, "
                              f"n_features]; got shape {X.shape}. Use nan_policy='marginalize', or fit each problem apart.")
+        w = lab = None
         if isinstance(X, np.memmap):
             w = None if sample_weight is None else np.asarray(check_sample_weight(sample_weight, X.shape))
-            sample_weight = None
+            lab = None if labels is None else check_labels(labels, X.shape, None).numpy()
+            sample_weight = labels = None
         elif sample_weight is not None:
             raise ValueError(f"sample_weight cannot be combined with an iterable X. {HOW_TO_WEIGHT}.")
-        else:
-            w = None
-        rows = _RowsWithoutNaN(X, w)
-        return rows, sample_weight, rows
+        rows = _RowsWithoutNaN(X, w, lab)
+        return rows, sample_weight, labels, rows
     t, kind = as_float_tensor(X, "X")
     if t.ndim not in (2, 3) or 0 in t.shape:
-        return X, sample_weight, 0  # refused with the usual message when the data is opened
+        return X, sample_weight, labels, 0  # refused with the usual message when the data is opened
     bad = torch.isnan(t).any(-1)  # [N] or [B, N]
     n_bad = int(bad.sum())
     if n_bad == 0:
-        return X, sample_weight, 0
+        return X, sample_weight, labels, 0
     if bool(bad.all(-1).any()):
         raise ValueError("Every row of X holds NaN, so nan_policy='omit' leaves nothing to fit; use "
                          "nan_policy='marginalize' to fit on the observed entries, or impute the data.")
     w = check_sample_weight(sample_weight, t.shape)
     if t.ndim == 2:
-        t = t[~bad]
-        w = None if w is None else w[~bad]
-        return (t.cpu().numpy() if kind.is_numpy else t), w, n_bad
+        keep = ~bad
+        t = t[keep]
+        w = None if w is None else w[keep.to(w.device)]
+        labels = None if labels is None else check_labels(labels, bad.shape + (1,), None)[keep.cpu()]
+        return (t.cpu().numpy() if kind.is_numpy else t), w, labels, n_bad
     w = torch.ones(bad.shape, dtype=t.dtype, device=t.device) if w is None else w.to(t.device).expand(bad.shape)
     w = torch.where(bad, torch.zeros_like(w), w)
     fill = torch.nan_to_num(torch.nanmedian(t, dim=-2).values, nan=0.0)  # [B, D]
     t = torch.where(torch.isnan(t), fill.unsqueeze(-2), t)
-    return (t.cpu().numpy() if kind.is_numpy else t), w, n_bad
+    return (t.cpu().numpy() if kind.is_numpy else t), w, labels, n_bad

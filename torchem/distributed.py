@@ -130,11 +130,12 @@ def check_consistent(signature: dict, error: BaseException | None) -> None:
             )
 
 
-def gather_samples(X: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Concatenate, in rank order, each rank's ``X [B, m_r, D]`` (and weights ``[B, m_r]``)
-    along the sample dimension; every rank receives the whole."""
+def gather_samples(X: Tensor, w: Tensor | None, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Concatenate, in rank order, each rank's ``X [B, m_r, D]`` (and weights and labels
+    ``[B, m_r]``) along the sample dimension; every rank receives the whole (weights of 1 and
+    labels of -1 stand in for a rank that has none while another has)."""
     if not is_distributed():
-        return X, w
+        return X, w, labels
     dist = torch.distributed
     sizes = torch.tensor([X.shape[1]], dtype=torch.int64, device=X.device)
     all_sizes = [torch.zeros_like(sizes) for _ in range(world_size())]
@@ -149,10 +150,13 @@ def gather_samples(X: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor | None]:
         dist.all_gather(parts, padded.contiguous())
         return torch.cat([p[:, :c] for p, c in zip(parts, counts)], 1)
 
-    weighted = all_reduce_sum([torch.tensor(float(w is not None), device=X.device)])[0]
-    if float(weighted) > 0 and w is None:
+    weighted, labelled = all_reduce_sum([torch.tensor([float(w is not None), float(labels is not None)],
+                                                      device=X.device)])[0].tolist()
+    if weighted > 0 and w is None:
         w = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
-    return gather(X), None if float(weighted) == 0 else gather(w)
+    if labelled > 0 and labels is None:
+        labels = torch.full(X.shape[:2], -1, dtype=torch.int64, device=X.device)
+    return gather(X), None if weighted == 0 else gather(w), None if labelled == 0 else gather(labels)
 
 
 def broadcast_params(params: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -439,15 +439,16 @@ class EMEstimator(EstimatorModule):
         per = self._bytes_per_sample(n_features, n_restarts, torch.finfo(dtype).bits // 8)
         return auto_chunk_size(per, torch.device(device), n_samples if n_samples is not None else 2**62)
 
-    def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int) -> _Fit:
+    def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int, labels=None) -> _Fit:
         policy, omitted = self._nan_policy(), 0
         if policy == "omit":
-            X, sample_weight, omitted = omit_rows(X, sample_weight)
+            X, sample_weight, labels, omitted = omit_rows(X, sample_weight, labels)
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.n_problems, device, dtype, info.n_samples)
         source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
-                             convert=self._value_map(), allow_nan=policy == "marginalize")
+                             convert=self._value_map(), labels=labels, n_components=self._n_components,
+                             allow_nan=policy == "marginalize")
         return _Fit(source, info, omitted)
 
     def _value_check(self):
@@ -462,10 +463,10 @@ class EMEstimator(EstimatorModule):
         apply it chunk by chunk, where they convert the data."""
         return None
 
-    def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int) -> TensorSource:
+    def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int, labels: Tensor | None = None) -> TensorSource:
         """A source of data already on the device (an initial sample, a gathered batch)."""
         chunk = self._chunk_size(X.shape[-1], n_restarts * X.shape[0], device, dtype, X.shape[-2])
-        return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk)
+        return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk, labels=labels)
 
     def _signature(self, fit: _Fit | None, state: dict) -> dict:
         """What every rank of a distributed fit must agree on: the data's layout, the
@@ -510,13 +511,13 @@ class EMEstimator(EstimatorModule):
 
     @torch.no_grad()
     @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
-    def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
+    def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None, labels=None) -> None:
         """The fit sequence, as a transaction (:meth:`_transaction`)."""
         with self._transaction():
-            self._fit_sequence(X, sample_weight, callback, max_iter)
+            self._fit_sequence(X, sample_weight, callback, max_iter, labels)
 
     @torch.no_grad()
-    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None) -> None:
+    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None, labels=None) -> None:
         self._validate_hyperparameters()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
@@ -528,7 +529,7 @@ class EMEstimator(EstimatorModule):
         n_init = 1 if continuing else self._n_restarts()
         fit, error, sample = None, None, None
         try:
-            fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init)
+            fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init, labels=labels)
             check_feature_names(self, X, reset=True)
             source = fit.source
             generator = make_generator(self.random_state, source.device)
@@ -537,7 +538,7 @@ class EMEstimator(EstimatorModule):
             if not continuing and (fit.streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE):
                 # initialise from a uniform sample (the whole data when it is small): streamed,
                 # sharded and large in-memory data alike, so they give the same fit
-                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
+                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator, labels=True)
             elif fit.streamed:
                 for _ in source.chunks():  # a first pass: counts an iterable, checks values
                     pass
@@ -565,9 +566,9 @@ class EMEstimator(EstimatorModule):
         else:
             init_source = source
             if sample is not None:
-                sx, sw = gather_samples(*sample)
-                sx, sw = self._with_distinct_rows(source, sx, sw, n)
-                init_source = self._in_memory(sx, sw, device, dtype, n_init)
+                sx, sw, sl = gather_samples(*sample)
+                sx, sw, sl = self._with_distinct_rows(source, sx, sw, sl, n)
+                init_source = self._in_memory(sx, sw, device, dtype, n_init, sl)
             params = broadcast_params(self._restart_params(init_source, n_init, generator))
             lower_bound = None
         params = {key: v.to(dtype) for key, v in params.items()}
@@ -615,24 +616,27 @@ class EMEstimator(EstimatorModule):
     def _distinct_rows_needed(self) -> int:
         return 0
 
-    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, n: int) -> tuple[Tensor, Tensor | None]:
-        """The initial sample ``sx [B, m, D]`` (weights ``sw``), with up to ``k`` distinct rows
+    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, sl: Tensor | None,
+                            n: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The initial sample ``sx [B, m, D]`` (weights ``sw``, labels ``sl``), with up to ``k`` distinct rows
         of the data appended when a sample of fewer than ``n`` samples holds fewer than the
         ``k`` distinct rows the initialisation needs, so that data with enough distinct points
         is never refused because a rare one was not drawn (one more pass, only then)."""
         k = self._distinct_rows_needed()
         if k == 0 or sx.shape[1] >= n or is_distributed():
-            return sx, sw
+            return sx, sw, sl
         if all(_count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
-            return sx, sw
+            return sx, sw, sl
         found = _distinct_rows(source, k)
         if any(f.shape[0] < k for f in found):
-            return sx, sw  # the data itself has too few: the initialisation says so
+            return sx, sw, sl  # the data itself has too few: the initialisation says so
         extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
         sx = torch.cat([sx, extra], 1)
         if sw is not None:
             sw = torch.cat([sw, torch.ones(extra.shape[:2], device=sw.device, dtype=sw.dtype)], 1)
-        return sx, sw
+        if sl is not None:  # the appended rows count as unlabelled
+            sl = torch.cat([sl, torch.full(extra.shape[:2], -1, device=sl.device, dtype=sl.dtype)], 1)
+        return sx, sw, sl
 
     def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters of ``R`` restarts, each drawn on its own, so that
@@ -684,7 +688,7 @@ class EMEstimator(EstimatorModule):
 
     @torch.no_grad()
     @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, labels=None):
         """One online update on a batch of a stream (see the model's ``_online_step``): the
         first call initialises the model from its batch unless it is already fitted, in which
         case the stream continues from the fitted parameters. Under ``torch.distributed`` every
@@ -692,28 +696,30 @@ class EMEstimator(EstimatorModule):
 
         Args:
             X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor, or one batch of a stream
-                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w}``.
+                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w, "labels": l}``.
             y: ignored.
             sample_weight: optional ``[n]`` weights.
+            labels: optional ``[n]`` partial labels, as ``fit`` takes them.
 
         Returns:
             ``self``.
         """
         with self._transaction():
-            self._partial_fit_step(X, sample_weight)
+            self._partial_fit_step(X, sample_weight, labels)
         return self
 
     @torch.no_grad()
-    def _partial_fit_step(self, X, sample_weight) -> None:
+    def _partial_fit_step(self, X, sample_weight, labels=None) -> None:
         self._validate_hyperparameters()
         self._restart_on_structure_change("partial_fit")
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
             if isinstance(X, Mapping):  # one batch of a stream, as fit reads them
-                if sample_weight is not None:
-                    raise ValueError("sample_weight cannot be combined with a mapping batch; put the weights under "
-                                     "its key 'sample_weight'.")
+                if sample_weight is not None or labels is not None:
+                    raise ValueError("sample_weight and labels cannot be combined with a mapping batch; put them under "
+                                     "its keys 'sample_weight' and 'labels'.")
+                labels = data_module.batch_labels(X)
                 X, sample_weight = data_module.split_batch(X)
             if isinstance(X, np.memmap):
                 X = np.asarray(X)  # one batch: read it into memory
@@ -724,7 +730,7 @@ class EMEstimator(EstimatorModule):
                     "to fit. Labels are not used, and weights go in sample_weight."
                 )
             check_feature_names(self, X, reset=not self._fitted)
-            fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
+            fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1, labels=labels)
             if fit.streamed:  # a host batch larger than half a CUDA device's free memory
                 raise ValueError(
                     "This partial_fit batch does not fit in the device's memory at once; split it into smaller batches "
@@ -746,13 +752,13 @@ class EMEstimator(EstimatorModule):
             params = self._fitted_params(device, dtype)
         else:
             # initialise from the first batch (of every rank, under torch.distributed)
-            sx, sw = gather_samples(source.X, source.sample_weight)
+            sx, sw, sl = gather_samples(source.X, source.sample_weight, source.labels)
             if sx.shape[1] < self._n_components:
                 raise ValueError(
                     f"The first batch given to partial_fit initialises the model and needs at least "
                     f"{self._k_name()} = {self._n_components} samples; got {sx.shape[1]}."
                 )
-            init_source = self._in_memory(sx, sw, device, dtype, 1) if is_distributed() else source
+            init_source = self._in_memory(sx, sw, device, dtype, 1, sl) if is_distributed() else source
             generator = make_generator(self.random_state, device)
             params = broadcast_params(self._starting_params(init_source, 1, generator))
             state = None

@@ -25,6 +25,7 @@ SCRIPTS = {
     "latent_classes": "latent_classes.txt",
     "hard_em": "hard_em.txt",
     "bic": "bic.txt",
+    "partial_labels": "partial_labels.txt",
     "missing_values": "missing_values.txt",
     "models": "models.txt",
     "benchmark_tables": None,

@@ -38,6 +38,32 @@ def _mean_variance(source: TensorSource) -> Tensor:
     return (all_reduce_sum([sq])[0] / n).mean(-1)
 
 
+def _assign_labelled(X: Tensor, centers: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`~torchem.functional.kmeans.assign` of ``X [B, 1, n, D]`` to ``centers [B, R, K, D]``
+    with the rows that ``labels [B, n]`` names (``>= 0``) kept in their cluster (seeded
+    k-means): ``(labels [B, R, n], squared distance [B, R, n])``."""
+    lab, dist = assign(X, centers)
+    if labels is None:
+        return lab, dist
+    known = (labels >= 0).unsqueeze(1)
+    fixed = labels.clamp_min(0).unsqueeze(1).expand_as(lab)
+    own = torch.gather(centers.expand(*lab.shape[:-1], *centers.shape[-2:]), -2,
+                       fixed.unsqueeze(-1).expand(*fixed.shape, X.shape[-1]))
+    return torch.where(known, fixed, lab), torch.where(known, (X - own).square().sum(-1), dist)
+
+
+def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
+    """``centers [B, R, K, D]`` with every cluster that has labelled rows (of positive weight)
+    in ``source`` moved to their (weighted) mean, as seeded k-means starts."""
+    k = centers.shape[-2]
+    labels = source.labels
+    mass = (labels >= 0).double() * (1.0 if source.sample_weight is None else source.sample_weight.double())
+    one = torch.nn.functional.one_hot(labels.clamp_min(0), k).double() * mass.unsqueeze(-1)  # [B, n, K]
+    counts, sums = one.sum(1), one.mT @ source.X.double()  # [B, K], [B, K, D]
+    seeded = (sums / counts.clamp_min(1e-300).unsqueeze(-1)).unsqueeze(1).to(centers.dtype)
+    return torch.where((counts > 0)[:, None, :, None], seeded, centers)
+
+
 def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
     """Row argmin of ``d2 [S, K]`` that keeps the ``current`` label of every row where it
     still attains the minimum. On CPU an argmin over a short last dimension costs several
@@ -94,7 +120,10 @@ class _KMeansFamily(Lloyd):
         ``l`` and half the distance from its centre to the nearest other centre cannot change
         cluster, so only the other points are compared with all ``K`` centres (in float64).
         The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
-        moving only the points that changed cluster (float64 scatter-adds).
+        moving only the points that changed cluster (float64 scatter-adds). Points the source
+        labels are assigned with the others in the first pass and then moved to their own
+        cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they
+        are pinned again).
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
@@ -138,6 +167,8 @@ class _KMeansFamily(Lloyd):
             u = self.upper[..., start:stop]
             low = self.lower[..., start:stop]
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
+            if not first and source.labels is not None:
+                need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
             if not first and not bool(need.any()):
                 continue
             if b * r == 1 and (first or float(need.float().mean()) > 0.25):
@@ -203,9 +234,30 @@ class _KMeansFamily(Lloyd):
                     self.sums.index_add_(0, pm + sel(old), -xw)
                 self.counts.index_add_(0, pm + sel(new_lab), wt)
                 self.sums.index_add_(0, pm + sel(new_lab), xw)
+        if source.labels is not None:
+            self._pin(source.labels, X_flat, w_flat, r, k)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
+
+    def _pin(self, labels: Tensor, X_flat: Tensor, w_flat: Tensor | None, r: int, k: int) -> None:
+        """Move every point that ``labels [B, N]`` names out of the cluster the pass gave it
+        and into its own (assignment and running sums)."""
+        b, n = labels.shape
+        wrong = (labels >= 0).unsqueeze(1) & (self.labels != labels.unsqueeze(1))  # [B, R, N]
+        if not bool(wrong.any()):
+            return
+        p, i = wrong.view(b * r, n).nonzero(as_tuple=True)
+        rows = torch.div(p, r, rounding_mode="floor") * n + i  # rows of the data
+        old, new = self.labels.view(-1)[p * n + i], labels.reshape(-1)[rows]
+        x = X_flat.index_select(0, rows).double()
+        wt = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if w_flat is None else w_flat[rows].double()
+        xw = x * wt.unsqueeze(-1)
+        self.counts.index_add_(0, p * k + old, -wt)
+        self.sums.index_add_(0, p * k + old, -xw)
+        self.counts.index_add_(0, p * k + new, wt)
+        self.sums.index_add_(0, p * k + new, xw)
+        self.labels.view(-1)[p * n + i] = new
 
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
@@ -307,8 +359,10 @@ class _KMeansFamily(Lloyd):
         b, r, k = counts.shape
         n_far = int(empty.sum(-1).max())
         best = None  # (distance [B, R, m], sample [B, R, m, D], weight [B, R, m]) of the farthest
-        for _, X, wc in self.source.chunks():
+        for _, X, wc, lab in self.source.chunks(labels=True):
             _, dist = assign(X.unsqueeze(1), centers)  # [B, R, n] exact distances
+            if lab is not None:  # labelled rows stay in their clusters
+                dist = dist.masked_fill((lab >= 0).unsqueeze(1), -torch.inf)
             m = min(n_far, dist.shape[-1])
             d, i = dist.double().topk(m, dim=-1)
             rows = X.unsqueeze(1).expand(b, r, *X.shape[1:]).gather(2, i.unsqueeze(-1).expand(b, r, m, X.shape[-1]))
@@ -492,6 +546,8 @@ class KMeans(EMEstimator):
                 )
         centers = self._initial_centers(self._method(), source.X, source.sample_weight, n_init, generator, b, d,
                                         source.device, source.dtype)
+        if source.labels is not None and self._method() is not None:
+            centers = _seeded_centers(source, centers)
         return {"centers": centers.to(source.dtype)}
 
     def _select(self, result, source: Source):
@@ -517,7 +573,7 @@ class KMeans(EMEstimator):
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None):
+    def fit(self, X, y=None, sample_weight=None, *, labels=None, callback=None):
         """Compute the clustering.
 
         Args:
@@ -533,6 +589,11 @@ class KMeans(EMEstimator):
                 ``torch.distributed`` each rank passes its own shard.
             y: ignored.
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
+            labels: optional ``[N]`` (or ``[B, N]``) partial labels (seeded k-means):
+                ``labels[i] = k`` keeps row ``i`` in cluster ``k`` in every assignment (and in
+                ``labels_``), ``-1`` leaves it free; with ``"k-means++"`` or ``"random"`` a
+                cluster with labelled rows starts at their mean. Streams carry them in
+                ``{"X": X, "labels": l}`` batches. ``y`` is never read.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every Lloyd iteration with minus the mean squared distance of the samples to
                 their centres (a float, ``[B]`` for ``B`` problems) and this model holding the best
@@ -543,7 +604,7 @@ class KMeans(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, sample_weight, callback=callback)
+        self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
@@ -572,8 +633,8 @@ class KMeans(EMEstimator):
         inertia and the (weighted) number of samples of each cluster, over all ranks."""
         labels, inertia = [], None
         counts = torch.zeros(*centers.shape[:-1], dtype=torch.float64, device=centers.device)
-        for _, X, w in source.chunks():
-            lab, dist = assign(X.unsqueeze(1), centers)
+        for _, X, w, known in source.chunks(labels=True):
+            lab, dist = _assign_labelled(X.unsqueeze(1), centers, known)
             labels.append(lab)
             wt = torch.ones_like(dist, dtype=torch.float64) if w is None else w.double().unsqueeze(1).expand_as(dist)
             counts.scatter_add_(-1, lab, wt)
@@ -582,7 +643,7 @@ class KMeans(EMEstimator):
         inertia, counts = all_reduce_sum([inertia, counts])
         return torch.cat(labels, -1), inertia, counts
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, labels=None):
         """Update the centres with one batch of a stream (mini-batch k-means).
 
         Each sample moves its nearest centre towards itself with step ``1 / count``, where
@@ -602,11 +663,12 @@ class KMeans(EMEstimator):
             X: ``[n, D]`` (or ``[B, n, D]``) batch.
             y: ignored.
             sample_weight: optional ``[n]`` non-negative weights.
+            labels: optional ``[n]`` partial labels: labelled rows move their own cluster.
 
         Returns:
             ``self``.
         """
-        return super().partial_fit(X, y, sample_weight)
+        return super().partial_fit(X, y, sample_weight, labels=labels)
 
     def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
         centers = params["centers"]  # [B, 1, K, D]
@@ -621,7 +683,7 @@ class KMeans(EMEstimator):
         new = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(centers.dtype)
         state["counts"] = total
         # labels and inertia of the batch, from the centres before the update
-        labels, dist = assign(source.X.unsqueeze(1), centers)
+        labels, dist = _assign_labelled(source.X.unsqueeze(1), centers, source.labels)
         w = source.sample_weight
         inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
         inertia, weight = all_reduce_sum([inertia, source.total_weight().double()])  # the whole batch, every rank
@@ -629,9 +691,9 @@ class KMeans(EMEstimator):
         self._counts = total
         return {"centers": new}, -inertia / weight.unsqueeze(-1), state
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X, y=None, sample_weight=None, *, labels=None):
         """Fit and return the cluster of each sample (``labels_``)."""
-        return self.fit(X, sample_weight=sample_weight).labels_
+        return self.fit(X, sample_weight=sample_weight, labels=labels).labels_
 
     # ----------------------------------------------------------------------------------------
     # Attributes
@@ -700,8 +762,8 @@ class KMeans(EMEstimator):
         t, kind = self._check_input(X)
         return to_output(self._map_chunks(t, lambda x, params, *_: squared_distances(x, params["centers"]).sqrt_(), dim=-2), kind)
 
-    def fit_transform(self, X, y=None, sample_weight=None):
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+    def fit_transform(self, X, y=None, sample_weight=None, *, labels=None):
+        return self.fit(X, sample_weight=sample_weight, labels=labels).transform(X)
 
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):
