@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from torchem import GaussianMixture
 from torchem.__main__ import main
 from torchem._cli import load_model
 
@@ -486,6 +487,41 @@ def test_fit_bgmm_switches_unneeded_components_off_and_predicts(tmp_path, blobs_
     assert "--model bgmm only" in capsys.readouterr().err
 
 
+def test_nan_policy_fits_and_predicts_rows_with_missing_entries(tmp_path, blobs, capsys):
+    rng = np.random.default_rng(0)
+    holes = np.where(rng.random(blobs.shape) < 0.2, np.nan, blobs)
+    holes[np.isnan(holes).all(1), 0] = 0.0
+    data, out = _write(tmp_path, "holes.npy", holes), str(tmp_path / "m.pt")
+    assert main(["fit", data, "--model", "gmm", "-k", "3", "--nan-policy", "marginalize", "--double", "--out", out]) == 0
+    assert "log-likelihood" in capsys.readouterr().out
+    _, model = load_model(out)
+    direct = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(torch.from_numpy(holes))
+    np.testing.assert_allclose(_np(model.means_), _np(direct.means_), rtol=0, atol=1e-8)
+    assert main(["predict", out, data]) == 0  # the saved model reads NaN entries as missing
+    labels = np.loadtxt(capsys.readouterr().out.splitlines(), dtype=int)
+    np.testing.assert_array_equal(labels, _np(direct.predict(torch.from_numpy(holes))))
+    # a CSV spelling missing entries "nan"; omit counts the rows it leaves out
+    csv = _write(tmp_path, "holes.csv", "a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in holes))
+    assert main(["fit", csv, "--model", "gmm", "-k", "3", "--nan-policy", "omit", "--out", out]) == 0
+    n_rows = int(np.isnan(holes).any(1).sum())
+    assert f"warning: {n_rows} row(s) of X hold NaN and were left out" in capsys.readouterr().err
+
+
+def test_nan_policy_bad_requests(tmp_path, blobs, capsys):
+    inf = _write(tmp_path, "inf.npy", np.where(np.eye(*blobs.shape) > 0, np.inf, blobs))
+    nan = _write(tmp_path, "nan.npy", np.where(np.eye(*blobs.shape) > 0, np.nan, blobs))
+    out = str(tmp_path / "m.pt")
+    cases = [
+        ([inf, "--model", "gmm", "--nan-policy", "marginalize"], "infinite value(s)"),
+        ([nan, "--model", "gmm"], "--nan-policy omit or marginalize"),
+        ([nan, "--model", "kmeans", "--nan-policy", "omit"], "--nan-policy applies to the mixtures only"),
+    ]
+    for args, message in cases:
+        assert main(["fit", *args, "-k", "2", "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("torchem fit: error:") and message in err, (args, err)
+    with pytest.raises(SystemExit):
+        main(["fit", nan, "--model", "gmm", "-k", "2", "--nan-policy", "ignore", "--out", out])
 def test_fit_with_labels_from_csv_or_npy(tmp_path, capsys):
     """``--labels FILE``: the semi-supervised fit (component k is class k), the same whether
     the data is read whole (.csv) or streamed with the labels in its batches (.npy)."""

@@ -6,6 +6,7 @@ import datetime
 import os
 import re
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -41,6 +42,17 @@ def _models():
 def _stream_models():
     return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0),
             "bgmm": BayesianGaussianMixture(3, covariance_type="tied", random_state=0)}
+
+
+def _with_nan(X):
+    """``X`` with 20% of its entries missing at random (every row keeps one)."""
+    holes = np.random.default_rng(12).random(X.shape) < 0.2
+    holes[holes.all(1), 0] = False
+    return np.where(holes, np.nan, X)
+
+
+def _missing_model():
+    return GaussianMixture(3, covariance_type="full", random_state=0, chunk_size=64, nan_policy="marginalize")
 
 
 def _weights():
@@ -91,6 +103,12 @@ def _worker(rank, world, init_file, out_dir):
     results["mixed-sources"] = _params(_models()["gmm"]().fit(shard))
     # sample weights: each rank passes the weights of its half
     results["weighted-gmm"] = _params(_weighted_model().fit(X[half], sample_weight=_weights()[half]))
+    # missing values: each rank marginalises its half's NaN entries; omit counts every rank's rows
+    results["missing-gmm"] = _params(_missing_model().fit(_with_nan(X)[half]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GaussianMixture(3, random_state=0, nan_policy="omit").fit(_with_nan(X)[half])
+    results["omit-warnings"] = [str(w.message) for w in caught if "left out" in str(w.message)]
     # partial labels: rank 0 passes the labels of its half, rank 1 none
     for name in ("gmm", "kmeans"):
         results["labelled-" + name] = _params(_models()[name]().fit(X[half], labels=_labels()[half] if rank == 0 else None))
@@ -214,6 +232,17 @@ def test_weighted_fit_over_ranks_equals_the_single_process_fit(ranks):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0]["weighted-gmm"][key], ranks[1]["weighted-gmm"][key])
         np.testing.assert_allclose(ranks[0]["weighted-gmm"][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_missing_values_over_ranks_equal_the_single_process_fit(ranks):
+    X = _with_nan(_data()[0])
+    single = _params(_missing_model().fit(X))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["missing-gmm"][key], ranks[1]["missing-gmm"][key])
+        np.testing.assert_allclose(ranks[0]["missing-gmm"][key], value, rtol=1e-9, atol=1e-12)
+    total = int(np.isnan(X).any(1).sum())  # every rank warns with the count over all ranks
+    assert ranks[0]["omit-warnings"] == ranks[1]["omit-warnings"] == [
+        f"{total} row(s) of X hold NaN and were left out of the fit (nan_policy='omit')."]
 
 
 @pytest.mark.parametrize("name", ["gmm", "kmeans"])

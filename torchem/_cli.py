@@ -281,13 +281,16 @@ def _read_parquet(path: str) -> np.ndarray:
     return out
 
 
-def load_array(path: str, key: str | None = None, name: str = "data", dtype: torch.dtype | None = None) -> np.ndarray:
+def load_array(path: str, key: str | None = None, name: str = "data", dtype: torch.dtype | None = None,
+               allow_nan: bool = False) -> np.ndarray:
     """The ``[n_samples, n_features]`` array in ``path`` (``.npy``, ``.npz``, ``.csv``,
     ``.parquet``): float, except that an ``.npy`` file comes back as a read-only
     ``np.memmap`` in its own numeric dtype, read from disk as it is used.
 
     Args:
         dtype: the dtype the values will be computed in; values beyond its range are refused.
+        allow_nan: NaN marks a missing entry (a model with a ``nan_policy``); infinity is
+            refused all the same.
 
     Raises:
         CLIError: the file is missing, unreadable, not numeric, not 2-D, empty or holds NaN
@@ -340,7 +343,7 @@ def load_array(path: str, key: str | None = None, name: str = "data", dtype: tor
         raise CLIError(f"{path} holds an array of shape {X.shape}; expected 2-D [n_samples, n_features]{hint}.")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise CLIError(f"{path} holds an empty array of shape {X.shape}.")
-    _check_values(path, X, dtype)
+    _check_values(path, X, dtype, allow_nan)
     if isinstance(X, np.memmap) or np.issubdtype(X.dtype, np.floating):
         return X
     return X.astype(np.float64)
@@ -350,9 +353,9 @@ def load_array(path: str, key: str | None = None, name: str = "data", dtype: tor
 _ROWS = 65536
 
 
-def _check_values(path: str, X: np.ndarray, dtype: torch.dtype | None) -> None:
-    """Refuse NaN, infinity and values beyond ``dtype``'s range, block by block (one pass
-    over a memory-mapped file, no data-sized temporaries)."""
+def _check_values(path: str, X: np.ndarray, dtype: torch.dtype | None, allow_nan: bool = False) -> None:
+    """Refuse NaN (unless ``allow_nan``), infinity and values beyond ``dtype``'s range, block
+    by block (one pass over a memory-mapped file, no data-sized temporaries)."""
     if not np.issubdtype(X.dtype, np.floating):
         return  # integers and booleans: finite, and within float32's range
     limit = None if dtype is None else float(torch.finfo(dtype).max)
@@ -361,17 +364,19 @@ def _check_values(path: str, X: np.ndarray, dtype: torch.dtype | None) -> None:
     count, first, too_large = 0, None, False
     for start in range(0, X.shape[0], _ROWS):
         block = X[start : start + _ROWS]
-        bad = ~np.isfinite(block)
+        bad = np.isinf(block) if allow_nan else ~np.isfinite(block)
         if bad.any():
             if first is None:
                 row, col = np.argwhere(bad)[0]
                 first = (start + row, col)
             count += int(bad.sum())
         elif limit is not None and not too_large:
-            too_large = bool((np.abs(block) > limit).any())
+            too_large = bool((np.abs(block) > limit).any())  # NaN compares False
     if count:
-        raise CLIError(f"{path} holds {count} NaN or infinite value(s) (first at row {first[0] + 1}, column "
-                       f"{first[1] + 1}); remove or impute them first.")
+        what = "infinite" if allow_nan else "NaN or infinite"
+        hint = "" if allow_nan else " (for missing entries written as NaN, fit with --nan-policy omit or marginalize)"
+        raise CLIError(f"{path} holds {count} {what} value(s) (first at row {first[0] + 1}, column "
+                       f"{first[1] + 1}); remove or impute them first{hint}.")
     if too_large:
         raise CLIError(f"{path} holds values too large for {str(dtype)[6:]}; fit with --double to compute in float64.")
 
@@ -460,7 +465,7 @@ def _check_output(option: str, path: str, extensions: tuple[str, ...], inputs: t
 
 
 def _build(args) -> object:
-    common = {"max_iter": args.max_iter, "random_state": args.seed}
+    common = {"max_iter": args.max_iter, "random_state": args.seed, "nan_policy": args.nan_policy}
     if args.n_init is not None:
         common["n_init"] = args.n_init
     if args.tol is not None:
@@ -573,10 +578,13 @@ def fit_command(args) -> int:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
     if args.model != "categorical" and args.n_categories is not None:
         raise CLIError(f"--n-categories applies to --model categorical only, not {args.model}.")
+    if args.model == "kmeans" and args.nan_policy != "raise":
+        raise CLIError("--nan-policy applies to the mixtures only: K-means has no model of missing entries (fit --model "
+                       "gmm --covariance-type spherical --nan-policy marginalize instead).")
     _check_output("--out", args.out, MODEL_EXTENSIONS, (args.file,))
     device = _device(args.device)
     dtype = torch.float64 if args.double else torch.float32
-    X_np = load_array(args.file, args.key, dtype=dtype)
+    X_np = load_array(args.file, args.key, dtype=dtype, allow_nan=args.nan_policy != "raise")
     labels = None if args.labels is None else load_labels(args.labels, X_np.shape[0], args.k)
     X = _model_input(X_np, device, dtype, labels)
     model = _build(args)
@@ -601,7 +609,7 @@ def predict_command(args) -> int:
         raise CLIError("K-means gives no probabilities; drop --proba to get labels.")
     device = _device(args.device)
     dtype = next(model.parameters()).dtype
-    X_np = load_array(args.file, args.key, dtype=dtype)
+    X_np = load_array(args.file, args.key, dtype=dtype, allow_nan=getattr(model, "nan_policy", "raise") != "raise")
     expected = model.n_features_in_
     if X_np.shape[1] != expected:
         raise CLIError(f"{args.file} has {X_np.shape[1]} features but the model was fitted on {expected}.")
@@ -704,6 +712,10 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
     p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
     p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")
+    p.add_argument("--nan-policy", default="raise", choices=["raise", "omit", "marginalize"],
+                   help="NaN in the data: refuse it (raise, the default), leave out the rows holding it (omit), or "
+                        "treat NaN entries as missing at random and fit the observed entries exactly (marginalize); "
+                        "a model fitted with omit or marginalize predicts rows with NaN from their observed entries")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
     p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")

@@ -41,6 +41,8 @@ __all__ = [
     "check_labels",
     "batch_labels",
     "working_dtype",
+    "check_observed",
+    "omit_rows",
 ]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
@@ -804,8 +806,24 @@ def working_dtype(info: DataInfo, device: torch.device, model_dtype: torch.dtype
     return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
+def check_observed(chunk: Tensor, name: str = "X", action: str = "fitting") -> Tensor:
+    """For data whose NaN entries are missing values (``nan_policy="marginalize"``): refuse
+    infinity (as every finiteness check does) and a row with no observed entry; returns the
+    chunk with 0 where an entry is missing, the values a family's checks read."""
+    if bool(torch.isinf(chunk).any()):
+        raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before {action}.")
+    missing = torch.isnan(chunk)
+    if bool(missing.all(-1).any()):
+        raise ValueError(
+            f"{name} holds a row with no observed entry (every value NaN): its likelihood cannot be marginalised over "
+            "nothing. Drop such rows (nan_policy='omit' leaves out every row holding NaN)."
+        )
+    return chunk.masked_fill(missing, 0.0)
+
+
 def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,
-                name: str = "X", convert: ChunkMap | None = None, labels=None, n_components: int | None = None) -> Source:
+                name: str = "X", convert: ChunkMap | None = None, labels=None, n_components: int | None = None,
+                allow_nan: bool = False) -> Source:
     """The chunk source of described data on ``device`` in ``dtype``, read ``chunk_size``
     samples at a time.
 
@@ -814,7 +832,8 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     (:class:`HostStreamSource`); everything else is moved once to the device
     (:class:`TensorSource`). ``check(chunk)`` raises ``ValueError`` on bad values: on every
     in-memory chunk now, on a stream's chunks during its first pass; NaN and infinity are
-    refused here. ``convert(chunk)``, when given, maps checked values to those the model reads
+    refused here (with ``allow_nan``, NaN marks a missing entry: see :func:`check_observed`;
+    ``check`` then reads 0 there). ``convert(chunk)``, when given, maps checked values to those the model reads
     (BernoulliMixture's ``binarize``): a stream's chunks as they are read, on every pass;
     in-memory data once, block by block, into the tensor the source holds (which a change of
     device or dtype would copy anyway). ``labels`` (checked by :func:`check_labels` against
@@ -823,7 +842,9 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
 
     def checked(chunk: Tensor) -> None:
         if not bool(torch.isfinite(chunk).all()):
-            raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before fitting.")
+            if not allow_nan:
+                raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before fitting.")
+            chunk = check_observed(chunk, name)
         if check is not None:
             check(chunk)
 
@@ -855,3 +876,96 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
             out[..., s : s + 2**16, :] = convert(block.to(device=device, dtype=dtype))
     return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size,
                         labels=lab)
+
+
+def _keep_rows(value, keep):
+    """``value`` (an array, a tensor or a list of one entry per row) without the rows ``~keep``."""
+    if isinstance(value, Tensor):
+        return value[torch.as_tensor(keep, device=value.device)]
+    return np.asarray(value)[np.asarray(keep)]
+
+
+class _RowsWithoutNaN:
+    """A re-iterable of the batches of ``data`` (an iterable of batches, or a 2-D memmap read
+    in blocks with its ``sample_weight`` and ``labels``) without their rows that hold NaN (a
+    mapping batch loses them from every entry); ``omitted`` counts the rows left out by the
+    last complete pass."""
+
+    def __init__(self, data, sample_weight=None, labels=None, block: int = 2**16):
+        self.data, self.sample_weight, self.labels, self.block = data, sample_weight, labels, block
+        self.omitted = 0
+
+    def _batches(self):
+        if isinstance(self.data, np.memmap):
+            for s in range(0, self.data.shape[0], self.block):
+                batch = {"X": np.asarray(self.data[s : s + self.block])}
+                if self.sample_weight is not None:
+                    batch["sample_weight"] = self.sample_weight[s : s + self.block]
+                if self.labels is not None:
+                    batch["labels"] = self.labels[s : s + self.block]
+                yield batch if len(batch) > 1 else batch["X"]
+        else:
+            yield from self.data
+
+    def __iter__(self):
+        count = 0
+        for batch in self._batches():
+            X, _ = split_batch(batch, "X")
+            if isinstance(X, Tensor):
+                keep = ~torch.isnan(X).any(-1) if X.is_floating_point() else None
+            else:
+                X = np.asarray(X)
+                keep = ~np.isnan(X).any(-1) if X.dtype.kind == "f" and X.ndim == 2 else None
+            if keep is not None and not bool(keep.all()):
+                count += int((~keep).sum())
+                if isinstance(batch, Mapping):
+                    batch = {k: (None if v is None else _keep_rows(v, keep)) for k, v in batch.items() if k != "y"}
+                else:
+                    batch = X[keep]
+            yield batch
+        self.omitted = count
+
+
+def omit_rows(X, sample_weight=None, labels=None) -> tuple[Any, Any, Any, Any]:
+    """``nan_policy="omit"``: ``(X, sample_weight, labels, omitted)`` without the rows of
+    ``X`` that hold NaN. In-memory ``[N, D]`` data loses those rows (``omitted`` is their
+    number; everything unchanged, the very objects, when there is none); ``[B, N, D]`` data
+    keeps its shape, the rows getting weight 0 (their NaN entries replaced by the feature's
+    median, an observed value every family accepts); a stream or a 2-D memmap is filtered
+    batch by batch as it is read (``omitted`` is then the filtering iterable, whose
+    ``omitted`` attribute counts the rows after a pass)."""
+    if is_iterable_data(X) or isinstance(X, np.memmap):
+        if isinstance(X, np.memmap) and X.ndim != 2:
+            raise ValueError("nan_policy='omit' reads a memmap as a stream of rows, so it must be 2-D [n_samples, "
+                             f"n_features]; got shape {X.shape}. Use nan_policy='marginalize', or fit each problem apart.")
+        w = lab = None
+        if isinstance(X, np.memmap):
+            w = None if sample_weight is None else np.asarray(check_sample_weight(sample_weight, X.shape))
+            lab = None if labels is None else check_labels(labels, X.shape, None).numpy()
+            sample_weight = labels = None
+        elif sample_weight is not None:
+            raise ValueError(f"sample_weight cannot be combined with an iterable X. {HOW_TO_WEIGHT}.")
+        rows = _RowsWithoutNaN(X, w, lab)
+        return rows, sample_weight, labels, rows
+    t, kind = as_float_tensor(X, "X")
+    if t.ndim not in (2, 3) or 0 in t.shape:
+        return X, sample_weight, labels, 0  # refused with the usual message when the data is opened
+    bad = torch.isnan(t).any(-1)  # [N] or [B, N]
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return X, sample_weight, labels, 0
+    if bool(bad.all(-1).any()):
+        raise ValueError("Every row of X holds NaN, so nan_policy='omit' leaves nothing to fit; use "
+                         "nan_policy='marginalize' to fit on the observed entries, or impute the data.")
+    w = check_sample_weight(sample_weight, t.shape)
+    if t.ndim == 2:
+        keep = ~bad
+        t = t[keep]
+        w = None if w is None else w[keep.to(w.device)]
+        labels = None if labels is None else check_labels(labels, bad.shape + (1,), None)[keep.cpu()]
+        return (t.cpu().numpy() if kind.is_numpy else t), w, labels, n_bad
+    w = torch.ones(bad.shape, dtype=t.dtype, device=t.device) if w is None else w.to(t.device).expand(bad.shape)
+    w = torch.where(bad, torch.zeros_like(w), w)
+    fill = torch.nan_to_num(torch.nanmedian(t, dim=-2).values, nan=0.0)  # [B, D]
+    t = torch.where(torch.isnan(t), fill.unsqueeze(-2), t)
+    return (t.cpu().numpy() if kind.is_numpy else t), w, labels, n_bad

@@ -82,6 +82,13 @@ class Family(ABC):
         """Log mixing weights ``[B, R, K]``."""
         return params["log_weights"]
 
+    def portable_aux(self, aux: object) -> object:
+        """The part of :meth:`log_prob`'s ``aux`` that stays valid for statistics taken about
+        other parameters (stepwise EM): a family that marginalises missing entries passes on
+        the E-step's parameters, under which its statistics expect those entries. ``None``
+        (the default): the statistics are recomputed from ``X``."""
+        return None
+
     def needs_precise_pass(self, stats: Params, params: Params) -> bool:
         """Whether rounding in the working dtype spoilt this pass's statistics; the driver
         then redoes the pass with ``prepare(params, precise=True)``."""
@@ -231,7 +238,8 @@ def accumulate(
             if about is None and resp is None:
                 part = family.stats(X, r, prepared, aux, w)
             else:
-                part = family.stats(X.double(), r.double(), about_prep, None, None if w is None else w.double())
+                kept = None if resp is not None else family.portable_aux(aux)
+                part = family.stats(X.double(), r.double(), about_prep, kept, None if w is None else w.double())
             stats = _add_into(stats, part)
         total = source.total_weight()
     if over_ranks and is_distributed():

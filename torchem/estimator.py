@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from . import data as data_module
 from ._utils import InputKind, caller_stacklevel, check_data, check_feature_names, check_fitted, full_float32_matmul, make_generator, to_output
-from .data import (DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source,
-                   reservoir_sample, working_dtype)
+from .data import (DataInfo, Source, TensorSource, auto_chunk_size, check_observed, concat_blocks, describe, inference_blocks,
+                   omit_rows, open_source, reservoir_sample, working_dtype)
 from .distributed import (all_reduce_sum, broadcast_params, check_consistent, consistent_count, gather_samples, is_distributed,
                           signature, world_size)
 from .em import EMResult, Family, run_em, select_best
@@ -110,11 +110,12 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
 
     def __sklearn_tags__(self):
         """scikit-learn's tags (1.6 and later): an unsupervised density estimator or clusterer
-        of 2-D numeric data without NaN (and as :attr:`_input_tags` says); ``y`` is not required."""
+        of 2-D numeric data (and as :attr:`_input_tags` says), with NaN only when its
+        ``nan_policy`` marginalises missing entries; ``y`` is not required."""
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
         tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=False),
-                    input_tags=InputTags(**self._input_tags))
+                    input_tags=InputTags(**self._input_tags, allow_nan=bool(getattr(self, "_marginalizes", False))))
         if hasattr(type(self), "transform"):
             tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
@@ -122,7 +123,7 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
     def _more_tags(self) -> dict:
         """The same tags for scikit-learn before 1.6."""
         categorical = ["categorical"] if self._input_tags.get("categorical") else []
-        return {"requires_y": False, "allow_nan": False, "X_types": ["2darray", *categorical],
+        return {"requires_y": False, "allow_nan": bool(getattr(self, "_marginalizes", False)), "X_types": ["2darray", *categorical],
                 "requires_positive_X": bool(self._input_tags.get("positive_only"))}
 
     def __sklearn_clone__(self):
@@ -205,6 +206,7 @@ class _Fit:
 
     source: Source
     info: DataInfo
+    omitted: Any = 0  # nan_policy="omit": rows left out (a count, or the stream that counts them)
 
     @property
     def streamed(self) -> bool:
@@ -283,6 +285,28 @@ class EMEstimator(EstimatorModule):
     @abstractmethod
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         """Working memory per sample of a chunk, for the automatic chunk size."""
+
+    def _nan_policy(self) -> str:
+        """``nan_policy`` (``"raise"`` for a model without one)."""
+        return getattr(self, "nan_policy", "raise")
+
+    @property
+    def _marginalizes(self) -> bool:
+        """Whether NaN entries are missing values the model's family marginalises (inference
+        reads them so under ``nan_policy`` ``"omit"`` too: its outputs keep every row)."""
+        return False
+
+    def _warn_omitted(self, fit: _Fit) -> None:
+        """``nan_policy="omit"``: warn with the number of rows left out, over every rank (a
+        stream's count is known after its first pass)."""
+        if self._nan_policy() != "omit":
+            return
+        count = fit.omitted if isinstance(fit.omitted, int) else fit.omitted.omitted
+        if is_distributed():
+            count = int(all_reduce_sum([torch.tensor(float(count), dtype=torch.float64, device=fit.source.device)])[0])
+        if count:
+            warnings.warn(f"{count} row(s) of X hold NaN and were left out of the fit (nan_policy='omit').", UserWarning,
+                          stacklevel=caller_stacklevel())
 
     def _validate_values(self, X: Tensor, name: str) -> None:
         """Family-specific checks of the data's values (e.g. binary for Bernoulli); raise a
@@ -420,12 +444,16 @@ class EMEstimator(EstimatorModule):
         return auto_chunk_size(per, torch.device(device), n_samples if n_samples is not None else 2**62)
 
     def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int, labels=None) -> _Fit:
+        policy, omitted = self._nan_policy(), 0
+        if policy == "omit":
+            X, sample_weight, labels, omitted = omit_rows(X, sample_weight, labels)
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.n_problems, device, dtype, info.n_samples)
         source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
-                             convert=self._value_map(), labels=labels, n_components=self._n_components)
-        return _Fit(source, info)
+                             convert=self._value_map(), labels=labels, n_components=self._n_components,
+                             allow_nan=policy == "marginalize")
+        return _Fit(source, info, omitted)
 
     def _value_check(self):
         def check(chunk: Tensor) -> None:
@@ -533,6 +561,7 @@ class EMEstimator(EstimatorModule):
             error = exc
         # every rank raises, or none (on the device the data is on, whatever CUDA device is current)
         check_consistent(self._signature(fit, {"continues_fit": continuing}), error, self._collective_device(fit))
+        self._warn_omitted(fit)
         info, device, dtype = fit.info, source.device, source.dtype
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
@@ -735,6 +764,7 @@ class EMEstimator(EstimatorModule):
             n_batch = consistent_count(signature, None, fit.source.n_samples, where)
         else:  # later batches: one small all-reduce, which also sums the batch's size
             n_batch = consistent_count(signature, error, 0 if fit is None else fit.source.n_samples, where)
+        self._warn_omitted(fit)
         source = fit.source
         device, dtype = source.device, source.dtype
         if self._fitted:
@@ -778,7 +808,9 @@ class EMEstimator(EstimatorModule):
         if info.integral:  # integers on a CUDA model: its dtype, as in fitting (data.working_dtype)
             ref = getattr(self, self._param_names[0])
             t = t.to(working_dtype(info, ref.device, ref.dtype))
-        check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
+        marginal = self._marginalizes  # NaN entries are missing values: inf is still refused
+        check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__,
+                   check_finite=not marginal)
         if t.ndim == 3 and not self._stacked:
             raise ValueError(
                 f"{name} is 3-D (shape {tuple(t.shape)}) but this model was fitted on a single 2-D problem; "
@@ -791,7 +823,8 @@ class EMEstimator(EstimatorModule):
                 "the same samples under every problem."
             )
         for s in range(0, t.shape[-2], 2**16):
-            self._validate_values(t[..., s : s + 2**16, :], name)
+            block = t[..., s : s + 2**16, :]
+            self._validate_values(check_observed(block, name, "calling this method") if marginal else block, name)
         return t, kind
 
     def _model_dtype(self, X: Tensor) -> tuple[torch.device, torch.dtype]:

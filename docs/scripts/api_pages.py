@@ -28,6 +28,7 @@ PAGES: dict[str, tuple[str, str, list[tuple[str | None, str]]]] = {
          ("torchem.functional.bernoulli", "torchem.functional.bernoulli"),
          ("torchem.functional.estep", "torchem.functional.estep"),
          ("torchem.functional.kmeans", "torchem.functional.kmeans"),
+         ("torchem.functional.missing", "torchem.functional.missing"),
          ("Kernels of the Poisson family (torchem.mixture.poisson)", "torchem.mixture.poisson"),
          ("Kernels of the categorical family (torchem.mixture.categorical)", "torchem.mixture.categorical"),
          ("Kernels of the variational Gaussian family (torchem.mixture.bayesian)", "torchem.mixture.bayesian")],

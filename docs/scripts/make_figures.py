@@ -27,6 +27,7 @@ SCRIPTS = {
     "bic": "bic.txt",
     "bayesian_concentration": "bayesian_concentration.txt",
     "partial_labels": "partial_labels.txt",
+    "missing_values": "missing_values.txt",
     "models": "models.txt",
     "benchmark_tables": None,
 }

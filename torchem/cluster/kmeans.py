@@ -511,6 +511,10 @@ class KMeans(EMEstimator):
             a line every 10 iterations.
         random_state: ``None``, an int, a ``torch.Generator`` or a numpy random state.
         chunk_size: samples per chunk; ``None`` chooses from the available memory.
+        nan_policy: ``"raise"`` only (NaN in the data is refused): K-means has no likelihood
+            to marginalise a missing entry over, and ``labels_`` labels every row, so none
+            can be left out. For data with missing entries, fit
+            ``GaussianMixture(covariance_type="spherical", nan_policy="marginalize")``.
     """
 
     _param_names = ("centers",)
@@ -530,9 +534,11 @@ class KMeans(EMEstimator):
         verbose: int = 0,
         random_state=None,
         chunk_size: int | None = None,
+        nan_policy: str = "raise",
     ):
         super().__init__()
         self.n_clusters = n_clusters
+        self.nan_policy = nan_policy
         self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
@@ -570,6 +576,12 @@ class KMeans(EMEstimator):
             raise ValueError(f"init must be 'k-means++', 'random' or an array of centres; got {self.init!r}.")
         if self.n_init != "auto":
             check_int(self.n_init, "n_init", 1)
+        if self.nan_policy != "raise":
+            raise ValueError(
+                f"KMeans supports nan_policy='raise' only; got {self.nan_policy!r}. K-means has no likelihood to "
+                "marginalise missing entries over, and labels_ labels every row, so none can be left out: impute or drop "
+                "the rows holding NaN, or fit GaussianMixture(covariance_type='spherical', nan_policy='marginalize')."
+            )
 
     def _n_restarts(self) -> int:
         method = self._method()

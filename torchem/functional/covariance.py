@@ -141,6 +141,9 @@ class CovarianceType(ABC):
     #: One covariance pooled over the components (``tied``): its second moment is a scatter
     #: summed over the components, not one per component.
     pooled: bool = False
+    #: The factor is a matrix (``full``, ``tied``): features are correlated, so a missing
+    #: entry's conditional moments need the precision's block of the missing coordinates.
+    dense: bool = False
 
     name: ClassVar[str]
     event_ndim: ClassVar[int]
@@ -279,6 +282,13 @@ class CovarianceType(ABC):
         :func:`~torchem.functional.gaussian.gaussian_stats`."""
 
     @abstractmethod
+    def second_moment_stats(self, second: Tensor) -> Tensor:
+        """The ``sxx`` of :meth:`moment_stats` from summed second moments per component: the
+        matrices ``[..., K, D, D]`` for a :attr:`dense` type, their diagonals ``[..., K, D]``
+        otherwise (the expected moments of data with missing entries, see
+        :mod:`torchem.functional.missing`)."""
+
+    @abstractmethod
     def variances_cancelled(
         self, stats: dict[str, Tensor], nk: Tensor, mean_c: Tensor, eps: float, tolerance: float
     ) -> bool:
@@ -328,6 +338,7 @@ class _Triangular(CovarianceType):
     """Shared by ``full`` and ``tied``: the factor is an upper-triangular matrix."""
 
     precision_requirement = "symmetric, positive-definite"
+    dense = True
 
     def identity_factor(self, lead, k, d, device, dtype):
         return torch.eye(d, device=device, dtype=dtype).expand(*lead, *self.factor_shape(k, d))
@@ -445,6 +456,10 @@ class _Full(_Triangular):
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., -d:], "sxx": rz[..., :-d]}
 
+    def second_moment_stats(self, second):
+        flat, _, _ = _pairs(second.shape[-1], second.device)
+        return second.flatten(-2).index_select(-1, flat)
+
     def variances_cancelled(self, stats, nk, mean_c, eps, tolerance):
         d = mean_c.shape[-1]
         second = stats["sxx"][..., :d] / nk.unsqueeze(-1)  # shift 0: the squares
@@ -524,6 +539,9 @@ class _Tied(_Triangular):
         # the total scatter about c does not depend on the responsibilities
         total = r.sum(-1, keepdim=True)  # per-sample weight (1, or the sample weight)
         return {"sx": rz, "sxx": (z.mT @ (z * total)).double()}
+
+    def second_moment_stats(self, second):
+        return second.sum(-3)  # the scatter of every component, pooled
 
     def variances_cancelled(self, stats, nk, mean_c, eps, tolerance):
         n = nk.sum(-1, keepdim=True)
@@ -654,6 +672,9 @@ class _Diag(_Elementwise):
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., d:], "sxx": rz[..., :d]}
 
+    def second_moment_stats(self, second):
+        return second
+
     def variances_cancelled(self, stats, nk, mean_c, eps, tolerance):
         second = stats["sxx"] / nk.unsqueeze(-1)
         return _variances_cancelled(stats, second, mean_c, eps, tolerance)
@@ -720,6 +741,9 @@ class _Spherical(_Elementwise):
 
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., 1:], "sxx": rz[..., 0]}
+
+    def second_moment_stats(self, second):
+        return second.sum(-1)
 
     def variances_cancelled(self, stats, nk, mean_c, eps, tolerance):
         second = (stats["sxx"] / nk).unsqueeze(-1)

@@ -28,11 +28,16 @@ from ..estimator import EMEstimator
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_update
+from ..functional import missing as M
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
 from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
 
 __all__ = ["BaseMixture"]
+
+#: The values of ``nan_policy`` (scipy's name): refuse NaN, leave out the rows that hold it,
+#: or treat NaN entries as missing at random and marginalise them.
+NAN_POLICIES = ("raise", "omit", "marginalize")
 
 # Lloyd iterations run after k-means++ seeding by init_params="kmeans".
 _KMEANS_INIT_ITER = 10
@@ -73,6 +78,7 @@ class BaseMixture(EMEstimator):
         verbose_interval: int,
         chunk_size: int | None,
         hard: bool = False,
+        nan_policy: str = "raise",
     ):
         super().__init__()
         self.n_components = n_components
@@ -86,6 +92,7 @@ class BaseMixture(EMEstimator):
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
         self.hard = hard
+        self.nan_policy = nan_policy
 
     # ----------------------------------------------------------------------------------------
     # Hooks of the shared layer
@@ -109,6 +116,8 @@ class BaseMixture(EMEstimator):
             check_int(self.chunk_size, "chunk_size", 1)
         if not isinstance(self.hard, (bool, np.bool_)):
             raise ValueError(f"hard must be True or False; got {self.hard!r}.")
+        if not isinstance(self.nan_policy, str) or self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {self.nan_policy!r}.")
         if self.init_params not in self._init_methods:
             raise ValueError(
                 f"init_params must be one of {list(self._init_methods)}; got {self.init_params!r}."
@@ -116,6 +125,10 @@ class BaseMixture(EMEstimator):
 
     def _check_initial_values(self, n_features: int, n_problems: int) -> None:
         self._user_initial_params(n_features, n_problems)
+
+    @property
+    def _marginalizes(self) -> bool:
+        return self.nan_policy in ("omit", "marginalize")
 
     # ----------------------------------------------------------------------------------------
     # Hooks of a mixture family
@@ -250,13 +263,36 @@ class BaseMixture(EMEstimator):
         event = self._event_ndims()
         params: dict[str, Tensor] = {}
         if len(user) < len(event):
-            params = dict(self._initial_params(source, n_init, generator))
+            params = dict(self._initial_params(self._filled_for_init(source), n_init, generator))
         for key, value in user.items():
             if value.ndim == event[key]:
                 value = value.unsqueeze(0)
             value = value.unsqueeze(1).to(device=source.device)
             params[key] = value.expand(b, n_init, *value.shape[2:])
         return {key: value.to(source.dtype).contiguous() for key, value in params.items()}
+
+    def _filled_for_init(self, source: TensorSource) -> TensorSource:
+        """The initial sample with each missing entry (NaN) replaced by :meth:`_init_fill`
+        (``nan_policy="marginalize"``): ``init_params`` then works as on complete data, and
+        EM, which marginalises the missing entries, starts from there."""
+        X = source.X
+        if not self._marginalizes or not M.has_missing(X):
+            return source
+        fill = self._init_fill(X, source.sample_weight)  # [B, D]
+        if bool(torch.isnan(fill).any()):
+            d = int(torch.isnan(fill).any(0).nonzero()[0, 0])
+            raise ValueError(f"Feature {d} of X has no observed value in the initialisation sample, so it cannot be "
+                             "estimated; drop that feature (or pass initial parameters).")
+        X = torch.where(torch.isnan(X), fill.to(X.dtype).unsqueeze(-2), X)
+        return TensorSource(X, device=source.device, dtype=source.dtype, sample_weight=source.sample_weight,
+                            chunk_size=source.chunk_size, labels=getattr(source, "labels", None))
+
+    def _init_fill(self, X: Tensor, sample_weight: Tensor | None) -> Tensor:
+        """``[B, D]`` value that stands for a missing entry during initialisation: the
+        feature's (weighted) mean of its observed entries; NaN where it has none."""
+        o, x0 = M.observed(X)
+        w = o if sample_weight is None else o * sample_weight.double().unsqueeze(-1)
+        return (w * x0).sum(-2) / w.sum(-2)
 
     def _chosen_samples(self, source: TensorSource, n_init: int, generator: torch.Generator) -> Tensor:
         """``[B, R, K]`` sample indices for ``init_params`` ``"k-means++"`` or ``"random_from_data"``."""

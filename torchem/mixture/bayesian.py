@@ -295,6 +295,10 @@ class BayesianGaussianMixture(GaussianMixture):
         verbose: 0 silent, 1 a summary, 2 progress every ``verbose_interval`` iterations.
         verbose_interval: iterations between progress lines.
         chunk_size: samples per chunk; ``None`` picks one from the available memory.
+        nan_policy: what a NaN in the data means (scipy's name): ``"raise"`` (the default)
+            refuses it; ``"omit"`` leaves out every row that holds one, with a warning that
+            counts them; ``"marginalize"`` is not supported by the variational mixture (an
+            error: fit ``GaussianMixture(nan_policy="marginalize")`` instead).
 
     Fitted attributes (a leading ``B`` for ``B`` problems): ``weights_`` ``[K]``,
     ``means_`` ``[K, D]``, ``covariances_``, ``precisions_``, ``precisions_cholesky_`` (shaped
@@ -342,11 +346,12 @@ class BayesianGaussianMixture(GaussianMixture):
         verbose: int = 0,
         verbose_interval: int = 10,
         chunk_size: int | None = None,
+        nan_policy: str = "raise",
     ):
         super(GaussianMixture, self).__init__(
             n_components, tol=tol, max_iter=max_iter, n_init=n_init, init_params=init_params,
             random_state=random_state, warm_start=warm_start, verbose=verbose,
-            verbose_interval=verbose_interval, chunk_size=chunk_size,
+            verbose_interval=verbose_interval, chunk_size=chunk_size, nan_policy=nan_policy,
         )
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
@@ -367,6 +372,11 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
+        if self.nan_policy == "marginalize":
+            raise ValueError(
+                "BayesianGaussianMixture supports nan_policy='raise' or 'omit'; got 'marginalize'. Leave out the rows "
+                "holding NaN (nan_policy='omit'), or fit GaussianMixture(nan_policy='marginalize')."
+            )
         if self.weight_concentration_prior_type not in PRIOR_TYPES:
             raise ValueError(
                 f"weight_concentration_prior_type must be one of {list(PRIOR_TYPES)}; got "

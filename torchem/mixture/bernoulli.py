@@ -12,6 +12,7 @@ from torch import distributions as D
 
 from .._utils import check_fitted, check_n_samples
 from ..functional import bernoulli as F
+from ..functional import missing as M
 from ..em import Family
 from .base import BaseMixture
 
@@ -20,8 +21,9 @@ __all__ = ["BernoulliMixture", "BinomialMixture"]
 class _BernoulliFamily(Family):
     """EM hooks of a Bernoulli (``n_trials is None``) or Binomial mixture."""
 
-    def __init__(self, n_trials: Tensor | None):
+    def __init__(self, n_trials: Tensor | None, marginalize: bool = False):
         self.n_trials = n_trials
+        self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
         self._trials_on: dict = {}  # n_trials moved to each device once, not once per chunk
 
     def trials(self, device: torch.device) -> Tensor:
@@ -42,15 +44,36 @@ class _BernoulliFamily(Family):
         padded = -(-k // 8) * 8
         w = logits.new_zeros(*logits.shape[:-2], logits.shape[-1], padded)
         w[..., :k] = logits.mT
-        return {"w": w, "k": k, "const": log1m.sum(-1).to(logits.dtype).unsqueeze(-2)}
+        return {"w": w, "k": k, "const": log1m.sum(-1).to(logits.dtype).unsqueeze(-2), "logits": logits}
+
+    def _trials64(self, like: Tensor) -> Tensor | float:
+        return 1.0 if self.n_trials is None else self.trials(like.device).double()
 
     def log_prob(self, X, prepared):
+        if self.marginalize and M.has_missing(X):
+            # the observed entries' terms only: x log p + (n - x) log(1 - p) + log C(n, x), the
+            # last 0 where the entry is missing (x0 = 0 there)
+            logits = prepared["logits"].double()
+            o, x0 = M.observed(X)
+            n = self._trials64(logits)
+            lp = x0 @ logits.mT + o @ (torch.nn.functional.logsigmoid(-logits) * n).mT
+            if self.n_trials is not None:
+                lp = lp + F.binomial_log_coefficient(x0, self.trials(x0.device)).unsqueeze(-1)
+            return lp.to(X.dtype), M.Conditional({"mean": torch.sigmoid(logits) * n})
         lp = (X @ prepared["w"].to(X.dtype))[..., : prepared["k"]] + prepared["const"].to(X.dtype)
         if self.n_trials is not None:
             lp = lp + F.binomial_log_coefficient(X, self.trials(X.device)).unsqueeze(-1)
         return lp, None
 
+    def portable_aux(self, aux):
+        return aux if isinstance(aux, M.Conditional) else None
+
     def stats(self, X, resp, prepared, aux, sample_weight):
+        if isinstance(aux, M.Conditional) or (self.marginalize and aux is None and M.has_missing(X)):
+            logits = prepared["logits"].double()
+            mean = aux.params["mean"] if isinstance(aux, M.Conditional) else torch.sigmoid(logits) * self._trials64(logits)
+            nk, sx = M.expected_sums(X, resp, mean, sample_weight)
+            return {"nk": nk, "sx": sx}
         return F.bernoulli_stats(X, resp, sample_weight)
 
     def m_step(self, stats, params):
@@ -98,6 +121,7 @@ class BernoulliMixture(BaseMixture):
             chunk. (In-memory training data is held binarised, in the fit's dtype.)
         random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "component_logits")
@@ -122,6 +146,7 @@ class BernoulliMixture(BaseMixture):
         verbose_interval: int = 10,
         chunk_size: int | None = None,
         hard: bool = False,
+        nan_policy: str = "raise",
     ):
         super().__init__(
             n_components,
@@ -135,6 +160,7 @@ class BernoulliMixture(BaseMixture):
             verbose_interval=verbose_interval,
             chunk_size=chunk_size,
             hard=hard,
+            nan_policy=nan_policy,
         )
         self.weights_init = weights_init
         self.probs_init = probs_init
@@ -148,7 +174,7 @@ class BernoulliMixture(BaseMixture):
         return None
 
     def _family(self, n_features: int) -> _BernoulliFamily:
-        return _BernoulliFamily(self._trials(n_features))
+        return _BernoulliFamily(self._trials(n_features), self._marginalizes)
 
     @property
     def _input_tags(self) -> dict[str, bool]:
@@ -168,7 +194,7 @@ class BernoulliMixture(BaseMixture):
         if self.binarize is None:
             return None
         threshold = float(self.binarize)
-        return lambda X: (X > threshold).to(X.dtype)
+        return lambda X: torch.where(torch.isnan(X), X, (X > threshold).to(X.dtype))  # NaN: a missing entry stays so
 
     def _validate_values(self, X: Tensor, name: str) -> None:
         if self.binarize is not None:
@@ -363,6 +389,7 @@ class BinomialMixture(BernoulliMixture):
         verbose_interval: int = 10,
         chunk_size: int | None = None,
         hard: bool = False,
+        nan_policy: str = "raise",
     ):
         super().__init__(
             n_components,
@@ -378,6 +405,7 @@ class BinomialMixture(BernoulliMixture):
             verbose_interval=verbose_interval,
             chunk_size=chunk_size,
             hard=hard,
+            nan_policy=nan_policy,
         )
         self.n_trials = n_trials
 

@@ -20,6 +20,7 @@ from .._utils import as_float_tensor, check_fitted
 from ..data import Source, TensorSource
 from ..distributed import all_reduce_sum, is_distributed, rank, world_size
 from ..em import Family
+from ..functional import missing as M
 from ..functional.bernoulli import PROB_EPS
 from .base import BaseMixture
 
@@ -118,22 +119,45 @@ class _CategoricalFamily(Family):
     data were all checked against the starting support before EM (see
     :meth:`CategoricalMixture._fit_family`)."""
 
-    def __init__(self, check: bool = True):
+    def __init__(self, check: bool = True, marginalize: bool = False):
         self.check = check
+        self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
 
     def prepare(self, params, precise=False):
         log_probs = params["log_probs"].double() if precise else params["log_probs"]
         mask = log_probs > MASKED / 2
         w = torch.where(mask, log_probs, 0.0).flatten(-2).mT  # [..., D C, K]
-        return {"w": w, "width": log_probs.shape[-1], "n_categories": categories_of(mask)}
+        return {"w": w, "width": log_probs.shape[-1], "n_categories": categories_of(mask), "log_probs": log_probs}
+
+    def _observed_codes(self, X, prepared) -> tuple[Tensor, Tensor]:
+        """``(one-hot [..., n, D C] float64 with zero blocks for missing entries, mask [..., n, D])``."""
+        o, x0 = M.observed(X)
+        if self.check and not torch.compiler.is_compiling():
+            check_codes(x0, prepared["n_categories"])
+        width = prepared["width"]
+        return one_hot_codes(x0, width, torch.float64) * o.repeat_interleave(width, -1), o
 
     def log_prob(self, X, prepared):
+        if self.marginalize and M.has_missing(X):
+            onehot, _ = self._observed_codes(X, prepared)  # a missing feature's block is 0: no term
+            probs = prepared["log_probs"].double().exp()  # [..., K, D, C], 0 beyond the support
+            return (onehot @ prepared["w"].double()).to(X.dtype), M.Conditional({"probs": probs})
         if self.check and not torch.compiler.is_compiling():  # a traced forward cannot raise on values
             check_codes(X, prepared["n_categories"])
         onehot = one_hot_codes(X, prepared["width"], prepared["w"].dtype)
         return onehot @ prepared["w"], onehot
 
+    def portable_aux(self, aux):
+        return aux if isinstance(aux, M.Conditional) else None
+
     def stats(self, X, resp, prepared, aux, sample_weight):
+        if isinstance(aux, M.Conditional) or (self.marginalize and aux is None and M.has_missing(X)):
+            # a missing feature counts each category at its probability under the component
+            probs = aux.params["probs"] if isinstance(aux, M.Conditional) else prepared["log_probs"].double().exp()
+            onehot, o = self._observed_codes(X, prepared)
+            r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
+            counts = r.mT @ onehot + ((r.mT @ (1.0 - o)).unsqueeze(-1) * probs).flatten(-2)
+            return {"nk": r.sum(-2), "counts": counts}
         onehot = aux if aux is not None else one_hot_codes(X, prepared["width"], resp.dtype)
         return categorical_stats(onehot, resp, sample_weight)
 
@@ -179,6 +203,7 @@ class CategoricalMixture(BaseMixture):
             categories and 0 beyond them.
         tol, max_iter, n_init, random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "component_logits")
@@ -189,10 +214,10 @@ class CategoricalMixture(BaseMixture):
     def __init__(self, n_components: int = 1, *, n_categories=None, tol: float = 1e-3, max_iter: int = 100,
                  n_init: int = 1, init_params: str = "kmeans", weights_init=None, probs_init=None, random_state=None,
                  warm_start: bool = False, verbose: int = 0, verbose_interval: int = 10, chunk_size: int | None = None,
-                 hard: bool = False):
+                 hard: bool = False, nan_policy: str = "raise"):
         super().__init__(n_components, tol=tol, max_iter=max_iter, n_init=n_init, init_params=init_params,
                          random_state=random_state, warm_start=warm_start, verbose=verbose,
-                         verbose_interval=verbose_interval, chunk_size=chunk_size, hard=hard)
+                         verbose_interval=verbose_interval, chunk_size=chunk_size, hard=hard, nan_policy=nan_policy)
         self.n_categories = n_categories
         self.weights_init = weights_init
         self.probs_init = probs_init
@@ -263,13 +288,13 @@ class CategoricalMixture(BaseMixture):
 
 
     def _family(self, n_features: int) -> _CategoricalFamily:
-        return _CategoricalFamily()
+        return _CategoricalFamily(marginalize=self._marginalizes)
 
     def _fit_family(self, source: Source) -> _CategoricalFamily:
         # A new fit checked every chunk's codes when it opened the data (_value_check) and the
         # support against the largest of them (_support): the EM loop checks nothing more, so
         # it makes no host-device synchronisation per chunk. A warm start keeps the check.
-        return _CategoricalFamily(check=self._continues())
+        return _CategoricalFamily(check=self._continues(), marginalize=self._marginalizes)
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         # the one-hot width; 8 is a guess before any data is seen (a stream's chunk size is set then)
@@ -334,6 +359,14 @@ class CategoricalMixture(BaseMixture):
         about = {"log_weights": log_probs.new_zeros(b, n_init, self.n_components),
                  "log_probs": log_probs.to(source.device).expand(b, n_init, self.n_components, d, width)}
         return self._m_step_from(source, resp_fn, about)
+
+    def _init_fill(self, X: Tensor, sample_weight: Tensor | None) -> Tensor:
+        """The feature's most frequent observed code (weighted): a mean is no category."""
+        o, x0 = M.observed(X)
+        width = int(x0.max()) + 1
+        w = o if sample_weight is None else o * sample_weight.double().unsqueeze(-1)
+        counts = (one_hot_codes(x0, width, torch.float64).unflatten(-1, (X.shape[-1], width)) * w.unsqueeze(-1)).sum(-3)
+        return torch.where(counts.sum(-1) > 0, counts.argmax(-1).double(), torch.nan)  # [B, D]
 
     @property
     def probs_(self):

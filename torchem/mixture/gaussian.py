@@ -13,6 +13,7 @@ from .._utils import check_fitted, check_n_samples
 from ..data import TensorSource
 from ..functional import covariance as C
 from ..functional import gaussian as G
+from ..functional import missing as M
 from ..em import Family
 from .base import BaseMixture
 
@@ -22,10 +23,11 @@ __all__ = ["GaussianMixture"]
 class _GaussianFamily(Family):
     """The EM hooks of a Gaussian mixture (see :class:`torchem.em.Family`)."""
 
-    def __init__(self, covariance_type: str, reg_covar: float):
+    def __init__(self, covariance_type: str, reg_covar: float, marginalize: bool = False):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
         self.table = C.lookup(covariance_type)
+        self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
 
     def prepare(self, params, precise=False):
         means, prec_chol = params["means"], params["prec_chol"]
@@ -49,6 +51,10 @@ class _GaussianFamily(Family):
         return prep
 
     def log_prob(self, X, prepared):
+        if self.marginalize and M.has_missing(X):
+            cond = {"means": prepared["means"].double(), "prec_chol": prepared["prec_chol"].double()}
+            lp, kept = M.gaussian_log_prob_missing(X, cond["means"], cond["prec_chol"], self.covariance_type, keep=True)
+            return lp.to(X.dtype), M.Conditional(cond, kept)
         if "pair" in prepared:
             low, high = (G.gaussian_log_prob_prepared(X, p) for p in prepared["pair"])
             need = prepared["need"].reshape(prepared["need"].shape + (1,) * (low.ndim - prepared["need"].ndim))
@@ -62,7 +68,20 @@ class _GaussianFamily(Family):
         eps = torch.finfo(params["means"].dtype).eps  # float64 data too: far components cancel there as well
         return G.stats_need_float64(stats, self.covariance_type, eps)
 
+    def portable_aux(self, aux):
+        return aux if isinstance(aux, M.Conditional) else None
+
     def stats(self, X, resp, prepared, aux, sample_weight):
+        if isinstance(aux, M.Conditional) or (self.marginalize and aux is None and M.has_missing(X)):
+            cond = aux.params if isinstance(aux, M.Conditional) else prepared
+            centred = bool(prepared.get("centred"))
+            about = prepared["means"].double() if centred else G._centre(prepared["means"]).double()
+            stats = M.gaussian_stats_missing(X, resp, cond["means"], cond["prec_chol"], self.covariance_type, about,
+                                             sample_weight=sample_weight,
+                                             kept=aux.kept if isinstance(aux, M.Conditional) else None)
+            if centred:  # the marker of the precise pass (see gaussian_stats_centred)
+                stats["centred"] = stats["nk"].new_ones(stats["nk"].shape[:-1])
+            return stats
         if prepared.get("centred"):
             return G.gaussian_stats_centred(X, resp, prepared["means"], self.covariance_type, sample_weight=sample_weight)
         return G.gaussian_stats(
@@ -134,6 +153,19 @@ class GaussianMixture(BaseMixture):
         chunk_size: samples per chunk; ``None`` picks one from the available memory.
         hard: classification EM: each E-step assigns every sample wholly to its most
             probable component (the lower bound is then the classification log-likelihood).
+        nan_policy: what a NaN in the data means (scipy's name). ``"raise"`` (the default):
+            it is refused. ``"omit"``: ``fit`` and ``partial_fit`` leave out every row that
+            holds one, with a warning that counts them (a stream's rows as they are read;
+            ``[B, N, D]`` data gives them weight 0). ``"marginalize"``: a NaN entry is missing
+            at random: EM reads the density of each row's observed entries (for full and
+            tied covariances, one factorisation per distinct missingness pattern of a block
+            of rows) and expects the missing ones, given the observed ones and the component,
+            in its statistics, so the fit is the maximum-likelihood fit of the observed data;
+            the initialisation (``init_params``) runs with each missing entry at its
+            feature's observed mean. Under either of the last two, ``predict``,
+            ``predict_proba``, ``score_samples``, ``score``, ``bic`` and ``aic`` use the
+            likelihood of each row's observed entries (a row with none is an error).
+            Infinity is refused under every policy. See the user guide's "Missing values".
     """
 
     _param_names = ("logits", "loc", "precision_cholesky_unconstrained")
@@ -165,6 +197,7 @@ class GaussianMixture(BaseMixture):
         verbose_interval: int = 10,
         chunk_size: int | None = None,
         hard: bool = False,
+        nan_policy: str = "raise",
     ):
         super().__init__(
             n_components,
@@ -178,6 +211,7 @@ class GaussianMixture(BaseMixture):
             verbose_interval=verbose_interval,
             chunk_size=chunk_size,
             hard=hard,
+            nan_policy=nan_policy,
         )
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
@@ -210,7 +244,7 @@ class GaussianMixture(BaseMixture):
         return {"n_components": self.n_components, "covariance_type": self.covariance_type}
 
     def _family(self, n_features: int) -> _GaussianFamily:
-        return _GaussianFamily(self.covariance_type, float(self.reg_covar))
+        return _GaussianFamily(self.covariance_type, float(self.reg_covar), self._marginalizes)
 
     def _failure_message(self) -> str:
         return G.COLLAPSED_MESSAGE

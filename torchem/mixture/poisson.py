@@ -19,6 +19,7 @@ from torch import distributions as D
 
 from .._utils import check_fitted
 from ..em import Family
+from ..functional import missing as M
 from .base import BaseMixture
 
 __all__ = ["RATE_EPS", "PoissonMixture", "poisson_log_prob", "poisson_m_step", "poisson_stats"]
@@ -74,15 +75,31 @@ class _PoissonFamily(Family):
     """EM hooks of a Poisson mixture; parameters ``log_weights [B, R, K]`` and
     ``log_rates [B, R, K, D]``."""
 
+    def __init__(self, marginalize: bool = False):
+        self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
+
     def prepare(self, params, precise=False):
         log_rates = params["log_rates"].to(torch.float64 if precise else params["log_rates"].dtype)
         return {"log_rates": log_rates, "rate_sum": log_rates.exp().sum(-1)}
 
     def log_prob(self, X, prepared):
+        if self.marginalize and M.has_missing(X):
+            # the observed entries' terms only (log x! is 0 where missing: x0 = 0 there)
+            log_rates = prepared["log_rates"].double()
+            o, x0 = M.observed(X)
+            lp = x0 @ log_rates.mT - o @ log_rates.exp().mT - torch.lgamma(x0 + 1).sum(-1, keepdim=True)
+            return lp.to(X.dtype), M.Conditional({"mean": log_rates.exp()})
         X = X.to(prepared["log_rates"].dtype)
         return poisson_log_prob(X, prepared["log_rates"], prepared["rate_sum"]), None
 
+    def portable_aux(self, aux):
+        return aux if isinstance(aux, M.Conditional) else None
+
     def stats(self, X, resp, prepared, aux, sample_weight):
+        if isinstance(aux, M.Conditional) or (self.marginalize and aux is None and M.has_missing(X)):
+            mean = aux.params["mean"] if isinstance(aux, M.Conditional) else prepared["log_rates"].double().exp()
+            nk, sx = M.expected_sums(X, resp, mean, sample_weight)
+            return {"nk": nk, "sx": sx}
         return poisson_stats(X, resp, sample_weight)
 
     def m_step(self, stats, params):
@@ -127,6 +144,7 @@ class PoissonMixture(BaseMixture):
         rates_init: ``[K, D]`` initial rates, positive.
         random_state, warm_start, verbose, verbose_interval, chunk_size, hard: as in
             :class:`torchem.GaussianMixture`.
+        nan_policy: as in :class:`torchem.GaussianMixture` (NaN marks a missing entry).
     """
 
     _param_names = ("logits", "log_rates")
@@ -151,17 +169,18 @@ class PoissonMixture(BaseMixture):
         verbose_interval: int = 10,
         chunk_size: int | None = None,
         hard: bool = False,
+        nan_policy: str = "raise",
     ):
         super().__init__(
             n_components, tol=tol, max_iter=max_iter, n_init=n_init, init_params=init_params,
             random_state=random_state, warm_start=warm_start, verbose=verbose,
-            verbose_interval=verbose_interval, chunk_size=chunk_size, hard=hard,
+            verbose_interval=verbose_interval, chunk_size=chunk_size, hard=hard, nan_policy=nan_policy,
         )
         self.weights_init = weights_init
         self.rates_init = rates_init
 
     def _family(self, n_features: int) -> _PoissonFamily:
-        return _PoissonFamily()
+        return _PoissonFamily(self._marginalizes)
 
     def _validate_values(self, X: Tensor, name: str) -> None:
         for start in range(0, X.shape[-2], 2**16):  # in blocks: X.round() would copy all the data
