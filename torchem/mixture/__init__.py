@@ -5,5 +5,6 @@ from .bernoulli import BernoulliMixture, BinomialMixture
 from .categorical import CategoricalMixture
 from .gaussian import GaussianMixture
 from .poisson import PoissonMixture
+from .selection import GaussianMixtureIC
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "PoissonMixture"]
+__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "GaussianMixtureIC", "PoissonMixture"]
