@@ -421,6 +421,8 @@ def gaussian_m_step(
     means: Tensor,
     covariance_type: str,
     reg_covar: float,
+    *,
+    centre: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Closed-form M-step from statistics produced by :func:`gaussian_stats`.
 
@@ -429,6 +431,9 @@ def gaussian_m_step(
         means: the means the statistics were taken with (their mean is the centre).
         covariance_type: the covariance type.
         reg_covar: non-negative value added to the diagonal of every covariance.
+        centre: the point the statistics were taken about, broadcastable against ``means``,
+            when it is not the means' mean (statistics of several models taken about one
+            common point); ignored for statistics taken about each component's own mean.
 
     Returns:
         ``(log_weights, means, prec_chol, failed)`` in float64; ``failed`` marks (per
@@ -438,7 +443,10 @@ def gaussian_m_step(
     nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
     # the reference the statistics were taken about: the means' centre, or each mean itself
-    c = means.double() if "centred" in stats else _centre(means).double()
+    if "centred" in stats:
+        c = means.double()
+    else:
+        c = (_centre(means) if centre is None else centre).double()
     mean_c = stats["sx"] / nk.unsqueeze(-1)
     new_means = mean_c + c
     cov = _lookup(covariance_type).covariances_from_stats(stats, nk, mean_c, means.shape[-1], reg_covar)

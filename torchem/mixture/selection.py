@@ -42,9 +42,11 @@ from ..data import Source, TensorSource
 from ..distributed import is_distributed
 from ..em import EMResult, Family, accumulate, run_em, select_best
 from ..estimator import EMEstimator, EstimatorModule
+from ..init import Lloyd, gather_rows, kmeans_plusplus
 from ..exceptions import ConvergenceWarning
 from ..functional import covariance as C
 from ..functional import gaussian as G
+from .base import _KMEANS_INIT_ITER
 from .gaussian import GaussianMixture, _GaussianFamily
 
 __all__ = ["GaussianMixtureIC"]
@@ -87,6 +89,21 @@ def _live_centre(means: Tensor, live: Tensor) -> Tensor:
     return (total / m.sum(-2, keepdim=True)).to(means.dtype)
 
 
+def _feature_weights(t: str, mc: Tensor, prec_chol: Tensor, d: int) -> tuple[Tensor, Tensor]:
+    """``(w [.., K, F], b [.., K])`` with ``(x-mu)^T P (x-mu) = z . w + b`` for the ``full``
+    features ``z`` of ``x - c`` (squares first, then the other products, then ``x - c``): every
+    covariance type reads the same features, the others' weights placed where their own
+    features (squares, their sum, ``x``) sit among them."""
+    if t in ("full", "tied"):
+        return C.lookup("full").expansion(mc, _embed(prec_chol, t, mc.shape[-2], d))
+    w, b = C.lookup(t).expansion(mc, prec_chol)  # diag: [squares | x]; spherical: [|x|^2 | x]
+    width = C.lookup("full").expansion_width(d)
+    out = w.new_zeros(*w.shape[:-1], width)
+    out[..., :d] = w[..., :d] if t == "diag" else w[..., :1]
+    out[..., width - d:] = w[..., -d:]
+    return out, b
+
+
 class _GridFamily(Family):
     """The EM hooks of a grid of Gaussian mixtures (see :class:`torchem.em.Family`).
 
@@ -95,10 +112,22 @@ class _GridFamily(Family):
     ``prec_chol [B, R, K, D, D]``; ``K`` is the largest number of components, and model ``r``
     uses its first ``ks[r]``. Statistics are kept per covariance type (``"<type>:<name>"``,
     ``[B, R_type, ...]``).
+
+    One pass computes, per chunk, the ``full`` features of the data centred on one point
+    ``c`` (fixed for the fit: the mean of the initial means) once for every model, then one
+    GEMM gives every model's log-densities and, after the E-step, one more every model's
+    statistics (the other types' features are among the ``full`` ones; ``tied``'s scatter does
+    not depend on the model). The precise pass (float64 statistics about each component's own
+    mean) runs each type's own kernels.
     """
 
-    def __init__(self, types: list[str], ks: list[int], k_max: int, reg_covar: float, compact: bool = True):
+    def __init__(self, types: list[str], ks: list[int], k_max: int, reg_covar: float, compact: bool = True,
+                 centre: Tensor | None = None, shared_precise: bool = False):
         self.types, self.ks, self.k_max, self.reg_covar, self.compact = list(types), list(ks), k_max, reg_covar, compact
+        # the initial statistics: taken about one given point for every model, so the precise
+        # (float64) pass is the shared one in float64
+        self.shared_precise = shared_precise
+        self.centre = centre  # [B, 1, 1, D] in the data's dtype; set by the first pass
         self.segments: list[tuple[str, int, int]] = []  # (type, start, stop) along R
         for r, t in enumerate(self.types):
             if self.segments and self.segments[-1][0] == t:
@@ -122,29 +151,92 @@ class _GridFamily(Family):
 
     def subset(self, idx: list[int]) -> "_GridFamily":
         return _GridFamily([self.types[i] for i in idx], [self.ks[i] for i in idx], self.k_max, self.reg_covar,
-                           compact=False)
-
-    # ---- the pass ----------------------------------------------------------------------------
-
-    def prepare(self, params, precise=False):
-        return {"parts": [(t, self.families[t].prepare(self._native(params, t, a, b), precise))
-                          for t, a, b in self.segments]}
-
-    def log_prob(self, X, prepared):
-        outs = [self.families[t].log_prob(X, prep) for t, prep in prepared["parts"]]
-        log_prob = outs[0][0] if len(outs) == 1 else torch.cat([o[0] for o in outs], 1)
-        return log_prob, [o[1] for o in outs]
-
-    def stats(self, X, resp, prepared, aux, sample_weight):
-        out = {}
-        for i, ((t, a, b), (_, prep)) in enumerate(zip(self.segments, prepared["parts"])):
-            part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
-            out.update({f"{t}:{k}": v for k, v in part.items()})
-        return out
+                           compact=False, centre=self.centre)
 
     def _of(self, stats: dict[str, Tensor], t: str) -> dict[str, Tensor]:
         head = f"{t}:"
         return {k[len(head):]: v for k, v in stats.items() if k.startswith(head)}
+
+    # ---- the pass ----------------------------------------------------------------------------
+
+    def prepare(self, params, precise=False):
+        if precise and not self.shared_precise:
+            return {"precise": [(t, self.families[t].prepare(self._native(params, t, a, b), True))
+                                for t, a, b in self.segments]}
+        means = params["means"]
+        if self.centre is None:
+            self.centre = means.double().mean((1, 2), keepdim=True).to(means.dtype)
+        bsz, r, k, d = means.shape
+        c64 = self.centre.double()
+        dtype = torch.float64 if precise else means.dtype
+        if dtype != torch.float64:  # float32 rounding of the expansion too large: compute in float64
+            eps = torch.finfo(dtype).eps
+            for t, a, b in self.segments:
+                terms = C.lookup(t).expansion_terms((means[:, a:b].double() - c64).abs(),
+                                                    self._native(params, t, a, b)["prec_chol"].double())
+                if eps * float(terms.max()) > G.EXPANSION_TOLERANCE:
+                    dtype = torch.float64
+                    break
+        c = self.centre.to(dtype)
+        ws, bs, consts = [], [], []
+        for t, a, b in self.segments:
+            pc = self._native(params, t, a, b)["prec_chol"].to(dtype)
+            w, off = _feature_weights(t, means[:, a:b].to(dtype) - c, pc, d)
+            const = (C.lookup(t).component_log_det(pc, d) - 0.5 * d * math.log(2 * math.pi)).expand(off.shape)
+            ws.append(w)
+            bs.append(const - 0.5 * off)
+            consts.append(const)
+        w = torch.cat(ws, 1)  # [B, R, K, F]
+        return {
+            "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r,
+            "w": (-0.5 * w).permute(0, 3, 1, 2).reshape(bsz, w.shape[-1], r * k),  # [B, F, R K]
+            "b": torch.cat(bs, 1).reshape(bsz, 1, r * k), "const": torch.cat(consts, 1).reshape(bsz, 1, r * k),
+            "workspace": {},
+        }
+
+    def log_prob(self, X, prepared):
+        if "precise" in prepared:
+            outs = [self.families[t].log_prob(X, prep) for t, prep in prepared["precise"]]
+            return torch.cat([o[0] for o in outs], 1), [o[1] for o in outs]
+        x = X[:, 0].to(prepared["dtype"])  # [B, n, D]: one chunk for every model
+        z = C.lookup("full").features(x - prepared["centre"], prepared["workspace"])  # [B, n, F]
+        lp = torch.baddbmm(prepared["b"], z, prepared["w"])  # [B, n, R K]
+        lp = torch.minimum(lp, prepared["const"], out=lp)  # a Mahalanobis distance is not negative
+        bsz, n = lp.shape[:2]
+        lp = lp.to(X.dtype).view(bsz, n, prepared["r"], self.k_max).permute(0, 2, 1, 3)  # [B, R, n, K], a view
+        return lp, z
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        out = {}
+        if "precise" in prepared:
+            for i, ((t, a, b), (_, prep)) in enumerate(zip(self.segments, prepared["precise"])):
+                part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
+                out.update({f"{t}:{k}": v for k, v in part.items()})
+            return out
+        z = aux if aux is not None else C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"])
+        bsz, r, n, k = resp.shape
+        d = X.shape[-1]
+        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).to(z.dtype)  # a view of the E-step's layout
+        if sample_weight is not None:
+            wz = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)
+            nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)).sum(1)
+        else:
+            wz, nk = z, rr.sum(1)
+        rz = (rr.mT @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
+        nk = nk.double().reshape(bsz, r, k)
+        for t, a, b in self.segments:
+            part, sx = rz[:, a:b], rz[:, a:b, :, -d:]
+            if t == "full":
+                sxx = part[..., :-d]
+            elif t == "diag":
+                sxx = part[..., :d]
+            elif t == "spherical":
+                sxx = part[..., :d].sum(-1)
+            else:  # the total scatter, the same for every model
+                pairs = wz[..., :-d].sum(1).double()  # [B, P]
+                sxx = C.symmetric_from_pairs(pairs, d).unsqueeze(1).expand(bsz, b - a, d, d)
+            out.update({f"{t}:nk": nk[:, a:b], f"{t}:sx": sx, f"{t}:sxx": sxx})
+        return out
 
     def needs_precise_pass(self, stats, params) -> bool:
         return any(self.families[t].needs_precise_pass(self._of(stats, t), self._native(params, t, a, b))
@@ -155,6 +247,8 @@ class _GridFamily(Family):
         (converged or failed: the driver keeps their parameters) reuse that pass's results."""
         if not self.compact:
             return None
+        if self.centre is None:
+            self.centre = params["means"].double().mean((1, 2), keepdim=True).to(params["means"].dtype)
         r_total = len(self.types)
         if self._cache is None:
             moved = list(range(r_total))
@@ -210,7 +304,8 @@ class _GridFamily(Family):
                 # (never a failure or a warning of their own); their results are replaced below
                 own = {k: (torch.where(lv.reshape(lv.shape + (1,) * (v.ndim - 3)), v, v[:, :, :1])
                            if v.ndim >= 3 else v) for k, v in own.items()}
-            _, means, prec_chol, failed = G.gaussian_m_step(own, params["means"][:, a:b], t, self.reg_covar)
+            _, means, prec_chol, failed = G.gaussian_m_step(own, params["means"][:, a:b], t, self.reg_covar,
+                                                            centre=self.centre)
             nk = self._of(stats, t)["nk"] + tiny
             total = torch.where(lv, nk, torch.zeros_like(nk)).sum(-1, keepdim=True)
             log_weights = torch.where(lv, nk.log() - total.log(), torch.full_like(nk, -torch.inf))
@@ -221,6 +316,18 @@ class _GridFamily(Family):
             failed_all.append(ct.per_problem(failed))
         new = {k: torch.cat(v, 1) for k, v in out.items()}
         return new, torch.cat(failed_all, 1)
+
+
+class _MaskedLloyd(Lloyd):
+    """Lloyd iterations of K-means initialisations of different K in one batch: centres beyond a
+    model's K (``live [R, K]`` False) are never nearest, so they keep no points and stay put."""
+
+    def __init__(self, live: Tensor):
+        self.live = live
+
+    def log_prob(self, X, prepared):
+        lp, _ = super().log_prob(X, prepared)
+        return lp.masked_fill_(~self.live.unsqueeze(-2), -torch.inf), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +403,10 @@ class _GridFit(EMEstimator):
         return _GridFamily(types, ks, max(self.ks), float(self.ic.reg_covar))
 
     def _bytes_per_sample(self, n_features, n_restarts, itemsize):
+        # the types' kernels run one after the other on a chunk: the widest sets the working
+        # memory, with the joined [R, n, K] log-densities of every model
         k = max(self.ks)
-        per = sum(C.lookup(t).workspace_width(n_features) + 5 * k + n_features for t in self.types)
+        per = max(C.lookup(t).workspace_width(n_features) + 4 * k + n_features for t in self.types) + k * len(self.types)
         return itemsize * n_restarts * len(self.ks) * per
 
     def _single(self, k: int, t: str) -> GaussianMixture:
@@ -313,43 +422,69 @@ class _GridFit(EMEstimator):
     def _restart_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """Every cell's start, as :meth:`EMEstimator._restart_params` draws it for the single
         model: for each K, a copy of ``generator`` draws restart 0's initial responsibilities,
-        then the seeds of the others; every covariance type takes its M-step from them."""
+        then the seeds of the others. The k-means initialisations of every K and restart run
+        their Lloyd iterations as one batch (components beyond K masked), and every covariance
+        type takes its M-step from the same responsibilities, all cells in one float64 pass."""
         if source.n_problems != 1:
             raise ValueError("GaussianMixtureIC fits one problem: pass X of shape [n_samples, n_features] "
                              "(fit a GaussianMixtureIC per problem for several).")
         state = generator.get_state()
         k_max, d = max(self.ks), source.n_features
-        per_type: dict[str, list[dict[str, Tensor]]] = {t: [] for t in self.types}
+        kmeans = self.ic.init_params == "kmeans"
+
+        def draw(k, g):  # k-means++ seeds, or the helper's responsibilities for other inits
+            if kmeans:
+                return kmeans_plusplus(source.X, k, 1, g, sample_weight=source.sample_weight)
+            return self._single(k, self.types[0])._init_responsibilities(source, 1, g)
+
+        starts = []  # (K, start) of every cell of one covariance type, in the grid's order
         for k in self.ks:
             g = torch.Generator(generator.device)
             g.set_state(state)
-            helper = self._single(k, self.types[0])
-            resps = [helper._init_responsibilities(source, 1, g)]
+            starts.append((k, draw(k, g)))
             seeds = torch.randint(0, 2**62, (n_init - 1,), generator=g, device=g.device).tolist() if n_init > 1 else []
-            for seed in seeds:
-                resps.append(helper._init_responsibilities(source, 1, torch.Generator(g.device).manual_seed(int(seed))))
-            for t in self.types:
-                single = self._single(k, t)
-                for resp_fn in resps:
-                    p = single._m_step_from(source, resp_fn, single._init_reference(source, 1))
-                    per_type[t].append(self._pad({key: v.to(source.dtype) for key, v in p.items()}, t, k, k_max, d))
-        params = {key: torch.cat([p[key] for t in self.types for p in per_type[t]], 1) for key in ("log_weights", "means", "prec_chol")}
-        return {key: v.contiguous() for key, v in params.items()}
+            starts += [(k, draw(k, torch.Generator(g.device).manual_seed(int(seed)))) for seed in seeds]
+        n_types = len(self.types)
+        if kmeans:
+            ks = torch.tensor([k for k, _ in starts], device=source.device)
+            lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1))
+            centers = torch.cat([self._pad_rows(gather_rows(source.X, idx), k_max) for _, idx in starts], 1)
+            for _ in range(_KMEANS_INIT_ITER):
+                stats, _, _ = accumulate(lloyd, source, {"centers": centers}, hard=True, over_ranks=False)
+                centers = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
+
+            def resp_fn(start, X):
+                lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
+                return torch.nn.functional.one_hot(lp.argmax(-1), k_max).double().repeat(1, n_types, 1, 1)
+        else:
+            def resp_fn(start, X):  # [B, R, n, K_max]: the cells' responsibilities, shared by the types
+                parts = [torch.nn.functional.pad(fn(start, X), (0, k_max - k)) for k, fn in starts]
+                return torch.cat(parts, 1).repeat(1, n_types, 1, 1)
+
+        # the reference of GaussianMixture's initial statistics: the first chunk's mean, unit
+        # factors, here one point for every model (so the statistics share one feature pass)
+        X0 = next(iter(source.chunks()))[1]
+        m = X0.double().mean(-2, keepdim=True).unsqueeze(1)  # [B, 1, 1, D]
+        r = n_types * len(starts)
+        means = m.expand(source.n_problems, r, k_max, d)
+        eye = torch.eye(d, dtype=torch.float64, device=source.device).expand(source.n_problems, r, k_max, d, d)
+        about = {"log_weights": means.new_zeros(means.shape[:-1]), "means": means, "prec_chol": eye}
+        types, ks = self._cells()
+        family = _GridFamily(types, ks, k_max, float(self.ic.reg_covar), compact=False, centre=m, shared_precise=True)
+        stats, _, _ = accumulate(family, source, about, about=about, resp=resp_fn, over_ranks=False)
+        params, failed = family.m_step(stats, about)
+        if bool(failed.any()):
+            raise ValueError(G.COLLAPSED_MESSAGE)
+        return {key: v.to(source.dtype).contiguous() for key, v in params.items()}
 
     @staticmethod
-    def _pad(p: dict[str, Tensor], t: str, k: int, k_max: int, d: int) -> dict[str, Tensor]:
-        """One model's ``[B, 1, ...]`` parameters padded to ``k_max`` masked components, in the
-        full layout."""
-        extra = k_max - k
-        lw, means, pc = p["log_weights"], p["means"], p["prec_chol"]
-        if extra:
-            centre = means.double().mean(-2, keepdim=True).to(means.dtype)
-            lw = torch.cat([lw, torch.full((*lw.shape[:-1], extra), -torch.inf, dtype=lw.dtype, device=lw.device)], -1)
-            means = torch.cat([means, centre.expand(*means.shape[:-2], extra, d)], -2)
-            if t != "tied":
-                first = pc[:, :, :1]
-                pc = torch.cat([pc, first.expand(*pc.shape[:2], extra, *pc.shape[3:])], 2)
-        return {"log_weights": lw, "means": means, "prec_chol": _embed(pc, t, k_max, d)}
+    def _pad_rows(centers: Tensor, k_max: int) -> Tensor:
+        """``[B, 1, K, D]`` centres padded to ``k_max`` with their mean (masked ones)."""
+        extra = k_max - centers.shape[-2]
+        if not extra:
+            return centers
+        mean = centers.double().mean(-2, keepdim=True).to(centers.dtype)
+        return torch.cat([centers, mean.expand(*centers.shape[:-2], extra, centers.shape[-1])], -2)
 
     def _store(self, params):
         self._grid_params = params
