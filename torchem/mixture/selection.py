@@ -319,15 +319,37 @@ class _GridFamily(Family):
 
 
 class _MaskedLloyd(Lloyd):
-    """Lloyd iterations of K-means initialisations of different K in one batch: centres beyond a
-    model's K (``live [R, K]`` False) are never nearest, so they keep no points and stay put."""
+    """Lloyd iterations of the K-means initialisations of every K and restart as one batch
+    (``centers [B, R, K, D]``): centres beyond a model's K (``live [R, K]`` False) are never
+    nearest, so they keep no points and stay put. As for the Gaussian grid, one pass centres
+    the chunk once (on the mean of the first centres), one GEMM gives every model's
+    ``2 x.c - |c|^2`` (the nearest centre's ranking; ``|x|^2`` is the same for all) and one more
+    every model's cluster sums."""
 
-    def __init__(self, live: Tensor):
+    def __init__(self, live: Tensor, centers: Tensor):
         self.live = live
+        self.ref = centers.double().mean((1, 2)).unsqueeze(1).to(centers.dtype)  # [B, 1, D]
+
+    def prepare(self, params, precise=False):
+        c = params["centers"]
+        dtype = torch.float64 if precise else c.dtype
+        bsz, r, k, d = c.shape
+        cc = c.to(dtype) - self.ref.unsqueeze(1).to(dtype)
+        return {"dtype": dtype, "r": r, "w": 2.0 * cc.reshape(bsz, r * k, d).mT,
+                "b": (-cc.square().sum(-1)).masked_fill_(~self.live, -torch.inf).reshape(bsz, 1, r * k)}
 
     def log_prob(self, X, prepared):
-        lp, _ = super().log_prob(X, prepared)
-        return lp.masked_fill_(~self.live.unsqueeze(-2), -torch.inf), None
+        xc = X[:, 0].to(prepared["dtype"]) - self.ref.to(prepared["dtype"])
+        lp = torch.baddbmm(prepared["b"], xc, prepared["w"])  # [B, n, R K]
+        bsz, n = lp.shape[:2]
+        return lp.view(bsz, n, prepared["r"], -1).permute(0, 2, 1, 3), None
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        bsz, r, n, k = resp.shape
+        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).double()
+        if sample_weight is not None:
+            rr = rr * sample_weight[:, 0].double().unsqueeze(-1)
+        return {"counts": rr.sum(1).reshape(bsz, r, k), "sums": (rr.mT @ X[:, 0].double()).reshape(bsz, r, k, -1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,8 +469,8 @@ class _GridFit(EMEstimator):
         n_types = len(self.types)
         if kmeans:
             ks = torch.tensor([k for k, _ in starts], device=source.device)
-            lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1))
             centers = torch.cat([self._pad_rows(gather_rows(source.X, idx), k_max) for _, idx in starts], 1)
+            lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1), centers)
             for _ in range(_KMEANS_INIT_ITER):
                 stats, _, _ = accumulate(lloyd, source, {"centers": centers}, hard=True, over_ranks=False)
                 centers = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
