@@ -495,8 +495,12 @@ class _GridFit(EMEstimator):
         family = _GridFamily(types, ks, k_max, float(self.ic.reg_covar), compact=False, centre=m, shared_precise=True)
         stats, _, _ = accumulate(family, source, about, about=about, resp=resp_fn, over_ranks=False)
         params, failed = family.m_step(stats, about)
-        if bool(failed.any()):
+        # a model whose first M-step fails (GaussianMixture would raise) is left out: it runs
+        # from unit covariances, marked failed whatever its EM does
+        self._init_failed = failed
+        if bool(failed.all()):
             raise ValueError(G.COLLAPSED_MESSAGE)
+        params["prec_chol"] = torch.where(failed[..., None, None, None], eye, params["prec_chol"])
         return {key: v.to(source.dtype).contiguous() for key, v in params.items()}
 
     @staticmethod
@@ -534,6 +538,7 @@ class _GridFit(EMEstimator):
             return t.reshape(b * n_cells, n_init, *t.shape[2:])
 
         failed = result.failed if result.failed is not None else torch.zeros_like(result.converged)
+        failed = failed | self._init_failed.to(failed.device)
         lb = torch.where(failed, torch.full_like(result.lower_bound, -torch.inf), result.lower_bound)
         grouped = EMResult({k: cells(v) for k, v in result.params.items()}, cells(lb), cells(result.n_iter),
                            cells(result.converged), [cells(h) for h in result.history])
