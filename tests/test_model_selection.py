@@ -2,6 +2,7 @@
 covariance type from the same random_state (criteria against the single fits' bic()/aic(),
 the chosen model against the single fit), on in-memory, memory-mapped and DataLoader data."""
 
+import doctest
 import warnings
 
 import numpy as np
@@ -160,6 +161,15 @@ def test_bad_data_and_unfitted_use_are_clear_errors(X):
         GaussianMixtureIC().predict(X)
     with pytest.raises(NotFittedError):
         GaussianMixtureIC().criterion_  # noqa: B018
+
+
+def test_the_docstring_opens_with_an_example_that_runs():
+    doc = GaussianMixtureIC.__doc__.split("\n\n", 1)[1].lstrip()
+    assert doc.startswith("Example:")
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder(recurse=False).find(GaussianMixtureIC, "GaussianMixtureIC"):
+        runner.run(test)
+    assert runner.tries >= 5 and runner.failures == 0
 
 
 def test_a_failed_refit_keeps_the_previous_fit(X):

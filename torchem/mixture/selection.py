@@ -622,11 +622,13 @@ class GaussianMixtureIC(EstimatorModule):
         best_estimator_: the chosen model, a fitted :class:`~torchem.GaussianMixture`.
         n_components_, covariance_type_: its number of components and covariance type.
         best_index_: ``(row, column)`` of the chosen model in ``criterion_``.
+        n_components_grid_, covariance_types_: the grid's columns and rows (tuples).
         n_features_in_: number of features seen by ``fit``.
     """
 
     _fitted_attributes = ("criterion_", "bic_", "aic_", "lower_bound_", "n_iter_", "converged_", "best_estimator_",
-                          "n_components_", "covariance_type_", "best_index_", "n_features_in_")
+                          "n_components_", "covariance_type_", "best_index_", "n_components_grid_",
+                          "covariance_types_", "n_features_in_")
 
     def __init__(
         self,
@@ -729,6 +731,7 @@ class GaussianMixtureIC(EstimatorModule):
         self.n_iter_ = grid._cell_n_iter[0].reshape(t_n, k_n).cpu().numpy()
         self.converged_ = converged
         self.best_index_ = (int(row), int(col))
+        self.n_components_grid_, self.covariance_types_ = tuple(int(k) for k in ks), tuple(types)
         self.n_components_, self.covariance_type_ = int(ks[col]), types[row]
         self.n_features_in_ = int(grid._n_features)
         names = grid.__dict__.get("feature_names_in_")
