@@ -25,6 +25,7 @@ SCRIPTS = {
     "latent_classes": "latent_classes.txt",
     "hard_em": "hard_em.txt",
     "bic": "bic.txt",
+    "model_selection": "model_selection.txt",
     "models": "models.txt",
     "benchmark_tables": None,
 }

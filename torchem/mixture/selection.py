@@ -473,7 +473,10 @@ class _GridFit(EMEstimator):
             lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1), centers)
             for _ in range(_KMEANS_INIT_ITER):
                 stats, _, _ = accumulate(lloyd, source, {"centers": centers}, hard=True, over_ranks=False)
-                centers = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
+                new = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
+                if torch.equal(new, centers):
+                    break  # a fixed point: the remaining iterations would change nothing
+                centers = new
 
             def resp_fn(start, X):
                 lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
