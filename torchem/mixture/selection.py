@@ -59,26 +59,85 @@ _CRITERIA = ("bic", "aic")
 # --------------------------------------------------------------------------------------------
 
 
-def _embed(prec_chol: Tensor, covariance_type: str, k: int, d: int) -> Tensor:
-    """``[.., K, D, D]`` factors from a type's own layout (exact: values are only copied)."""
-    if covariance_type == "full":
+class _Layout:
+    """How one covariance type sits in the grid's shared layouts: its factor among ``[.., K, D, D]``
+    full factors, its Mahalanobis weights and its moments among the ``full`` features ``z`` of
+    ``x - c`` (the products ``x_i x_j``, squares first, then ``x - c`` itself; see
+    :func:`~torchem.functional.covariance.quadratic_features`). One entry per type in
+    :data:`_LAYOUTS`, as the covariance table of :mod:`torchem.functional.covariance`."""
+
+    def embed(self, prec_chol: Tensor, k: int, d: int) -> Tensor:
+        """``[.., K, D, D]`` factors from the type's own layout (values copied, exactly)."""
         return prec_chol
-    if covariance_type == "tied":
-        return prec_chol.unsqueeze(-3).expand(*prec_chol.shape[:-2], k, d, d)
-    if covariance_type == "diag":
-        return torch.diag_embed(prec_chol)
-    return prec_chol[..., None, None] * torch.eye(d, dtype=prec_chol.dtype, device=prec_chol.device)
 
-
-def _from_full(full: Tensor, covariance_type: str) -> Tensor:
-    """A type's own layout cut from ``[.., K, D, D]`` factors (the inverse of :func:`_embed`)."""
-    if covariance_type == "full":
+    def cut(self, full: Tensor) -> Tensor:
+        """The type's own layout cut from ``[.., K, D, D]`` factors (inverse of :meth:`embed`)."""
         return full
-    if covariance_type == "tied":
+
+    def weights(self, mc: Tensor, prec_chol: Tensor, d: int) -> tuple[Tensor, Tensor]:
+        """``(w [.., K, F], b [.., K])`` with ``(x-mu)^T P (x-mu) = z . w + b`` for the full
+        features ``z`` (``mc``: the means about ``c``)."""
+        return C.lookup("full").expansion(mc, self.embed(prec_chol, mc.shape[-2], d))
+
+    def second_moments(self, rz: Tensor, scatter, d: int) -> Tensor:
+        """The type's ``sxx`` statistic from ``rz = r^T z`` (``[.., K, F]``, float64), or from
+        ``scatter()``, the ``[B, D, D]`` total scatter of the chunk."""
+        return rz[..., :-d]
+
+
+class _TiedLayout(_Layout):
+    def embed(self, prec_chol, k, d):
+        return prec_chol.unsqueeze(-3).expand(*prec_chol.shape[:-2], k, d, d)
+
+    def cut(self, full):
         return full[..., 0, :, :]
-    if covariance_type == "diag":
+
+    def second_moments(self, rz, scatter, d):
+        return scatter().unsqueeze(1).expand(*rz.shape[:2], d, d)  # the same for every model
+
+
+class _ElementwiseLayout(_Layout):
+    """``diag`` and ``spherical``: their features (squares or their sum, and ``x``) are among
+    the full ones; their weights are placed there."""
+
+    def weights(self, mc, prec_chol, d):
+        w, b = self.table.expansion(mc, prec_chol)  # [quadratic part | x]
+        width = C.lookup("full").expansion_width(d)
+        out = w.new_zeros(*w.shape[:-1], width)
+        out[..., :d] = w[..., : w.shape[-1] - d]  # per square (diag), or one for all (spherical)
+        out[..., width - d:] = w[..., -d:]
+        return out, b
+
+
+class _DiagLayout(_ElementwiseLayout):
+    table = C.lookup("diag")
+
+    def embed(self, prec_chol, k, d):
+        return torch.diag_embed(prec_chol)
+
+    def cut(self, full):
         return torch.diagonal(full, dim1=-2, dim2=-1)
-    return full[..., 0, 0]
+
+    def second_moments(self, rz, scatter, d):
+        return rz[..., :d]
+
+
+class _SphericalLayout(_ElementwiseLayout):
+    table = C.lookup("spherical")
+
+    def embed(self, prec_chol, k, d):
+        return prec_chol[..., None, None] * torch.eye(d, dtype=prec_chol.dtype, device=prec_chol.device)
+
+    def cut(self, full):
+        return full[..., 0, 0]
+
+    def second_moments(self, rz, scatter, d):
+        return rz[..., :d].sum(-1)
+
+
+#: ``covariance_type`` -> its place in the grid's shared layouts.
+_LAYOUTS: dict[str, _Layout] = {"full": _Layout(), "tied": _TiedLayout(), "diag": _DiagLayout(),
+                                "spherical": _SphericalLayout()}
 
 
 def _live_centre(means: Tensor, live: Tensor) -> Tensor:
@@ -87,21 +146,6 @@ def _live_centre(means: Tensor, live: Tensor) -> Tensor:
     m = live.to(torch.float64).unsqueeze(-1)
     total = (means.double() * m).sum(-2, keepdim=True)
     return (total / m.sum(-2, keepdim=True)).to(means.dtype)
-
-
-def _feature_weights(t: str, mc: Tensor, prec_chol: Tensor, d: int) -> tuple[Tensor, Tensor]:
-    """``(w [.., K, F], b [.., K])`` with ``(x-mu)^T P (x-mu) = z . w + b`` for the ``full``
-    features ``z`` of ``x - c`` (squares first, then the other products, then ``x - c``): every
-    covariance type reads the same features, the others' weights placed where their own
-    features (squares, their sum, ``x``) sit among them."""
-    if t in ("full", "tied"):
-        return C.lookup("full").expansion(mc, _embed(prec_chol, t, mc.shape[-2], d))
-    w, b = C.lookup(t).expansion(mc, prec_chol)  # diag: [squares | x]; spherical: [|x|^2 | x]
-    width = C.lookup("full").expansion_width(d)
-    out = w.new_zeros(*w.shape[:-1], width)
-    out[..., :d] = w[..., :d] if t == "diag" else w[..., :1]
-    out[..., width - d:] = w[..., -d:]
-    return out, b
 
 
 class _GridFamily(Family):
@@ -147,7 +191,7 @@ class _GridFamily(Family):
 
     def _native(self, params: dict[str, Tensor], t: str, a: int, b: int) -> dict[str, Tensor]:
         return {"log_weights": params["log_weights"][:, a:b], "means": params["means"][:, a:b],
-                "prec_chol": _from_full(params["prec_chol"][:, a:b], t)}
+                "prec_chol": _LAYOUTS[t].cut(params["prec_chol"][:, a:b])}
 
     def subset(self, idx: list[int]) -> "_GridFamily":
         return _GridFamily([self.types[i] for i in idx], [self.ks[i] for i in idx], self.k_max, self.reg_covar,
@@ -181,7 +225,7 @@ class _GridFamily(Family):
         ws, bs, consts = [], [], []
         for t, a, b in self.segments:
             pc = self._native(params, t, a, b)["prec_chol"].to(dtype)
-            w, off = _feature_weights(t, means[:, a:b].to(dtype) - c, pc, d)
+            w, off = _LAYOUTS[t].weights(means[:, a:b].to(dtype) - c, pc, d)
             const = (C.lookup(t).component_log_det(pc, d) - 0.5 * d * math.log(2 * math.pi)).expand(off.shape)
             ws.append(w)
             bs.append(const - 0.5 * off)
@@ -224,18 +268,13 @@ class _GridFamily(Family):
             wz, nk = z, rr.sum(1)
         rz = (rr.mT @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
         nk = nk.double().reshape(bsz, r, k)
+        def scatter():  # the chunk's total scatter about c (tied: independent of the model)
+            return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
+
         for t, a, b in self.segments:
-            part, sx = rz[:, a:b], rz[:, a:b, :, -d:]
-            if t == "full":
-                sxx = part[..., :-d]
-            elif t == "diag":
-                sxx = part[..., :d]
-            elif t == "spherical":
-                sxx = part[..., :d].sum(-1)
-            else:  # the total scatter, the same for every model
-                pairs = wz[..., :-d].sum(1).double()  # [B, P]
-                sxx = C.symmetric_from_pairs(pairs, d).unsqueeze(1).expand(bsz, b - a, d, d)
-            out.update({f"{t}:nk": nk[:, a:b], f"{t}:sx": sx, f"{t}:sxx": sxx})
+            part = rz[:, a:b]
+            out.update({f"{t}:nk": nk[:, a:b], f"{t}:sx": part[..., -d:],
+                        f"{t}:sxx": _LAYOUTS[t].second_moments(part, scatter, d)})
         return out
 
     def needs_precise_pass(self, stats, params) -> bool:
@@ -312,7 +351,7 @@ class _GridFamily(Family):
             means = torch.where(lv.unsqueeze(-1), means, _live_centre(means, lv))
             out["log_weights"].append(log_weights)
             out["means"].append(means)
-            out["prec_chol"].append(_embed(prec_chol, t, self.k_max, d))
+            out["prec_chol"].append(_LAYOUTS[t].embed(prec_chol, self.k_max, d))
             failed_all.append(ct.per_problem(failed))
         new = {k: torch.cat(v, 1) for k, v in out.items()}
         return new, torch.cat(failed_all, 1)
@@ -751,7 +790,7 @@ class GaussianMixtureIC(EstimatorModule):
         cell = row * len(grid.ks) + col
         params = {key: v[0, cell] for key, v in grid._best.items()}
         params = {"log_weights": params["log_weights"][:k], "means": params["means"][:k],
-                  "prec_chol": _from_full(params["prec_chol"][:k], t)}
+                  "prec_chol": _LAYOUTS[t].cut(params["prec_chol"][:k])}
         model = grid._single(k, t).to(dtype=params["means"].dtype)
         model._set_fitted_parameters(params, stacked=False, output_numpy=grid._fit_info.kind.is_numpy)
         n_iter = int(grid._cell_n_iter[0, cell])
