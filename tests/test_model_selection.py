@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchem import ConvergenceWarning, GaussianMixture, GaussianMixtureIC, NotFittedError
+from torchem.data import TensorSource
+from torchem.em import Family, run_em
 
 TYPES = ("full", "tied", "diag", "spherical")
 
@@ -191,3 +193,52 @@ def test_grid_on_cuda_equals_the_cpu_grid(X):
     assert gpu.best_estimator_.means_.device.type == "cuda"
     np.testing.assert_allclose(gpu.bic_, cpu.bic_, rtol=1e-6)
     assert (gpu.n_components_, gpu.covariance_type_) == (cpu.n_components_, cpu.covariance_type_)
+
+
+@pytest.mark.parametrize("init_params", ["random", "k-means++", "random_from_data"])
+def test_every_initialisation_gives_the_single_fits(X, init_params):
+    ic = GaussianMixtureIC((1, 3), covariance_type=("full", "spherical"), init_params=init_params, n_init=2,
+                           random_state=1).fit(X)
+    for row, t in enumerate(("full", "spherical")):
+        for col, k in enumerate((1, 3)):
+            single = GaussianMixture(k, covariance_type=t, init_params=init_params, n_init=2, random_state=1).fit(X)
+            np.testing.assert_allclose(ic.bic_[row, col], single.bic(X), rtol=1e-10)
+
+
+class _Halving(Family):
+    """A toy family for the driver: parameter ``m [B, R, 1]`` halves at every M-step, and the
+    M-step of restart 1 fails at its third update."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def prepare(self, params, precise=False):
+        return {}
+
+    def log_prob(self, X, prepared):
+        return -X.square().sum(-1, keepdim=True).expand(X.shape[0], 2, X.shape[2], 1), None
+
+    def stats(self, X, resp, prepared, aux, sample_weight):
+        return {"n": resp.sum((-2, -1)).double()}
+
+    def m_step(self, stats, params):
+        self.calls += 1
+        failed = torch.zeros(params["m"].shape[:2], dtype=torch.bool)
+        failed[:, 1] = self.calls >= 3
+        return {"m": params["m"] / 2, "log_weights": params["log_weights"]}, failed
+
+
+def test_the_driver_freezes_a_failed_restart_and_runs_the_others():
+    """run_em(freeze_failed=True), which the grid runs with: the failed restart keeps the
+    parameters of its last good update and stops, marked failed; the others run on; without
+    the option the failure is the fit's error."""
+    source = TensorSource(torch.zeros(1, 10, 1, dtype=torch.float64), device=torch.device("cpu"), dtype=torch.float64,
+                          chunk_size=10)
+    params = {"m": torch.ones(1, 2, 1, dtype=torch.float64), "log_weights": torch.zeros(1, 2, 1, dtype=torch.float64)}
+    result = run_em(_Halving(), source, params, tol=-1.0, max_iter=5, freeze_failed=True)
+    np.testing.assert_array_equal(result.failed.numpy(), [[False, True]])
+    np.testing.assert_array_equal(result.params["m"][0, :, 0].numpy(), [1 / 32, 1 / 4])  # 5 updates; 2, then frozen
+    np.testing.assert_array_equal(result.n_iter.numpy(), [[5, 2]])
+    assert not result.converged.any()
+    with pytest.raises(ValueError, match="boom"):
+        run_em(_Halving(), source, params, tol=-1.0, max_iter=5, failure_message="boom")

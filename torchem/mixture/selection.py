@@ -640,7 +640,9 @@ class GaussianMixtureIC(EstimatorModule):
     fitted :class:`~torchem.GaussianMixture` usable on its own, and ``predict``,
     ``predict_proba``, ``score_samples``, ``score``, ``sample``, ``bic`` and ``aic`` delegate
     to it. A model whose M-step fails (a collapsed component) is reported with an infinite
-    criterion and a warning, instead of failing the whole grid.
+    criterion and a warning, instead of failing the whole grid. (With ``reg_covar=0`` a model
+    that collapses onto repeated points may, by rounding, reach a degenerate finite fit where
+    the single ``GaussianMixture`` fails: keep ``reg_covar > 0`` to compare models.)
 
     Data: as for :class:`~torchem.GaussianMixture`, a 2-D numpy array or tensor (on any
     device), an ``np.memmap`` or a re-iterable of batches (a DataLoader) streamed chunk by
