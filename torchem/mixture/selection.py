@@ -271,9 +271,10 @@ class _GridFamily(Family):
         def scatter():  # the chunk's total scatter about c (tied: independent of the model)
             return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
 
+        shared = r < len(self.types)  # one type's responsibilities, the same for every type (the start)
         for t, a, b in self.segments:
-            part = rz[:, a:b]
-            out.update({f"{t}:nk": nk[:, a:b], f"{t}:sx": part[..., -d:],
+            part, counts = (rz, nk) if shared else (rz[:, a:b], nk[:, a:b])
+            out.update({f"{t}:nk": counts, f"{t}:sx": part[..., -d:],
                         f"{t}:sxx": _LAYOUTS[t].second_moments(part, scatter, d)})
         return out
 
@@ -519,11 +520,11 @@ class _GridFit(EMEstimator):
 
             def resp_fn(start, X):
                 lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
-                return torch.nn.functional.one_hot(lp.argmax(-1), k_max).double().repeat(1, n_types, 1, 1)
+                return torch.nn.functional.one_hot(lp.argmax(-1), k_max).double()
         else:
-            def resp_fn(start, X):  # [B, R, n, K_max]: the cells' responsibilities, shared by the types
+            def resp_fn(start, X):  # [B, R / types, n, K_max]: the cells' responsibilities, shared by the types
                 parts = [torch.nn.functional.pad(fn(start, X), (0, k_max - k)) for k, fn in starts]
-                return torch.cat(parts, 1).repeat(1, n_types, 1, 1)
+                return torch.cat(parts, 1)
 
         # the reference of GaussianMixture's initial statistics: the first chunk's mean, unit
         # factors, here one point for every model (so the statistics share one feature pass)
