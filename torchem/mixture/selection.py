@@ -39,8 +39,7 @@ from torch import Tensor
 
 from .._utils import caller_stacklevel, check_fitted, check_int, check_real
 from ..data import Source, TensorSource
-from ..distributed import is_distributed
-from ..em import EMResult, Family, accumulate, run_em, select_best
+from ..em import EMResult, Family, accumulate, select_best
 from ..estimator import EMEstimator, EstimatorModule
 from ..init import Lloyd, gather_rows, kmeans_plusplus
 from ..exceptions import ConvergenceWarning
@@ -741,9 +740,7 @@ class GaussianMixtureIC(EstimatorModule):
         """
         self._validate()
         grid = _GridFit(self).to(device=self._anchor.device, dtype=self._anchor.dtype)
-        with warnings.catch_warnings():
-            # a model's failed M-step is reported below as an infinite criterion, not per fit
-            grid._fit(X, sample_weight)
+        grid._fit(X, sample_weight)  # a transaction: a failed fit leaves this estimator as it was
         self._set_results(grid)
         return self
 
