@@ -106,7 +106,7 @@ else
 fi
 BENCH=("$PY" -m torchem bench --devices "$DEVICES" --no-reference --no-progress "${ITERS[@]}")
 
-step tests 60 "$PY" -m pytest -m cuda "${TESTS[@]}" -q -p no:cacheprovider -rfEs --junitxml="$WORK/junit.xml"
+step tests 90 "$PY" -m pytest -m cuda "${TESTS[@]}" -q -p no:cacheprovider -rfEs --junitxml="$WORK/junit.xml"
 step precision 30 "$PY" benchmarks/bench_precision.py "${PREC[@]}" --json "$DEST/gpu-precision.json"
 step bench-gmm 100 "${BENCH[@]}" --models gmm-diag,gmm-full "${GMM[@]}" --json "$DEST/gpu-bench-gmm.json"
 step bench-bernoulli 50 "${BENCH[@]}" --models bernoulli "${BER[@]}" --json "$DEST/gpu-bench-bernoulli.json"

@@ -39,7 +39,7 @@ def test_full_feature_count_is_the_kernels_width(d):
 def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     pytest.importorskip("sklearn")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    args = ["--quick", "--models", "gmm-diag,kmeans", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
+    args = ["--quick", "--models", "gmm-diag,kmeans,bgmm-full", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
             "--repeat", "1", "--devices", "cpu", "--references", "sklearn,faiss", "--json", str(out), "--no-progress"]
     has_plot = importlib.util.find_spec("matplotlib") is not None
     assert main(args + (["--plot", str(png)] if has_plot else [])) == 0
@@ -67,6 +67,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     by = {(r["model"], r["library"]): r for r in res["runs"]}
     np.testing.assert_allclose(by["gmm-diag", "torchem"]["quality"], by["gmm-diag", "sklearn"]["quality"], rtol=1e-4)
     np.testing.assert_allclose(by["kmeans", "torchem"]["quality"], by["kmeans", "sklearn"]["quality"], rtol=1e-4)
+    np.testing.assert_allclose(by["bgmm-full", "torchem"]["quality"], by["bgmm-full", "sklearn"]["quality"], rtol=1e-4)
     if ("kmeans", "faiss") in by:
         np.testing.assert_allclose(by["kmeans", "faiss"]["quality"], by["kmeans", "sklearn"]["quality"], rtol=1e-4)
     assert "gmm-diag  N=2,000 D=3 K=2" in printed and "torchem/cpu" in printed
@@ -76,7 +77,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     assert main(["--from-json", str(out)]) == 0
     assert "kmeans  N=2,000 D=3 K=2" in capsys.readouterr().out
     rows = [line for line in format_table(res).splitlines() if line.startswith("torchem/cpu")]
-    assert len(rows) == 2
+    assert len(rows) == 3
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,4 @@ def test_unwritable_outputs_are_refused_before_the_run(capsys):
     pytest.importorskip("matplotlib")
     assert main(["--quick", "--models", "kmeans", "--plot", "results.xyz", "--no-progress"]) == 2
     assert "unsupported image type 'xyz'" in capsys.readouterr().err
+

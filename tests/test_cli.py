@@ -162,7 +162,7 @@ def test_bad_requests_to_fit(tmp_path, blobs, capsys):
     cases = [
         (["--model", "gmm", "-k", "1000"], "n_components"),  # more components than samples
         (["--model", "bernoulli", "-k", "2"], "binary"),
-        (["--model", "kmeans", "-k", "2", "--covariance-type", "diag"], "--model gmm only"),
+        (["--model", "kmeans", "-k", "2", "--covariance-type", "diag"], "--model gmm and bgmm only"),
         (["--model", "gmm", "-k", "2", "--out", str(tmp_path / "no" / "m.pt")], "does not exist"),
     ]
     if not torch.cuda.is_available():
@@ -288,13 +288,15 @@ def test_predict_does_not_write_over_its_input(tmp_path, blobs, capsys):
     assert "is also an input" in capsys.readouterr().err and data.read_bytes() == before
 
 
-@pytest.fixture(params=["numpy", "pyarrow"])
+@pytest.fixture(params=["numpy", "pyarrow", "pandas"])
 def csv_reader(request, monkeypatch):
-    """CSV files are read by pyarrow's C reader when it is installed, by numpy's otherwise."""
-    if request.param == "pyarrow":
-        pytest.importorskip("pyarrow.csv")
-    else:
-        monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    """CSV files are read by pandas' C reader when it is installed, else by pyarrow's when it
+    is, by numpy's otherwise; each must read the same numbers and give the same errors."""
+    if request.param != "pandas":
+        monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` raises ImportError
+    if request.param == "numpy":
+        monkeypatch.setitem(sys.modules, "pyarrow", None)
+    pytest.importorskip({"numpy": "numpy", "pyarrow": "pyarrow.csv", "pandas": "pandas"}[request.param])
     return request.param
 
 
@@ -307,6 +309,10 @@ CSV_TEXTS = {
     "no final line end": "1,2\n3,4",
     "Python's spellings": "1_000,+2\nInfinity,-inf\n",  # the infinities are refused later, as NaN is
     "one column": "x\n1\n2\n3\n",
+    # 17 significant digits over the whole exponent range, subnormals included: every reader
+    # must round each to the nearest double, as Python's float does
+    "hard roundings": "\n".join(",".join(f"{m:.17g}" for m in row) for row in (
+        np.random.default_rng(3).normal(size=(400, 5)) * 10.0 ** np.random.default_rng(4).integers(-320, 300, size=(400, 5)))),
 }
 
 
@@ -480,3 +486,65 @@ def test_select_prints_the_criterion_table_of_the_grid_and_saves_the_chosen_mode
         with pytest.raises(SystemExit) as exc:
             main(["select", str(path), *bad])
         assert exc.value.code == 2 and "expected" in capsys.readouterr().err
+
+
+def test_fit_bgmm_switches_unneeded_components_off_and_predicts(tmp_path, blobs_csv, capsys):
+    from torchem import BayesianGaussianMixture
+
+    path, X = blobs_csv
+    out = tmp_path / "bgm.pt"
+    assert main(["fit", str(path), "--model", "bgmm", "-k", "6", "--weight-concentration-prior", "0.01",
+                 "--covariance-type", "diag", "--double", "--out", str(out)]) == 0
+    printed = _summary(capsys.readouterr().out)
+    name, model = load_model(str(out))
+    assert name == "bgmm" and isinstance(model, BayesianGaussianMixture)
+    direct = BayesianGaussianMixture(6, covariance_type="diag", weight_concentration_prior=0.01, random_state=0).fit(X)
+    np.testing.assert_allclose(_np(model.means_), direct.means_, rtol=1e-8)
+    np.testing.assert_allclose(_np(model.covariance_prior_), direct.covariance_prior_, rtol=1e-12)
+    used = int((direct.weights_ > 0.01).sum())
+    assert printed["components"] == f"used  {used} of 6 (weight above 0.01)"
+    np.testing.assert_allclose(float(printed["lower"].split()[1]), direct.lower_bound_, rtol=1e-6)
+    labels = tmp_path / "labels.npy"
+    assert main(["predict", str(out), str(path), "--out", str(labels)]) == 0
+    np.testing.assert_array_equal(np.load(labels), direct.predict(X))
+    assert main(["fit", str(path), "--model", "gmm", "-k", "2", "--weight-concentration-prior", "0.1",
+                 "--out", str(out)]) == 1
+    assert "--model bgmm only" in capsys.readouterr().err
+
+
+def test_fit_with_labels_from_csv_or_npy(tmp_path, capsys):
+    """``--labels FILE``: the semi-supervised fit (component k is class k), the same whether
+    the data is read whole (.csv) or streamed with the labels in its batches (.npy)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    X = np.stack([rng.normal(size=600) * 3.0, rng.normal(size=600) * 0.5 + 1.2 * y], 1)
+    labels = np.where(np.arange(600) % 20 == 0, y, -1)
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    np.save(tmp_path / "x.npy", X)
+    np.savetxt(tmp_path / "labels.csv", labels, fmt="%d", header="label", comments="")
+    np.save(tmp_path / "labels.npy", labels)
+    means = []
+    for data, lab in (("x.csv", "labels.csv"), ("x.npy", "labels.npy")):
+        out = tmp_path / f"{data}.pt"
+        assert main(["fit", str(tmp_path / data), "--model", "gmm", "-k", "2", "--double", "--labels", str(tmp_path / lab),
+                     "--out", str(out)]) == 0
+        assert _summary(capsys.readouterr().out)["labelled"].startswith("30 samples")
+        _, model = load_model(str(out))
+        pred = model.predict(torch.from_numpy(X)).numpy()
+        assert adjusted_rand_score(y, pred) > 0.4 and np.mean(pred == y) > 0.8
+        means.append(_np(model.means_))
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-9, atol=1e-12)
+    bad = [("short.npy", labels[:-1], "one label per sample"), ("range.npy", np.full(600, 2), "names component 2"),
+           ("half.npy", np.full(600, 0.5), "whole numbers"), ("grid.npy", np.zeros((600, 2)), "shape (600, 2)"),
+           ("labels.txt", None, "use .npy or .csv"), ("missing.npy", None, "does not exist")]
+    for name, value, message in bad:
+        if value is not None:
+            np.save(tmp_path / name, value)
+        elif name.endswith(".txt"):
+            (tmp_path / name).write_text("0\n")
+        assert main(["fit", str(tmp_path / "x.csv"), "--model", "gmm", "-k", "2", "--labels", str(tmp_path / name),
+                     "--out", str(tmp_path / "m.pt")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("torchem fit: error:") and "--labels" in err and message in err, (name, err)

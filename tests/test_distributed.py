@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchem import BernoulliMixture, GaussianMixture, GaussianMixtureIC, KMeans
+from torchem import BayesianGaussianMixture, BernoulliMixture, GaussianMixture, GaussianMixtureIC, KMeans
+from torchem.distributed import consistent_count
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 
@@ -32,11 +33,14 @@ def _models():
         "gmm": lambda: GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64),
         "kmeans": lambda: KMeans(3, n_init=2, init="random", random_state=0, chunk_size=64),
         "bernoulli": lambda: BernoulliMixture(2, random_state=0, chunk_size=64),
+        # its priors come from the data: one more pass, summed over the ranks
+        "bgmm": lambda: BayesianGaussianMixture(4, weight_concentration_prior=0.01, n_init=2, random_state=0, chunk_size=64),
     }
 
 
 def _stream_models():
-    return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0)}
+    return {"gmm": GaussianMixture(3, covariance_type="diag", random_state=0), "kmeans": KMeans(3, random_state=0),
+            "bgmm": BayesianGaussianMixture(3, covariance_type="tied", random_state=0)}
 
 
 def _weights():
@@ -53,6 +57,13 @@ def _ic_model():
 
 def _ic_params(ic):
     return {"bic": ic.bic_, "n_iter": ic.n_iter_, "means": ic.best_estimator_.means_}
+
+
+def _labels():
+    """Partial labels of the first half (rank 0's shard) only: rank 1 passes none."""
+    labels = np.full(600, -1)
+    labels[:300:10] = np.random.default_rng(3).integers(0, 3, 30)
+    return labels
 
 
 def _batches(X):
@@ -90,6 +101,9 @@ def _worker(rank, world, init_file, out_dir):
     results["ic"] = _ic_params(_ic_model().fit(X[half]))
     # sample weights: each rank passes the weights of its half
     results["weighted-gmm"] = _params(_weighted_model().fit(X[half], sample_weight=_weights()[half]))
+    # partial labels: rank 0 passes the labels of its half, rank 1 none
+    for name in ("gmm", "kmeans"):
+        results["labelled-" + name] = _params(_models()[name]().fit(X[half], labels=_labels()[half] if rank == 0 else None))
     # partial_fit: each rank passes its half of every batch
     for name, model in _stream_models().items():
         for batch in _batches(X):
@@ -129,6 +143,27 @@ def _worker(rank, world, init_file, out_dir):
         results["state"] = "no error"
     except ValueError as exc:
         results["state"] = str(exc)
+    # the sample count crosses the ranks exactly above 2**24 (float32 would round it)
+    results["count"] = consistent_count({"same": 1}, None, 2**24 + 1 + rank, torch.device("cpu"))
+    # partial_fit: the full (object) handshake on a stream's first batch only; a later batch
+    # that one rank cannot read still raises the same error on every rank
+    gathers = []
+    real_gather = dist.all_gather_object
+    dist.all_gather_object = lambda *a, **k: (gathers.append(1), real_gather(*a, **k))[1]
+    try:
+        model = KMeans(3, random_state=0)
+        for i, batch in enumerate(_batches(X)):
+            part = batch[rank * 100 : (rank + 1) * 100]
+            if i == 4 and rank == 1:
+                part = part.copy()
+                part[5, 1] = np.inf
+            try:
+                model.partial_fit(part)
+                results.setdefault("later-batches", []).append(len(gathers))
+            except ValueError as exc:
+                results["later-error"] = str(exc)
+    finally:
+        dist.all_gather_object = real_gather
     # a rank that fails mid-fit: the other must fail too (not hang)
     start = time.perf_counter()
 
@@ -166,7 +201,7 @@ def ranks(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("name", ["gmm", "kmeans", "bernoulli"])
+@pytest.mark.parametrize("name", ["gmm", "kmeans", "bernoulli", "bgmm"])
 def test_ranks_agree_with_the_single_process_fit(ranks, name):
     X, B = _data()
     single = _params(_models()[name]().fit(X if name != "bernoulli" else B))
@@ -200,6 +235,15 @@ def test_weighted_fit_over_ranks_equals_the_single_process_fit(ranks):
 
 
 @pytest.mark.parametrize("name", ["gmm", "kmeans"])
+def test_labelled_fit_over_ranks_equals_the_single_process_fit(ranks, name):
+    X, _ = _data()
+    single = _params(_models()[name]().fit(X, labels=_labels()))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["labelled-" + name][key], ranks[1]["labelled-" + name][key])
+        np.testing.assert_allclose(ranks[0]["labelled-" + name][key], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gmm", "kmeans", "bgmm"])
 def test_partial_fit_over_ranks_equals_partial_fit_on_whole_batches(ranks, name):
     X, _ = _data()
     model = _stream_models()[name]
@@ -240,3 +284,15 @@ def test_a_rank_failing_mid_fit_fails_the_others(ranks):
     assert ranks[1]["failure"] == "RuntimeError: rank 1 died"
     assert ranks[0]["failure"] != "no error"  # the survivor raised instead of hanging
     assert ranks[0]["failure_seconds"] < 60
+
+
+def test_the_sample_count_is_exact_above_float32s_integers(ranks):
+    assert ranks[0]["count"] == ranks[1]["count"] == 2 * (2**24 + 1) + 1
+
+
+def test_partial_fit_exchanges_objects_on_the_first_batch_only(ranks):
+    # the first batch's handshake gathers objects once; the next three batches none
+    assert ranks[0]["later-batches"] == ranks[1]["later-batches"] == [1, 1, 1, 1]
+    # the fifth batch: rank 1 could not read its part, and both ranks say so
+    assert ranks[0]["later-error"] == ranks[1]["later-error"]
+    assert re.search("rank 1: ValueError: .*NaN or infinity", ranks[0]["later-error"]), ranks[0]["later-error"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchem import BernoulliMixture, BinomialMixture, CategoricalMixture, ConvergenceWarning, GaussianMixture, PoissonMixture
+from torchem import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, ConvergenceWarning, GaussianMixture, PoissonMixture
 
 RNG = np.random.default_rng(0)
 N = 240
@@ -19,7 +19,7 @@ WEIGHTS[:3] = 1.0  # at least some weight everywhere it matters
 
 def _data(name):
     z = RNG.integers(0, 3, N)
-    if name.startswith("gmm"):
+    if name.startswith("gmm") or name == "bgmm":
         return RNG.normal(size=(N, 3)) + np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0]])[z]
     if name == "bernoulli":
         return (RNG.random((N, 5)) < np.array([0.2, 0.5, 0.8])[z, None]).astype(np.float64)
@@ -36,7 +36,8 @@ def _model(name, **kw):
         return GaussianMixture(3, covariance_type=name.split("-")[1], **common)
     return {"bernoulli": lambda: BernoulliMixture(3, **common), "binomial": lambda: BinomialMixture(3, n_trials=6, **common),
             "poisson": lambda: PoissonMixture(3, **common),
-            "categorical": lambda: CategoricalMixture(3, n_categories=4, **common)}[name]()
+            "categorical": lambda: CategoricalMixture(3, n_categories=4, **common),
+            "bgmm": lambda: BayesianGaussianMixture(3, **common)}[name]()
 
 
 def _params(model):
@@ -53,7 +54,7 @@ def _assert_same(a, b, rtol):
         np.testing.assert_allclose(pa[key], pb[key], rtol=rtol, atol=1e-9, err_msg=key)
 
 
-FAMILIES = ["gmm-full", "gmm-tied", "gmm-diag", "gmm-spherical", "bernoulli", "binomial", "poisson", "categorical"]
+FAMILIES = ["gmm-full", "gmm-tied", "gmm-diag", "gmm-spherical", "bernoulli", "binomial", "poisson", "categorical", "bgmm"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

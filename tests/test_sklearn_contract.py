@@ -19,7 +19,7 @@ from sklearn.utils import get_tags  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import torchem  # noqa: E402
-from torchem import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, GaussianMixtureIC, KMeans, PoissonMixture  # noqa: E402
+from torchem import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, GaussianMixtureIC, KMeans, PoissonMixture  # noqa: E402
 
 # torchem estimators are nn.Modules, not BaseEstimator subclasses: scikit-learn says so once
 pytestmark = pytest.mark.filterwarnings("ignore:Estimator .* does not inherit from .sklearn.base.BaseEstimator.")
@@ -80,6 +80,7 @@ def _expected_failures(estimator):
      KMeans(2, n_init=2, random_state=0),
      BernoulliMixture(2, binarize=0.0, random_state=0), BinomialMixture(2, n_trials=10, random_state=0),
      PoissonMixture(2, random_state=0), CategoricalMixture(2, random_state=0),
+     BayesianGaussianMixture(2, random_state=0),
      GaussianMixtureIC((1, 2), covariance_type=("full", "diag"), random_state=0)],
     expected_failed_checks=_expected_failures,
 )
@@ -150,6 +151,24 @@ def test_clone_keeps_dtype_and_device_and_pickle_round_trips():
         assert restored.inertia_ == km.inertia_
     gm = GaussianMixture(3, random_state=0).fit(X)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(gm)).score_samples(X), gm.score_samples(X))
+
+
+def test_bayesian_mixture_in_grid_search_clone_and_pickle():
+    X = _blobs()
+    grid = {"covariance_type": ["full", "spherical"], "weight_concentration_prior": [0.01, 1.0]}
+    search = GridSearchCV(BayesianGaussianMixture(6, random_state=0), grid, cv=3, error_score="raise").fit(X)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert int((search.best_estimator_.weights_ > 0.02).sum()) == 4  # the four blobs
+    model = BayesianGaussianMixture(4, weight_concentration_prior=0.01, mean_prior=[0.0, 0.0], random_state=0)
+    copy = clone(model.to(torch.float64))
+    assert copy.get_params()["weight_concentration_prior"] == 0.01
+    copy.fit(torch.from_numpy(X).float())
+    assert copy.weights_.dtype == torch.float64  # float64 model: float64 fit of float32 data
+    fitted = BayesianGaussianMixture(4, covariance_type="diag", random_state=0).fit(X)
+    for restored in (pickle.loads(pickle.dumps(fitted)), _joblib_round_trip(fitted)):
+        np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+        np.testing.assert_array_equal(restored.weight_concentration_[1], fitted.weight_concentration_[1])
+        np.testing.assert_array_equal(restored.covariance_prior_, fitted.covariance_prior_)
 
 
 def _joblib_round_trip(model):

@@ -68,8 +68,9 @@ CASES = {
     "binomial": (lambda kw: torchem.BinomialMixture(3, n_trials=5, **kw), "binomial", False, 3),
     "poisson": (lambda kw: torchem.PoissonMixture(3, **kw), "poisson", False, 3),
     "categorical": (lambda kw: torchem.CategoricalMixture(3, **kw), "categorical", False, 3),
-    # the bounded (Hamerly) pass of in-memory K-means: ~6.5 item-like and 3 nonzero per
-    # iteration here, per 16k-row block of its own (not per chunk); the GPU pass is item 4 of #15
+    # the bounded (Hamerly) pass of in-memory K-means on the CPU: ~6.5 item-like and 3 nonzero
+    # per iteration here, per 16k-row block of its own (not per chunk); CUDA takes the dense
+    # pass (test_dense_kmeans_pass_is_sync_free below)
     "kmeans": (lambda kw: torchem.KMeans(3, n_init=1, **kw), "kmeans", False, 10),
     "kmeans-streamed": (lambda kw: torchem.KMeans(3, n_init=1, **kw), "kmeans", True, 4),
 }
@@ -107,3 +108,16 @@ def test_syncs_per_iteration_do_not_grow_with_the_chunks(name, memmaps):
     two, eight = (_per_iteration(make, X, N // chunks) for chunks in (2, 8))
     assert two == eight, f"{name}: syncs per iteration with 2 chunks {two}, with 8 chunks {eight}"
     assert sum(two.values()) <= most, f"{name}: {two} syncs per iteration, at most {most} expected"
+
+
+@pytest.mark.parametrize("n_init, stacked", [(1, False), (3, True)])
+def test_dense_kmeans_pass_is_sync_free(monkeypatch, n_init, stacked):
+    """K-means' dense pass (what CUDA devices take), forced on the CPU: a constant number of
+    synchronisations per iteration (the driver's own), however many chunks, restarts and
+    problems; the bounded pass's per-problem loop over ``unique(...).tolist()`` is gone."""
+    monkeypatch.setattr(torchem.cluster.kmeans._KMeansFamily, "dense", True)
+    X = DATA["kmeans"] if not stacked else np.stack([DATA["kmeans"], DATA["kmeans"][::-1] * 2])
+    make = lambda kw: torchem.KMeans(3, init="random", n_init=n_init, **kw)  # noqa: E731
+    two, eight = (_per_iteration(make, X, N // chunks) for chunks in (2, 8))
+    assert two == eight, f"syncs per iteration with 2 chunks {two}, with 8 chunks {eight}"
+    assert sum(two.values()) <= 4, two

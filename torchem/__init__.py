@@ -3,11 +3,12 @@
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
 from ._gradient import fit_by_gradient
-from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, GaussianMixtureIC, PoissonMixture
+from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, GaussianMixtureIC, PoissonMixture
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesianGaussianMixture",
     "BernoulliMixture",
     "BinomialMixture",
     "CategoricalMixture",

@@ -2,6 +2,7 @@
 ``torchem select``: the BIC/AIC table of a grid of Gaussian mixtures.
 
     torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
+    torchem fit data.csv --model bgmm -k 10 --weight-concentration-prior 0.01 --out bgm.pt
     torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
     torchem select data.csv -k 1-8 --out best.pt             # every K and covariance type, one batch
 
@@ -16,6 +17,8 @@ and exit status 1 (2 for bad options), never a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib
 import inspect
 import itertools
 import math
@@ -29,22 +32,25 @@ import torch
 
 from . import __version__
 from .cluster import KMeans
+from .data import check_labels
 from .functional.covariance import COVARIANCE_TYPES
-from .mixture import BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
+from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
 __all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "add_select_parser", "criterion_table", "load_array",
            "load_model", "save_model"]
 
 MODELS = {
     "gmm": GaussianMixture,
+    "bgmm": BayesianGaussianMixture,
     "kmeans": KMeans,
     "bernoulli": BernoulliMixture,
     "binomial": BinomialMixture,
     "poisson": PoissonMixture,
     "categorical": CategoricalMixture,
 }
-#: GaussianMixture's default, which --covariance-type only changes for --model gmm
+#: GaussianMixture's default, which --covariance-type only changes for --model gmm and bgmm
 _DEFAULT_COVARIANCE_TYPE = inspect.signature(GaussianMixture).parameters["covariance_type"].default
+_DEFAULT_PRIOR_TYPE = inspect.signature(BayesianGaussianMixture).parameters["weight_concentration_prior_type"].default
 
 
 class CLIError(Exception):
@@ -111,9 +117,9 @@ def _read_csv(path: str) -> np.ndarray:
     """Comma-separated numbers, one sample per line; blank lines are skipped, and a first line
     in which no field is a number is a header.
 
-    A C reader reads the file into one array: pyarrow's when it is installed (the parquet
-    extra; several times faster), numpy's ``loadtxt`` otherwise; both read a subset of what
-    Python's ``float`` reads, to the same values. When it fails, the file is read again by
+    A C reader reads the file into one array: pandas' when it is installed (the csv extra;
+    the fastest), pyarrow's when it is (the parquet extra), numpy's ``loadtxt`` otherwise;
+    each reads a subset of what Python's ``float`` reads, to the same values. When it fails, the file is read again by
     blocks of lines (:func:`_scan_csv`), so that the error names its line and column.
     """
     lines = _csv_lines(path)
@@ -137,21 +143,27 @@ def _read_csv(path: str) -> np.ndarray:
 
 def _fast_csv(path: str, skip: int, width: int, line_length: int) -> np.ndarray | None:
     """The numbers after the first ``skip`` lines, ``width`` per line (the first about
-    ``line_length`` characters long), by a C reader; ``None`` when it cannot read them all."""
+    ``line_length`` characters long), by a C reader; ``None`` when it cannot read them all.
+
+    The reader is pandas' when pandas is installed (the fastest here), pyarrow's when it is
+    (the parquet extra), numpy's ``loadtxt`` otherwise."""
+    pandas = _optional("pandas")
+    if pandas is not None and int(pandas.__version__.split(".")[0]) < 2:
+        pandas = None  # its default float parser was not always the nearest double
+    pyarrow = None if pandas is not None else _optional("pyarrow")
     try:
-        import pyarrow
-        from pyarrow import csv as arrow_csv
-    except ImportError:
-        pyarrow = None
-    try:
-        if pyarrow is not None:
+        if pandas is not None:
+            X = _pandas_csv(pandas, path, skip, width)
+        elif pyarrow is not None:
+            from pyarrow import csv as arrow_csv
+
             X = _arrow_csv(pyarrow, arrow_csv, path, skip, width, line_length)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "input contained no data"
                 X = np.loadtxt(path, delimiter=",", comments=None, skiprows=skip, ndmin=2, dtype=np.float64,
                                encoding="utf-8-sig")
-    except ValueError:  # numpy's errors, and pyarrow's ArrowInvalid
+    except ValueError:  # numpy's and pandas' errors, and pyarrow's ArrowInvalid
         return None
     except Exception as exc:
         if pyarrow is not None and isinstance(exc, pyarrow.ArrowException):
@@ -160,14 +172,49 @@ def _fast_csv(path: str, skip: int, width: int, line_length: int) -> np.ndarray 
     return X if X is not None and X.shape[0] > 0 and X.shape[1] == width else None
 
 
+def _optional(name: str):
+    """An optional reader's module, or ``None`` when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _line_count(path: str) -> int:
+    """The number of lines of a file (a last line without its line end counts), read in
+    blocks: it bounds the rows of the preallocated array."""
+    newlines, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            newlines, last = newlines + chunk.count(b"\n"), chunk[-1:]
+    return newlines + (last != b"\n")
+
+
+def _pandas_csv(pandas, path: str, skip: int, width: int) -> np.ndarray | None:
+    """pandas' C reader, blocks of rows (an eighth of the file, at most 16 MB) into one
+    preallocated array (peak memory: the array and a block, not a frame and its copy). Plain numbers only: no quoting, no
+    missing-value spellings (an empty field or "NA" fails, and the line scan names it)."""
+    out = np.empty((max(0, _line_count(path) - skip), width), dtype=np.float64)
+    reader = pandas.read_csv(
+        path, sep=",", header=None, skiprows=skip, names=range(width), dtype=np.float64, engine="c",
+        na_filter=False, quoting=csv.QUOTE_NONE, encoding="utf-8-sig", skip_blank_lines=True,
+        chunksize=max(1024, min(16 << 20, os.path.getsize(path) // 8) // (8 * width)),
+    )
+    rows = 0
+    with reader:
+        for frame in reader:
+            stop = rows + len(frame)
+            if stop > len(out):  # lines that end in a lone \r: the line scan reads them
+                return None
+            out[rows:stop] = frame.to_numpy()
+            rows = stop
+    return out[:rows]
+
+
 def _arrow_csv(pyarrow, arrow_csv, path: str, skip: int, width: int, line_length: int) -> np.ndarray | None:
     """pyarrow's streaming CSV reader, batch by batch into one preallocated array (peak
     memory: the array and the batches read ahead, not a table and its copy)."""
-    newlines, last = 0, b"\n"
-    with open(path, "rb") as fh:  # the line ends bound the rows
-        while chunk := fh.read(1 << 20):
-            newlines, last = newlines + chunk.count(b"\n"), chunk[-1:]
-    out = np.empty((max(0, newlines + (last != b"\n") - skip), width), dtype=np.float64)
+    out = np.empty((max(0, _line_count(path) - skip), width), dtype=np.float64)
     names = [str(j) for j in range(width)]
     reader = arrow_csv.open_csv(
         path,
@@ -425,6 +472,10 @@ def _build(args) -> object:
         return KMeans(args.k, **common)
     if args.model == "gmm":
         return GaussianMixture(args.k, covariance_type=args.covariance_type, **common)
+    if args.model == "bgmm":
+        return BayesianGaussianMixture(args.k, covariance_type=args.covariance_type,
+                                       weight_concentration_prior_type=args.weight_concentration_prior_type,
+                                       weight_concentration_prior=args.weight_concentration_prior, **common)
     if args.model == "binomial":
         return BinomialMixture(args.k, n_trials=args.n_trials, **common)
     if args.model == "poisson":
@@ -440,49 +491,87 @@ class _Rows:
     itself they would compute in its own dtype, a float64 file in float64 without --double,
     and the fitted model would answer in numpy, unlike one fitted from any other file.)"""
 
-    def __init__(self, X: np.memmap, dtype: torch.dtype):
+    def __init__(self, X: np.memmap, dtype: torch.dtype, labels: np.ndarray | None = None):
         self.X = X
         self.dtype = np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+        self.labels = labels  # carried in {"X", "labels"} batches
 
     def __iter__(self):
         for start in range(0, self.X.shape[0], _ROWS):
-            yield torch.from_numpy(np.array(self.X[start : start + _ROWS], dtype=self.dtype))
+            block = torch.from_numpy(np.array(self.X[start : start + _ROWS], dtype=self.dtype))
+            if self.labels is None:
+                yield block
+            else:
+                yield {"X": block, "labels": torch.from_numpy(self.labels[start : start + _ROWS])}
 
 
-def _model_input(X: np.ndarray, device: torch.device, dtype: torch.dtype):
+def _model_input(X: np.ndarray, device: torch.device, dtype: torch.dtype, labels: np.ndarray | None = None):
     """``X`` as the estimators should read it, in ``dtype``: data in memory as one tensor on
-    ``device``; a memory-mapped file streamed pass after pass (:class:`_Rows`), unless it fits
-    in half the free memory of a CUDA device: it is then copied there once, block by block,
-    as in-memory data is."""
+    ``device``; a memory-mapped file streamed pass after pass (:class:`_Rows`, whose batches
+    carry ``labels`` when given), unless it fits in half the free memory of a CUDA device: it
+    is then copied there once, block by block, as in-memory data is."""
     if not isinstance(X, np.memmap):
         return torch.from_numpy(np.ascontiguousarray(X)).to(device=device, dtype=dtype)
-    rows = _Rows(X, dtype)
+    rows = _Rows(X, dtype, labels)
     if device.type == "cuda" and X.size * rows.dtype.itemsize <= torch.cuda.mem_get_info(device)[0] // 2:
         out = torch.empty(X.shape, dtype=dtype, device=device)
         start = 0
-        for block in rows:
+        for block in _Rows(X, dtype):
             out[start : start + len(block)] = block
             start += len(block)
         return out
     return rows
 
 
-def _summary(name: str, model, X, shape: tuple[int, int]) -> list[str]:
-    lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name == "gmm" else ""),
+def load_labels(path: str, n_samples: int, n_components: int) -> np.ndarray:
+    """Partial labels for ``torchem fit --labels``: one whole number per sample in a ``.npy``
+    file (``[n]`` or ``[n, 1]``) or a ``.csv`` file (one per line, optional header line),
+    ``-1`` for an unlabelled sample and ``k`` for one known to come from component ``k``."""
+    if not os.path.exists(path):
+        raise CLIError(f"--labels file {path} does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            labels = np.load(path, allow_pickle=False)
+        elif ext == ".csv":
+            labels = _read_csv(path)
+        else:
+            raise CLIError(f"--labels {path}: unknown file type {ext or '(no extension)'!r}; use .npy or .csv.")
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise CLIError(f"cannot read {path} as a {ext} file: {exc}") from None
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise CLIError(f"--labels {path} holds an array of shape {labels.shape}; give one label per sample "
+                       f"({n_samples} numbers, one per line in a .csv).")
+    return check_labels(labels, (n_samples,), n_components, f"--labels {path}").numpy()
+
+
+def _summary(name: str, model, X, shape: tuple[int, int], labels: np.ndarray | None = None) -> list[str]:
+    lines = [f"model            {type(model).__name__}" + (f" ({model.covariance_type})" if name in ("gmm", "bgmm") else ""),
              f"data             {shape[0]:,} samples, {shape[1]} features",
              f"iterations       {model.n_iter_} (at most {model.max_iter})"]
+    if labels is not None:
+        lines.insert(2, f"labelled         {int((labels >= 0).sum()):,} samples (their components fixed)")
     if name == "kmeans":
         lines.append(f"inertia          {float(model.inertia_):.6g}")
         return lines
     lines.append(f"converged        {'yes' if model.converged_ else 'no (raise --max-iter)'}")
+    if name == "bgmm":
+        used = int((np.asarray(model.weights_) > 0.01).sum())
+        lines.append(f"components used  {used} of {model.n_components} (weight above 0.01)")
+        lines.append(f"lower bound      {float(model.lower_bound_):.6g} (variational, as scikit-learn's)")
     lines.append(f"log-likelihood   {float(model.score(X)):.6f} per sample (mean)")
     lines.append(f"BIC              {float(model.bic(X)):.6g}")
     return lines
 
 
 def fit_command(args) -> int:
-    if args.model != "gmm" and args.covariance_type != _DEFAULT_COVARIANCE_TYPE:
-        raise CLIError(f"--covariance-type applies to --model gmm only, not {args.model}.")
+    if args.model not in ("gmm", "bgmm") and args.covariance_type != _DEFAULT_COVARIANCE_TYPE:
+        raise CLIError(f"--covariance-type applies to --model gmm and bgmm only, not {args.model}.")
+    if args.model != "bgmm" and (args.weight_concentration_prior is not None
+                                 or args.weight_concentration_prior_type != _DEFAULT_PRIOR_TYPE):
+        raise CLIError(f"--weight-concentration-prior(-type) applies to --model bgmm only, not {args.model}.")
     if args.model != "binomial" and args.n_trials != 1:
         raise CLIError(f"--n-trials applies to --model binomial only, not {args.model}.")
     if args.model != "categorical" and args.n_categories is not None:
@@ -491,16 +580,17 @@ def fit_command(args) -> int:
     device = _device(args.device)
     dtype = torch.float64 if args.double else torch.float32
     X_np = load_array(args.file, args.key, dtype=dtype)
-    X = _model_input(X_np, device, dtype)
+    labels = None if args.labels is None else load_labels(args.labels, X_np.shape[0], args.k)
+    X = _model_input(X_np, device, dtype, labels)
     model = _build(args)
     model.to(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(X)
+        model.fit(X, labels=None if isinstance(X, _Rows) or labels is None else torch.from_numpy(labels).to(device))
     for w in caught:
         print(f"torchem fit: warning: {w.message}", file=sys.stderr)
     save_model(model, args.model, args.out)
-    for line in _summary(args.model, model, X, X_np.shape):
+    for line in _summary(args.model, model, X, X_np.shape, labels):
         print(line)
     print(f"saved to         {args.out}")
     return 0
@@ -551,6 +641,13 @@ def _positive(text: str) -> int:
 def _trials(text: str):
     values = [_positive(v.strip()) for v in text.split(",")]
     return values[0] if len(values) == 1 else values
+
+
+def _positive_real(text: str) -> float:
+    value = _non_negative_real(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _non_negative_real(text: str) -> float:
@@ -605,7 +702,13 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-k", "--n-components", dest="k", type=_positive, required=True,
                    help="number of components (clusters)")
     p.add_argument("--covariance-type", default=_DEFAULT_COVARIANCE_TYPE, choices=list(COVARIANCE_TYPES),
-                   help=f"for --model gmm (default {_DEFAULT_COVARIANCE_TYPE})")
+                   help=f"for --model gmm and bgmm (default {_DEFAULT_COVARIANCE_TYPE})")
+    p.add_argument("--weight-concentration-prior", type=_positive_real, default=None,
+                   help="for --model bgmm: the weights' prior concentration; small values switch unneeded "
+                        "components off (default 1 / k)")
+    p.add_argument("--weight-concentration-prior-type", default=_DEFAULT_PRIOR_TYPE,
+                   choices=["dirichlet_process", "dirichlet_distribution"],
+                   help=f"for --model bgmm (default {_DEFAULT_PRIOR_TYPE})")
     p.add_argument("--n-trials", type=_trials, default=1,
                    help="for --model binomial: trials per count, or one per feature comma-separated (default 1)")
     p.add_argument("--n-categories", type=_trials, default=None,
@@ -613,6 +716,9 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
                         "comma-separated (default: the largest code of each feature + 1)")
     p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
     _add_fit_options(p)
+    p.add_argument("--labels", metavar="FILE",
+                   help="partial labels: a .npy or .csv file of one whole number per sample, -1 for unlabelled, "
+                        "k to fix the sample to component k (semi-supervised fit)")
     p.add_argument("--out", required=True, help="where to save the fitted model: a .pt or .pth file")
     p.set_defaults(func=_guarded(fit_command))
     return p

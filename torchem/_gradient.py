@@ -82,7 +82,8 @@ def fit_by_gradient(
     check_data(t, "X", allow_stacked=True)
     if not getattr(model, "_fitted", False):
         model.initialize(t)
-    model._validate_values(t, "X")
+    for s in range(0, t.shape[-2], 2**16):  # by blocks: the checks' temporaries stay block-sized
+        model._validate_values(t[..., s : s + 2**16, :], "X")
     model.requires_grad_(True)
     ref = next(model.parameters())
     data = t.to(device=ref.device, dtype=torch.promote_types(t.dtype, ref.dtype))

@@ -38,6 +38,9 @@ __all__ = [
     "describe",
     "open_source",
     "check_sample_weight",
+    "check_labels",
+    "batch_labels",
+    "working_dtype",
 ]
 
 # Bytes of per-chunk working memory the driver aims for when no chunk size is given.
@@ -74,7 +77,9 @@ class Source(Protocol):
     Attributes: ``device``, ``dtype``, ``n_problems`` (``B``), ``n_features`` (``D``),
     ``n_samples`` (per problem; an iterable knows it after its first pass), ``chunk_size``
     (samples per chunk), ``X`` (the ``[B, N, D]`` tensor of in-memory data, ``None`` for
-    streamed data) and ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only).
+    streamed data), ``sample_weight`` (``[B, N]`` or ``None``, in-memory data only) and
+    ``labels`` (``[B, N]`` int64 of in-memory data or ``None``: ``-1`` for an unlabelled row,
+    ``k`` for a row known to come from component ``k``).
     """
 
     device: torch.device
@@ -93,12 +98,14 @@ class Source(Protocol):
     def total_weight(self) -> Tensor:
         """``[B]`` float64: the number of samples, or the sum of the sample weights."""
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """``(start, X [B, n, D], sample_weight [B, n] or None)`` over the whole data."""
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
+        """``(start, X [B, n, D], sample_weight [B, n] or None)`` over the whole data; with
+        ``labels=True`` also the chunk's ``labels [B, n]`` int64 (``None`` when none given)."""
 
 
 class TensorSource:
-    """In-memory data: a ``[B, N, D]`` tensor (optionally with ``[B, N]`` sample weights).
+    """In-memory data: a ``[B, N, D]`` tensor (optionally with ``[B, N]`` sample weights and
+    ``[B, N]`` labels, see :func:`check_labels`).
 
     Data on another device than the compute device is moved there once, in the compute dtype.
     """
@@ -111,6 +118,7 @@ class TensorSource:
         dtype: torch.dtype,
         sample_weight: Tensor | None = None,
         chunk_size: int | None = None,
+        labels: Tensor | None = None,
     ):
         if X.ndim == 2:
             X = X.unsqueeze(0)
@@ -120,6 +128,7 @@ class TensorSource:
             if sample_weight.ndim == 1:
                 sample_weight = sample_weight.unsqueeze(0)
             self.sample_weight = sample_weight.to(device=device, dtype=dtype).expand(self.X.shape[0], -1)
+        self.labels = None if labels is None else _lead(labels).to(device=device, dtype=torch.int64).expand(self.X.shape[0], -1)
         self.device = torch.device(device)
         self.dtype = dtype
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.X.shape[1])
@@ -142,12 +151,14 @@ class TensorSource:
             return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
         return self.sample_weight.double().sum(-1)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data."""
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
+        """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data (and the
+        chunk's labels or ``None`` with ``labels=True``)."""
         step = self.chunk_size
         for start in range(0, self.n_samples, step):
             w = None if self.sample_weight is None else self.sample_weight[:, start : start + step]
-            yield start, self.X[:, start : start + step], w
+            part = (start, self.X[:, start : start + step], w)
+            yield part + (None if self.labels is None else self.labels[:, start : start + step],) if labels else part
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +211,9 @@ def _host_nbytes(X, itemsize: int) -> int:
     return int(np.prod(X.shape)) * itemsize
 
 
-#: The keys a mapping batch of a stream may hold: the data, its weights, and labels (ignored).
-BATCH_KEYS = ("X", "sample_weight", "y")
+#: The keys a mapping batch of a stream may hold: the data, its weights, its partial labels
+#: (``"labels"``, :func:`check_labels`; read by ``fit`` and ``partial_fit``) and targets (``"y"``, ignored).
+BATCH_KEYS = ("X", "sample_weight", "labels", "y")
 
 #: How to pass weights in a stream, for error messages.
 HOW_TO_WEIGHT = ("To weight the samples of a stream, yield mappings {'X': X, 'sample_weight': w} (e.g. a Dataset "
@@ -220,8 +232,8 @@ def split_batch(batch, name: str = "X"):
         unknown = sorted(str(key) for key in batch if key not in BATCH_KEYS)
         if "X" not in batch or unknown:
             raise ValueError(
-                f"A mapping batch of {name} must hold the key 'X' (and optionally 'sample_weight', and 'y', which is "
-                f"ignored); got the keys {sorted(map(str, batch))}."
+                f"A mapping batch of {name} must hold the key 'X' (and optionally 'sample_weight', 'labels', and 'y', "
+                f"which is ignored); got the keys {sorted(map(str, batch))}."
             )
         return batch["X"], batch.get("sample_weight")
     if not isinstance(batch, (tuple, list)):
@@ -233,6 +245,11 @@ def split_batch(batch, name: str = "X"):
             f"are not used, so yield X alone (e.g. TensorDataset(X)) or {{'X': X, 'y': y}}. {HOW_TO_WEIGHT}."
         )
     return batch[0], None
+
+
+def batch_labels(batch):
+    """The ``"labels"`` of a mapping batch of a stream, else ``None`` (see :func:`split_batch`)."""
+    return batch.get("labels") if isinstance(batch, Mapping) else None
 
 
 #: Rows per block when inference methods read an ``np.memmap``.
@@ -289,15 +306,18 @@ class HostStreamSource(_StreamBase):
     """
 
     def __init__(self, X, *, device, dtype, sample_weight=None, check: ChunkCheck | None = None, chunk_size: int | None = None,
-                 convert: ChunkMap | None = None):
+                 convert: ChunkMap | None = None, labels: Tensor | None = None):
         super().__init__(device=device, dtype=dtype, check=check, convert=convert)
         self.X = None  # not an in-memory device tensor (K-means' bounded passes need one)
         self.host = X if X.ndim == 3 else X[None]
         self.sample_weight = None
+        self._total = None
         if sample_weight is not None:
             w = torch.as_tensor(sample_weight).double()
             w = w.unsqueeze(0) if w.ndim == 1 else w
             self.sample_weight = w.expand(self.host.shape[0], -1)
+            self._total = self.sample_weight.sum(-1)
+        self.labels = None if labels is None else _lead(labels).to(torch.int64).expand(self.host.shape[0], -1)  # host
         self.chunk_size = int(chunk_size) if chunk_size is not None else max(1, self.n_samples)
 
     @property
@@ -313,74 +333,129 @@ class HostStreamSource(_StreamBase):
         return int(self.host.shape[2])
 
     def total_weight(self) -> Tensor:
-        if self.sample_weight is None:
+        if self._total is None:
             return torch.full((self.n_problems,), float(self.n_samples), dtype=torch.float64, device=self.device)
-        return self.sample_weight.sum(-1).to(self.device)
+        return self._total.to(self.device)
 
-    def _host_chunk(self, start: int, stop: int) -> Tensor:
+    def _host_dtype(self) -> torch.dtype:
+        """The dtype a chunk crosses to the device in: the host array's own when torch has it
+        (a uint8 memmap moves a quarter of the bytes of float32 and is converted on the
+        device), else the compute dtype."""
+        if isinstance(self.host, Tensor):
+            return self.host.dtype
+        try:
+            return torch.from_numpy(np.empty(0, dtype=self.host.dtype)).dtype
+        except TypeError:  # a numpy dtype torch lacks (e.g. uint32 on old torch, float128)
+            return self.dtype
+
+    def _fill(self, out: Tensor, start: int, stop: int) -> Tensor:
+        """Copy host rows ``start:stop`` of every problem straight into ``out`` (a CPU
+        tensor, pinned on CUDA): one copy, converting the dtype on the way. A chunk of a
+        read-only memmap is read by ``np.copyto`` into ``out``'s memory, never first into a
+        numpy copy of its own (that doubled the memory traffic of streaming)."""
         part = self.host[:, start:stop]
-        if isinstance(part, np.ndarray):
-            # a chunk of a read-only memmap is copied (torch tensors cannot be read-only)
-            part = torch.from_numpy(np.ascontiguousarray(part) if part.flags.writeable else np.array(part))
-        return part
+        if isinstance(part, Tensor):
+            out.copy_(part)
+        else:
+            np.copyto(out.numpy(), part, casting="unsafe")
+        return out
+
+    def _cpu_chunk(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` in the compute dtype: a view of a writable host array already
+        in that dtype, else one copy (read-only memory is never handed to torch)."""
+        part = self.host[:, start:stop]
+        if isinstance(part, Tensor):
+            return part.to(self.dtype)
+        if part.flags.writeable and part.flags.c_contiguous and part.dtype == torch.empty(0, dtype=self.dtype).numpy().dtype:
+            return torch.from_numpy(part)
+        return self._fill(torch.empty((self.n_problems, stop - start, self.n_features), dtype=self.dtype), start, stop)
 
     def _weights(self, start: int, stop: int) -> Tensor | None:
         if self.sample_weight is None:
             return None
-        return self.sample_weight[:, start:stop].to(device=self.device, dtype=self.dtype)
+        return self.sample_weight[:, start:stop].to(dtype=self.dtype)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    def _part(self, start: int, X: Tensor, w: Tensor | None, labels: bool) -> tuple:
+        part = (start, X, w)
+        if not labels:
+            return part
+        stop = start + X.shape[1]
+        return part + (None if self.labels is None else _to_device(self.labels[:, start:stop], self.device, torch.int64),)
+
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
         step = max(1, int(self.chunk_size))
         starts = range(0, self.n_samples, step)
         if self.device.type == "cuda":
-            yield from self._cuda_chunks(starts, step)
+            for start, X, w in self._cuda_chunks(starts, step):
+                yield self._part(start, X, w, labels)
         else:
             for start in starts:
                 stop = min(self.n_samples, start + step)
-                X = self._checked_chunk(self._host_chunk(start, stop).to(self.dtype))
-                yield start, X, self._weights(start, stop)
+                X = self._checked_chunk(self._cpu_chunk(start, stop))
+                yield self._part(start, X, self._weights(start, stop), labels)
         self._checked = True
 
     def _cuda_chunks(self, starts, step):
         side = torch.cuda.Stream(self.device)
-        pinned: list[Tensor | None] = [None, None]
-        copied: list = [None, None]  # event: the copy out of that pinned buffer has finished
+        host_dtype = self._host_dtype()
+        pinned: list[tuple[Tensor, Tensor | None] | None] = [None, None]
+        copied: list = [None, None]  # event: the copies out of that pinned slot have finished
 
         def stage(i: int, start: int):
-            host = self._host_chunk(start, min(self.n_samples, start + step))
+            stop = min(self.n_samples, start + step)
+            shape = (self.n_problems, stop - start, self.n_features)
             slot = i % 2
             if copied[slot] is not None:
-                copied[slot].synchronize()  # the buffer is free again
-            buf = pinned[slot]
-            if buf is None or buf.shape != host.shape or buf.dtype != host.dtype:
-                buf = pinned[slot] = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
-            buf.copy_(host)
+                copied[slot].synchronize()  # the buffers are free again
+            if pinned[slot] is None or tuple(pinned[slot][0].shape) != shape:
+                w_buf = None if self.sample_weight is None else torch.empty(shape[:2], dtype=self.dtype, pin_memory=True)
+                pinned[slot] = (torch.empty(shape, dtype=host_dtype, pin_memory=True), w_buf)
+            buf, w_buf = pinned[slot]
+            self._fill(buf, start, stop)
+            if w_buf is not None:  # the weights travel like the data: pinned, on the side stream
+                w_buf.copy_(self.sample_weight[:, start:stop])
             with torch.cuda.stream(side):
                 dev = buf.to(self.device, non_blocking=True)
+                w_dev = None if w_buf is None else w_buf.to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(side)
             copied[slot] = event
-            return dev, event
+            return dev, w_dev, event
 
         compute = torch.cuda.current_stream(self.device)
         starts = list(starts)
         nxt = stage(0, starts[0]) if starts else None
         for i, start in enumerate(starts):
-            dev, event = nxt
+            dev, w_dev, event = nxt
             compute.wait_event(event)
-            dev.record_stream(compute)  # allocated on the side stream, used on this one
+            for t in (dev, w_dev):  # allocated on the side stream, used on this one
+                if t is not None:
+                    t.record_stream(compute)
             if i + 1 < len(starts):
                 nxt = stage(i + 1, starts[i + 1])  # host work for the next chunk overlaps this one
             X = self._checked_chunk(dev.to(self.dtype))
-            yield start, X, self._weights(start, min(self.n_samples, start + step))
+            yield start, X, w_dev
+
+
+def _to_device(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``t`` on ``device`` in ``dtype``. A host tensor bound for CUDA goes through pinned
+    memory with a non-blocking copy (a pageable one stalls the host until the device has
+    drained its queue); the caching host allocator keeps the pinned block until the copy is
+    done."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        if not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(device=device, non_blocking=True).to(dtype)
+    return t.to(device=device, dtype=dtype)
 
 
 class IterableSource(_StreamBase):
     """A re-iterable of batches, e.g. a ``torch.utils.data.DataLoader``: one full pass per EM
     iteration.
 
-    A batch is ``X [n, D]``, or ``(X,)``, or a mapping ``{"X": X, "sample_weight": w [n]}``
-    (tensors or numpy arrays; see :func:`split_batch`). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
+    A batch is ``X [n, D]``, or ``(X,)``, or a mapping ``{"X": X, "sample_weight": w [n]}``,
+    optionally with ``"labels": [n]`` (tensors or numpy arrays; see :func:`split_batch` and
+    :func:`check_labels`; a chunk without any labelled batch carries ``None``). Batches are re-cut into chunks of ``chunk_size`` samples on the compute device.
     The number of samples and the total weight are known after the first pass (the
     initialisation's sampling pass); every later pass must yield as many samples. An iterator
     that can be consumed only once (a generator) cannot be read once per iteration: it is
@@ -389,7 +464,7 @@ class IterableSource(_StreamBase):
 
     def __init__(self, iterable, *, device, dtype=None, check: ChunkCheck | None = None, name: str = "X",
                  chunk_size: int | None = None, first: tuple[int, torch.dtype, bool] | None = None,
-                 convert: ChunkMap | None = None):
+                 convert: ChunkMap | None = None, n_components: int | None = None):
         if isinstance(iterable, Iterator):
             raise TypeError(
                 f"{name} is a one-shot iterator ({type(iterable).__name__}): fit reads the data once per EM "
@@ -400,30 +475,35 @@ class IterableSource(_StreamBase):
         self.name = name
         self.X = None
         self.sample_weight = None
+        self.labels = None  # carried by the batches
+        self.n_components = n_components  # labels name components below it
         self._n = None
         self._total = None
         self.host_is_numpy = None  # numpy batches give numpy fitted attributes
         if first is None:
             first = self.peek(iterable, name)
-        self._width, self.host_dtype, self.host_is_numpy = first
+        self._width, self.host_dtype, self.host_is_numpy = first[:3]
         super().__init__(device=device, dtype=dtype or self.host_dtype, check=check, convert=convert)
         self.chunk_size = int(chunk_size) if chunk_size is not None else 65536
 
     @classmethod
-    def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool]:
-        """``(n_features, dtype, numpy?)`` of the first non-empty batch (this starts a pass)."""
+    def peek(cls, iterable, name: str = "X") -> tuple[int, torch.dtype, bool, bool]:
+        """``(n_features, dtype, numpy?, integral?)`` of the first non-empty batch (this starts
+        a pass); ``integral``: its values are integers or booleans (see :func:`working_dtype`)."""
         probe = cls.__new__(cls)
-        probe.name, probe.host_is_numpy = name, None
-        first = None
+        probe.name, probe.host_is_numpy, probe.n_components = name, None, None
+        first, integral = None, False
         for batch in iterable:
+            integral = _is_integral(split_batch(batch, name)[0])
             first = probe._split(batch)[0]
             if first.shape[0] > 0:
                 break
         if first is None or first.shape[0] == 0:
             raise ValueError(f"{name} yielded no samples; pass an iterable of non-empty [n_samples, n_features] batches.")
-        return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy)
+        return int(first.shape[1]), first.dtype, bool(probe.host_is_numpy), integral
 
-    def _split(self, batch) -> tuple[Tensor, Tensor | None]:
+    def _split(self, batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        lab = batch_labels(batch)
         batch, w = split_batch(batch, self.name)
         if self.host_is_numpy is None:
             self.host_is_numpy = isinstance(batch, np.ndarray)
@@ -439,7 +519,9 @@ class IterableSource(_StreamBase):
                     f"A batch of {self.name} has {X.shape[0]} samples but its sample weights have shape "
                     f"{tuple(w.shape)}; give one weight per sample."
                 )
-        return X, w
+        if lab is not None:
+            lab = check_labels(lab, (X.shape[0],), self.n_components, f"the labels of a batch of {self.name}").reshape(-1)
+        return X, w, lab
 
     @property
     def n_problems(self) -> int:
@@ -460,28 +542,34 @@ class IterableSource(_StreamBase):
             raise RuntimeError("the total weight of an iterable is known after its first pass")
         return self._total.to(self.device)
 
-    def chunks(self) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    def chunks(self, labels: bool = False) -> Iterator[tuple]:
         step = max(1, int(self.chunk_size))
-        pending: list[tuple[Tensor, Tensor | None]] = []
+        pending: list[tuple[Tensor, Tensor | None, Tensor | None]] = []  # (X, w, labels) of each batch
         held = 0
         start = 0
         total = torch.zeros(1, dtype=torch.float64)
 
-        def emit(rows: list[tuple[Tensor, Tensor | None]]):
-            X = torch.cat([x for x, _ in rows]) if len(rows) > 1 else rows[0][0]
-            X = self._checked_chunk(X.to(device=self.device, dtype=self.dtype, non_blocking=True))
-            ws = [w for _, w in rows]
+        def emit(rows: list[tuple[Tensor, Tensor | None, Tensor | None]]) -> tuple:
+            X = torch.cat([x for x, _, _ in rows]) if len(rows) > 1 else rows[0][0]
+            X = self._checked_chunk(_to_device(X, self.device, self.dtype))
+            ws = [w for _, w, _ in rows]
             if all(w is None for w in ws):
                 w = None
             else:
-                w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w in rows])
+                w = torch.cat([torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double().cpu() for x, w, _ in rows])
                 if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                     raise ValueError(f"The sample weights of {self.name} must be finite and non-negative.")
-                w = w.to(device=self.device, dtype=self.dtype).unsqueeze(0)
-            return X.unsqueeze(0), w
+                w = _to_device(w.to(self.dtype), self.device, self.dtype).unsqueeze(0)
+            part = (X.unsqueeze(0), w)
+            if not labels:
+                return part
+            if all(lab is None for _, _, lab in rows):
+                return part + (None,)
+            lab = torch.cat([torch.full((x.shape[0],), -1, dtype=torch.int64) if lab is None else lab.cpu() for x, _, lab in rows])
+            return part + (_to_device(lab, self.device, torch.int64).unsqueeze(0),)
 
         for batch in self.iterable:
-            X, w = self._split(batch)
+            X, w, lab = self._split(batch)
             if X.shape[1] != self._width:
                 raise ValueError(
                     f"{self.name} yielded batches of inconsistent width: {X.shape[1]} features after batches of "
@@ -490,27 +578,26 @@ class IterableSource(_StreamBase):
             if X.shape[0] == 0:
                 continue
             total += float(X.shape[0]) if w is None else w.double().sum().cpu()
-            pending.append((X, w))
+            pending.append((X, w, lab))
             held += X.shape[0]
             while held >= step:
                 # cut exactly ``step`` rows off the pending batches
                 take, need = [], step
                 while need:
-                    x, wx = pending[0]
+                    x, wx, lx = pending[0]
                     if x.shape[0] <= need:
                         take.append(pending.pop(0))
                         need -= x.shape[0]
                     else:
-                        take.append((x[:need], None if wx is None else wx[:need]))
-                        pending[0] = (x[need:], None if wx is None else wx[need:])
+                        cut = lambda t, a, b: None if t is None else t[a:b]  # noqa: E731
+                        take.append((x[:need], cut(wx, 0, need), cut(lx, 0, need)))
+                        pending[0] = (x[need:], cut(wx, need, None), cut(lx, need, None))
                         need = 0
                 held -= step
-                Xc, wc = emit(take)
-                yield start, Xc, wc
+                yield (start,) + emit(take)
                 start += step
         if held:
-            Xc, wc = emit(pending)
-            yield start, Xc, wc
+            yield (start,) + emit(pending)
             start += held
         if start == 0:
             raise ValueError(f"{self.name} yielded no samples in a pass; pass an iterable of non-empty batches.")
@@ -522,7 +609,7 @@ class IterableSource(_StreamBase):
         self._n, self._total, self._checked = start, total, True
 
 
-def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+def reservoir_sample(source, size: int, generator: torch.Generator, labels: bool = False) -> tuple:
     """A uniform random sample of at most ``size`` samples, in one pass over any source
     (reservoir sampling, Vitter's algorithm R, vectorised per chunk).
 
@@ -531,25 +618,32 @@ def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Ten
     checks its values.
 
     Returns:
-        ``(X [B, m, D], sample_weight [B, m] or None)`` on the source's device, in its dtype.
+        ``(X [B, m, D], sample_weight [B, m] or None)`` on the source's device, in its dtype;
+        with ``labels=True`` also the sample's ``labels [B, m]`` (``-1`` where a chunk carried
+        none), or ``None`` when no chunk carried any.
     """
-    xs, ws, pos = None, None, None
-    seen = 0
-    for _, X, w in source.chunks():
+    xs, pos = None, None
+    extras: list[Tensor | None] = [None, None]  # the sample's weights and labels
+    seen, weighted, labelled = 0, False, False
+    for _, X, *per_row in source.chunks(labels=True):
         n = X.shape[1]
+        # a stream may weigh or label only some of its batches: the others count as weight 1
+        # and unlabelled; a sample of a source that never does carries None
+        weighted, labelled = weighted or per_row[0] is not None, labelled or per_row[1] is not None
+        if per_row[0] is None:
+            per_row[0] = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
+        if per_row[1] is None:
+            per_row[1] = torch.full(X.shape[:2], -1, dtype=torch.int64, device=X.device)
         idx = torch.arange(seen, seen + n, device=X.device)
         if xs is None:
             xs, pos = X[:, :0], idx[:0]
-            ws = None if w is None else w[:, :0]
+            extras = [e[:, :0] for e in per_row]
         room = max(0, size - xs.shape[1])
-        if room:
-            fill = min(room, n)
+        fill = min(room, n)
+        if fill:
             xs = torch.cat([xs, X[:, :fill]], 1)
             pos = torch.cat([pos, idx[:fill]])
-            if w is not None:
-                ws = torch.cat([ws, w[:, :fill]], 1)
-        else:
-            fill = 0
+            extras = [torch.cat([e, p[:, :fill]], 1) for e, p in zip(extras, per_row)]
         if fill < n:
             g = idx[fill:]
             # sample number g (0-based) replaces slot j = floor(u (g + 1)) when j < size
@@ -563,11 +657,13 @@ def reservoir_sample(source, size: int, generator: torch.Generator) -> tuple[Ten
                 chosen = last[slots]
                 xs[:, slots] = X[:, chosen]
                 pos[slots] = chosen + seen
-                if w is not None:
-                    ws[:, slots] = w[:, chosen]
+                for e, p in zip(extras, per_row):
+                    e[:, slots] = p[:, chosen]
         seen += n
     order = pos.argsort()
-    return xs[:, order].contiguous(), None if ws is None else ws[:, order].contiguous()
+    ws, ls = (e[:, order].contiguous() for e in extras)
+    out = (xs[:, order].contiguous(), ws if weighted else None)
+    return out + (ls if labelled else None,) if labels else out
 
 
 def check_sample_weight(sample_weight, shape) -> Tensor | None:
@@ -589,6 +685,55 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
     return w
 
 
+def _lead(t: Tensor) -> Tensor:
+    """Per-sample values ``[N]`` as ``[1, N]``; ``[B, N]`` as they are."""
+    return t.unsqueeze(0) if t.ndim == 1 else t
+
+
+#: What labels mean, for error messages.
+HOW_TO_LABEL = ("labels[i] = -1 leaves row i unlabelled and labels[i] = k fixes it to component k, "
+                "for 0 <= k < n_components")
+
+
+def check_labels(labels, shape, n_components: int | None, name: str = "labels") -> Tensor | None:
+    """Partial labels as an int64 CPU tensor of shape ``[N]`` or ``[B, N]`` for data of
+    ``shape`` (``[N, D]`` or ``[B, N, D]``; ``(n,)`` for one batch of a stream): whole numbers
+    from ``-1`` (unlabelled) to ``n_components - 1`` (unchecked above when ``None``); ``None``
+    stays ``None``."""
+    if labels is None:
+        return None
+    if isinstance(labels, Tensor):
+        t = labels.detach().cpu()
+    else:
+        a = np.asarray(labels)
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got an array of dtype {a.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got dtype {t.dtype}.")
+    if t.is_floating_point():
+        whole = torch.isfinite(t) & (t == t.round())
+        if not bool(whole.all()):
+            bad = t[~whole][0].item()
+            raise ValueError(f"{name} must hold whole numbers ({HOW_TO_LABEL}); got {bad!r}.")
+    t = t.to(torch.int64)
+    n_rows = tuple(shape[:-1]) if len(shape) > 1 else tuple(shape)
+    if tuple(t.shape) not in (n_rows[-1:], n_rows):
+        raise ValueError(f"{name} should have shape {n_rows[-1:]} (one label per sample, -1 where unknown); "
+                         f"got {tuple(t.shape)}.")
+    if t.numel():
+        low, high = int(t.min()), int(t.max())
+        if low < -1:
+            raise ValueError(f"{name} holds {low}, below -1; {HOW_TO_LABEL}.")
+        if n_components is not None and high >= n_components:
+            raise ValueError(f"{name} names component {high}, but the model has n_components={n_components} "
+                             f"(components 0 to {n_components - 1}); {HOW_TO_LABEL}, or raise n_components.")
+    return t
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 @dataclass(frozen=True)
 class DataInfo:
     """What :func:`describe` learns of the data before anything is decided: its layout, the
@@ -606,6 +751,7 @@ class DataInfo:
     host: bool  # numpy, memmap or a CPU tensor: may be streamed to a CUDA device
     memmap: bool  # always streamed, never copied whole
     iterable: bool  # a re-iterable of batches: one pass per EM iteration
+    integral: bool = False  # integer or boolean values (no float dtype of their own): see working_dtype
 
 
 def describe(X, name: str = "X") -> DataInfo:
@@ -616,7 +762,7 @@ def describe(X, name: str = "X") -> DataInfo:
             IterableSource(X, device=torch.device("cpu"), name=name)
         first = IterableSource.peek(X, name)
         return DataInfo((X, first), InputKind(first[2], None), False, 1, first[0], None, first[1],
-                        torch.device("cpu"), False, False, True)
+                        torch.device("cpu"), False, False, True, first[3])
     if isinstance(X, np.memmap) or (isinstance(X, (np.ndarray, Tensor)) and getattr(X, "ndim", 0) in (2, 3)
                                     and 0 not in X.shape and (not isinstance(X, Tensor) or X.device.type == "cpu")):
         if isinstance(X, np.memmap) and X.ndim in (2, 3) and 0 not in X.shape:
@@ -625,15 +771,41 @@ def describe(X, name: str = "X") -> DataInfo:
             dt = torch.float32 if X.dtype == np.float32 else torch.float64
             b = X.shape[0] if X.ndim == 3 else 1
             return DataInfo(X, InputKind(True, None), X.ndim == 3, b, int(X.shape[-1]), int(X.shape[-2]), dt,
-                            torch.device("cpu"), True, True, False)
+                            torch.device("cpu"), True, True, False, X.dtype.kind in "iub")
+    integral = _is_integral(X)
     t, kind = as_float_tensor(X, name)
     check_data(t, name, min_samples=1, allow_stacked=True, check_finite=False)
     return DataInfo(t, kind, t.ndim == 3, t.shape[0] if t.ndim == 3 else 1, int(t.shape[-1]), int(t.shape[-2]),
-                    t.dtype, t.device, t.device.type == "cpu", False, False)
+                    t.dtype, t.device, t.device.type == "cpu", False, False, integral)
+
+
+def _is_integral(X) -> bool:
+    """Whether an array or tensor holds integers or booleans (lists and other array-likes:
+    ``False``, they take scikit-learn's float64 as before)."""
+    if isinstance(X, Tensor):
+        return not (X.is_floating_point() or X.is_complex())
+    return isinstance(X, np.ndarray) and X.dtype.kind in "iub"
+
+
+def working_dtype(info: DataInfo, device: torch.device, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a fit computes in, from the data and the model: the wider of the data's
+    float dtype and the model's (float32 unless the model was made, or fitted, in float64),
+    with one exception for data of integers or booleans (a uint8 memmap of binary vectors,
+    int counts) on a CUDA device: those have no float dtype of their own, and scikit-learn's
+    float64 for them would run the whole fit at a small fraction of the GPU's speed (1/64 on
+    consumer GPUs), so they take the model's dtype, float32 by default. On the CPU they keep
+    scikit-learn's float64 (numpy input; integer tensors take torch's default dtype), so
+    results there equal scikit-learn's; float input keeps its dtype everywhere. ``partial_fit``
+    follows the same rule batch by batch (its statistics are float64 sums, as every fit's)."""
+    data = info.dtype
+    if info.integral and torch.device(device).type == "cuda":
+        data = model_dtype
+    dtype = torch.promote_types(data, model_dtype)
+    return dtype if dtype.is_floating_point else torch.get_default_dtype()
 
 
 def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size: int, check: ChunkCheck | None = None,
-                name: str = "X", convert: ChunkMap | None = None) -> Source:
+                name: str = "X", convert: ChunkMap | None = None, labels=None, n_components: int | None = None) -> Source:
     """The chunk source of described data on ``device`` in ``dtype``, read ``chunk_size``
     samples at a time.
 
@@ -645,7 +817,8 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     refused here. ``convert(chunk)``, when given, maps checked values to those the model reads
     (BernoulliMixture's ``binarize``): a stream's chunks as they are read, on every pass;
     in-memory data once, block by block, into the tensor the source holds (which a change of
-    device or dtype would copy anyway)."""
+    device or dtype would copy anyway). ``labels`` (checked by :func:`check_labels` against
+    ``n_components``) travel with the samples; a stream carries them in its mapping batches."""
     device = torch.device(device)
 
     def checked(chunk: Tensor) -> None:
@@ -657,18 +830,22 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     if info.iterable:
         if sample_weight is not None:
             raise ValueError(f"sample_weight cannot be combined with an iterable {name}. {HOW_TO_WEIGHT}.")
+        if labels is not None:
+            raise ValueError(f"labels cannot be combined with an iterable {name}: yield mappings "
+                             "{'X': X, 'labels': labels} (and 'sample_weight' if weighted) instead.")
         iterable, first = info.data
         return IterableSource(iterable, device=device, dtype=dtype, check=checked, name=name, chunk_size=chunk_size, first=first,
-                              convert=convert)
+                              convert=convert, n_components=n_components)
     big = False
     if info.host and device.type == "cuda":
         itemsize = torch.finfo(dtype).bits // 8
         big = _host_nbytes(info.data, itemsize) > _free_device_memory(device) // 2
     shape = (info.n_problems, info.n_samples, info.n_features) if info.stacked else (info.n_samples, info.n_features)
     w = check_sample_weight(sample_weight, shape)
+    lab = check_labels(labels, shape, n_components)
     if info.memmap or big:
         return HostStreamSource(info.data, device=device, dtype=dtype, sample_weight=w, check=checked, chunk_size=chunk_size,
-                                convert=convert)
+                                convert=convert, labels=lab)
     X = info.data
     out = None if convert is None else torch.empty(X.shape, device=device, dtype=dtype)
     for s in range(0, X.shape[-2], 2**16):  # by blocks: no data-sized temporaries
@@ -676,4 +853,5 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
         checked(block)
         if out is not None:
             out[..., s : s + 2**16, :] = convert(block.to(device=device, dtype=dtype))
-    return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size)
+    return TensorSource(X if out is None else out, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk_size,
+                        labels=lab)

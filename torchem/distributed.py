@@ -25,6 +25,7 @@ usually notices a closed connection sooner.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -36,8 +37,10 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_params",
     "check_consistent",
+    "consistent_count",
     "gather_samples",
     "is_distributed",
+    "on_device",
     "rank",
     "signature",
     "world_size",
@@ -102,9 +105,20 @@ def _describe(value) -> str:
     return repr(value)
 
 
-def check_consistent(signature: dict, error: BaseException | None) -> None:
+def on_device(device: torch.device | None):
+    """A context in which ``device`` is the current CUDA device (a no-op for other devices):
+    object collectives (``all_gather_object``) run on the *current* CUDA device under NCCL, so
+    a rank whose data lives on ``cuda:1`` while ``cuda:0`` is current (the user called only
+    ``.to(f"cuda:{rank}")``, not ``torch.cuda.set_device``) would fail or hang outside it."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.device(torch.device(device))
+    return contextlib.nullcontext()
+
+
+def check_consistent(signature: dict, error: BaseException | None, device: torch.device | None = None) -> None:
     """Exchange ``signature`` (and the error this rank met, if any) with every rank, and
     raise the same ``ValueError`` on all of them if a rank failed or the signatures differ.
+    ``device``: where this rank computes (the exchange runs there).
 
     Without a process group this re-raises ``error``."""
     if not is_distributed():
@@ -113,7 +127,8 @@ def check_consistent(signature: dict, error: BaseException | None) -> None:
         return
     mine = {"signature": signature, "error": None if error is None else f"{type(error).__name__}: {error}"}
     everyone: list = [None] * world_size()
-    torch.distributed.all_gather_object(everyone, mine)
+    with on_device(device):
+        torch.distributed.all_gather_object(everyone, mine)
     failed = [(r, item["error"]) for r, item in enumerate(everyone) if item["error"] is not None]
     if failed:
         text = "; ".join(f"rank {r}: {msg}" for r, msg in failed)
@@ -130,11 +145,41 @@ def check_consistent(signature: dict, error: BaseException | None) -> None:
             )
 
 
-def gather_samples(X: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Concatenate, in rank order, each rank's ``X [B, m_r, D]`` (and weights ``[B, m_r]``)
-    along the sample dimension; every rank receives the whole."""
+def _digest(signature: dict) -> int:
+    """A 16-bit digest of a signature (small enough that sums of its square over 1,024 ranks
+    stay exact in float64)."""
+    text = repr(sorted((str(k), repr(v)) for k, v in signature.items()))
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:2], "little")
+
+
+def consistent_count(signature: dict, error: BaseException | None, count: int, device: torch.device) -> int:
+    """The cheap handshake of a stream's later batches: one all-reduce of a small float64
+    tensor (on ``device``) that sums ``count`` (this rank's samples) over the ranks and tells
+    whether every rank read its batch and holds the same ``signature`` (the digests agree when
+    ``W sum d^2 == (sum d)^2``, which holds only if all are equal). Only when something is off
+    do the ranks take :func:`check_consistent`'s full exchange, which raises on all of them.
+    Counts are summed in float64: exact up to 2^53 samples.
+
+    Without a process group this re-raises ``error`` or returns ``count``."""
     if not is_distributed():
-        return X, w
+        if error is not None:
+            raise error
+        return int(count)
+    d = float(_digest(signature))
+    failed = error is not None
+    mine = torch.tensor([0.0 if failed else float(count), float(failed), d, d * d], dtype=torch.float64, device=device)
+    total, n_failed, s1, s2 = all_reduce_sum([mine])[0].tolist()
+    if n_failed > 0 or world_size() * s2 != s1 * s1:
+        check_consistent(signature, error, device)  # raises the same error on every rank
+    return int(total)
+
+
+def gather_samples(X: Tensor, w: Tensor | None, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Concatenate, in rank order, each rank's ``X [B, m_r, D]`` (and weights and labels
+    ``[B, m_r]``) along the sample dimension; every rank receives the whole (weights of 1 and
+    labels of -1 stand in for a rank that has none while another has)."""
+    if not is_distributed():
+        return X, w, labels
     dist = torch.distributed
     sizes = torch.tensor([X.shape[1]], dtype=torch.int64, device=X.device)
     all_sizes = [torch.zeros_like(sizes) for _ in range(world_size())]
@@ -149,10 +194,13 @@ def gather_samples(X: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor | None]:
         dist.all_gather(parts, padded.contiguous())
         return torch.cat([p[:, :c] for p, c in zip(parts, counts)], 1)
 
-    weighted = all_reduce_sum([torch.tensor(float(w is not None), device=X.device)])[0]
-    if float(weighted) > 0 and w is None:
+    weighted, labelled = all_reduce_sum([torch.tensor([float(w is not None), float(labels is not None)],
+                                                      device=X.device)])[0].tolist()
+    if weighted > 0 and w is None:
         w = torch.ones(X.shape[:2], dtype=X.dtype, device=X.device)
-    return gather(X), None if float(weighted) == 0 else gather(w)
+    if labelled > 0 and labels is None:
+        labels = torch.full(X.shape[:2], -1, dtype=torch.int64, device=X.device)
+    return gather(X), None if weighted == 0 else gather(w), None if labelled == 0 else gather(labels)
 
 
 def broadcast_params(params: dict[str, Tensor]) -> dict[str, Tensor]:

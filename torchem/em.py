@@ -9,8 +9,8 @@ One EM iteration is one pass over the chunks of the data: the E-step of each chu
 responsibilities, which are turned into additive sufficient statistics at once and summed
 (in float64), together with the log-likelihood; the M-step then reads only the summed
 statistics. As in scikit-learn, the lower bound recorded at iteration ``t`` is the mean
-log-likelihood of the parameters *before* that iteration's M-step, and a restart stops when
-its change falls below ``tol``.
+log-likelihood of the parameters *before* that iteration's M-step (or what the family's
+:meth:`Family.lower_bound` makes of it), and a restart stops when its change falls below ``tol``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "accumulate",
     "e_step_pass",
     "hard_responsibilities",
+    "labelled_e_step",
     "run_em",
     "select_best",
     "step_size",
@@ -86,6 +87,15 @@ class Family(ABC):
         then redoes the pass with ``prepare(params, precise=True)``."""
         return False
 
+    def lower_bound(self, stats: Params, params: Params, ll: Tensor) -> Tensor:
+        """The ``[B, R]`` lower bound the driver records (and tests for convergence) after an
+        M-step, from the pass's summed statistics, the new ``params`` and the pass's mean
+        log-likelihood ``ll`` (under the parameters before the M-step). The default is ``ll``
+        (maximum likelihood, as scikit-learn's GaussianMixture); a variational family returns
+        its evidence lower bound (scikit-learn's BayesianGaussianMixture computes it from the
+        parameters after the M-step and the responsibilities' entropy, a statistic)."""
+        return ll
+
     def converged(self, old: Params, new: Params) -> Tensor | None:
         """A ``[B, R]`` convergence test on the parameters, replacing the driver's test on the
         change of the lower bound (K-means stops on the movement of its centres); ``None``
@@ -136,6 +146,32 @@ def hard_responsibilities(
     return best, resp
 
 
+def labelled_e_step(
+    component_log_prob: Tensor, log_weights: Tensor, labels: Tensor | None, *, hard: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The E-step of a chunk with partial labels: ``(log_norm [B, R, n], resp [B, R, n, K])``
+    from ``component_log_prob [B, R, n, K]`` (overwritten) and ``log_weights [B, R, K]``.
+
+    A row with ``labels [B, n]`` equal to ``k >= 0`` is known to come from component ``k``:
+    its responsibilities are one-hot at ``k`` and its term of the log-likelihood is the
+    complete-data ``log w_k + log p_k(x)``; a row labelled ``-1`` (or every row when
+    ``labels`` is ``None``) takes the usual E-step (soft, or ``hard``). EM then maximises the
+    semi-supervised log-likelihood ``sum_unlabelled log p(x) + sum_labelled log w_y p_y(x)``."""
+    pick = hard_responsibilities if hard else responsibilities
+    if labels is None:
+        return pick(component_log_prob, log_weights, inplace=True)
+    b, r, n, _ = component_log_prob.shape
+    cls = labels.clamp_min(0).unsqueeze(1).expand(b, r, n)  # [B, R, n]
+    known = (labels >= 0).unsqueeze(1)  # [B, 1, n]
+    fixed = component_log_prob.gather(-1, cls.unsqueeze(-1)).squeeze(-1) + log_weights.gather(-1, cls)
+    log_norm, resp = pick(component_log_prob, log_weights, inplace=True)
+    # in place on the chunk-sized responsibilities: a labelled row's entries become 0, then 1
+    # at its class (an unlabelled row's entry at index 0 is written back unchanged)
+    kept = torch.where(known, 1.0, resp.gather(-1, cls.unsqueeze(-1)).squeeze(-1)).to(resp.dtype)
+    resp.masked_fill_(known.unsqueeze(-1), 0.0).scatter_(-1, cls.unsqueeze(-1), kept.unsqueeze(-1))
+    return torch.where(known, fixed, log_norm), resp
+
+
 @full_float32_matmul()
 def accumulate(
     family: Family,
@@ -157,6 +193,8 @@ def accumulate(
         source: the data, chunk by chunk.
         params: ``[B, R, ...]`` parameters of the E-step (unused with ``resp``).
         hard: classification E-step (each sample wholly to its most probable component).
+            Rows the source labels keep their component in either E-step
+            (:func:`labelled_e_step`).
         precise: compute the pass in float64 (:meth:`Family.needs_precise_pass`).
         about: parameters about which the statistics are taken, in float64, instead of
             ``params`` (stepwise EM averages statistics across changing parameters).
@@ -181,15 +219,14 @@ def accumulate(
             prepared = family.prepare(params, precise)
             lw = family.log_weights(params)
         about_prep = None if about is None else family.prepare({k: v.double() for k, v in about.items()}, True)
-        for start, X, w in source.chunks():
+        for start, X, w, labels in source.chunks(labels=True):
             X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
             w = None if w is None else w.unsqueeze(1)
             if resp is not None:
                 r, aux = resp(start, X), None
             else:
                 log_prob, aux = family.log_prob(X, prepared)
-                pick = hard_responsibilities if hard else responsibilities
-                log_norm, r = pick(log_prob, lw.to(log_prob.dtype), inplace=True)
+                log_norm, r = labelled_e_step(log_prob, lw.to(log_prob.dtype), labels, hard=hard)
                 part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
                 ll = part if ll is None else ll + part
             if about is None and resp is None:
@@ -293,7 +330,7 @@ def run_em(
                 raise ValueError(failure_message)
             old_params = params
             params = _where(active, new_params, params)
-            lower_bound = torch.where(active, ll, lower_bound)
+            lower_bound = torch.where(active, family.lower_bound(stats, new_params, ll), lower_bound)
             n_iter = torch.where(active, torch.full_like(n_iter, it), n_iter)
             history.append(lower_bound)
             change = lower_bound - previous

@@ -29,8 +29,10 @@ from torch import Tensor, nn
 
 from . import data as data_module
 from ._utils import InputKind, caller_stacklevel, check_data, check_feature_names, check_fitted, full_float32_matmul, make_generator, to_output
-from .data import DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source, reservoir_sample
-from .distributed import all_reduce_sum, broadcast_params, check_consistent, gather_samples, is_distributed, signature, world_size
+from .data import (DataInfo, Source, TensorSource, auto_chunk_size, concat_blocks, describe, inference_blocks, open_source,
+                   reservoir_sample, working_dtype)
+from .distributed import (all_reduce_sum, broadcast_params, check_consistent, consistent_count, gather_samples, is_distributed,
+                          signature, world_size)
 from .em import EMResult, Family, run_em, select_best
 from .exceptions import ConvergenceWarning, NotFittedError
 
@@ -298,6 +300,12 @@ class EMEstimator(EstimatorModule):
         """The best restart of every problem: the highest lower bound (:func:`torchem.em.select_best`)."""
         return select_best(result)
 
+    def _prepare_fit(self, source: Source) -> None:
+        """Settings a model takes from the whole data before it initialises (the data-dependent
+        priors of BayesianGaussianMixture): called on every rank by every ``fit`` and by the
+        ``partial_fit`` that starts a model, with that fit's data (summing over the ranks is
+        the model's to do, e.g. with :func:`torchem.em.accumulate`)."""
+
     def _after_fit(self, source: Source, params: dict[str, Tensor]) -> None:
         """Anything a model computes from its fitted parameters and the data (K-means: the
         labels and inertia of the training data)."""
@@ -400,13 +408,10 @@ class EMEstimator(EstimatorModule):
         a fitted model computes where its parameters are."""
         if fitted:
             ref = getattr(self, self._param_names[0])
-            return ref.device, torch.promote_types(info.dtype, ref.dtype)
+            return ref.device, working_dtype(info, ref.device, ref.dtype)
         anchor = self._anchor
         device = anchor.device if anchor.device.type != "cpu" else info.device
-        dtype = torch.promote_types(info.dtype, anchor.dtype)
-        if not dtype.is_floating_point:
-            dtype = torch.get_default_dtype()
-        return device, dtype
+        return device, working_dtype(info, device, anchor.dtype)
 
     def _chunk_size(self, n_features: int, n_restarts: int, device, dtype, n_samples: int | None) -> int:
         if self.chunk_size is not None:
@@ -414,12 +419,12 @@ class EMEstimator(EstimatorModule):
         per = self._bytes_per_sample(n_features, n_restarts, torch.finfo(dtype).bits // 8)
         return auto_chunk_size(per, torch.device(device), n_samples if n_samples is not None else 2**62)
 
-    def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int) -> _Fit:
+    def _open(self, X, sample_weight, *, fitted: bool, n_restarts: int, labels=None) -> _Fit:
         info = describe(X, "X")
         device, dtype = self._compute_device_dtype(info, fitted)
         chunk = self._chunk_size(info.n_features, n_restarts * info.n_problems, device, dtype, info.n_samples)
         source = open_source(info, sample_weight, device=device, dtype=dtype, chunk_size=chunk, check=self._value_check(),
-                             convert=self._value_map())
+                             convert=self._value_map(), labels=labels, n_components=self._n_components)
         return _Fit(source, info)
 
     def _value_check(self):
@@ -434,10 +439,19 @@ class EMEstimator(EstimatorModule):
         apply it chunk by chunk, where they convert the data."""
         return None
 
-    def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int) -> TensorSource:
+    def _in_memory(self, X: Tensor, w: Tensor | None, device, dtype, n_restarts: int, labels: Tensor | None = None) -> TensorSource:
         """A source of data already on the device (an initial sample, a gathered batch)."""
         chunk = self._chunk_size(X.shape[-1], n_restarts * X.shape[0], device, dtype, X.shape[-2])
-        return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk)
+        return TensorSource(X, device=device, dtype=dtype, sample_weight=w, chunk_size=chunk, labels=labels)
+
+    def _collective_device(self, fit: _Fit | None) -> torch.device:
+        """Where this rank's collectives run: its data's compute device (the model's when
+        its data could not be read)."""
+        if fit is not None:
+            return fit.source.device
+        if self._fitted:
+            return getattr(self, self._param_names[0]).device
+        return self._anchor.device
 
     def _signature(self, fit: _Fit | None, state: dict) -> dict:
         """What every rank of a distributed fit must agree on: the data's layout, the
@@ -482,13 +496,13 @@ class EMEstimator(EstimatorModule):
 
     @torch.no_grad()
     @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
-    def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None) -> None:
+    def _fit(self, X, sample_weight=None, callback=None, max_iter: int | None = None, labels=None) -> None:
         """The fit sequence, as a transaction (:meth:`_transaction`)."""
         with self._transaction():
-            self._fit_sequence(X, sample_weight, callback, max_iter)
+            self._fit_sequence(X, sample_weight, callback, max_iter, labels)
 
     @torch.no_grad()
-    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None) -> None:
+    def _fit_sequence(self, X, sample_weight, callback, max_iter: int | None, labels=None) -> None:
         self._validate_hyperparameters()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable as callback(iteration, lower_bound, model); got {callback!r}.")
@@ -500,7 +514,7 @@ class EMEstimator(EstimatorModule):
         n_init = 1 if continuing else self._n_restarts()
         fit, error, sample = None, None, None
         try:
-            fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init)
+            fit = self._open(X, sample_weight, fitted=continuing, n_restarts=n_init, labels=labels)
             check_feature_names(self, X, reset=True)
             source = fit.source
             generator = make_generator(self.random_state, source.device)
@@ -509,7 +523,7 @@ class EMEstimator(EstimatorModule):
             if not continuing and (fit.streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE):
                 # initialise from a uniform sample (the whole data when it is small): streamed,
                 # sharded and large in-memory data alike, so they give the same fit
-                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator)
+                sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator, labels=True)
             elif fit.streamed:
                 for _ in source.chunks():  # a first pass: counts an iterable, checks values
                     pass
@@ -517,7 +531,8 @@ class EMEstimator(EstimatorModule):
             if not is_distributed():
                 raise
             error = exc
-        check_consistent(self._signature(fit, {"continues_fit": continuing}), error)  # every rank raises, or none
+        # every rank raises, or none (on the device the data is on, whatever CUDA device is current)
+        check_consistent(self._signature(fit, {"continues_fit": continuing}), error, self._collective_device(fit))
         info, device, dtype = fit.info, source.device, source.dtype
         n = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if n < k:
@@ -528,6 +543,7 @@ class EMEstimator(EstimatorModule):
                 "Sample weights must contain at least one non-zero number: the sample weights of "
                 f"{'the stream X' if fit.streamed else 'X'} sum to zero; give some samples a positive weight."
             )
+        self._prepare_fit(source)
         if continuing:
             self._check_initial_values(source.n_features, info.n_problems)
             params = self._fitted_params(device, dtype)
@@ -536,9 +552,9 @@ class EMEstimator(EstimatorModule):
         else:
             init_source = source
             if sample is not None:
-                sx, sw = gather_samples(*sample)
-                sx, sw = self._with_distinct_rows(source, sx, sw, n)
-                init_source = self._in_memory(sx, sw, device, dtype, n_init)
+                sx, sw, sl = gather_samples(*sample)
+                sx, sw, sl = self._with_distinct_rows(source, sx, sw, sl, n)
+                init_source = self._in_memory(sx, sw, device, dtype, n_init, sl)
             params = broadcast_params(self._restart_params(init_source, n_init, generator))
             lower_bound = None
         params = {key: v.to(dtype) for key, v in params.items()}
@@ -586,24 +602,27 @@ class EMEstimator(EstimatorModule):
     def _distinct_rows_needed(self) -> int:
         return 0
 
-    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, n: int) -> tuple[Tensor, Tensor | None]:
-        """The initial sample ``sx [B, m, D]`` (weights ``sw``), with up to ``k`` distinct rows
+    def _with_distinct_rows(self, source: Source, sx: Tensor, sw: Tensor | None, sl: Tensor | None,
+                            n: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The initial sample ``sx [B, m, D]`` (weights ``sw``, labels ``sl``), with up to ``k`` distinct rows
         of the data appended when a sample of fewer than ``n`` samples holds fewer than the
         ``k`` distinct rows the initialisation needs, so that data with enough distinct points
         is never refused because a rare one was not drawn (one more pass, only then)."""
         k = self._distinct_rows_needed()
         if k == 0 or sx.shape[1] >= n or is_distributed():
-            return sx, sw
+            return sx, sw, sl
         if all(_count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
-            return sx, sw
+            return sx, sw, sl
         found = _distinct_rows(source, k)
         if any(f.shape[0] < k for f in found):
-            return sx, sw  # the data itself has too few: the initialisation says so
+            return sx, sw, sl  # the data itself has too few: the initialisation says so
         extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
         sx = torch.cat([sx, extra], 1)
         if sw is not None:
             sw = torch.cat([sw, torch.ones(extra.shape[:2], device=sw.device, dtype=sw.dtype)], 1)
-        return sx, sw
+        if sl is not None:  # the appended rows count as unlabelled
+            sl = torch.cat([sl, torch.full(extra.shape[:2], -1, device=sl.device, dtype=sl.dtype)], 1)
+        return sx, sw, sl
 
     def _restart_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters of ``R`` restarts, each drawn on its own, so that
@@ -655,7 +674,7 @@ class EMEstimator(EstimatorModule):
 
     @torch.no_grad()
     @full_float32_matmul()  # exact whatever the user's TF32 setting (docs/scale.md)
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, labels=None):
         """One online update on a batch of a stream (see the model's ``_online_step``): the
         first call initialises the model from its batch unless it is already fitted, in which
         case the stream continues from the fitted parameters. Under ``torch.distributed`` every
@@ -663,28 +682,30 @@ class EMEstimator(EstimatorModule):
 
         Args:
             X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor, or one batch of a stream
-                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w}``.
+                as ``fit`` reads it: a mapping ``{"X": X, "sample_weight": w, "labels": l}``.
             y: ignored.
             sample_weight: optional ``[n]`` weights.
+            labels: optional ``[n]`` partial labels, as ``fit`` takes them.
 
         Returns:
             ``self``.
         """
         with self._transaction():
-            self._partial_fit_step(X, sample_weight)
+            self._partial_fit_step(X, sample_weight, labels)
         return self
 
     @torch.no_grad()
-    def _partial_fit_step(self, X, sample_weight) -> None:
+    def _partial_fit_step(self, X, sample_weight, labels=None) -> None:
         self._validate_hyperparameters()
         self._restart_on_structure_change("partial_fit")
         state = getattr(self, "_online", None)
         fit, error = None, None
         try:
             if isinstance(X, Mapping):  # one batch of a stream, as fit reads them
-                if sample_weight is not None:
-                    raise ValueError("sample_weight cannot be combined with a mapping batch; put the weights under "
-                                     "its key 'sample_weight'.")
+                if sample_weight is not None or labels is not None:
+                    raise ValueError("sample_weight and labels cannot be combined with a mapping batch; put them under "
+                                     "its keys 'sample_weight' and 'labels'.")
+                labels = data_module.batch_labels(X)
                 X, sample_weight = data_module.split_batch(X)
             if isinstance(X, np.memmap):
                 X = np.asarray(X)  # one batch: read it into memory
@@ -695,7 +716,7 @@ class EMEstimator(EstimatorModule):
                     "to fit. Labels are not used, and weights go in sample_weight."
                 )
             check_feature_names(self, X, reset=not self._fitted)
-            fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1)
+            fit = self._open(X, sample_weight, fitted=self._fitted, n_restarts=1, labels=labels)
             if fit.streamed:  # a host batch larger than half a CUDA device's free memory
                 raise ValueError(
                     "This partial_fit batch does not fit in the device's memory at once; split it into smaller batches "
@@ -708,21 +729,26 @@ class EMEstimator(EstimatorModule):
                 raise
             error = exc
         stream = {"fitted": bool(self._fitted), "stream_batches": 0 if state is None else state.get("batches", 0)}
-        check_consistent(self._signature(fit, stream), error)  # every rank raises, or none
+        signature, where = self._signature(fit, stream), self._collective_device(fit)
+        if state is None:  # a stream's first batch: the full handshake (every rank raises, or none)
+            check_consistent(signature, error, where)
+            n_batch = consistent_count(signature, None, fit.source.n_samples, where)
+        else:  # later batches: one small all-reduce, which also sums the batch's size
+            n_batch = consistent_count(signature, error, 0 if fit is None else fit.source.n_samples, where)
         source = fit.source
         device, dtype = source.device, source.dtype
-        n_batch = int(all_reduce_sum([torch.tensor(float(source.n_samples), dtype=torch.float64, device=device)])[0])
         if self._fitted:
             params = self._fitted_params(device, dtype)
         else:
             # initialise from the first batch (of every rank, under torch.distributed)
-            sx, sw = gather_samples(source.X, source.sample_weight)
+            sx, sw, sl = gather_samples(source.X, source.sample_weight, source.labels)
             if sx.shape[1] < self._n_components:
                 raise ValueError(
                     f"The first batch given to partial_fit initialises the model and needs at least "
                     f"{self._k_name()} = {self._n_components} samples; got {sx.shape[1]}."
                 )
-            init_source = self._in_memory(sx, sw, device, dtype, 1) if is_distributed() else source
+            init_source = self._in_memory(sx, sw, device, dtype, 1, sl) if is_distributed() else source
+            self._prepare_fit(source)
             generator = make_generator(self.random_state, device)
             params = broadcast_params(self._starting_params(init_source, 1, generator))
             state = None
@@ -749,6 +775,9 @@ class EMEstimator(EstimatorModule):
         t, kind = info.data, info.kind
         if isinstance(t, np.ndarray):  # a memmap read whole by a caller that asked for it
             t = torch.from_numpy(np.array(t, dtype=np.float32 if t.dtype == np.float32 else np.float64))
+        if info.integral:  # integers on a CUDA model: its dtype, as in fitting (data.working_dtype)
+            ref = getattr(self, self._param_names[0])
+            t = t.to(working_dtype(info, ref.device, ref.dtype))
         check_data(t, name, n_features=self.n_features_in_, allow_stacked=True, estimator=type(self).__name__)
         if t.ndim == 3 and not self._stacked:
             raise ValueError(
@@ -779,8 +808,14 @@ class EMEstimator(EstimatorModule):
         prepared = family.prepare(params)
         step = self._chunk_size(X.shape[-1], self._n_problems, device, dtype, X.shape[-2])
         convert = self._value_map() or (lambda chunk: chunk)
-        outs = [fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
-                for s in range(0, X.shape[-2], step)]
+        # host input on a CUDA model: each chunk's output goes back to the host as it is made,
+        # so device memory holds one chunk's outputs (an [N, K] output joined on the device
+        # would grow with N); the host is where they are returned anyway
+        back = X.device if X.device != device else None
+        outs = []
+        for s in range(0, X.shape[-2], step):
+            out = fn(convert(X[..., s : s + step, :].to(device=device, dtype=dtype)), params, family, prepared)
+            outs.append(out if back is None else out.to(back))
         return torch.cat(outs, dim=dim)
 
     @staticmethod

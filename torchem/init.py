@@ -10,7 +10,7 @@ from torch import Tensor
 from ._utils import rand
 from .data import TensorSource
 from .em import Family, accumulate
-from .functional.kmeans import default_local_trials, kmeans_plusplus_step, squared_distances
+from .functional.kmeans import default_local_trials, kmeans_plusplus_step, lloyd_stats, squared_distances
 
 __all__ = [
     "Lloyd",
@@ -85,8 +85,11 @@ class Lloyd(Family):
         return c.new_zeros(c.shape[:-1])
 
     def stats(self, X, resp, prepared, aux, sample_weight):
-        r = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
-        return {"counts": r.sum(-2), "sums": r.mT @ X.double()}
+        """The responsibilities of K-means are one-hot (it is only run with the classification
+        E-step): each sample is scatter-added to its cluster (:func:`lloyd_stats`) instead of
+        a float64 product with the one-hot matrix."""
+        counts, sums = lloyd_stats(X, resp.argmax(-1), resp.shape[-1], sample_weight)
+        return {"counts": counts, "sums": sums}
 
     def m_step(self, stats, params):
         """The mean of each cluster; a cluster without points keeps its centre."""

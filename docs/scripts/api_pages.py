@@ -29,7 +29,8 @@ PAGES: dict[str, tuple[str, str, list[tuple[str | None, str]]]] = {
          ("torchem.functional.estep", "torchem.functional.estep"),
          ("torchem.functional.kmeans", "torchem.functional.kmeans"),
          ("Kernels of the Poisson family (torchem.mixture.poisson)", "torchem.mixture.poisson"),
-         ("Kernels of the categorical family (torchem.mixture.categorical)", "torchem.mixture.categorical")],
+         ("Kernels of the categorical family (torchem.mixture.categorical)", "torchem.mixture.categorical"),
+         ("Kernels of the variational Gaussian family (torchem.mixture.bayesian)", "torchem.mixture.bayesian")],
     ),
     "contract.md": (
         "The estimator layer, the driver and the data",

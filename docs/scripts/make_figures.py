@@ -25,6 +25,8 @@ SCRIPTS = {
     "latent_classes": "latent_classes.txt",
     "hard_em": "hard_em.txt",
     "bic": "bic.txt",
+    "bayesian_concentration": "bayesian_concentration.txt",
+    "partial_labels": "partial_labels.txt",
     "model_selection": "model_selection.txt",
     "models": "models.txt",
     "benchmark_tables": None,

@@ -6,7 +6,10 @@ off (``tol=0``): scikit-learn through ``weights_init``/``means_init``/``precisio
 ``init=centres``, faiss through ``init_centroids`` (with every point used, not a subsample),
 pomegranate through its distributions' parameters (``Normal`` means and covariances for
 ``full``, ``diag`` and ``spherical``, which it calls ``sphere``; ``Bernoulli`` probabilities)
-and the mixture's ``priors``.
+and the mixture's ``priors``. The variational mixture (``bgmm-full``, scikit-learn's
+``BayesianGaussianMixture`` as the peer) has no initial parameters to give: both libraries
+start from the same responsibilities (each sample wholly in the component of the nearest of
+the shared initial means), given through each one's initialisation hook.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
         ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
         ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("bgmm-full", "bgmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
         ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
         ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (10_000, 100, 8), ("pomegranate",)),
         ModelSpec("poisson", "poisson", None, (20_000, 784, 10), (10_000, 100, 8), ()),
@@ -126,6 +130,12 @@ def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed:
     if spec.family == "gmm":
         X = _gmm_data(rng, n, d, k, dtype)
         return Problem(X, _gmm_init(np.random.default_rng(seed + 1), X, k, spec.covariance_type))
+    if spec.family == "bgmm":
+        X = _gmm_data(rng, n, d, k, dtype)
+        means = _gmm_init(np.random.default_rng(seed + 1), X, k, spec.covariance_type)["means_init"].astype(np.float64)
+        labels = np.concatenate([((X[i : i + _BLOCK, None, :] - means) ** 2).sum(-1).argmin(-1)
+                                 for i in range(0, n, _BLOCK)])
+        return Problem(X, {"means": means, "labels": labels})
     if spec.family == "kmeans":
         centres = rng.normal(scale=3.0, size=(k, d))
         X = _blocked(rng, n, d, dtype, lambda rng, m: centres[rng.integers(0, k, m)] + rng.normal(size=(m, d)))
@@ -167,6 +177,8 @@ def _fit_torchem(spec, X, init, max_iter):
     k = len(next(iter(init.values())))
     if spec.family == "gmm":
         return torchem.GaussianMixture(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter, **init).fit(X)
+    if spec.family == "bgmm":
+        return _torchem_bgmm(spec, init["labels"], k, max_iter).fit(X)
     if spec.family == "kmeans":
         return torchem.KMeans(k, init=init["centers"], max_iter=max_iter, tol=0.0).fit(X)
     if spec.family == "poisson":
@@ -188,9 +200,41 @@ def _fit_sklearn(spec, X, init, max_iter):
 
         return GaussianMixture(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter,
                                init_params="random_from_data", random_state=0, **init).fit(X)
+    if spec.family == "bgmm":
+        return _sklearn_bgmm(spec, init["labels"], k, max_iter).fit(X)
     from sklearn.cluster import KMeans
 
     return KMeans(k, init=init["centers"], n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd").fit(X)
+
+
+def _torchem_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
+    """torchem's BayesianGaussianMixture starting from one-hot responsibilities ``labels [N]``."""
+    import torchem
+
+    class StartFromLabels(torchem.BayesianGaussianMixture):
+        def _init_responsibilities(self, source, n_init, generator):
+            given = torch.as_tensor(labels, device=source.device)
+
+            def resp_fn(start, X):
+                r = torch.nn.functional.one_hot(given[start : start + X.shape[-2]], k).double()
+                return r.expand(source.n_problems, n_init, *r.shape)
+
+            return resp_fn
+
+    return StartFromLabels(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter)
+
+
+def _sklearn_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
+    """scikit-learn's BayesianGaussianMixture starting from the same responsibilities."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    class StartFromLabels(BayesianGaussianMixture):
+        def _initialize_parameters(self, X, random_state, xp=None):
+            resp = np.zeros((len(X), k), dtype=X.dtype)
+            resp[np.arange(len(X)), labels] = 1.0
+            self._initialize(X, resp)
+
+    return StartFromLabels(n_components=k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter)
 
 
 @_quiet

@@ -28,6 +28,9 @@ FAMILIES = {
     "gmm-diag": ("gmm", "diag"),
     "gmm-spherical": ("gmm", "spherical"),
     "gmm-tied": ("gmm", "tied"),
+    # a variational iteration is charged as the Gaussian one of its covariance type: what it
+    # adds is per component (digammas, the posterior update) or 2NK (the entropy r log r)
+    "bgmm-full": ("gmm", "full"),
     "kmeans": ("kmeans", None),
     "bernoulli": ("bernoulli", None),
     "poisson": ("poisson", None),

@@ -13,7 +13,7 @@ from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inf
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
 from ..functional._buffers import buffer
-from ..functional.kmeans import assign, squared_distances
+from ..functional.kmeans import assign, lloyd_stats, squared_distances
 from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
 
 __all__ = ["KMeans"]
@@ -36,6 +36,32 @@ def _mean_variance(source: TensorSource) -> Tensor:
         part = (X.double() - mean.unsqueeze(1)).square().sum(1)
         sq = part if sq is None else sq + part
     return (all_reduce_sum([sq])[0] / n).mean(-1)
+
+
+def _assign_labelled(X: Tensor, centers: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`~torchem.functional.kmeans.assign` of ``X [B, 1, n, D]`` to ``centers [B, R, K, D]``
+    with the rows that ``labels [B, n]`` names (``>= 0``) kept in their cluster (seeded
+    k-means): ``(labels [B, R, n], squared distance [B, R, n])``."""
+    lab, dist = assign(X, centers)
+    if labels is None:
+        return lab, dist
+    known = (labels >= 0).unsqueeze(1)
+    fixed = labels.clamp_min(0).unsqueeze(1).expand_as(lab)
+    own = torch.gather(centers.expand(*lab.shape[:-1], *centers.shape[-2:]), -2,
+                       fixed.unsqueeze(-1).expand(*fixed.shape, X.shape[-1]))
+    return torch.where(known, fixed, lab), torch.where(known, (X - own).square().sum(-1), dist)
+
+
+def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
+    """``centers [B, R, K, D]`` with every cluster that has labelled rows (of positive weight)
+    in ``source`` moved to their (weighted) mean, as seeded k-means starts."""
+    k = centers.shape[-2]
+    labels = source.labels
+    mass = (labels >= 0).double() * (1.0 if source.sample_weight is None else source.sample_weight.double())
+    one = torch.nn.functional.one_hot(labels.clamp_min(0), k).double() * mass.unsqueeze(-1)  # [B, n, K]
+    counts, sums = one.sum(1), one.mT @ source.X.double()  # [B, K], [B, K, D]
+    seeded = (sums / counts.clamp_min(1e-300).unsqueeze(-1)).unsqueeze(1).to(centers.dtype)
+    return torch.where((counts > 0)[:, None, :, None], seeded, centers)
 
 
 def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
@@ -80,6 +106,80 @@ class _KMeansFamily(Lloyd):
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
+    #: Which pass in-memory data takes: the dense GEMM + argmin pass (``True``), Hamerly's
+    #: bounded pass (``False``), or ``None``: dense on CUDA devices, bounded on the CPU. The
+    #: bounded pass saves distance computations at the price of per-point state, gathers and
+    #: host synchronisations (``nonzero``) that stall a GPU; the dense pass has none.
+    dense: bool | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Dense pass (for GPUs: sync-free, no per-point state)
+    # ----------------------------------------------------------------------------------------
+
+    def _dense_pass(self, source: TensorSource, params):
+        """One Lloyd E-step and the M-step's statistics with no host synchronisation and
+        nothing kept per point, chunk by chunk.
+
+        Per chunk: one GEMM ``[B, R, n, K]`` in the data's dtype on data centred on the mean
+        of each restart's centres gives ``|c|^2 - 2 x.c`` up to ``|x|^2``; its two smallest
+        entries name two candidates, whose distances are then taken exactly in float64, and
+        the nearer wins (the lower index on a tie, as ``argmin``). So a near-tie that the
+        expansion's rounding cannot settle is settled exactly, as the bounded pass does (only
+        three or more centres within the rounding of one point, a measure-zero case, are
+        settled among the expansion's best two). Rows the source labels keep their cluster.
+        The statistics are float64 scatter-adds
+        (:func:`~torchem.functional.kmeans.lloyd_stats`) and the inertia is the sum of the exact
+        distances.
+
+        Returns:
+            ``(stats, mean log-likelihood [B, R])`` as :meth:`run_pass`.
+        """
+        centers = params["centers"]
+        b, r, k, d = centers.shape
+        dev, dtype = centers.device, source.dtype
+        c64 = centers.double()
+        ref = c64.mean(-2, keepdim=True)  # [B, R, 1, D]
+        cc = (c64 - ref).to(dtype)
+        cn = cc.square().sum(-1).unsqueeze(-2)  # [B, R, 1, K]
+        ref = ref.to(dtype)
+        counts = torch.zeros(b, r, k, dtype=torch.float64, device=dev)
+        sums = torch.zeros(b, r, k, d, dtype=torch.float64, device=dev)
+        inertia = torch.zeros(b, r, dtype=torch.float64, device=dev)
+        base = (torch.arange(b * r, device=dev) * k).view(b, r, 1)  # first row of each (problem, restart)
+        for _, X, w, known in source.chunks(labels=True):
+            n = X.shape[1]
+            if k > 1:
+                d2 = torch.matmul(X.unsqueeze(1) - ref, cc.mT).mul_(-2.0).add_(cn)  # [B, R, n, K]
+                cand = d2.topk(2, dim=-1, largest=False).indices  # [B, R, n, 2]
+                del d2
+                e0, e1 = (self._exact(X, c64, base + cand[..., j]) for j in (0, 1))  # [B, R, n] float64
+                second = (e1 < e0) | ((e1 == e0) & (cand[..., 1] < cand[..., 0]))
+                labels = torch.where(second, cand[..., 1], cand[..., 0])
+                dist = torch.where(second, e1, e0)
+            else:
+                labels = torch.zeros(b, r, n, dtype=torch.int64, device=dev)
+                dist = self._exact(X, c64, base.expand(b, r, n))
+            if known is not None:  # labelled rows stay in their cluster (seeded k-means)
+                keep = (known >= 0).unsqueeze(1)  # [B, 1, n]
+                fixed = known.clamp_min(0).unsqueeze(1).expand(b, r, n)
+                labels = torch.where(keep, fixed, labels)
+                dist = torch.where(keep, self._exact(X, c64, base + fixed), dist)
+            w = None if w is None else w.unsqueeze(1)  # [B, 1, n]
+            inertia += (dist if w is None else dist * w.double()).sum(-1)
+            part = lloyd_stats(X.unsqueeze(1), labels, k, w)  # float64 scatter-adds
+            counts += part[0]
+            sums += part[1]
+        return {"counts": counts, "sums": sums}, -inertia / source.total_weight().unsqueeze(-1)
+
+    @staticmethod
+    def _exact(X: Tensor, c64: Tensor, rows: Tensor) -> Tensor:
+        """``|x - c|^2`` in float64 of each sample of ``X [B, n, D]`` to the centre of flat
+        row ``rows [B, R, n]`` of ``c64 [B, R, K, D]``: one ``[B, R, n, D]`` float64 temporary,
+        the difference taken in float64 (no float64 copy of the chunk)."""
+        b, r, n = rows.shape
+        gathered = c64.reshape(-1, c64.shape[-1]).index_select(0, rows.reshape(-1)).view(b, r, n, -1)
+        return torch.sub(X.unsqueeze(1), gathered, out=gathered).square_().sum(-1)
+
     # ----------------------------------------------------------------------------------------
     # Bounded pass (Hamerly's exact acceleration of Lloyd)
     # ----------------------------------------------------------------------------------------
@@ -94,10 +194,15 @@ class _KMeansFamily(Lloyd):
         ``l`` and half the distance from its centre to the nearest other centre cannot change
         cluster, so only the other points are compared with all ``K`` centres (in float64).
         The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
-        moving only the points that changed cluster (float64 scatter-adds).
+        moving only the points that changed cluster (float64 scatter-adds). Points the source
+        labels are assigned with the others in the first pass and then moved to their own
+        cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they
+        are pinned again).
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
+        if self.dense if self.dense is not None else source.device.type == "cuda":
+            return self._dense_pass(source, params)
         centers = params["centers"]
         b, r, k, d = centers.shape
         c64 = centers.double()
@@ -138,6 +243,8 @@ class _KMeansFamily(Lloyd):
             u = self.upper[..., start:stop]
             low = self.lower[..., start:stop]
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
+            if not first and source.labels is not None:
+                need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
             if not first and not bool(need.any()):
                 continue
             if b * r == 1 and (first or float(need.float().mean()) > 0.25):
@@ -203,9 +310,30 @@ class _KMeansFamily(Lloyd):
                     self.sums.index_add_(0, pm + sel(old), -xw)
                 self.counts.index_add_(0, pm + sel(new_lab), wt)
                 self.sums.index_add_(0, pm + sel(new_lab), xw)
+        if source.labels is not None:
+            self._pin(source.labels, X_flat, w_flat, r, k)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
+
+    def _pin(self, labels: Tensor, X_flat: Tensor, w_flat: Tensor | None, r: int, k: int) -> None:
+        """Move every point that ``labels [B, N]`` names out of the cluster the pass gave it
+        and into its own (assignment and running sums)."""
+        b, n = labels.shape
+        wrong = (labels >= 0).unsqueeze(1) & (self.labels != labels.unsqueeze(1))  # [B, R, N]
+        if not bool(wrong.any()):
+            return
+        p, i = wrong.view(b * r, n).nonzero(as_tuple=True)
+        rows = torch.div(p, r, rounding_mode="floor") * n + i  # rows of the data
+        old, new = self.labels.view(-1)[p * n + i], labels.reshape(-1)[rows]
+        x = X_flat.index_select(0, rows).double()
+        wt = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if w_flat is None else w_flat[rows].double()
+        xw = x * wt.unsqueeze(-1)
+        self.counts.index_add_(0, p * k + old, -wt)
+        self.sums.index_add_(0, p * k + old, -xw)
+        self.counts.index_add_(0, p * k + new, wt)
+        self.sums.index_add_(0, p * k + new, xw)
+        self.labels.view(-1)[p * n + i] = new
 
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
@@ -307,8 +435,10 @@ class _KMeansFamily(Lloyd):
         b, r, k = counts.shape
         n_far = int(empty.sum(-1).max())
         best = None  # (distance [B, R, m], sample [B, R, m, D], weight [B, R, m]) of the farthest
-        for _, X, wc in self.source.chunks():
+        for _, X, wc, lab in self.source.chunks(labels=True):
             _, dist = assign(X.unsqueeze(1), centers)  # [B, R, n] exact distances
+            if lab is not None:  # labelled rows stay in their clusters
+                dist = dist.masked_fill((lab >= 0).unsqueeze(1), -torch.inf)
             m = min(n_far, dist.shape[-1])
             d, i = dist.double().topk(m, dim=-1)
             rows = X.unsqueeze(1).expand(b, r, *X.shape[1:]).gather(2, i.unsqueeze(-1).expand(b, r, m, X.shape[-1]))
@@ -352,7 +482,7 @@ class KMeans(EMEstimator):
         >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
         >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
         >>> km.labels_
-        array([1, 1, 1, 0, 0, 0])
+        array([1, 1, 1, 0, 0, 0], dtype=int32)
         >>> km.predict([[0, 0], [12, 3]])
         array([1, 0])
         >>> km.cluster_centers_
@@ -362,9 +492,11 @@ class KMeans(EMEstimator):
     Distances come from the GEMM expansion ``|x|^2 - 2 x.c + |c|^2`` on data centred on the
     mean of the centres, chunk by chunk (no ``N x K x D`` tensor, and an ``N x K`` block only
     per chunk); the distance of each sample to its nearest centre is then recomputed exactly,
-    so the inertia carries no cancellation. Empty clusters are re-seeded from the points
-    farthest from their centres. The ``n_init`` restarts run together; ``X`` of shape
-    ``[B, N, D]`` clusters ``B`` independent datasets.
+    so the inertia carries no cancellation. In-memory data on the CPU takes Hamerly's bounded
+    passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
+    with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
+    the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
+    shape ``[B, N, D]`` clusters ``B`` independent datasets.
 
     Args:
         n_clusters: number of clusters ``K``.
@@ -460,7 +592,8 @@ class KMeans(EMEstimator):
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k = int(self.n_clusters)
-        return itemsize * n_restarts * (4 * k + 2 * n_features) + 8 * n_restarts * k
+        # + float64 rows of the dense pass: the chunk, and one gathered centre per restart
+        return itemsize * n_restarts * (4 * k + 2 * n_features) + 8 * n_restarts * k + 8 * n_features * (n_restarts + 1)
 
     def _store(self, params: dict[str, Tensor]) -> None:
         self._set_parameter("centers", params["centers"])
@@ -480,6 +613,8 @@ class KMeans(EMEstimator):
                 )
         centers = self._initial_centers(self._method(), source.X, source.sample_weight, n_init, generator, b, d,
                                         source.device, source.dtype)
+        if source.labels is not None and self._method() is not None:
+            centers = _seeded_centers(source, centers)
         return {"centers": centers.to(source.dtype)}
 
     def _select(self, result, source: Source):
@@ -490,7 +625,8 @@ class KMeans(EMEstimator):
         best = inertia.argmin(-1)  # [B]
         rows = torch.arange(final.shape[0], device=best.device)
         pick = lambda t: t[rows, best]  # noqa: E731
-        self._final = (pick(labels), pick(inertia), pick(counts).unsqueeze(1))
+        best_labels = labels[rows.to(labels.device), best.to(labels.device)]  # a stream's labels are on the host
+        self._final = (best_labels, pick(inertia), pick(counts).unsqueeze(1))
         history = [pick(h) for h in result.history]
         return {"centers": pick(final)}, pick(result.lower_bound), pick(result.n_iter), pick(result.converged), history
 
@@ -505,7 +641,7 @@ class KMeans(EMEstimator):
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None):
+    def fit(self, X, y=None, sample_weight=None, *, labels=None, callback=None):
         """Compute the clustering.
 
         Args:
@@ -521,6 +657,11 @@ class KMeans(EMEstimator):
                 ``torch.distributed`` each rank passes its own shard.
             y: ignored.
             sample_weight: optional ``[N]`` (or ``[B, N]``) non-negative weights.
+            labels: optional ``[N]`` (or ``[B, N]``) partial labels (seeded k-means):
+                ``labels[i] = k`` keeps row ``i`` in cluster ``k`` in every assignment (and in
+                ``labels_``), ``-1`` leaves it free; with ``"k-means++"`` or ``"random"`` a
+                cluster with labelled rows starts at their mean. Streams carry them in
+                ``{"X": X, "labels": l}`` batches. ``y`` is never read.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every Lloyd iteration with minus the mean squared distance of the samples to
                 their centres (a float, ``[B]`` for ``B`` problems) and this model holding the best
@@ -531,7 +672,7 @@ class KMeans(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, sample_weight, callback=callback)
+        self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
@@ -556,21 +697,29 @@ class KMeans(EMEstimator):
         return gather_rows(Xs, idx)
 
     def _assign_all(self, source: TensorSource, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(labels [B, R, N], inertia [B, R], counts [B, R, K])``: the final assignment, its
-        inertia and the (weighted) number of samples of each cluster, over all ranks."""
-        labels, inertia = [], None
+        """``(labels [B, R, N] int32, inertia [B, R], counts [B, R, K])``: the final assignment,
+        its inertia and the (weighted) number of samples of each cluster, over all ranks.
+
+        The labels are written chunk by chunk into one int32 tensor (no list joined at the
+        end, which held them twice): on the device for data held there, on the host for
+        streamed data (a memmap, a DataLoader, a host array larger than the device), so device
+        memory never grows with the number of samples."""
+        b, r = centers.shape[:2]
+        host = source.X is None
+        labels = torch.empty(b, r, source.n_samples, dtype=torch.int32, device="cpu" if host else centers.device)
+        inertia = None
         counts = torch.zeros(*centers.shape[:-1], dtype=torch.float64, device=centers.device)
-        for _, X, w in source.chunks():
-            lab, dist = assign(X.unsqueeze(1), centers)
-            labels.append(lab)
+        for start, X, w, known in source.chunks(labels=True):
+            lab, dist = _assign_labelled(X.unsqueeze(1), centers, known)
+            labels[..., start : start + lab.shape[-1]] = lab.to(torch.int32)
             wt = torch.ones_like(dist, dtype=torch.float64) if w is None else w.double().unsqueeze(1).expand_as(dist)
             counts.scatter_add_(-1, lab, wt)
             part = (dist.double() * wt).sum(-1)
             inertia = part if inertia is None else inertia + part
         inertia, counts = all_reduce_sum([inertia, counts])
-        return torch.cat(labels, -1), inertia, counts
+        return labels, inertia, counts
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, labels=None):
         """Update the centres with one batch of a stream (mini-batch k-means).
 
         Each sample moves its nearest centre towards itself with step ``1 / count``, where
@@ -590,11 +739,12 @@ class KMeans(EMEstimator):
             X: ``[n, D]`` (or ``[B, n, D]``) batch.
             y: ignored.
             sample_weight: optional ``[n]`` non-negative weights.
+            labels: optional ``[n]`` partial labels: labelled rows move their own cluster.
 
         Returns:
             ``self``.
         """
-        return super().partial_fit(X, y, sample_weight)
+        return super().partial_fit(X, y, sample_weight, labels=labels)
 
     def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
         centers = params["centers"]  # [B, 1, K, D]
@@ -609,17 +759,17 @@ class KMeans(EMEstimator):
         new = torch.where((c > 0).unsqueeze(-1), moved, centers.double()).to(centers.dtype)
         state["counts"] = total
         # labels and inertia of the batch, from the centres before the update
-        labels, dist = assign(source.X.unsqueeze(1), centers)
+        labels, dist = _assign_labelled(source.X.unsqueeze(1), centers, source.labels)
         w = source.sample_weight
         inertia = (dist.double() if w is None else dist.double() * w.double().unsqueeze(1)).sum(-1)
         inertia, weight = all_reduce_sum([inertia, source.total_weight().double()])  # the whole batch, every rank
-        self._labels, self._inertia = labels[:, 0], inertia[:, 0]
+        self._labels, self._inertia = labels[:, 0].to(torch.int32), inertia[:, 0]
         self._counts = total
         return {"centers": new}, -inertia / weight.unsqueeze(-1), state
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X, y=None, sample_weight=None, *, labels=None):
         """Fit and return the cluster of each sample (``labels_``)."""
-        return self.fit(X, sample_weight=sample_weight).labels_
+        return self.fit(X, sample_weight=sample_weight, labels=labels).labels_
 
     # ----------------------------------------------------------------------------------------
     # Attributes
@@ -641,7 +791,7 @@ class KMeans(EMEstimator):
 
     @property
     def labels_(self):
-        """Cluster of each training sample ``[N]`` (``[B, N]``)."""
+        """Cluster of each training sample ``[N]`` (``[B, N]``), int32 as scikit-learn's."""
         check_fitted(self)
         self._check_final("labels_")
         return self._attr(self._labels if self._stacked else self._labels[0])
@@ -688,8 +838,8 @@ class KMeans(EMEstimator):
         t, kind = self._check_input(X)
         return to_output(self._map_chunks(t, lambda x, params, *_: squared_distances(x, params["centers"]).sqrt_(), dim=-2), kind)
 
-    def fit_transform(self, X, y=None, sample_weight=None):
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+    def fit_transform(self, X, y=None, sample_weight=None, *, labels=None):
+        return self.fit(X, sample_weight=sample_weight, labels=labels).transform(X)
 
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):

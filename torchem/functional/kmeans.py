@@ -48,13 +48,28 @@ def lloyd_stats(
 ) -> tuple[Tensor, Tensor]:
     """Per-cluster weight and weighted sum of the samples, in float64 (additive over chunks).
 
+    Scatter-adds, not a one-hot product: ``n D`` float64 additions instead of an ``n K D``
+    float64 GEMM (slow on GPUs, 1/64 of float32's speed on consumer ones), and no
+    ``[n, K]`` one-hot matrix.
+
+    Args:
+        X: ``[..., n, D]`` samples (leading dimensions broadcast against ``labels``'s).
+        labels: ``[..., n]`` cluster of each sample (int64).
+        n_clusters: ``K``.
+        sample_weight: optional ``[..., n]``.
+
     Returns:
         ``(counts [..., K], sums [..., K, D])``.
     """
-    onehot = torch.nn.functional.one_hot(labels, n_clusters).to(torch.float64)
-    if sample_weight is not None:
-        onehot = onehot * sample_weight.double().unsqueeze(-1)
-    return onehot.sum(-2), onehot.mT @ X.double()
+    lead = torch.broadcast_shapes(X.shape[:-2], labels.shape[:-1])
+    n, d = X.shape[-2:]
+    w = torch.ones((), dtype=torch.float64, device=X.device) if sample_weight is None else sample_weight.double()
+    w, labels = w.expand(*lead, n), labels.expand(*lead, n)
+    counts = torch.zeros(*lead, n_clusters, dtype=torch.float64, device=X.device).scatter_add_(-1, labels, w)
+    xw = X.double() if sample_weight is None else X.double() * sample_weight.double().unsqueeze(-1)
+    sums = torch.zeros(*lead, n_clusters, d, dtype=torch.float64, device=X.device)
+    sums.scatter_add_(-2, labels.unsqueeze(-1).expand(*lead, n, d), xw.expand(*lead, n, d))
+    return counts, sums
 
 
 def kmeans_plusplus_step(

@@ -3,8 +3,10 @@
 from .base import BaseMixture
 from .bernoulli import BernoulliMixture, BinomialMixture
 from .categorical import CategoricalMixture
+from .bayesian import BayesianGaussianMixture
 from .gaussian import GaussianMixture
 from .poisson import PoissonMixture
 from .selection import GaussianMixtureIC
 
-__all__ = ["BaseMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "GaussianMixtureIC", "PoissonMixture"]
+__all__ = ["BaseMixture", "BayesianGaussianMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture",
+           "GaussianMixtureIC", "PoissonMixture"]

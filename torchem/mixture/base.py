@@ -130,8 +130,32 @@ class BaseMixture(EMEstimator):
         """Starting parameters ``[B, R, ...]`` from the data: the M-step of the initial
         responsibilities (:meth:`_init_responsibilities`), as scikit-learn initialises; the
         user's initial values replace them afterwards (:meth:`_user_initial_params`)."""
-        resp_fn = self._init_responsibilities(source, n_init, generator)
+        resp_fn = self._labelled_init(source, n_init, generator)
         return self._m_step_from(source, resp_fn, self._init_reference(source, n_init))
+
+    def _labelled_init(self, source: TensorSource, n_init: int, generator: torch.Generator):
+        """:meth:`_init_responsibilities`, seeded by the source's partial labels: a labelled
+        row is one-hot at its class and a component with labelled rows starts from them alone
+        (seeded k-means' rule, so component ``k`` is class ``k``); a component without any
+        takes the usual initialisation's responsibilities of the unlabelled rows. When every
+        component has labelled rows the usual initialisation is skipped (no random draw)."""
+        labels = source.labels
+        if labels is None:
+            return self._init_responsibilities(source, n_init, generator)
+        k, b = self.n_components, source.n_problems
+        counts = torch.zeros(b, k, dtype=torch.float64, device=labels.device)
+        counts.scatter_add_(1, labels.clamp_min(0), (labels >= 0).double())
+        free = (counts == 0).double()[:, None, None, :]  # [B, 1, 1, K]: components without labelled rows
+        base = None if not bool(free.any()) else self._init_responsibilities(source, n_init, generator)
+
+        def resp_fn(start, X):
+            lab = labels[:, start : start + X.shape[-2]]
+            one = torch.nn.functional.one_hot(lab.clamp_min(0), k).double().unsqueeze(1)  # [B, 1, n, K]
+            known = (lab >= 0)[:, None, :, None]
+            rest = torch.zeros_like(one) if base is None else base(start, X) * free
+            return torch.where(known, one, rest).expand(b, n_init, lab.shape[-1], k)
+
+        return resp_fn
 
     def _init_reference(self, source: TensorSource, n_init: int) -> dict[str, Tensor] | None:
         """Parameters ``[B, R, ...]`` about which the initial statistics are taken, for a family
@@ -283,7 +307,7 @@ class BaseMixture(EMEstimator):
     # Fitting
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None):
+    def fit(self, X, y=None, sample_weight=None, *, labels=None, callback=None):
         """Estimate the parameters by EM.
 
         Runs ``n_init`` restarts as one batch (or continues from the current parameters when
@@ -309,6 +333,14 @@ class BaseMixture(EMEstimator):
                 ``w`` counts as the row repeated ``w`` times (the statistics, the lower bound
                 and k-means++ seeding are weighted). For a re-iterable ``X``, yield
                 ``{"X": X, "sample_weight": w}`` batches instead.
+            labels: optional ``[N]`` (or ``[B, N]``) partial labels, whole numbers:
+                ``labels[i] = -1`` leaves row ``i`` unlabelled, ``labels[i] = k`` fixes it to
+                component ``k`` (its responsibilities are one-hot in every E-step, its
+                log-likelihood term is ``log w_k + log p_k(x)``, so ``lower_bound_`` is the
+                semi-supervised log-likelihood); components with labelled rows are initialised
+                from them, so component ``k`` is class ``k`` (see the guide page "Partly
+                labelled data"). For a re-iterable ``X``, yield ``{"X": X, "labels": l}``
+                batches instead. Never read from ``y``, which scikit-learn's tools pass.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
                 for a fit of ``B`` problems) and this model holding that restart's current parameters
@@ -317,13 +349,14 @@ class BaseMixture(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, sample_weight, callback=callback)
+        self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None):
+    def fit_predict(self, X, y=None, sample_weight=None, *, labels=None):
         """Fit, then return the component of each sample (``fit(X).predict(X)``, computed
-        from the final parameters)."""
-        self._fit(X, sample_weight)
+        from the final parameters; a labelled row gets the most probable component, which
+        need not be its label)."""
+        self._fit(X, sample_weight, labels=labels)
         return self.predict(X)
 
     def initialize(self, X):
@@ -341,7 +374,7 @@ class BaseMixture(EMEstimator):
     #: :func:`torchem.em.step_size`); set it on an instance to change the schedule.
     stepwise_schedule = STEPWISE_SCHEDULE
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, *, labels=None):
         """One step of online (stepwise) EM on a batch, for data that arrives as a stream.
 
         The model keeps running sufficient statistics ``s``, normalised per sample. For the
@@ -368,11 +401,13 @@ class BaseMixture(EMEstimator):
             X: ``[n, D]`` (or ``[B, n, D]``) batch, numpy or tensor.
             y: ignored.
             sample_weight: optional ``[n]`` weights.
+            labels: optional ``[n]`` partial labels of the batch, as ``fit`` takes them (a
+                first batch's labelled rows also seed the initialisation).
 
         Returns:
             ``self``.
         """
-        return super().partial_fit(X, y, sample_weight)
+        return super().partial_fit(X, y, sample_weight, labels=labels)
 
     def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
         if state is None:
@@ -386,12 +421,17 @@ class BaseMixture(EMEstimator):
         state["t"] += 1
         eta = step_size(state["t"], self.stepwise_schedule)
         new, running, failed, ll = stepwise_update(
-            self._family(source.n_features), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
+            self._online_family(source.n_features, n_batch), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
         )
         if bool(failed.any()):
             raise ValueError(self._failure_message())
         state["running"] = running
         return new, ll, state
+
+    def _online_family(self, n_features: int, n_batch: int) -> Family:
+        """The hooks of a ``partial_fit`` step on ``n_batch`` samples (a variational family
+        scales its per-sample running statistics by the samples seen); :meth:`_family`."""
+        return self._family(n_features)
 
     def _implied_statistics(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``

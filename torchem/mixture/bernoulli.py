@@ -22,12 +22,20 @@ class _BernoulliFamily(Family):
 
     def __init__(self, n_trials: Tensor | None):
         self.n_trials = n_trials
+        self._trials_on: dict = {}  # n_trials moved to each device once, not once per chunk
+
+    def trials(self, device: torch.device) -> Tensor:
+        """``n_trials [D]`` (float64) on ``device``."""
+        key = str(device)
+        if key not in self._trials_on:
+            self._trials_on[key] = self.n_trials.to(device)
+        return self._trials_on[key]
 
     def prepare(self, params, precise=False):
         logits = params["logits"]
         log1m = torch.nn.functional.logsigmoid(-logits.double())
         if self.n_trials is not None:
-            log1m = log1m * self.n_trials.to(device=logits.device, dtype=torch.float64)
+            log1m = log1m * self.trials(logits.device)
         k = logits.shape[-2]
         # BLAS kernels are several times slower for an output width that is not a multiple
         # of 8 (K=10: 3x): pad the weights with zero columns and slice the product.
@@ -39,15 +47,14 @@ class _BernoulliFamily(Family):
     def log_prob(self, X, prepared):
         lp = (X @ prepared["w"].to(X.dtype))[..., : prepared["k"]] + prepared["const"].to(X.dtype)
         if self.n_trials is not None:
-            n = self.n_trials.to(device=X.device)
-            lp = lp + F.binomial_log_coefficient(X, n).unsqueeze(-1)
+            lp = lp + F.binomial_log_coefficient(X, self.trials(X.device)).unsqueeze(-1)
         return lp, None
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         return F.bernoulli_stats(X, resp, sample_weight)
 
     def m_step(self, stats, params):
-        n = None if self.n_trials is None else self.n_trials.to(stats["sx"].device)
+        n = None if self.n_trials is None else self.trials(stats["sx"].device)
         log_weights, logits = F.bernoulli_m_step(stats, n)
         failed = torch.zeros(log_weights.shape[:-1], dtype=torch.bool, device=log_weights.device)
         return {"log_weights": log_weights, "logits": logits}, failed
@@ -383,6 +390,15 @@ class BinomialMixture(BernoulliMixture):
         self.__dict__["_trials_cache"] = (key, t)
         return t
 
+    def _trials_on(self, n_features: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``n_trials`` on ``device`` in ``dtype``, moved once (the value check runs per chunk)."""
+        t = self._trials(n_features)
+        key = (id(t), str(device), dtype)
+        cached = self.__dict__.get("_trials_moved")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_trials_moved"] = (key, t.to(device=device, dtype=dtype))
+        return cached[1]
+
     def _check_trials(self, n_features: int) -> Tensor:
         raw = self.n_trials.detach().cpu().numpy() if isinstance(self.n_trials, Tensor) else np.asarray(self.n_trials)
         if raw.dtype.kind not in "iuf" or isinstance(self.n_trials, bool):
@@ -406,7 +422,7 @@ class BinomialMixture(BernoulliMixture):
         return None  # counts are read as they are
 
     def _validate_values(self, X: Tensor, name: str) -> None:
-        trials = self._trials(X.shape[-1]).to(device=X.device, dtype=X.dtype)
+        trials = self._trials_on(X.shape[-1], X.device, X.dtype)
         if bool((X < 0).any()):
             raise ValueError(f"Negative values in data passed to BinomialMixture: {name} holds negative counts; "
                              "BinomialMixture needs counts in [0, n_trials].")

@@ -324,8 +324,8 @@ class CategoricalMixture(BaseMixture):
         # k-means and the chosen samples work on the one-hot codes; the statistics of those
         # responsibilities are taken on the codes themselves, about the support
         coded = TensorSource(one_hot_codes(source.X, width, source.dtype), device=source.device, dtype=source.dtype,
-                             sample_weight=source.sample_weight, chunk_size=source.chunk_size)
-        on_codes = self._init_responsibilities(coded, n_init, generator)
+                             sample_weight=source.sample_weight, chunk_size=source.chunk_size, labels=source.labels)
+        on_codes = self._labelled_init(coded, n_init, generator)
 
         def resp_fn(start, X):
             return on_codes(start, one_hot_codes(X, width, X.dtype))

@@ -394,15 +394,18 @@ class GaussianMixture(BaseMixture):
         """Sigma points: ``mu_k +- sqrt(D) a_i`` for the columns ``a_i`` of a square root of
         ``Sigma_k - reg_covar I`` (the M-step adds ``reg_covar`` back), each with weight
         ``w_k / (2 D)``: their weight, mean and covariance are exactly the component's."""
-        means = params["means"].double()
+        cov = self._covariance.covariances(params["prec_chol"].double())
+        return self._sigma_points(params["log_weights"], params["means"], cov)
+
+    def _sigma_points(self, log_weights: Tensor, means: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+        """The moment points of components of these weights, means and covariances."""
+        means = means.double()
         *lead, k, d = means.shape
-        ct = self._covariance
-        cov = ct.covariances(params["prec_chol"].double())
-        root = ct.square_roots(cov, float(self.reg_covar), k, d)  # [..., K, D, D], columns a_i
+        root = self._covariance.square_roots(cov, float(self.reg_covar), k, d)  # [..., K, D, D], columns a_i
         offsets = math.sqrt(d) * root.mT  # [..., K, D, D]: row i is sqrt(D) a_i
         centre = means.unsqueeze(-2)
         points = torch.cat([centre + offsets, centre - offsets], -2).reshape(*lead, k * 2 * d, d)
-        weights = params["log_weights"].double().exp() / (2 * d)  # [..., K]
+        weights = log_weights.double().exp() / (2 * d)  # [..., K]
         onehot = torch.eye(k, dtype=torch.float64, device=means.device).repeat_interleave(2 * d, 0)  # [K 2D, K]
         return points, onehot * weights.unsqueeze(-2)
 

@@ -1,0 +1,314 @@
+"""BayesianGaussianMixture: scikit-learn's variational mixture from the same start, its lower
+bound, components switched off by a Dirichlet-process prior, priors, and the driver's
+features (streaming, B problems, sample weights, partial_fit, state dict)."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.mixture import BayesianGaussianMixture as SkBGMM  # noqa: E402
+
+from torchem import BayesianGaussianMixture, NotFittedError  # noqa: E402
+
+# several fits stop at a small max_iter on purpose (the comparisons hold at every iteration)
+pytestmark = pytest.mark.filterwarnings("ignore::torchem.ConvergenceWarning")
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
+CENTRES = np.array([[0.0, 0.0, 0.0], [4.0, 4.0, 0.0], [0.0, 5.0, 5.0]])
+
+
+def _blobs(n, seed=0, scales=(1.0, 0.6, 1.4)):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    return rng.normal(size=(n, 3)) * np.asarray(scales)[labels, None] + CENTRES[labels]
+
+
+def _resp(n, k, seed):
+    return np.random.default_rng(seed).dirichlet(np.ones(k), size=n)
+
+
+class _GivenStart(BayesianGaussianMixture):
+    """Starts from given responsibilities ``[N, K]`` (``[B, N, K]``) through the mixture's
+    initialisation hook, as scikit-learn's ``_initialize(X, resp)`` does below."""
+
+    resp = None
+
+    def _init_responsibilities(self, source, n_init, generator):
+        given = torch.as_tensor(self.resp, dtype=torch.float64, device=source.device)
+        if given.ndim == 2:
+            given = given.expand(source.n_problems, *given.shape)
+
+        def resp_fn(start, X):
+            return given[:, None, start : start + X.shape[-2]].expand(-1, n_init, -1, -1)
+
+        return resp_fn
+
+
+def _given_start(resp, **kwargs):
+    model = _GivenStart(**kwargs)
+    model.resp = resp
+    return model
+
+
+class _SkGivenStart(SkBGMM):
+    resp = None
+
+    def _initialize_parameters(self, X, random_state, xp=None):
+        self._initialize(X, self.resp)
+
+
+ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_", "mean_precision_", "degrees_of_freedom_")
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_matches_sklearn_from_the_same_responsibilities(covariance_type, prior_type):
+    X = _blobs(150)
+    resp = _resp(len(X), 5, seed=1)
+    kwargs = dict(n_components=5, covariance_type=covariance_type, weight_concentration_prior_type=prior_type,
+                  weight_concentration_prior=0.1, max_iter=40, tol=1e-6)
+    ours = _given_start(resp, **kwargs).fit(X)
+    ref = _SkGivenStart(**kwargs)
+    ref.resp = resp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's ConvergenceWarning when max_iter ends it
+        ref.fit(X)
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.converged_ == ref.converged_
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-6)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-6, atol=1e-9, err_msg=name)
+    for mine, theirs in zip(np.atleast_2d(ours.weight_concentration_), np.atleast_2d(ref.weight_concentration_)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+    np.testing.assert_allclose(ours.covariance_prior_, ref.covariance_prior_, rtol=1e-10)
+    np.testing.assert_allclose(ours.mean_prior_, ref.mean_prior_, rtol=1e-10)
+    assert ours.degrees_of_freedom_prior_ == ref.degrees_of_freedom_prior_
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_lower_bound_never_decreases(covariance_type):
+    X = _blobs(200, seed=2)
+    model = BayesianGaussianMixture(n_components=6, covariance_type=covariance_type, weight_concentration_prior=0.01,
+                                    init_params="random", tol=1e-8, max_iter=60, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    bounds = np.asarray(model.lower_bounds_)
+    assert len(bounds) > 5
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+
+
+def test_dirichlet_process_switches_off_unneeded_components_as_sklearn():
+    X = _blobs(300, seed=3, scales=(0.5, 0.5, 0.5))
+    kwargs = dict(n_components=10, weight_concentration_prior_type="dirichlet_process",
+                  weight_concentration_prior=0.01, max_iter=500, random_state=0)
+    ours = BayesianGaussianMixture(**kwargs).fit(X)
+    ref = SkBGMM(**kwargs).fit(X)
+    assert int((ref.weights_ > 0.02).sum()) == 3
+    assert int((ours.weights_ > 0.02).sum()) == 3
+    np.testing.assert_allclose(np.sort(ours.weights_)[-3:], np.sort(ref.weights_)[-3:], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weight_concentration_prior": 0.0}, "weight_concentration_prior"),
+        ({"weight_concentration_prior": -1.0}, "weight_concentration_prior"),
+        ({"mean_precision_prior": 0.0}, "mean_precision_prior"),
+        ({"degrees_of_freedom_prior": 1.5}, "degrees_of_freedom_prior"),
+        ({"degrees_of_freedom_prior": float("nan")}, "degrees_of_freedom_prior"),
+        ({"weight_concentration_prior_type": "dirichlet"}, "weight_concentration_prior_type"),
+        ({"mean_prior": [0.0, 0.0]}, "mean_prior"),
+        ({"mean_prior": [0.0, np.nan, 0.0]}, "mean_prior"),
+        ({"covariance_prior": np.eye(2)}, "covariance_prior"),
+        ({"covariance_prior": -np.eye(3)}, "covariance_prior"),
+        ({"covariance_prior": np.array([[1.0, 2, 0], [0, 1, 0], [0, 0, 1]])}, "covariance_prior"),
+        ({"covariance_type": "diag", "covariance_prior": [1.0, 0.0, 1.0]}, "covariance_prior"),
+        ({"covariance_type": "spherical", "covariance_prior": -1.0}, "covariance_prior"),
+    ],
+)
+def test_bad_priors_name_the_argument(kwargs, match):
+    X = _blobs(30)
+    model = BayesianGaussianMixture(2, random_state=0, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X)
+    with pytest.raises(NotFittedError):  # the failed fit left the model unfitted
+        model.weights_
+
+
+def test_given_priors_are_used_and_reported():
+    X = _blobs(120)
+    resp = _resp(len(X), 3, seed=4)
+    kwargs = dict(n_components=3, covariance_type="diag", mean_prior=[1.0, 2.0, 3.0], covariance_prior=[0.5, 1.0, 2.0],
+                  mean_precision_prior=10.0, degrees_of_freedom_prior=5.0, weight_concentration_prior=2.0, max_iter=20)
+    ours = _given_start(resp, **kwargs).fit(X)
+    ref = _SkGivenStart(**kwargs)
+    ref.resp = resp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.fit(X)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6)
+    np.testing.assert_allclose(ours.covariances_, ref.covariances_, rtol=1e-6)
+    np.testing.assert_allclose(ours.covariance_prior_, [0.5, 1.0, 2.0])
+    assert (ours.mean_precision_prior_, ours.degrees_of_freedom_prior_, ours.weight_concentration_prior_) == (10.0, 5.0, 2.0)
+
+
+def test_streamed_fit_equals_in_memory(tmp_path):
+    X = _blobs(400, seed=5)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    kwargs = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=64, max_iter=8)
+    memory = BayesianGaussianMixture(**kwargs).fit(X)
+    streamed = BayesianGaussianMixture(**kwargs).fit(np.load(path, mmap_mode="r"))
+    batches = BayesianGaussianMixture(**kwargs).fit(DataLoader(torch.as_tensor(X), batch_size=100))
+    for other in (streamed, batches):
+        np.testing.assert_allclose(np.asarray(other.covariance_prior_), memory.covariance_prior_, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(other.means_), memory.means_, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(other.lower_bound_, memory.lower_bound_, rtol=1e-10)
+        assert other.n_iter_ == memory.n_iter_
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_stacked_problems_equal_separate_fits(covariance_type):
+    X = np.stack([_blobs(100, seed=6), 3.0 * _blobs(100, seed=7) + 1.0])
+    resp = np.stack([_resp(100, 3, seed=8), _resp(100, 3, seed=9)])
+    kwargs = dict(n_components=3, covariance_type=covariance_type, max_iter=25, tol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = _given_start(resp, **kwargs).fit(X)
+        alone = [_given_start(resp[b], **kwargs).fit(X[b]) for b in range(2)]
+    for b in range(2):
+        assert both.n_iter_[b] == alone[b].n_iter_
+        np.testing.assert_allclose(both.lower_bound_[b], alone[b].lower_bound_, rtol=1e-9)
+        for name in ATTRIBUTES + ("mean_prior_", "covariance_prior_"):
+            np.testing.assert_allclose(getattr(both, name)[b], getattr(alone[b], name), rtol=1e-8, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(both.weight_concentration_[1][b], alone[b].weight_concentration_[1], rtol=1e-8)
+
+
+def test_integer_sample_weight_equals_repeated_rows():
+    X = _blobs(60, seed=10)
+    w = np.random.default_rng(11).integers(1, 4, len(X))
+    resp = _resp(len(X), 3, seed=12)
+    kwargs = dict(n_components=3, covariance_type="tied", max_iter=20, tol=1e-6)
+    weighted = _given_start(resp, **kwargs).fit(X, sample_weight=w)
+    repeated = _given_start(np.repeat(resp, w, 0), **kwargs).fit(np.repeat(X, w, 0))
+    np.testing.assert_allclose(weighted.covariance_prior_, repeated.covariance_prior_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-9)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-8, err_msg=name)
+
+
+def test_restarts_keep_the_highest_lower_bound():
+    X = _blobs(150, seed=13)
+    kwargs = dict(n_components=4, init_params="random", max_iter=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = BayesianGaussianMixture(n_init=3, random_state=0, **kwargs).fit(X)
+        first = BayesianGaussianMixture(n_init=1, random_state=0, **kwargs).fit(X)
+    assert best.lower_bound_ >= first.lower_bound_
+
+
+def test_partial_fit_runs_and_improves():
+    X_test = _blobs(300, seed=15)
+    model = BayesianGaussianMixture(n_components=3, random_state=0)
+    model.partial_fit(_blobs(20, seed=16))
+    first = model.score(X_test)
+    for i in range(25):
+        model.partial_fit(_blobs(60, seed=100 + i))
+    assert model.n_iter_ == 26
+    fitted = BayesianGaussianMixture(n_components=3, random_state=0).fit(_blobs(1500, seed=17))
+    assert model.score(X_test) > first + 1.0
+    assert model.score(X_test) > fitted.score(X_test) - 0.02  # stochastic VI reaches the batch fit
+    np.testing.assert_allclose(np.sort(model.weights_), np.sort(fitted.weights_), atol=0.05)
+
+
+def test_state_dict_round_trip(tmp_path):
+    X = _blobs(100, seed=18)
+    model = BayesianGaussianMixture(n_components=3, covariance_type="tied", random_state=0).fit(X)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    loaded = BayesianGaussianMixture(n_components=3, covariance_type="tied")
+    loaded.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(loaded.covariance_prior_, model.covariance_prior_)
+    assert loaded.degrees_of_freedom_ == model.degrees_of_freedom_
+    assert isinstance(model.degrees_of_freedom_, float)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_float32_tight_components_far_apart_match_float64(covariance_type):
+    """Tight clusters far from their common centre: the float32 second moments cancel, and
+    the Gaussian family's precise pass (float64, about each component's mean) keeps the
+    variational fit equal to the float64 one."""
+    rng = np.random.default_rng(10)
+    centres = np.array([[-300.0, 0.0], [300.0, 0.0], [0.0, 300.0]])
+    X = np.concatenate([rng.normal(size=(300, 2)) * 0.05 + c for c in centres])
+    resp = np.repeat(np.eye(3), 300, 0)
+    kwargs = dict(n_components=3, covariance_type=covariance_type, max_iter=10, mean_precision_prior=1e-3,
+                  covariance_prior=np.eye(2) * 1e-4 if covariance_type == "full" else np.full(2, 1e-4))
+    f64 = _given_start(resp, **kwargs).fit(X)
+    f32 = _given_start(resp, **kwargs).fit(X.astype(np.float32))
+    np.testing.assert_allclose(f32.covariances_, f64.covariances_, rtol=1e-3, atol=1e-8)  # variances ~2.5e-3
+    np.testing.assert_allclose(f32.lower_bound_, f64.lower_bound_, rtol=1e-5)
+
+
+def test_float32_tensor_input_matches_float64():
+    X = _blobs(200, seed=19) + 1000.0
+    kwargs = dict(n_components=3, random_state=0, max_iter=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m64 = BayesianGaussianMixture(**kwargs).fit(X)
+        m32 = BayesianGaussianMixture(**kwargs).fit(torch.as_tensor(X, dtype=torch.float32))
+    assert isinstance(m32.means_, torch.Tensor) and m32.means_.dtype == torch.float32
+    np.testing.assert_allclose(m32.means_.numpy(), m64.means_, rtol=1e-5)
+    np.testing.assert_allclose(m32.covariances_.numpy(), m64.covariances_, rtol=1e-3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_partial_fit_after_fit_continues_the_posterior(covariance_type):
+    """A converged fit on X, continued by partial_fit on X itself: the stream has now seen X
+    twice, so the update equals one batch iteration on X repeated twice from the fitted
+    posterior (the running statistics start as the statistics the fit implies; the batch fit's
+    covariance prior, of 2N rows, differs by its 1/(2N) unbiasing, hence atol)."""
+    X = _blobs(300, seed=20)
+    model = BayesianGaussianMixture(n_components=3, covariance_type=covariance_type, tol=1e-10, max_iter=500,
+                                    random_state=0).fit(X)
+    batch = copy.deepcopy(model).set_params(warm_start=True, max_iter=1).fit(np.concatenate([X, X]))
+    model.partial_fit(X)
+    for name in ("means_", "weights_", "covariances_", "mean_precision_", "degrees_of_freedom_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(batch, name), rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_point_estimate_as_a_distribution_and_no_from_distribution():
+    X = _blobs(150, seed=21)
+    model = BayesianGaussianMixture(n_components=3, covariance_type="diag", random_state=0).fit(X)
+    dist = model.to_distribution()  # the point estimate: weights_, means_, covariances_
+    np.testing.assert_allclose(dist.mixture_distribution.probs.detach().numpy(), model.weights_, rtol=1e-12)
+    np.testing.assert_allclose(dist.component_distribution.base_dist.scale.detach().numpy() ** 2, model.covariances_,
+                               rtol=1e-10)
+    samples, labels = model.sample(50)
+    assert samples.shape == (50, 3) and labels.shape == (50,)
+    with pytest.raises(TypeError, match="GaussianMixture.from_distribution"):
+        BayesianGaussianMixture.from_distribution(dist)
+
+
+def test_fully_labelled_fit_has_the_posterior_of_the_classes():
+    """With every sample labelled, the posterior is closed-form: nk are the class counts."""
+    rng = np.random.default_rng(22)
+    y = rng.integers(0, 3, 200)
+    X = rng.normal(size=(200, 2)) + np.array([[0, 0], [3, 0], [0, 3]])[y]
+    model = BayesianGaussianMixture(3, covariance_type="diag", random_state=0).fit(X, labels=y)
+    counts = np.bincount(y, minlength=3)
+    np.testing.assert_allclose(model.mean_precision_, 1.0 + counts, rtol=1e-12)
+    np.testing.assert_allclose(model.degrees_of_freedom_, 2.0 + counts, rtol=1e-12)
+    class_means = np.stack([X[y == k].mean(0) for k in range(3)])
+    np.testing.assert_allclose(model.means_, (X.mean(0) + counts[:, None] * class_means) / (1.0 + counts[:, None]),
+                               rtol=1e-10)
+    np.testing.assert_allclose(model.weight_concentration_[0], 1.0 + counts, rtol=1e-12)
