@@ -463,6 +463,32 @@ def test_npy_that_fits_on_the_gpu_is_copied_there_once(tmp_path, blobs, capsys):
                                float(printed[0]["log-likelihood"].split()[0]), rtol=1e-6)
 
 
+def test_select_prints_the_criterion_table_of_the_grid_and_saves_the_chosen_model(tmp_path, blobs_csv, capsys):
+    from torchem import GaussianMixture, GaussianMixtureIC
+
+    path, X = blobs_csv
+    out = tmp_path / "best.pt"
+    assert main(["select", str(path), "-k", "1-3,5", "--covariance-types", "full,diag", "--double",
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ic = GaussianMixtureIC((1, 2, 3, 5), covariance_type=("full", "diag"), random_state=0).fit(X)
+    header = lines[1].split()
+    assert header == ["n_components", "1", "2", "3", "5"]
+    for row, name in enumerate(("full", "diag")):
+        cells = lines[2 + row].split()
+        assert cells[0] == name
+        np.testing.assert_allclose([float(c.rstrip("*")) for c in cells[1:]], ic.bic_[row], rtol=1e-5)
+    assert lines[2 + ic.best_index_[0]].count("*") == 1
+    assert f"covariance_type={ic.covariance_type_}, n_components={ic.n_components_}" in lines[4]
+    _, model = load_model(str(out))
+    single = GaussianMixture(ic.n_components_, covariance_type=ic.covariance_type_, random_state=0).fit(X)
+    np.testing.assert_allclose(_np(model.means_), single.means_, rtol=1e-8, atol=1e-10)
+    for bad in (["-k", "4-2"], ["--covariance-types", "full,bad"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["select", str(path), *bad])
+        assert exc.value.code == 2 and "expected" in capsys.readouterr().err
+
+
 def test_fit_bgmm_switches_unneeded_components_off_and_predicts(tmp_path, blobs_csv, capsys):
     from torchem import BayesianGaussianMixture
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchem import BayesianGaussianMixture, BernoulliMixture, GaussianMixture, KMeans
+from torchem import BayesianGaussianMixture, BernoulliMixture, GaussianMixture, GaussianMixtureIC, KMeans
 from torchem.distributed import consistent_count
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
@@ -63,6 +63,14 @@ def _weighted_model():
     return GaussianMixture(3, covariance_type="full", n_init=2, random_state=0, chunk_size=64)
 
 
+def _ic_model():
+    return GaussianMixtureIC((1, 2, 3), covariance_type=("full", "diag"), random_state=0, chunk_size=64)
+
+
+def _ic_params(ic):
+    return {"bic": ic.bic_, "n_iter": ic.n_iter_, "means": ic.best_estimator_.means_}
+
+
 def _labels():
     """Partial labels of the first half (rank 0's shard) only: rank 1 passes none."""
     labels = np.full(600, -1)
@@ -101,6 +109,8 @@ def _worker(rank, world, init_file, out_dir):
         mm.flush()
         shard = np.load(f"{out_dir}/shard{rank}.npy", mmap_mode="r")
     results["mixed-sources"] = _params(_models()["gmm"]().fit(shard))
+    # the model-selection grid: each rank holds its half
+    results["ic"] = _ic_params(_ic_model().fit(X[half]))
     # sample weights: each rank passes the weights of its half
     results["weighted-gmm"] = _params(_weighted_model().fit(X[half], sample_weight=_weights()[half]))
     # missing values: each rank marginalises its half's NaN entries; omit counts every rank's rows
@@ -224,6 +234,14 @@ def test_ranks_streaming_and_in_memory_agree_with_the_single_process_fit(ranks):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0]["mixed-sources"][key], ranks[1]["mixed-sources"][key])
         np.testing.assert_allclose(ranks[0]["mixed-sources"][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_model_selection_grid_over_ranks_equals_the_single_process_grid(ranks):
+    X, _ = _data()
+    single = _ic_params(_ic_model().fit(X))
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0]["ic"][key], ranks[1]["ic"][key])
+        np.testing.assert_allclose(ranks[0]["ic"][key], value, rtol=1e-9, atol=1e-12)
 
 
 def test_weighted_fit_over_ranks_equals_the_single_process_fit(ranks):

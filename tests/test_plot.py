@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
-from torchem import BernoulliMixture, GaussianMixture, KMeans, NotFittedError  # noqa: E402
-from torchem.plot import covariance_ellipse, plot_mixture  # noqa: E402
+from torchem import BernoulliMixture, GaussianMixture, GaussianMixtureIC, KMeans, NotFittedError  # noqa: E402
+from torchem.plot import covariance_ellipse, plot_criterion, plot_mixture  # noqa: E402
 
 
 def _blobs(d=2, n=300, seed=0):
@@ -152,3 +152,23 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import now fails
     with pytest.raises(ImportError, match=r"torchem\[plot\]"):
         plot_mixture(gm, X)
+
+
+def test_plot_criterion_draws_one_line_per_covariance_type_with_the_chosen_model_starred(ax):
+    X = _blobs()
+    ic = GaussianMixtureIC((3, 1, 2, 4), covariance_type=("full", "diag", "spherical"), random_state=0).fit(X)
+    plot_criterion(ic, ax)
+    lines = [line for line in ax.get_lines() if line.get_label() in ("full", "diag", "spherical")]
+    assert [line.get_label() for line in lines] == ["full", "diag", "spherical"]
+    for row, line in enumerate(lines):
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4])  # sorted by K
+        order = np.argsort([3, 1, 2, 4])
+        np.testing.assert_allclose(line.get_ydata(), ic.bic_[row, order])
+    star = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1 and star[0].get_xdata()[0] == ic.n_components_
+    assert star[0].get_ydata()[0] == ic.bic_.min()
+    assert ax.get_ylabel().startswith("BIC")
+    with pytest.raises(TypeError, match="GaussianMixtureIC"):
+        plot_criterion(GaussianMixture(2).fit(X), ax)
+    with pytest.raises(NotFittedError):
+        plot_criterion(GaussianMixtureIC(), ax)

@@ -43,7 +43,8 @@ def test_every_estimator_is_exported_at_the_top():
     found = set()
     for name in _public_modules():
         for obj in vars(importlib.import_module(name)).values():
-            if inspect.isclass(obj) and issubclass(obj, EMEstimator) and not inspect.isabstract(obj):
+            if (inspect.isclass(obj) and issubclass(obj, EMEstimator) and not inspect.isabstract(obj)
+                    and not obj.__name__.startswith("_")):  # private helpers (GaussianMixtureIC's grid fit)
                 found.add(obj.__name__)
     assert found and found <= set(torchem.__all__)
 

@@ -3,7 +3,7 @@
 from .cluster import KMeans
 from .exceptions import ConvergenceWarning, NotFittedError
 from ._gradient import fit_by_gradient
-from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
+from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, GaussianMixtureIC, PoissonMixture
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "CategoricalMixture",
     "ConvergenceWarning",
     "GaussianMixture",
+    "GaussianMixtureIC",
     "KMeans",
     "NotFittedError",
     "PoissonMixture",

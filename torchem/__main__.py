@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .bench import _run as bench_run
-from ._cli import _device, _guarded, add_fit_parser, add_predict_parser
+from ._cli import _device, _guarded, add_fit_parser, add_predict_parser, add_select_parser
 from .functional.estep import mixture_log_prob
 from .functional.gaussian import COVARIANCE_TYPES, gaussian_log_prob, precision_cholesky_from_covariances
 from .mixture import GaussianMixture
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=bench_run.run_from_args)
     add_fit_parser(sub)
     add_predict_parser(sub)
+    add_select_parser(sub)
     return parser
 
 

@@ -1,8 +1,10 @@
-"""``torchem fit`` and ``torchem predict``: fit a model to a data file, save it, apply it.
+"""``torchem fit`` and ``torchem predict``: fit a model to a data file, save it, apply it;
+``torchem select``: the BIC/AIC table of a grid of Gaussian mixtures.
 
     torchem fit data.csv --model gmm -k 4 --covariance-type full --out gm.pt
     torchem fit data.csv --model bgmm -k 10 --weight-concentration-prior 0.01 --out bgm.pt
     torchem predict gm.pt new.npy --out labels.npy           # or --proba for probabilities
+    torchem select data.csv -k 1-8 --out best.pt             # every K and covariance type, one batch
 
 Data files: ``.npy`` (memory-mapped), ``.npz`` (the array named by ``--key``, or its only
 array), ``.csv`` (comma-separated numbers, with an optional header line) or ``.parquet``
@@ -34,7 +36,8 @@ from .data import check_labels
 from .functional.covariance import COVARIANCE_TYPES
 from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
-__all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "load_array", "load_model", "save_model"]
+__all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "add_select_parser", "criterion_table", "load_array",
+           "load_model", "save_model"]
 
 MODELS = {
     "gmm": GaussianMixture,
@@ -688,6 +691,16 @@ def _guarded(command):
     return run
 
 
+def _add_fit_options(p) -> None:
+    """The options every fitting command shares (fit, select)."""
+    p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
+    p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
+    p.add_argument("--key", help="name of the array in a .npz file holding several")
+
+
 def add_fit_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a model to a .npy/.npz/.csv/.parquet file and save it",
                        description="Fit a mixture model or K-means to a data file and save it with torch.save.")
@@ -710,16 +723,11 @@ def add_fit_parser(sub) -> argparse.ArgumentParser:
                    help="for --model categorical: categories per feature, one number or one per feature "
                         "comma-separated (default: the largest code of each feature + 1)")
     p.add_argument("--n-init", type=_positive, default=None, help="restarts, run as one batch (default: the model's)")
-    p.add_argument("--max-iter", type=_positive, default=100, help="most iterations (default 100)")
-    p.add_argument("--tol", type=_non_negative_real, default=None, help="convergence threshold (default: the model's)")
+    _add_fit_options(p)
     p.add_argument("--nan-policy", default="raise", choices=["raise", "omit", "marginalize"],
                    help="NaN in the data: refuse it (raise, the default), leave out the rows holding it (omit), or "
                         "treat NaN entries as missing at random and fit the observed entries exactly (marginalize); "
                         "a model fitted with omit or marginalize predicts rows with NaN from their observed entries")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--double", action="store_true", help="fit in float64 instead of float32")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
-    p.add_argument("--key", help="name of the array in a .npz file holding several")
     p.add_argument("--labels", metavar="FILE",
                    help="partial labels: a .npy or .csv file of one whole number per sample, -1 for unlabelled, "
                         "k to fix the sample to component k (semi-supervised fit)")
@@ -738,4 +746,95 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--key", help="name of the array in a .npz file holding several")
     p.set_defaults(func=_guarded(predict_command))
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# torchem select: the criterion table of a GaussianMixtureIC
+# --------------------------------------------------------------------------------------------
+
+
+def _components(text: str) -> tuple[int, ...]:
+    """``"1-8"``, ``"2,4,8"`` or both (``"1-4,8"``) as distinct positive ints, in order."""
+    values: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        first, last = _positive(lo), _positive(hi) if sep else None
+        if last is not None and last < first:
+            raise argparse.ArgumentTypeError(f"expected a range low-high with low <= high, got {part!r}")
+        values += range(first, (last if last is not None else first) + 1)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"n_components listed twice in {text!r}")
+    return tuple(values)
+
+
+def _covariance_types(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(","))
+    bad = [n for n in names if n not in COVARIANCE_TYPES]
+    if bad or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct names from {', '.join(COVARIANCE_TYPES)}; got {text!r}")
+    return names
+
+
+def criterion_table(ic) -> list[str]:
+    """The fitted ``GaussianMixtureIC``'s criterion as text: one row per covariance type, one
+    column per ``n_components``, the chosen model marked with ``*``."""
+    ks, types = ic.n_components_grid_, ic.covariance_types_
+    width = max(12, *(len(f"{v:.6g}") + 2 for v in ic.criterion_.ravel()))
+    lines = [f"{'n_components':<12}" + "".join(f"{k:>{width}}" for k in ks)]
+    for row, name in enumerate(types):
+        cells = []
+        for col, value in enumerate(ic.criterion_[row]):
+            text = "failed" if not np.isfinite(value) else f"{value:.6g}"
+            cells.append(f"{text + ('*' if (row, col) == ic.best_index_ else ' '):>{width}}")
+        lines.append(f"{name:<12}" + "".join(cells))
+    return lines
+
+
+def select_command(args) -> int:
+    from .mixture import GaussianMixtureIC
+
+    if args.out is not None:
+        _check_output("--out", args.out, MODEL_EXTENSIONS, (args.file,))
+    device = _device(args.device)
+    dtype = torch.float64 if args.double else torch.float32
+    X_np = load_array(args.file, args.key, dtype=dtype)
+    X = _model_input(X_np, device, dtype)
+    kwargs = {"n_init": args.n_init, "max_iter": args.max_iter}
+    if args.tol is not None:
+        kwargs["tol"] = args.tol
+    ic = GaussianMixtureIC(args.n_components, covariance_type=args.covariance_types, criterion=args.criterion,
+                           random_state=args.seed, **kwargs).to(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ic.fit(X)
+    for w in caught:
+        print(f"torchem select: warning: {w.message}", file=sys.stderr)
+    name = args.criterion.upper()
+    print(f"{name} (lower is better) of {len(ic.covariance_types_) * len(ic.n_components_grid_)} Gaussian mixtures "
+          f"on {X_np.shape[0]:,} samples, {X_np.shape[1]} features; * the chosen one")
+    for line in criterion_table(ic):
+        print(line)
+    print(f"chosen           covariance_type={ic.covariance_type_}, n_components={ic.n_components_} "
+          f"({name} {ic.criterion_[ic.best_index_]:.6g})")
+    if args.out is not None:
+        save_model(ic.best_estimator_, "gmm", args.out)
+        print(f"saved to         {args.out}")
+    return 0
+
+
+def add_select_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("select", help="choose n_components and covariance_type of a Gaussian mixture by BIC or AIC",
+                       description="Fit every Gaussian mixture of a grid of n_components and covariance types as one "
+                                   "batch (GaussianMixtureIC) and print the criterion table.")
+    p.add_argument("file", help="data: .npy, .npz (see --key), .csv or .parquet")
+    p.add_argument("-k", "--n-components", type=_components, default=tuple(range(1, 11)),
+                   help="numbers of components to compare: a range and/or a list, e.g. 1-10 or 1-4,8 (default 1-10)")
+    p.add_argument("--covariance-types", type=_covariance_types, default=tuple(COVARIANCE_TYPES),
+                   help=f"comma-separated (default {','.join(COVARIANCE_TYPES)})")
+    p.add_argument("--criterion", choices=["bic", "aic"], default="bic", help="default bic")
+    p.add_argument("--n-init", type=_positive, default=1, help="restarts of every model (default 1)")
+    _add_fit_options(p)
+    p.add_argument("--out", help="save the chosen model (a .pt or .pth file) for torchem predict")
+    p.set_defaults(func=_guarded(select_command))
     return p

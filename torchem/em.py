@@ -126,6 +126,7 @@ class EMResult:
     n_iter: Tensor  # int64
     converged: Tensor  # bool
     history: list[Tensor] = field(default_factory=list)  # one [B, R] lower bound per iteration
+    failed: Tensor | None = None  # bool [B, R]: restarts frozen by a failed M-step (``freeze_failed``)
 
 
 def _add_into(total: Params | None, part: Params) -> Params:
@@ -281,6 +282,7 @@ def run_em(
     verbose_interval: int = 10,
     failure_message: str = "EM failed.",
     hard: bool = False,
+    freeze_failed: bool = False,
 ) -> EMResult:
     """Run batched EM from ``params`` until every restart has converged or ``max_iter``.
 
@@ -300,6 +302,9 @@ def run_em(
         failure_message: the ``ValueError`` raised if an active restart's M-step fails.
         hard: classification EM: each sample is assigned wholly to its most probable
             component, and the lower bound is the mean classification log-likelihood.
+        freeze_failed: a restart whose M-step fails keeps its last parameters and stops
+            (marked in ``EMResult.failed``, not converged) instead of failing the whole fit:
+            for batches of independent models, e.g. a grid of models compared on a criterion.
 
     Returns:
         :class:`EMResult`; restarts that converged keep the parameters of their last update.
@@ -312,6 +317,7 @@ def run_em(
     n_iter = torch.zeros(lead, dtype=torch.int64, device=device)
     converged = torch.zeros(lead, dtype=torch.bool, device=device)
     active = torch.ones(lead, dtype=torch.bool, device=device)
+    dead = torch.zeros(lead, dtype=torch.bool, device=device)
     history = []
     start = time.perf_counter()
     verbose = verbose if rank() == 0 else 0
@@ -325,7 +331,10 @@ def run_em(
                 # (e.g. float32 second moments that cancel): redo this pass in float64.
                 stats, ll = e_step_pass(family, source, params, hard=hard, precise=True)
             new_params, failed = family.m_step(stats, params)
-            if bool((failed & active).any()):
+            if freeze_failed:
+                dead = dead | (failed & active)
+                active = active & ~dead
+            elif bool((failed & active).any()):
                 raise ValueError(failure_message)
             old_params = params
             params = _where(active, new_params, params)
@@ -367,7 +376,7 @@ def run_em(
             f"{time.perf_counter() - start:.3f}s: {int(converged.sum())}/{converged.numel()} converged, "
             f"best lower bound {lower_bound.max().item():.6g}"
         )
-    return EMResult(params, lower_bound, n_iter, converged, history)
+    return EMResult(params, lower_bound, n_iter, converged, history, dead if freeze_failed else None)
 
 
 def _progress_bar(max_iter: int):

@@ -603,7 +603,7 @@ class EMEstimator(EstimatorModule):
                 family, source, params, tol=settings["tol"], max_iter=settings["max_iter"], lower_bound=lower_bound,
                 callback=None if callback is None else report, verbose=settings["verbose"],
                 verbose_interval=settings["verbose_interval"], failure_message=self._failure_message(),
-                hard=settings["hard"],
+                hard=settings["hard"], freeze_failed=settings.get("freeze_failed", False),
             )
         else:
             lead = next(iter(params.values())).shape[:2]  # [B, R]

@@ -25,9 +25,9 @@ import torch
 
 from .cluster import KMeans
 from .functional.covariance import COVARIANCE_TYPES
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, GaussianMixtureIC
 
-__all__ = ["covariance_ellipse", "plot_mixture"]
+__all__ = ["covariance_ellipse", "plot_criterion", "plot_mixture"]
 
 
 def _pyplot():
@@ -210,4 +210,45 @@ def plot_mixture(
     ax.set_ylabel(f"x{j}")
     ax.set_aspect("equal", adjustable="datalim")
     ax.autoscale_view()
+    return ax
+
+
+def plot_criterion(ic, ax=None, *, mark_best: bool = True):
+    """Draw a fitted [GaussianMixtureIC][torchem.GaussianMixtureIC]'s criterion against the
+    number of components, one line per covariance type, the chosen model starred.
+
+    Models that failed (an infinite criterion) leave a gap in their line.
+
+    Args:
+        ic: a fitted ``GaussianMixtureIC``.
+        ax: matplotlib ``Axes`` to draw on; the current axes when ``None``.
+        mark_best: mark the chosen model (lowest criterion) with a star.
+
+    Returns:
+        The ``Axes`` drawn on.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+        TypeError: ``ic`` is not a ``GaussianMixtureIC``.
+        NotFittedError: ``ic`` is not fitted.
+    """
+    if not isinstance(ic, GaussianMixtureIC):
+        raise TypeError(f"plot_criterion draws a fitted torchem GaussianMixtureIC; got {type(ic).__name__}.")
+    values = np.where(np.isfinite(ic.criterion_), ic.criterion_, np.nan)  # raises NotFittedError
+    ks = np.asarray(ic.n_components_grid_)
+    order = np.argsort(ks)
+    plt = _pyplot()
+    if ax is None:
+        ax = plt.gca()
+    for row, name in enumerate(ic.covariance_types_):
+        ax.plot(ks[order], values[row, order], marker="o", label=name)
+    if mark_best:
+        row, col = ic.best_index_
+        ax.plot([ks[col]], [values[row, col]], marker="*", markersize=16, color="black", linestyle="none",
+                label=f"chosen: {ic.covariance_type_}, K={ic.n_components_}", zorder=3)
+    ax.set_xlabel("n_components")
+    ax.set_ylabel(f"{ic.criterion.upper()} (lower is better)")
+    ax.set_xticks(ks[order])
+    ax.legend()
+    ax.grid(alpha=0.3)
     return ax

@@ -73,12 +73,38 @@ def _memory_table(data: dict) -> list[str]:
     return out
 
 
+def _model_selection_table(data: dict) -> list[str]:
+    """``benchmarks/bench_model_selection.py``: the grid of K and covariance types as one batch
+    against the same models fitted one by one (medians of interleaved repeats)."""
+    med = data["median_seconds"]
+    names = {"grid": "torchem `GaussianMixtureIC` (one batch)", "torchem_loop": "torchem `GaussianMixture`, one by one",
+             "sklearn_loop": "scikit-learn `GaussianMixture`, one by one"}
+    ratios = {"torchem_loop": data.get("ratio_grid_vs_torchem_loop"), "sklearn_loop": data.get("ratio_grid_vs_sklearn_loop")}
+    out = [f"{data['models']} models (n_components {data['n_components'][0]}..{data['n_components'][-1]} x "
+           f"{', '.join(data['covariance_types'])}) on {data['n']:,} x {data['d']} {data['dtype']} data, "
+           f"{data['device']}, {data['threads']} thread(s), {data.get('cpu_count', '?')} CPUs, torch {data['torch']}, "
+           f"{data['date']}; median of {data['repeat']} interleaved repeats (the machine was shared with other jobs). "
+           f"Command: `{data['command'].strip()}`\n",
+           "| fitting the grid with | seconds (median) | grid's time / this |", "|---|---:|---:|"]
+    for key, label in names.items():
+        if key in med:
+            ratio = "" if key == "grid" else f"{ratios[key]:.2f}"
+            out.append(f"| {label} | {med[key]:.2f} | {ratio} |")
+    chosen = data.get("chosen", {})
+    out.append(f"\nChosen model: `{chosen.get('covariance_type')}`, {chosen.get('n_components')} components; largest "
+               f"relative difference between the grid's BIC and the one-by-one torchem fits' `bic(X)`: "
+               f"{data.get('max_relative_bic_difference_vs_torchem_loop', float('nan')):.1e}.\n")
+    return out
+
+
 def read_results(paths=None) -> tuple[list[tuple[str, dict, list[dict]]], list[str]]:
     files, skipped = [], []
     for path in paths or sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         runs = data.get("runs") if isinstance(data, dict) else None
         if isinstance(data, dict) and data.get("benchmark") == "bench_memory" and data.get("results"):
+            files.append((path.name, data, []))
+        elif isinstance(data, dict) and data.get("benchmark") == "bench_model_selection":
             files.append((path.name, data, []))
         elif runs and all("ms_per_iter" in r and "library" in r for r in runs):
             files.append((path.name, data, _rows_torchem_bench(data)))
@@ -109,6 +135,9 @@ def markdown(files, skipped, images) -> str:
             out.append(f"Peak memory of fits whose data stays on disk ({data.get('machine', '?')}, "
                        f"{data.get('cpu_count', '?')} CPUs): `{data.get('command', '')}`\n")
             out += _memory_table(data) + [""]
+            continue
+        if data.get("benchmark") == "bench_model_selection":
+            out += _model_selection_table(data) + [""]
             continue
         meta = [_machine(data), f"torch {data.get('torch', '?')}"]
         if data.get("dtype"):
@@ -206,6 +235,9 @@ def main(paths=None):
         if old.name not in images.values():
             old.unlink()
     write("benchmarks.md", markdown(files, skipped, images))
+    for name, data, _ in files:  # the model-selection page shows its own result
+        if data.get("benchmark") == "bench_model_selection":
+            write("model_selection_bench.md", "\n".join(_model_selection_table(data)))
 
 
 if __name__ == "__main__":

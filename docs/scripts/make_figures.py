@@ -28,6 +28,7 @@ SCRIPTS = {
     "bayesian_concentration": "bayesian_concentration.txt",
     "partial_labels": "partial_labels.txt",
     "missing_values": "missing_values.txt",
+    "model_selection": "model_selection.txt",
     "models": "models.txt",
     "benchmark_tables": None,
 }

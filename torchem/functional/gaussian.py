@@ -422,6 +422,8 @@ def gaussian_m_step(
     means: Tensor,
     covariance_type: str,
     reg_covar: float,
+    *,
+    centre: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Closed-form M-step from statistics produced by :func:`gaussian_stats`.
 
@@ -430,29 +432,36 @@ def gaussian_m_step(
         means: the means the statistics were taken with (their mean is the centre).
         covariance_type: the covariance type.
         reg_covar: non-negative value added to the diagonal of every covariance.
+        centre: the point the statistics were taken about, broadcastable against ``means``,
+            when it is not the means' mean (statistics of several models taken about one
+            common point); ignored for statistics taken about each component's own mean.
 
     Returns:
         ``(log_weights, means, prec_chol, failed)`` in float64; ``failed`` marks (per
         component, or per problem for ``tied``) covariances that could not be made positive
         definite even with added jitter.
     """
-    nk, new_means, cov = gaussian_moments(stats, means, covariance_type, reg_covar)
+    nk, new_means, cov = gaussian_moments(stats, means, covariance_type, reg_covar, centre=centre)
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
     new_prec_chol, failed = _regularised_cholesky(cov, covariance_type)
     return log_weights, new_means, new_prec_chol, failed
 
 
 def gaussian_moments(
-    stats: dict[str, Tensor], means: Tensor, covariance_type: str, reg_covar: float
+    stats: dict[str, Tensor], means: Tensor, covariance_type: str, reg_covar: float, *, centre: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The weighted moments the M-step reads off the statistics of :func:`gaussian_stats`:
     ``(nk [..., K], xk [..., K, D], sk)``, the counts (plus ``10 eps``, as scikit-learn), the
     means and the covariances (``reg_covar`` added; shaped per covariance type), in float64.
-    ``means`` are the means the statistics were taken with. A variational M-step
+    ``means`` are the means the statistics were taken with (``centre``: see
+    :func:`gaussian_m_step`). A variational M-step
     (:class:`torchem.BayesianGaussianMixture`) turns them into posterior parameters."""
     nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
     # the reference the statistics were taken about: the means' centre, or each mean itself
-    c = means.double() if "centred" in stats else _centre(means).double()
+    if "centred" in stats:
+        c = means.double()
+    else:
+        c = (_centre(means) if centre is None else centre).double()
     mean_c = stats["sx"] / nk.unsqueeze(-1)
     cov = _lookup(covariance_type).covariances_from_stats(stats, nk, mean_c, means.shape[-1], reg_covar)
     return nk, mean_c + c, cov

@@ -6,5 +6,7 @@ from .categorical import CategoricalMixture
 from .bayesian import BayesianGaussianMixture
 from .gaussian import GaussianMixture
 from .poisson import PoissonMixture
+from .selection import GaussianMixtureIC
 
-__all__ = ["BaseMixture", "BayesianGaussianMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture", "PoissonMixture"]
+__all__ = ["BaseMixture", "BayesianGaussianMixture", "BernoulliMixture", "BinomialMixture", "CategoricalMixture", "GaussianMixture",
+           "GaussianMixtureIC", "PoissonMixture"]
