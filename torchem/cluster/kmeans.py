@@ -207,6 +207,25 @@ class _KMeansFamily(Lloyd):
         stats["counts"].clamp_min_(0.0)  # rounding of removed weights
         return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
 
+    def final_assignment(self, source: Source, centers: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(labels [B, R, N], inertia [B, R], counts [B, R, K])`` under the final
+        ``centers [B, R, K, D]`` from one more bounded pass (the bounds were moved with the
+        last M-step, so only the points they cannot settle are compared with every centre:
+        no second dense pass), or ``None`` where no bounded pass ran (streamed data). The
+        inertia is summed exactly, ``|x - c_label|^2`` per sample, as :func:`assign` gives it."""
+        if self.labels is None or not isinstance(source, TensorSource):
+            return None
+        stats, _ = self.run_pass(source, {"centers": centers}, True)
+        b, r, k, d = centers.shape
+        inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
+        for start, X, w in source.chunks():
+            lab = self.labels[..., start : start + X.shape[1]]
+            nearest = torch.gather(centers, 2, lab.unsqueeze(-1).expand(*lab.shape, d))  # [B, R, n, D]
+            dist = (X.unsqueeze(1) - nearest).square().sum(-1).double()
+            inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
+        inertia, counts = all_reduce_sum([inertia, stats["counts"]])
+        return self.labels, inertia, counts
+
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
         bounds are only bounds): ``sum w |x - r|^2 - 2 sum_k (c_k - r).(S_k - n_k r) + sum_k
@@ -456,7 +475,9 @@ class KMeans(EMEstimator):
 
     def _fit_family(self, source: Source) -> _KMeansFamily:
         # scikit-learn's tolerance: tol times the mean variance of the features.
-        return _KMeansFamily(source, _mean_variance(source) * float(self.tol))
+        family = _KMeansFamily(source, _mean_variance(source) * float(self.tol))
+        self._bounded = family  # its bounds give the final labels (_select); dropped there
+        return family
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k = int(self.n_clusters)
@@ -486,11 +507,14 @@ class KMeans(EMEstimator):
         """scikit-learn's rule: the restart whose final centres have the least inertia (the
         final assignment of every restart's centres, which also gives ``labels_``)."""
         final = result.params["centers"]  # [B, R, K, D]
-        labels, inertia, counts = self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
+        family = self.__dict__.pop("_bounded", None)
+        done = None if family is None else family.final_assignment(source, final)
+        labels, inertia, counts = done if done is not None else self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
         best = inertia.argmin(-1)  # [B]
         rows = torch.arange(final.shape[0], device=best.device)
         pick = lambda t: t[rows, best]  # noqa: E731
-        self._final = (pick(labels), pick(inertia), pick(counts).unsqueeze(1))
+        # int32 labels (as scikit-learn's), of the best restart only
+        self._final = (pick(labels).to(torch.int32), pick(inertia), pick(counts).unsqueeze(1))
         history = [pick(h) for h in result.history]
         return {"centers": pick(final)}, pick(result.lower_bound), pick(result.n_iter), pick(result.converged), history
 
