@@ -750,6 +750,9 @@ class KMeans(EMEstimator):
     def _structural_hyperparameters(self) -> dict:
         return {"n_clusters": self.n_clusters}
 
+    def _init_reads_data(self) -> bool:
+        return self._method() is not None
+
     def _distinct_rows_needed(self) -> int:
         return int(self.n_clusters) if self._method() is not None else 0
 
