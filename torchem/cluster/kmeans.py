@@ -21,9 +21,15 @@ __all__ = ["KMeans"]
 
 
 
-def _mean_variance(source: TensorSource) -> Tensor:
-    """``[B]`` mean over features of the (unweighted) variance of the data, in float64, chunk
-    by chunk (and over the ranks of a distributed fit): scikit-learn's scale for ``tol``."""
+def _scales(source: TensorSource, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
+    times the mean over features of the (unweighted) variance of the data (over the ranks of
+    a distributed fit), and, from the same second pass, this rank's ``sum w |x - ref|^2``
+    about the data's mean ``ref``, which the exact inertia of :meth:`_KMeansFamily._inertia`
+    reads. Two passes in float64 (the mean, then the moments about it); with ``tol = 0`` none
+    (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first call)."""
+    if tol == 0:
+        return torch.zeros(source.n_problems, dtype=torch.float64, device=source.device), None, None
     total = None
     for _, X, _ in source.chunks():
         part = X.double().sum(1)
@@ -31,11 +37,15 @@ def _mean_variance(source: TensorSource) -> Tensor:
     n = torch.tensor(float(source.n_samples), dtype=torch.float64, device=total.device)
     total, n = all_reduce_sum([total, n])
     mean = total / n
-    sq = None
-    for _, X, _ in source.chunks():
-        part = (X.double() - mean.unsqueeze(1)).square().sum(1)
+    sq, spread = None, None
+    for _, X, w in source.chunks():
+        dev2 = (X.double() - mean.unsqueeze(1)).square_()  # [B, n, D]
+        part = dev2.sum(1)
         sq = part if sq is None else sq + part
-    return (all_reduce_sum([sq])[0] / n).mean(-1)
+        per = dev2.sum(-1)
+        part = (per if w is None else per * w.double()).sum(-1)
+        spread = part if spread is None else spread + part
+    return (all_reduce_sum([sq])[0] / n).mean(-1) * tol, mean, spread
 
 
 def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
@@ -71,12 +81,13 @@ class _KMeansFamily(Lloyd):
     restart stops when its centres move less than ``tol``. It keeps the per-point bounds and
     the data source for the length of its fit."""
 
-    def __init__(self, source: TensorSource, tol: Tensor):
+    def __init__(self, source: TensorSource, tol: float):
         self.source = source
-        self.tol = tol  # [B] absolute tolerance on the total squared centre shift
+        # [B] absolute tolerance on the total squared centre shift; [B, D] reference near
+        # the data and [B] sum w |x - ref|^2 (None: taken by the first _inertia)
+        self.tol, self.ref, self.spread = _scales(source, tol)
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
-        self.ref, self.spread = None, None  # [B, D] reference near the data, [B] sum w |x - ref|^2
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
@@ -475,7 +486,7 @@ class KMeans(EMEstimator):
 
     def _fit_family(self, source: Source) -> _KMeansFamily:
         # scikit-learn's tolerance: tol times the mean variance of the features.
-        family = _KMeansFamily(source, _mean_variance(source) * float(self.tol))
+        family = _KMeansFamily(source, float(self.tol))
         self._bounded = family  # its bounds give the final labels (_select); dropped there
         return family
 
