@@ -382,7 +382,7 @@ class KMeans(EMEstimator):
         >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
         >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
         >>> km.labels_
-        array([1, 1, 1, 0, 0, 0])
+        array([1, 1, 1, 0, 0, 0], dtype=int32)
         >>> km.predict([[0, 0], [12, 3]])
         array([1, 0])
         >>> km.cluster_centers_
