@@ -50,7 +50,7 @@ def test_iteration_clock_ticks_once_per_iteration_inside_a_fit():
 
     X = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     clock = IterationClock()
-    with em.iteration_clock(clock.tick):
+    with em._clock_iterations(clock.tick):
         gm = GaussianMixture(2, tol=0.0, max_iter=4, random_state=0).fit(X)
     assert em._iteration_clock is None and gm.n_iter_ == 4
     assert len(clock.stamps) == 5 and len(clock.seconds()) == 4 and all(t >= 0 for t in clock.seconds())

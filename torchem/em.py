@@ -45,11 +45,11 @@ Params = dict[str, Tensor]
 
 #: Called with ``0`` when :func:`run_em` starts its loop and with ``it`` after each iteration
 #: (private: ``torchem bench`` times iterations from inside one fit; see
-#: :func:`iteration_clock`).
+#: :class:`_clock_iterations`).
 _iteration_clock: Callable[[int], None] | None = None
 
 
-class iteration_clock:
+class _clock_iterations:
     """Context manager (private, for benchmarks) that has :func:`run_em` call ``tick(it)``
     as its loop starts (``it = 0``) and after each iteration (``it = 1, 2, ...``), so that an
     iteration is timed from inside one fit."""

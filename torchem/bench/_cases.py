@@ -198,9 +198,9 @@ def _quiet(fn: Callable) -> Callable:
 @_quiet
 def _fit_torchem(spec, X, init, max_iter, clock=None):
     clock = clock or IterationClock()
-    from ..em import iteration_clock
+    from ..em import _clock_iterations
 
-    with iteration_clock(clock.tick):
+    with _clock_iterations(clock.tick):
         return _fit_torchem_model(spec, X, init, max_iter)
 
 
