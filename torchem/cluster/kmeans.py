@@ -48,19 +48,26 @@ def _scales(source: TensorSource, tol: float) -> tuple[Tensor, Tensor | None, Te
     return (all_reduce_sum([sq])[0] / n).mean(-1) * tol, mean, spread
 
 
-def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
-    """Row argmin of ``d2 [S, K]`` that keeps the ``current`` label of every row where it
-    still attains the minimum. On CPU an argmin over a short last dimension costs several
-    times a plain ``amin``, and after the first passes few rows change label, so the argmin
-    is taken only on those rows (on ties the current label stays, as in the bounded passes)."""
-    if first:
-        return d2.argmin(-1)
+def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None, dim: int = -1) -> Tensor:
+    """Argmin over the centres (dimension ``dim``: ``d2 [S, K]``, or ``[K, S]`` with
+    ``dim=0``) that keeps the ``current`` label of every point where it still attains the
+    minimum. On CPU an argmin over a short dimension costs several times a plain ``amin``,
+    and after the first passes few points change label, so the argmin is taken only on those
+    (on ties the current label stays, as in the bounded passes)."""
     if best is None:
-        best = d2.amin(-1)
+        best = d2.amin(dim)
+    if first:
+        if dim != 0:
+            return d2.argmin(dim)
+        # [K, S]: the first centre attaining the minimum, one comparison per centre
+        new = torch.zeros(d2.shape[1], dtype=torch.int64, device=d2.device)
+        for j in range(d2.shape[0] - 1, -1, -1):
+            new.masked_fill_(d2[j] == best, j)
+        return new
     new = current.clone()
-    rows = (d2.gather(-1, current.unsqueeze(-1)).squeeze(-1) != best).nonzero(as_tuple=True)[0]
+    rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        new.index_copy_(0, rows, d2.index_select(0, rows).argmin(-1))
+        new.index_copy_(0, rows, d2.index_select(1 if dim == 0 else 0, rows).argmin(dim))
     return new
 
 
@@ -262,9 +269,11 @@ class _KMeansFamily(Lloyd):
 
         The chunk is cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
         block one GEMM in the data's dtype, on data centred on the mean of the centres, gives
-        ``|c|^2 - 2 x.c``; its row minimum is the nearest distance up to ``|x|^2``. The argmin
-        is taken only on the rows whose current label no longer attains that minimum (a
-        full argmin over ``K`` costs more than the GEMM on CPU). The bounds come from the same
+        ``|c|^2 - 2 x.c``; its minimum over the centres is the nearest distance up to
+        ``|x|^2``. The argmin is taken only on the points whose current label no longer attains
+        that minimum (a full argmin over ``K`` costs more than the GEMM on CPU). On CPU with few
+        centres the matrix is laid out ``[K, S]``: a minimum over short rows costs several times
+        one over long columns. The bounds come from the same
         matrix widened by the GEMM's rounding (``2 (D + 2) eps (|x|^2 + max |c|^2)``), so they
         stay bounds; the bounded passes tighten them exactly in float64 where it matters."""
         ws = self.workspace
@@ -278,19 +287,23 @@ class _KMeansFamily(Lloyd):
         ref = ref.to(dtype)
         cmax = float(c64.sub(c64.mean(0, keepdim=True)).square().sum(-1).max())
         block = max(256, min(n, 2**20 // max(k, 1)))
+        kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
             xc = torch.sub(X[s:e], ref, out=buffer(ws, "xc", (m, d), X))
             xx = torch.linalg.vector_norm(xc, dim=-1).square_().double()
-            d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
-            best = d2.amin(-1)
+            if kd == 0:
+                d2 = torch.addmm(cn.unsqueeze(1), cc, xc.mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))
+            else:
+                d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
+            best = d2.amin(kd)
             old = lab[s:e]
-            new = _argmin_keeping(d2, old, first, best)
+            new = _argmin_keeping(d2, old, first, best, kd)
             err = (2.0 * (d + 2) * eps) * (xx + cmax)
             u[s:e] = (best.double() + xx + err).clamp_min_(0.0).sqrt_()
             if k > 1:
-                second = d2.scatter_(-1, new.unsqueeze(-1), torch.inf).amin(-1).double()
+                second = d2.scatter_(kd, new.unsqueeze(kd), torch.inf).amin(kd).double()
                 low[s:e] = (second + xx - err).clamp_min_(0.0).sqrt_()
             else:
                 low[s:e] = torch.inf
