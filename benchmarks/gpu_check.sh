@@ -89,7 +89,6 @@ if [ $DRY = 1 ]; then
     TESTS=(tests/test_cuda.py tests/test_streaming.py tests/test_bench.py)  # the files with CUDA tests: collection is slow
     GMM=(--n 3000 --d 8 --k 4); KM=(--n 5000 --d 8 --k 8); BER=(--n 2000 --d 32 --k 4)
     ITERS=(--iters 2 --repeat 1 --quick)
-    SK=(--device cpu --n 2000 --d 8 --k 4 --iters 2 --repeat 1)
     PREC=(--device cpu --n 2000 --d 8 --k 4)
     MEM_DEVICE=(--device cpu --source memory --n 20000 --d 8 --k 4 --max-iter 2)
     MEM_HOST=(--device cpu --source memmap --n 20000 --d 8 --k 4 --max-iter 2)
@@ -98,7 +97,6 @@ else
     TESTS=(tests)
     GMM=(--n 1000000 --d 64 --k 64); KM=(--n 10000000 --d 128 --k 1024); BER=(--n 1000000 --d 784 --k 10)
     ITERS=(--iters 5 --repeat 2)
-    SK=(--device cuda --n 1000000 --d 64 --k 64 --iters 5 --repeat 2)
     PREC=(--device cuda --n 1000000 --d 64 --k 64)
     MEM_DEVICE=(--device cuda --source device --n 100000000 --d 64 --k 64 --max-iter 3)
     # 40M x 64 float32 (10 GB) in host RAM, with all but 16 GiB of the device held: streamed
@@ -110,7 +108,8 @@ step tests 90 "$PY" -m pytest -m cuda "${TESTS[@]}" -q -p no:cacheprovider -rfEs
 step precision 30 "$PY" benchmarks/bench_precision.py "${PREC[@]}" --json "$DEST/gpu-precision.json"
 step bench-gmm 100 "${BENCH[@]}" --models gmm-diag,gmm-full "${GMM[@]}" --json "$DEST/gpu-bench-gmm.json"
 step bench-bernoulli 50 "${BENCH[@]}" --models bernoulli "${BER[@]}" --json "$DEST/gpu-bench-bernoulli.json"
-step sklearn-array-api 50 "$PY" benchmarks/bench_sklearn_array_api.py "${SK[@]}" --json "$DEST/gpu-sklearn-array-api.json"
+step sklearn-array-api 50 env SCIPY_ARRAY_API=1 "$PY" -m torchem bench --devices "$DEVICES" --references sklearn-array-api \
+    --no-progress "${ITERS[@]}" --models gmm-diag,gmm-full "${GMM[@]}" --json "$DEST/gpu-sklearn-array-api.json"
 step memory-device 45 "$PY" benchmarks/bench_memory.py "${MEM_DEVICE[@]}" --json "$WORK/memory-device.json"
 step memory-host 50 "$PY" benchmarks/bench_memory.py "${MEM_HOST[@]}" --json "$WORK/memory-host.json"
 step bench-kmeans 110 "${BENCH[@]}" --models kmeans "${KM[@]}" --json "$DEST/gpu-bench-kmeans.json"

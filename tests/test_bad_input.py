@@ -148,3 +148,27 @@ def test_warm_start_with_other_layout(fitted):
     gm = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
     with pytest.raises(ValueError, match="warm_start"):
         gm.fit(np.zeros((60, 4)) + np.arange(4))
+
+
+def test_finiteness_check_neither_misses_a_bad_value_nor_refuses_large_finite_data():
+    """Finiteness is checked by a sum per block: a NaN or infinity anywhere (here past the
+    first block, and +inf with -inf, whose sum is NaN) is refused, and finite values whose sum
+    overflows float32 are accepted (the exact check settles them)."""
+    from torchem import KMeans
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(70_000, 2)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[69_000, 1] = bad
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            KMeans(2, n_init=1, max_iter=2, random_state=0).fit(Y)
+    Y = X.copy()
+    Y[0, 0], Y[1, 0] = np.inf, -np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        KMeans(2, n_init=1, max_iter=2, random_state=0).fit(Y)
+    big = np.full((6, 1), 3e38, dtype=np.float32)  # the sum overflows; every value is finite
+    big[3:] = -3e38
+    assert not bool(torch.isfinite(torch.from_numpy(big)[:4].sum()))  # a block sum that overflows
+    labels = np.asarray(KMeans(2, n_init=1, max_iter=2, random_state=0).fit(big).labels_)
+    assert sorted(np.bincount(labels).tolist()) == [3, 3] and len(set(labels[:3])) == 1

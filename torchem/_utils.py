@@ -176,7 +176,17 @@ def check_data(
 def all_finite(X: Tensor, block: int = 2**16) -> bool:
     """Whether every value of ``X [..., N, D]`` is finite, checked ``block`` samples at a time
     (``torch.isfinite`` on the whole would allocate several times the data's size)."""
-    return all(bool(torch.isfinite(X[..., s : s + block, :]).all()) for s in range(0, max(1, X.shape[-2]), block))
+    return all(_block_finite(X[..., s : s + block, :]) for s in range(0, max(1, X.shape[-2]), block))
+
+
+def _block_finite(X: Tensor) -> bool:
+    """Whether every value of ``X`` is finite. A NaN or an infinity makes the sum NaN or
+    infinite, so a finite sum proves every value finite in one vectorised reduction (on CPU
+    ``isfinite(X).all()`` costs tens of times more: a boolean tensor written and read); only a
+    sum that is not finite (a bad value, or finite values overflowing) is checked exactly."""
+    if X.is_floating_point() and bool(torch.isfinite(X.sum())):
+        return True
+    return bool(torch.isfinite(X).all())
 
 
 def to_output(t: Tensor, kind: InputKind):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .distributed import is_distributed
-from ._utils import InputKind, as_float_tensor, check_data, rand
+from ._utils import InputKind, all_finite, as_float_tensor, check_data, rand
 
 __all__ = [
     "HostStreamSource",
@@ -841,7 +841,7 @@ def open_source(info: DataInfo, sample_weight=None, *, device, dtype, chunk_size
     device = torch.device(device)
 
     def checked(chunk: Tensor) -> None:
-        if not bool(torch.isfinite(chunk).all()):
+        if not all_finite(chunk):
             if not allow_nan:
                 raise ValueError(f"Input {name} contains NaN or infinity. Remove or impute those values before fitting.")
             chunk = check_observed(chunk, name)

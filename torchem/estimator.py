@@ -548,7 +548,8 @@ class EMEstimator(EstimatorModule):
             generator = make_generator(self.random_state, source.device)
             if continuing:
                 self._check_layout(fit, "warm_start=True")
-            if not continuing and (fit.streamed or is_distributed() or source.n_samples > data_module.INIT_SAMPLE_SIZE):
+            if not continuing and (fit.streamed or is_distributed()
+                                   or (source.n_samples > data_module.INIT_SAMPLE_SIZE and self._init_reads_data())):
                 # initialise from a uniform sample (the whole data when it is small): streamed,
                 # sharded and large in-memory data alike, so they give the same fit
                 sample = reservoir_sample(source, -(-data_module.INIT_SAMPLE_SIZE // world_size()), generator, labels=True)
@@ -626,6 +627,11 @@ class EMEstimator(EstimatorModule):
                 ConvergenceWarning,
                 stacklevel=caller_stacklevel(),
             )
+
+    def _init_reads_data(self) -> bool:
+        """Whether the initialisation reads the data (a K-means start from given centres does
+        not, so large in-memory data is then not sampled for it)."""
+        return True
 
     #: Distinct rows the initialisation needs (K-means: ``n_clusters``); 0: none.
     def _distinct_rows_needed(self) -> int:

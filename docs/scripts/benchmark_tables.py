@@ -94,6 +94,31 @@ def _model_selection_table(data: dict) -> list[str]:
     out.append(f"\nChosen model: `{chosen.get('covariance_type')}`, {chosen.get('n_components')} components; largest "
                f"relative difference between the grid's BIC and the one-by-one torchem fits' `bic(X)`: "
                f"{data.get('max_relative_bic_difference_vs_torchem_loop', float('nan')):.1e}.\n")
+
+
+def _fit_ratio_table(data: dict) -> list[str]:
+    """``benchmarks/bench_fit_ratios.py``: whole fits, torchem against its peer in one process."""
+    out = ["| workload | N | D | K | ratio | wall | CPU time | torchem CPU s (median) | peer CPU s (median) |",
+           "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in data["runs"]:
+        if "times_s" in r:
+            ours = np.median([t[1] for t in r["times_s"]["torchem"]])
+            peer = np.median([t[1] for t in r["times_s"][r["peer"]]])
+        else:  # torchem after scikit-learn against torchem before
+            ours = np.median([t[1] for t in r["after_s"]])
+            peer = np.median([t[1] for t in r["before_s"]])
+        out.append(f"| {r['workload']} | {r['n']:,} | {r['d']} | {r['k']} | {r['ratio_name']} | {r['ratio']:.2f} "
+                   f"| {r['ratio_cpu']:.2f} | {ours:.3f} | {peer:.3f} |")
+    return out
+
+
+def _agreement_table(data: dict) -> list[str]:
+    """``benchmarks/bench_agreement.py``: two runs of one ``torchem bench`` command."""
+    out = ["| model | N | D | K | implementation | ms / iteration, first | second | slower / faster |",
+           "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in data["rows"]:
+        out.append(f"| {r['model']} | {r['n']:,} | {r['d']} | {r['k']} | {r['label']} | {r['ms_first']:.2f} "
+                   f"| {r['ms_second']:.2f} | {r['ratio']:.2f} |")
     return out
 
 
@@ -104,7 +129,7 @@ def read_results(paths=None) -> tuple[list[tuple[str, dict, list[dict]]], list[s
         runs = data.get("runs") if isinstance(data, dict) else None
         if isinstance(data, dict) and data.get("benchmark") == "bench_memory" and data.get("results"):
             files.append((path.name, data, []))
-        elif isinstance(data, dict) and data.get("benchmark") == "bench_model_selection":
+        elif isinstance(data, dict) and data.get("benchmark") in ("bench_model_selection", "bench_fit_ratios", "bench_agreement"):
             files.append((path.name, data, []))
         elif runs and all("ms_per_iter" in r and "library" in r for r in runs):
             files.append((path.name, data, _rows_torchem_bench(data)))
@@ -138,6 +163,22 @@ def markdown(files, skipped, images) -> str:
             continue
         if data.get("benchmark") == "bench_model_selection":
             out += _model_selection_table(data) + [""]
+            continue
+        if data.get("benchmark") == "bench_fit_ratios":
+            out.append(f"Whole fits, interleaved in one process ({data.get('threads', '?')} torch threads, "
+                       f"{data.get('cpu_count', '?')} CPUs, 1-minute load average {data.get('load_average_before', 0):.1f} "
+                       f"before and {data.get('load_average_after', 0):.1f} after, commit {data.get('commit', '?')}, "
+                       f"{data.get('date', '')}), median over {data.get('repeat', '?')} pairs: "
+                       f"`{data.get('command', '')}`\n")
+            out += _fit_ratio_table(data) + [""]
+            continue
+        if data.get("benchmark") == "bench_agreement":
+            worst = data.get("max_ratio_torchem")
+            out.append(f"Agreement of two consecutive runs ({', '.join(f'`{f}`' for f in data['files'])}; "
+                       f"{data.get('threads', '?')} torch threads, 1-minute load average "
+                       f"{data['load_average'][0]:.1f} / {data['load_average'][1]:.1f}): the largest ratio on a torchem "
+                       f"row is {worst:.2f}.\n")
+            out += _agreement_table(data) + [""]
             continue
         meta = [_machine(data), f"torch {data.get('torch', '?')}"]
         if data.get("dtype"):

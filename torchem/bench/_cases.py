@@ -3,18 +3,27 @@ and a fit function per library.
 
 Every library fits the same array from the same initial parameters with convergence checks
 off (``tol=0``): scikit-learn through ``weights_init``/``means_init``/``precisions_init`` or
-``init=centres``, faiss through ``init_centroids`` (with every point used, not a subsample),
+``init=centres`` (its Gaussian mixture also through the array API on torch tensors,
+``sklearn-array-api``, on every benchmarked device), faiss through ``init_centroids`` (with every point used, not a subsample),
 pomegranate through its distributions' parameters (``Normal`` means and covariances for
 ``full``, ``diag`` and ``spherical``, which it calls ``sphere``; ``Bernoulli`` probabilities)
 and the mixture's ``priors``. The variational mixture (``bgmm-full``, scikit-learn's
 ``BayesianGaussianMixture`` as the peer) has no initial parameters to give: both libraries
 start from the same responsibilities (each sample wholly in the component of the nearest of
 the shared initial means), given through each one's initialisation hook.
+
+Each fit function takes an :class:`~torchem.bench._timing.IterationClock` and ticks it at
+every iteration boundary from inside the fit: torchem through the driver's iteration hook,
+scikit-learn's mixtures as each E-step starts (the final E-step ends the last iteration),
+its K-means around its Lloyd iteration kernel, pomegranate after each M-step, and faiss hands
+over the cumulative times it records per iteration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -23,8 +32,9 @@ import numpy as np
 import torch
 
 from ._counts import CATEGORIES
+from ._timing import IterationClock
 
-__all__ = ["MODELS", "REFERENCES", "RUNNERS", "ModelSpec", "Problem", "installed_references", "make_problem"]
+__all__ = ["MODELS", "ON_DEVICE", "REFERENCES", "RUNNERS", "ModelSpec", "Problem", "installed_references", "make_problem"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +53,10 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("gmm-full", "gmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
-        ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
-        ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate")),
-        ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
+        ModelSpec("gmm-full", "gmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate", "sklearn-array-api")),
+        ModelSpec("gmm-diag", "gmm", "diag", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate", "sklearn-array-api")),
+        ModelSpec("gmm-spherical", "gmm", "spherical", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "pomegranate", "sklearn-array-api")),
+        ModelSpec("gmm-tied", "gmm", "tied", (200_000, 16, 16), (20_000, 8, 8), ("sklearn", "sklearn-array-api")),
         ModelSpec("bgmm-full", "bgmm", "full", (200_000, 16, 16), (20_000, 8, 8), ("sklearn",)),
         ModelSpec("kmeans", "kmeans", None, (500_000, 32, 64), (50_000, 16, 16), ("sklearn", "faiss")),
         ModelSpec("bernoulli", "bernoulli", None, (20_000, 784, 10), (10_000, 100, 8), ("pomegranate",)),
@@ -55,17 +65,42 @@ MODELS: dict[str, ModelSpec] = {
     ]
 }
 
-#: the reference libraries (their import names)
-REFERENCES = ("sklearn", "faiss", "pomegranate")
+#: the reference libraries (their import names; ``sklearn-array-api``: scikit-learn's
+#: GaussianMixture on torch tensors through the array API)
+REFERENCES = ("sklearn", "faiss", "pomegranate", "sklearn-array-api")
+#: references that run on each of torchem's benchmarked devices (the others on the CPU)
+ON_DEVICE = ("sklearn-array-api",)
 
 
-def installed_references(names=None) -> dict[str, str]:
-    """Version of each reference library in ``names`` (default: all) that can be imported."""
+def _array_api_version() -> str:
+    """scikit-learn's version when its array API dispatch works on torch tensors here."""
+    os.environ.setdefault("SCIPY_ARRAY_API", "1")  # read by scipy when it is first imported
+    from scipy._lib import _array_api
+
+    if not getattr(_array_api, "SCIPY_ARRAY_API", False):
+        raise RuntimeError("needs SCIPY_ARRAY_API=1 in the environment (scipy reads it when first imported, "
+                           "which importing torchem does): SCIPY_ARRAY_API=1 torchem bench ...")
+    import sklearn
+    from sklearn.utils._array_api import get_namespace
+
+    with sklearn.config_context(array_api_dispatch=True):
+        get_namespace(torch.zeros(1))  # raises where array-api-compat (or its vendored copy) is missing
+    return sklearn.__version__
+
+
+def installed_references(names=None, skipped: dict | None = None) -> dict[str, str]:
+    """Version of each reference library in ``names`` (default: all) that can be used; the
+    reason each other one cannot is put in ``skipped``."""
     found = {}
     for module in REFERENCES if names is None else names:
         try:
+            if module == "sklearn-array-api":
+                found[module] = _array_api_version()
+                continue
             mod = importlib.import_module(module)
-        except Exception:  # ImportError, or a library broken by its own dependencies
+        except Exception as exc:  # ImportError, or a library broken by its own dependencies
+            if skipped is not None:
+                skipped[module] = f"{type(exc).__name__}: {exc}"
             continue
         found[module] = str(getattr(mod, "__version__", "unknown"))
     return found
@@ -156,8 +191,8 @@ def make_problem(spec: ModelSpec, n: int, d: int, k: int, dtype: np.dtype, seed:
 
 
 # --------------------------------------------------------------------------------------------
-# Fit functions: (spec, data, init, max_iter) -> fitted object; iterations and quality are
-# read afterwards, outside the timed region.
+# Fit functions: (spec, data, init, max_iter, clock) -> fitted object; the clock is ticked at
+# every iteration boundary; iterations and quality are read afterwards, outside the fit.
 # --------------------------------------------------------------------------------------------
 
 
@@ -171,7 +206,15 @@ def _quiet(fn: Callable) -> Callable:
 
 
 @_quiet
-def _fit_torchem(spec, X, init, max_iter):
+def _fit_torchem(spec, X, init, max_iter, clock=None):
+    clock = clock or IterationClock()
+    from ..em import _clock_iterations
+
+    with _clock_iterations(clock.tick):
+        return _fit_torchem_model(spec, X, init, max_iter)
+
+
+def _fit_torchem_model(spec, X, init, max_iter):
     import torchem
 
     k = len(next(iter(init.values())))
@@ -192,19 +235,55 @@ def _fit_torchem(spec, X, init, max_iter):
     ).fit(X)
 
 
+def _sklearn_gmm(spec, k, max_iter, init, clock):
+    """scikit-learn's GaussianMixture whose every E-step ticks ``clock`` as it starts."""
+    from sklearn.mixture import GaussianMixture
+
+    class Timed(GaussianMixture):
+        def _e_step(self, X, xp=None):
+            clock.tick()
+            return super()._e_step(X, xp=xp)
+
+    return Timed(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter,
+                 init_params="random_from_data", random_state=0, **init)
+
+
+@contextlib.contextmanager
+def _timed_lloyd(clock):
+    """scikit-learn's Lloyd kernel, for the length of a fit, ticking ``clock`` as the first
+    iteration starts and as each updating call ends (the labels-only call after the loop is
+    not an iteration)."""
+    from sklearn.cluster import _kmeans
+
+    kernel = _kmeans.lloyd_iter_chunked_dense
+
+    def timed(*args, update_centers=True, **kwargs):
+        if not clock.stamps:
+            clock.tick()
+        out = kernel(*args, update_centers=update_centers, **kwargs)
+        if update_centers:
+            clock.tick()
+        return out
+
+    _kmeans.lloyd_iter_chunked_dense = timed
+    try:
+        yield
+    finally:
+        _kmeans.lloyd_iter_chunked_dense = kernel
+
+
 @_quiet
-def _fit_sklearn(spec, X, init, max_iter):
+def _fit_sklearn(spec, X, init, max_iter, clock=None):
+    clock = clock or IterationClock()
     k = len(next(iter(init.values())))
     if spec.family == "gmm":
-        from sklearn.mixture import GaussianMixture
-
-        return GaussianMixture(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter,
-                               init_params="random_from_data", random_state=0, **init).fit(X)
+        return _sklearn_gmm(spec, k, max_iter, init, clock).fit(X)
     if spec.family == "bgmm":
-        return _sklearn_bgmm(spec, init["labels"], k, max_iter).fit(X)
+        return _sklearn_bgmm(spec, init["labels"], k, max_iter, clock).fit(X)
     from sklearn.cluster import KMeans
 
-    return KMeans(k, init=init["centers"], n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd").fit(X)
+    with _timed_lloyd(clock):
+        return KMeans(k, init=init["centers"], n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd").fit(X)
 
 
 def _torchem_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
@@ -224,11 +303,16 @@ def _torchem_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
     return StartFromLabels(k, covariance_type=spec.covariance_type, tol=0.0, max_iter=max_iter)
 
 
-def _sklearn_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
-    """scikit-learn's BayesianGaussianMixture starting from the same responsibilities."""
+def _sklearn_bgmm(spec, labels: np.ndarray, k: int, max_iter: int, clock):
+    """scikit-learn's BayesianGaussianMixture starting from the same responsibilities, whose
+    every E-step ticks ``clock`` as it starts."""
     from sklearn.mixture import BayesianGaussianMixture
 
     class StartFromLabels(BayesianGaussianMixture):
+        def _e_step(self, *args, **kwargs):
+            clock.tick()
+            return super()._e_step(*args, **kwargs)
+
         def _initialize_parameters(self, X, random_state, xp=None):
             resp = np.zeros((len(X), k), dtype=X.dtype)
             resp[np.arange(len(X)), labels] = 1.0
@@ -238,12 +322,29 @@ def _sklearn_bgmm(spec, labels: np.ndarray, k: int, max_iter: int):
 
 
 @_quiet
-def _fit_faiss(spec, X, init, max_iter):
+def _fit_sklearn_array_api(spec, X, init, max_iter, clock=None):
+    clock = clock or IterationClock()
+    import sklearn
+
+    if spec.family != "gmm":
+        raise ValueError("scikit-learn's array API reference covers Gaussian mixtures only")
+    init = {key: torch.as_tensor(np.ascontiguousarray(v), device=X.device) for key, v in init.items()}
+    k = len(init["weights_init"])
+    # the array API GaussianMixture supports init_params "random" / "random_from_data" only
+    with sklearn.config_context(array_api_dispatch=True):
+        return _sklearn_gmm(spec, k, max_iter, init, clock).fit(X)
+
+
+@_quiet
+def _fit_faiss(spec, X, init, max_iter, clock=None):
+    clock = clock or IterationClock()
     import faiss
 
     centers = np.ascontiguousarray(init["centers"], dtype=np.float32)
     km = faiss.Kmeans(X.shape[1], len(centers), niter=max_iter, max_points_per_centroid=10**9, seed=0)
     km.train(X, init_centroids=centers)
+    # faiss records the time since training started at the end of every iteration
+    clock.set([0.0] + [stats["time"] for stats in km.iteration_stats])
     return km
 
 
@@ -264,15 +365,22 @@ def _pomegranate_normals(init, covariance_type, dtype):
 
 
 @_quiet
-def _fit_pomegranate(spec, X, init, max_iter):
+def _fit_pomegranate(spec, X, init, max_iter, clock=None):
+    clock = clock or IterationClock()
     from pomegranate.distributions import Bernoulli
     from pomegranate.gmm import GeneralMixtureModel
+
+    class Timed(GeneralMixtureModel):
+        def from_summaries(self):  # the end of an iteration
+            super().from_summaries()
+            clock.tick()
 
     if spec.family == "gmm":
         dists, weights = _pomegranate_normals(init, spec.covariance_type, X.dtype), init["weights_init"]
     else:
         dists, weights = [Bernoulli(probs=torch.tensor(p, dtype=X.dtype)) for p in init["probs"]], init["weights"]
-    model = GeneralMixtureModel(dists, priors=torch.tensor(weights, dtype=X.dtype), max_iter=max_iter, tol=-np.inf)
+    model = Timed(dists, priors=torch.tensor(weights, dtype=X.dtype), max_iter=max_iter, tol=-np.inf)
+    clock.tick()  # the first iteration also holds pomegranate's set-up; the bench drops it
     return model.fit(X)
 
 
@@ -298,6 +406,11 @@ def _quality(spec, library, fitted, X) -> float:
         return float(fitted.index.search(X, 1)[0].astype(np.float64).sum())
     if library == "pomegranate":
         return float(fitted.log_probability(X).double().mean())
+    if library == "sklearn-array-api":
+        import sklearn
+
+        with sklearn.config_context(array_api_dispatch=True):
+            return float(fitted.score(X))
     if spec.family == "kmeans":
         return float(fitted.inertia_)
     return float(fitted.score(X))
@@ -316,4 +429,5 @@ RUNNERS: dict[str, Runner] = {
     "sklearn": Runner(lambda X, device: X, _fit_sklearn),
     "faiss": Runner(_prepare_faiss, _fit_faiss),
     "pomegranate": Runner(lambda X, device: torch.from_numpy(X), _fit_pomegranate),
+    "sklearn-array-api": Runner(_prepare_torchem, _fit_sklearn_array_api),
 }

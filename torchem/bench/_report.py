@@ -26,7 +26,8 @@ def format_table(results: dict) -> str:
     returns): one block per model and size, one row per library and device."""
     lines = [
         f"torchem {results['torchem']}, torch {results['torch']}, {results['dtype']}, "
-        f"{results['iters']} timed iterations, median of {results['repeat']} runs"
+        f"median of {results['iters']} iterations timed inside each of {results['repeat']} fits "
+        f"(IQR: interquartile range of those iterations, % of the median)"
     ]
     load = results.get("load_average_before"), results.get("load_average_after")
     if None not in load:
@@ -37,7 +38,9 @@ def format_table(results: dict) -> str:
             f"  {dev}: {info['name']}; measured peak {info['peak_gflops']:.1f} GFLOP/s "
             f"({info['matmul_size']}^2 matmul), {info['peak_gbps']:.1f} GB/s (copy)"
         )
-    header = (f"{'implementation':<20}{'ms/iter':>10}{'speed-up':>10}{'GFLOP/s':>10}{'%peak':>7}"
+    for lib, why in (results.get("skipped_references") or {}).items():
+        lines.append(f"  {lib}: skipped ({why})")
+    header = (f"{'implementation':<24}{'ms/iter':>10}{'IQR':>6}{'speed-up':>10}{'GFLOP/s':>10}{'%peak':>7}"
               f"{'GB/s':>9}{'%peak':>7}  quality")
     for (model, n, d, k), runs in _groups(results["runs"]).items():
         base = next((r["baseline"] for r in runs if r.get("baseline")), None)
@@ -46,7 +49,7 @@ def format_table(results: dict) -> str:
         lines.append(header)
         for run in runs:
             if run.get("error"):
-                lines.append(f"{run['label']:<20}  failed: {run['error']}")
+                lines.append(f"{run['label']:<24}  failed: {run['error']}")
                 continue
             speed = run.get("speedup_vs_baseline")
             quality = run.get("quality")
@@ -54,7 +57,8 @@ def format_table(results: dict) -> str:
             if run.get("note"):
                 q += f"  ({run['note']})"
             lines.append(
-                f"{run['label']:<20}{_num(run['ms_per_iter'], '.2f', 10)}"
+                f"{run['label']:<24}{_num(run['ms_per_iter'], '.2f', 10)}"
+                f"{_num(None if run.get('spread') is None else 100 * run['spread'], '.0f', 5)}%"
                 f"{(_num(speed, '.2f', 9) + 'x') if speed is not None else '-'.rjust(10)}"
                 f"{_num(run['gflops'], '.1f', 10)}{_num(run['pct_peak_flops'], '.0f', 7)}"
                 f"{_num(run['gbps'], '.1f', 9)}{_num(run['pct_peak_bw'], '.0f', 7)}  {q}"

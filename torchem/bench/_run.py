@@ -1,15 +1,18 @@
 """``torchem bench``: every model on every device and against the reference libraries, on the
 same generated data from the same initial parameters, in one run.
 
-How an iteration is timed: each implementation fits with ``max_iter=1`` (set-up, the shared
-initialisation, one iteration and the final pass) and with ``max_iter=1+iters``, convergence
-checks off; the difference of the medians over ``--repeat`` runs, divided by the difference
-of the iterations each fit reports (scikit-learn's K-means stops early when no label
-changes), is the time of one iteration, free of the set-up costs. Implementations alternate
-within each repeat, so slow spells of a shared machine hit all of them alike. On CUDA the
-fits are timed with CUDA events after a warm-up fit. FLOPs and bytes per iteration are
-counted as in :func:`torchem.bench.flops_per_iter` and divided by the time; the device's peak is
-measured once per run (``measure_peak``).
+How an iteration is timed: from inside one fit. Each implementation fits with
+``max_iter=1+iters``, convergence checks off, and a timestamp is taken at every iteration
+boundary (:class:`~torchem.bench._timing.IterationClock`: torchem's driver calls it, the
+reference libraries are hooked at their E-step or Lloyd kernel; CUDA events on a GPU). The
+first iteration of each fit (first-touch allocations, caches) is dropped, the others of all
+``--repeat`` fits are pooled, and the row reports their median and interquartile range, so
+set-up costs never enter and no subtraction of two noisy fits is needed (a fit that stops
+after one iteration, as scikit-learn's K-means does when no label changes, keeps that one).
+Implementations alternate within each repeat, so slow spells of a shared machine hit all of
+them alike. FLOPs and bytes per iteration are counted as in
+:func:`torchem.bench.flops_per_iter` and :func:`torchem.bench.bytes_per_iter` and divided by
+the median; the device's peak is measured once per run (``measure_peak``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ._cases import MODELS, REFERENCES, RUNNERS, installed_references, make_problem
+from ._cases import MODELS, ON_DEVICE, REFERENCES, RUNNERS, installed_references, make_problem
 from ._counts import bytes_per_iter, flops_per_iter
 from ._report import format_table, plot_results
-from ._timing import measure_peak, timed
+from ._timing import IterationClock, measure_peak
 
 __all__ = ["build_parser", "main", "run_benchmarks"]
 
@@ -68,6 +71,18 @@ def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
+#: (library, model family) pairs whose iteration skips part of the counted work (torchem's
+#: K-means: Hamerly's bounds skip distances), so a rate from the counted FLOPs is not theirs
+_SKIPS_WORK = {("torchem", "kmeans")}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
 def _row(spec, n, d, k, library, device, dtype, iters, state) -> dict:
     row = {"model": spec.name, "n": n, "d": d, "k": k, "library": library, "device": device,
            "label": f"{library}/{device}", "quality_name": _QUALITY[spec.family], "quality": None,
@@ -77,15 +92,18 @@ def _row(spec, n, d, k, library, device, dtype, iters, state) -> dict:
            "error": state.get("error")}
     if row["error"]:
         return row
-    short, long_ = statistics.median(state["short"]), statistics.median(state["long"])
-    it_short, it_long = state["iters_short"], state["iters_long"]
-    row.update(times_short_s=state["short"], times_long_s=state["long"], iters_short=it_short, iters_long=it_long)
-    if it_long > it_short and long_ > short:
-        row["ms_per_iter"] = (long_ - short) / (it_long - it_short) * 1e3
-    elif it_long <= it_short:
-        row["note"] = f"stopped after {it_long} iterations: nothing left to time"
-    else:
-        row["note"] = "the longer fit was not slower: timing noise exceeds the iterations' cost"
+    times = sorted(state["iter_s"])
+    if not times:
+        row["error"] = "no iteration was timed"
+        return row
+    ms = [1e3 * t for t in times]
+    row.update(iter_ms=[1e3 * t for t in state["iter_s"]], iters_per_fit=state["iters"],
+               ms_per_iter=statistics.median(ms), ms_iter_p25=_quantile(ms, 0.25), ms_iter_p75=_quantile(ms, 0.75))
+    row["spread"] = (row["ms_iter_p75"] - row["ms_iter_p25"]) / row["ms_per_iter"]
+    if state.get("first_only"):
+        row["note"] = "stopped after its first iteration, which is the one timed"
+    if (library, spec.family) in _SKIPS_WORK:
+        row["skips_work"] = True
     return row
 
 
@@ -121,7 +139,8 @@ def run_benchmarks(
     reference library, False for none, or a list of names."""
     tdtype, ndtype = _DTYPES[dtype]
     wanted = None if references is True else (references or [])
-    refs = installed_references(wanted)
+    skipped: dict = {}
+    refs = installed_references(wanted, skipped)
     jobs = []
     for name in models:
         spec = MODELS[name]
@@ -129,7 +148,8 @@ def run_benchmarks(
         sizes = itertools.product(n or [base[0]], d or [base[1]], k or [base[2]])
         impls = [("torchem", dev) for dev in devices]
         if refs:
-            impls += [(lib, "cpu") for lib in spec.references if lib in refs]
+            impls += [(lib, dev) for lib in spec.references if lib in refs
+                      for dev in (devices if lib in ON_DEVICE else ("cpu",))]
         jobs += [(spec, size, impls) for size in sizes]
     used = list(dict.fromkeys(dev for _, _, impls in jobs for _, dev in impls))
     results = {
@@ -138,7 +158,7 @@ def run_benchmarks(
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_average_before": _load(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dtype": dtype, "iters": iters, "repeat": repeat, "seed": seed, "quick": quick,
-        "libraries": refs, "devices": {dev: measure_peak(dev, tdtype, quick=quick) for dev in used}, "runs": [],
+        "libraries": refs, "skipped_references": skipped, "devices": {dev: measure_peak(dev, tdtype, quick=quick) for dev in used}, "runs": [],
     }
     bar = _progress(sum(len(impls) * (repeat + 1) for _, _, impls in jobs), progress)
     for spec, (nn, dd, kk), impls in jobs:
@@ -146,10 +166,10 @@ def run_benchmarks(
         problem = make_problem(spec, nn, dd, kk, ndtype, seed)
         states = {}
         for lib, dev in impls:  # data on the device, and a warm-up fit
-            state = states[(lib, dev)] = {"short": [], "long": []}
+            state = states[(lib, dev)] = {"iter_s": [], "iters": []}
             try:
                 state["data"] = RUNNERS[lib].prepare(problem.X, dev)
-                RUNNERS[lib].fit(spec, state["data"], problem.init, 1)
+                RUNNERS[lib].fit(spec, state["data"], problem.init, 2, IterationClock(dev))
                 if torch.device(dev).type == "cuda":
                     torch.cuda.synchronize(dev)
             except Exception as exc:  # one library failing must not end the run
@@ -159,11 +179,12 @@ def run_benchmarks(
             for (lib, dev), state in states.items():
                 if not state.get("error"):
                     try:
-                        _time_fits(lib, dev, spec, problem, state, iters)
+                        _time_fit(lib, dev, spec, problem, state, iters)
                     except Exception as exc:
                         state["error"] = f"{type(exc).__name__}: {exc}"
                     if lib != "torchem":  # idle threads; a tiny fit needs only a short pause
-                        time.sleep(min(_PAUSE_S, 10 * state["long"][-1] if state["long"] else _PAUSE_S))
+                        last = state["iter_s"][-1] if state["iter_s"] else _PAUSE_S
+                        time.sleep(min(_PAUSE_S, 10 * last))
                 bar.update(1)
         rows = []
         for (lib, dev), state in states.items():
@@ -193,12 +214,16 @@ def _load():
         return None
 
 
-def _time_fits(lib, dev, spec, problem, state, iters) -> None:
-    runner = RUNNERS[lib]
-    for max_iter, bucket in ((1, "short"), (1 + iters, "long")):
-        seconds, fitted = timed(lambda: runner.fit(spec, state["data"], problem.init, max_iter), dev)
-        state[bucket].append(seconds)
-        state[f"iters_{bucket}"] = runner.n_iter(fitted, max_iter)
+def _time_fit(lib, dev, spec, problem, state, iters) -> None:
+    """One fit of ``1 + iters`` iterations, timed per iteration from inside; the first
+    iteration is dropped unless it is the only one."""
+    clock = IterationClock(dev)
+    fitted = RUNNERS[lib].fit(spec, state["data"], problem.init, 1 + iters, clock)
+    seconds = clock.seconds()
+    state["iters"].append(len(seconds))
+    if len(seconds) == 1:
+        state["first_only"] = True
+    state["iter_s"] += seconds[1:] if len(seconds) > 1 else seconds
     state["fitted"] = fitted
 
 
@@ -208,8 +233,12 @@ def _add_rates(row: dict, peak: dict) -> None:
         return
     row["gflops"] = row["flops_per_iter"] / ms / 1e6
     row["gbps"] = row["bytes_per_iter"] / ms / 1e6
-    row["pct_peak_flops"] = 100.0 * row["gflops"] / peak["peak_gflops"]
     row["pct_peak_bw"] = 100.0 * row["gbps"] / peak["peak_gbps"]
+    if row.get("skips_work"):
+        row["note"] = "bounded pass: skips distances, so no FLOP rate or %-of-peak from the dense count"
+        row["gflops"] = None
+        return
+    row["pct_peak_flops"] = 100.0 * row["gflops"] / peak["peak_gflops"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,12 +280,13 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
     parser.add_argument("--iters", type=_positive_int, default=None,
                         help="timed EM iterations per fit (default 20; 5 with --quick)")
-    parser.add_argument("--repeat", type=_positive_int, default=3, help="runs per fit; the median is kept (default 3)")
+    parser.add_argument("--repeat", type=_positive_int, default=3,
+                        help="fits per implementation; their iterations are pooled (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 5 iterations: under a minute on a 2-core CPU")
     parser.add_argument("--references", type=_list(str), metavar="LIST",
-                        help="reference libraries to compare with, from sklearn, faiss, pomegranate "
-                             "(default: those installed)")
+                        help="reference libraries to compare with, from sklearn, faiss, pomegranate, "
+                             "sklearn-array-api (default: those installed)")
     parser.add_argument("--no-reference", action="store_true", help="time torchem only (no scikit-learn, faiss, pomegranate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and initial parameters")
     parser.add_argument("--json", metavar="PATH", help="write the results to this JSON file")

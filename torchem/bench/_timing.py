@@ -2,7 +2,8 @@
 
 On CUDA an interval is measured with ``torch.cuda.Event`` pairs recorded on the current
 stream (the device is synchronised first, so earlier work does not leak in); on the CPU with
-``time.perf_counter``.
+``time.perf_counter``. :class:`IterationClock` takes a timestamp at each iteration boundary
+inside one fit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["device_name", "measure_peak", "timed"]
+__all__ = ["IterationClock", "device_name", "measure_peak", "timed"]
 
 
 def _is_cuda(device: str) -> bool:
@@ -35,6 +36,38 @@ def timed(fn: Callable, device: str):
         end.record()
         end.synchronize()
         return begin.elapsed_time(end) / 1e3, out
+
+
+class IterationClock:
+    """Timestamps taken inside one fit, one per iteration boundary: ``tick()`` as the first
+    iteration starts and as each one ends. On CUDA each tick records an event on the current
+    stream (read after the fit, so timing adds no synchronisation); on the CPU it reads
+    ``time.perf_counter``. A library that keeps its own per-iteration times (faiss) hands
+    them to :meth:`set` instead."""
+
+    def __init__(self, device: str = "cpu"):
+        self.cuda = _is_cuda(device)
+        self.device = torch.device(device)
+        self.stamps: list = []
+
+    def tick(self, *_) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            self.stamps.append(event)
+        else:
+            self.stamps.append(time.perf_counter())
+
+    def set(self, seconds) -> None:
+        """Timestamps (seconds) measured by the library itself."""
+        self.stamps = [float(t) for t in seconds]
+
+    def seconds(self) -> list[float]:
+        """Durations of the iterations, in order (one fewer than the ticks)."""
+        if self.cuda and self.stamps and not isinstance(self.stamps[0], float):
+            self.stamps[-1].synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.stamps, self.stamps[1:])]
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
 
 
 def device_name(device: str) -> str:

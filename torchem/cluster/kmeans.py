@@ -21,9 +21,15 @@ __all__ = ["KMeans"]
 
 
 
-def _mean_variance(source: TensorSource) -> Tensor:
-    """``[B]`` mean over features of the (unweighted) variance of the data, in float64, chunk
-    by chunk (and over the ranks of a distributed fit): scikit-learn's scale for ``tol``."""
+def _scales(source: TensorSource, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
+    times the mean over features of the (unweighted) variance of the data (over the ranks of
+    a distributed fit), and, from the same second pass, this rank's ``sum w |x - ref|^2``
+    about the data's mean ``ref``, which the exact inertia of :meth:`_KMeansFamily._inertia`
+    reads. Two passes in float64 (the mean, then the moments about it); with ``tol = 0`` none
+    (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first call)."""
+    if tol == 0:
+        return torch.zeros(source.n_problems, dtype=torch.float64, device=source.device), None, None
     total = None
     for _, X, _ in source.chunks():
         part = X.double().sum(1)
@@ -31,11 +37,15 @@ def _mean_variance(source: TensorSource) -> Tensor:
     n = torch.tensor(float(source.n_samples), dtype=torch.float64, device=total.device)
     total, n = all_reduce_sum([total, n])
     mean = total / n
-    sq = None
-    for _, X, _ in source.chunks():
-        part = (X.double() - mean.unsqueeze(1)).square().sum(1)
+    sq, spread = None, None
+    for _, X, w in source.chunks():
+        dev2 = (X.double() - mean.unsqueeze(1)).square_()  # [B, n, D]
+        part = dev2.sum(1)
         sq = part if sq is None else sq + part
-    return (all_reduce_sum([sq])[0] / n).mean(-1)
+        per = dev2.sum(-1)
+        part = (per if w is None else per * w.double()).sum(-1)
+        spread = part if spread is None else spread + part
+    return (all_reduce_sum([sq])[0] / n).mean(-1) * tol, mean, spread
 
 
 def _assign_labelled(X: Tensor, centers: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -64,19 +74,26 @@ def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
     return torch.where((counts > 0)[:, None, :, None], seeded, centers)
 
 
-def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None) -> Tensor:
-    """Row argmin of ``d2 [S, K]`` that keeps the ``current`` label of every row where it
-    still attains the minimum. On CPU an argmin over a short last dimension costs several
-    times a plain ``amin``, and after the first passes few rows change label, so the argmin
-    is taken only on those rows (on ties the current label stays, as in the bounded passes)."""
-    if first:
-        return d2.argmin(-1)
+def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None, dim: int = -1) -> Tensor:
+    """Argmin over the centres (dimension ``dim``: ``d2 [S, K]``, or ``[K, S]`` with
+    ``dim=0``) that keeps the ``current`` label of every point where it still attains the
+    minimum. On CPU an argmin over a short dimension costs several times a plain ``amin``,
+    and after the first passes few points change label, so the argmin is taken only on those
+    (on ties the current label stays, as in the bounded passes)."""
     if best is None:
-        best = d2.amin(-1)
+        best = d2.amin(dim)
+    if first:
+        if dim != 0:
+            return d2.argmin(dim)
+        # [K, S]: the first centre attaining the minimum, one comparison per centre
+        new = torch.zeros(d2.shape[1], dtype=torch.int64, device=d2.device)
+        for j in range(d2.shape[0] - 1, -1, -1):
+            new.masked_fill_(d2[j] == best, j)
+        return new
     new = current.clone()
-    rows = (d2.gather(-1, current.unsqueeze(-1)).squeeze(-1) != best).nonzero(as_tuple=True)[0]
+    rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        new.index_copy_(0, rows, d2.index_select(0, rows).argmin(-1))
+        new.index_copy_(0, rows, d2.index_select(1 if dim == 0 else 0, rows).argmin(dim))
     return new
 
 
@@ -97,12 +114,13 @@ class _KMeansFamily(Lloyd):
     restart stops when its centres move less than ``tol``. It keeps the per-point bounds and
     the data source for the length of its fit."""
 
-    def __init__(self, source: TensorSource, tol: Tensor):
+    def __init__(self, source: TensorSource, tol: float):
         self.source = source
-        self.tol = tol  # [B] absolute tolerance on the total squared centre shift
+        # [B] absolute tolerance on the total squared centre shift; [B, D] reference near
+        # the data and [B] sum w |x - ref|^2 (None: taken by the first _inertia)
+        self.tol, self.ref, self.spread = _scales(source, tol)
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
-        self.ref, self.spread = None, None  # [B, D] reference near the data, [B] sum w |x - ref|^2
         self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
 
@@ -335,6 +353,25 @@ class _KMeansFamily(Lloyd):
         self.sums.index_add_(0, p * k + new, xw)
         self.labels.view(-1)[p * n + i] = new
 
+    def final_assignment(self, source: Source, centers: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(labels [B, R, N], inertia [B, R], counts [B, R, K])`` under the final
+        ``centers [B, R, K, D]`` from one more bounded pass (the bounds were moved with the
+        last M-step, so only the points they cannot settle are compared with every centre:
+        no second dense pass), or ``None`` where no bounded pass ran (streamed data). The
+        inertia is summed exactly, ``|x - c_label|^2`` per sample, as :func:`assign` gives it."""
+        if self.labels is None or not isinstance(source, TensorSource):
+            return None
+        stats, _ = self.run_pass(source, {"centers": centers}, True)
+        b, r, k, d = centers.shape
+        inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
+        for start, X, w in source.chunks():
+            lab = self.labels[..., start : start + X.shape[1]]
+            nearest = torch.gather(centers, 2, lab.unsqueeze(-1).expand(*lab.shape, d))  # [B, R, n, D]
+            dist = (X.unsqueeze(1) - nearest).square().sum(-1).double()
+            inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
+        inertia, counts = all_reduce_sum([inertia, stats["counts"]])
+        return self.labels, inertia, counts
+
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
         bounds are only bounds): ``sum w |x - r|^2 - 2 sum_k (c_k - r).(S_k - n_k r) + sum_k
@@ -360,9 +397,11 @@ class _KMeansFamily(Lloyd):
 
         The chunk is cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
         block one GEMM in the data's dtype, on data centred on the mean of the centres, gives
-        ``|c|^2 - 2 x.c``; its row minimum is the nearest distance up to ``|x|^2``. The argmin
-        is taken only on the rows whose current label no longer attains that minimum (a
-        full argmin over ``K`` costs more than the GEMM on CPU). The bounds come from the same
+        ``|c|^2 - 2 x.c``; its minimum over the centres is the nearest distance up to
+        ``|x|^2``. The argmin is taken only on the points whose current label no longer attains
+        that minimum (a full argmin over ``K`` costs more than the GEMM on CPU). On CPU with few
+        centres the matrix is laid out ``[K, S]``: a minimum over short rows costs several times
+        one over long columns. The bounds come from the same
         matrix widened by the GEMM's rounding (``2 (D + 2) eps (|x|^2 + max |c|^2)``), so they
         stay bounds; the bounded passes tighten them exactly in float64 where it matters."""
         ws = self.workspace
@@ -376,19 +415,23 @@ class _KMeansFamily(Lloyd):
         ref = ref.to(dtype)
         cmax = float(c64.sub(c64.mean(0, keepdim=True)).square().sum(-1).max())
         block = max(256, min(n, 2**20 // max(k, 1)))
+        kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
             xc = torch.sub(X[s:e], ref, out=buffer(ws, "xc", (m, d), X))
             xx = torch.linalg.vector_norm(xc, dim=-1).square_().double()
-            d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
-            best = d2.amin(-1)
+            if kd == 0:
+                d2 = torch.addmm(cn.unsqueeze(1), cc, xc.mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))
+            else:
+                d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
+            best = d2.amin(kd)
             old = lab[s:e]
-            new = _argmin_keeping(d2, old, first, best)
+            new = _argmin_keeping(d2, old, first, best, kd)
             err = (2.0 * (d + 2) * eps) * (xx + cmax)
             u[s:e] = (best.double() + xx + err).clamp_min_(0.0).sqrt_()
             if k > 1:
-                second = d2.scatter_(-1, new.unsqueeze(-1), torch.inf).amin(-1).double()
+                second = d2.scatter_(kd, new.unsqueeze(kd), torch.inf).amin(kd).double()
                 low[s:e] = (second + xx - err).clamp_min_(0.0).sqrt_()
             else:
                 low[s:e] = torch.inf
@@ -600,7 +643,9 @@ class KMeans(EMEstimator):
 
     def _fit_family(self, source: Source) -> _KMeansFamily:
         # scikit-learn's tolerance: tol times the mean variance of the features.
-        return _KMeansFamily(source, _mean_variance(source) * float(self.tol))
+        family = _KMeansFamily(source, float(self.tol))
+        self._bounded = family  # its bounds give the final labels (_select); dropped there
+        return family
 
     def _bytes_per_sample(self, n_features: int, n_restarts: int, itemsize: int) -> int:
         k = int(self.n_clusters)
@@ -633,11 +678,14 @@ class KMeans(EMEstimator):
         """scikit-learn's rule: the restart whose final centres have the least inertia (the
         final assignment of every restart's centres, which also gives ``labels_``)."""
         final = result.params["centers"]  # [B, R, K, D]
-        labels, inertia, counts = self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
+        family = self.__dict__.pop("_bounded", None)
+        done = None if family is None else family.final_assignment(source, final)
+        labels, inertia, counts = done if done is not None else self._assign_all(source, final)  # [B, R, N], [B, R], [B, R, K]
         best = inertia.argmin(-1)  # [B]
         rows = torch.arange(final.shape[0], device=best.device)
         pick = lambda t: t[rows, best]  # noqa: E731
-        best_labels = labels[rows.to(labels.device), best.to(labels.device)]  # a stream's labels are on the host
+        # int32 labels (as scikit-learn's), of the best restart only; a stream's labels are on the host
+        best_labels = labels[rows.to(labels.device), best.to(labels.device)].to(torch.int32)
         self._final = (best_labels, pick(inertia), pick(counts).unsqueeze(1))
         history = [pick(h) for h in result.history]
         return {"centers": pick(final)}, pick(result.lower_bound), pick(result.n_iter), pick(result.converged), history
@@ -887,6 +935,9 @@ class KMeans(EMEstimator):
 
     def _structural_hyperparameters(self) -> dict:
         return {"n_clusters": self.n_clusters}
+
+    def _init_reads_data(self) -> bool:
+        return self._method() is not None
 
     def _distinct_rows_needed(self) -> int:
         return int(self.n_clusters) if self._method() is not None else 0

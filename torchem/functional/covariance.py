@@ -174,13 +174,6 @@ class CovarianceType(ABC):
     def flops_per_iter(self, n: int, d: int, k: int) -> int:
         """Operations of one EM iteration (see :func:`torchem.bench.flops_per_iter`)."""
 
-    def bytes_per_iter(self, n: int, d: int, k: int, itemsize: int) -> int:
-        """``s (ND + 3NF + 4NK)``: the data read once, the ``[N, F]`` features written once
-        and read by both GEMMs, the ``[N, K]`` block written by the first GEMM, read and
-        written by the E-step, read by the statistics GEMM."""
-        s = int(itemsize)
-        return s * (n * d + 3 * n * self.expansion_width(d) + 4 * n * k)
-
     # ---- the factor ----------------------------------------------------------------------
 
     @abstractmethod
@@ -505,12 +498,6 @@ class _Tied(_Triangular):
 
     def flops_per_iter(self, n, d, k):
         return 3 * n * d + 4 * n * d * d + 4 * n * k * d + 9 * n * k + d**3
-
-    def bytes_per_iter(self, n, d, k, itemsize):
-        """``s (6ND + 4NK)``: the data read, the centred data written and read by the
-        whitening and by the scatter, the whitened data written and read, the ``[N, K]``
-        block as for the other types."""
-        return int(itemsize) * (6 * n * d + 4 * n * k)
 
     def component_log_det(self, prec_chol, d):
         return self.log_det(prec_chol, d).unsqueeze(-1)
