@@ -424,3 +424,48 @@ def test_missing_values_fit_equals_numpy_variational_em(covariance_type, prior_t
     # inference reads the E-step's expected log-densities of the observed entries
     np.testing.assert_allclose(model.score_samples(X), np.logaddexp.reduce(log_rho, 1), rtol=0, atol=1e-8)
     np.testing.assert_array_equal(model.predict(X), log_rho.argmax(1))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_missing_values_lower_bound_never_decreases(covariance_type):
+    """The bound counts the entropy of q(x_m | x_o, z): without it the bound drops at times."""
+    X = _holes(_blobs(150, seed=10), 0.3, seed=11)
+    model = BayesianGaussianMixture(n_components=5, covariance_type=covariance_type, weight_concentration_prior=0.05,
+                                    nan_policy="marginalize", init_params="random", tol=0, max_iter=25,
+                                    random_state=0).fit(X)
+    bounds = np.asarray(model.lower_bounds_)
+    assert len(bounds) == 25 and bounds[-1] > bounds[0] + 1.0
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_missing_values_policy_without_nan_is_bitwise_the_plain_fit(covariance_type):
+    X = _blobs(120, seed=12)
+    kwargs = dict(n_components=3, covariance_type=covariance_type, random_state=0, max_iter=10)
+    plain, other = BayesianGaussianMixture(**kwargs).fit(X), BayesianGaussianMixture(nan_policy="marginalize", **kwargs).fit(X)
+    for key, value in plain.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other.state_dict()[key]), key
+    assert plain.lower_bounds_ == other.lower_bounds_
+    np.testing.assert_array_equal(plain.score_samples(X), other.score_samples(X))
+
+
+def test_missing_values_streamed_fit_equals_in_memory(tmp_path):
+    X = _blobs(240, seed=13)
+    X[80:] = _holes(X[80:], 0.3, seed=14)  # the first chunks hold no NaN, the later ones do
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    kwargs = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=40, max_iter=8,
+                  nan_policy="marginalize")
+    memory = BayesianGaussianMixture(**kwargs).fit(X)
+    streamed = BayesianGaussianMixture(**kwargs).fit(np.load(path, mmap_mode="r"))
+    batches = BayesianGaussianMixture(**kwargs).fit(DataLoader(torch.as_tensor(X), batch_size=60))
+    for other in (streamed, batches):
+        np.testing.assert_allclose(np.asarray(other.mean_prior_), memory.mean_prior_, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(other.covariance_prior_), memory.covariance_prior_, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(other.means_), memory.means_, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(other.lower_bounds_, memory.lower_bounds_, rtol=1e-10)
+    # the priors taken from the data read each missing entry at its feature's observed mean
+    filled = np.where(np.isnan(X), np.nanmean(X, 0), X)
+    np.testing.assert_allclose(memory.mean_prior_, np.nanmean(X, 0), rtol=1e-12)
+    np.testing.assert_allclose(memory.covariance_prior_, np.cov(filled.T), rtol=1e-10)
