@@ -469,3 +469,16 @@ def test_missing_values_streamed_fit_equals_in_memory(tmp_path):
     filled = np.where(np.isnan(X), np.nanmean(X, 0), X)
     np.testing.assert_allclose(memory.mean_prior_, np.nanmean(X, 0), rtol=1e-12)
     np.testing.assert_allclose(memory.covariance_prior_, np.cov(filled.T), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "spherical"])
+def test_missing_values_integer_weights_equal_repeated_rows(covariance_type):
+    X = _holes(_blobs(60, seed=15), 0.3, seed=16)
+    w = np.random.default_rng(17).integers(1, 4, len(X))
+    resp = _resp(len(X), 3, seed=18)
+    kwargs = dict(n_components=3, covariance_type=covariance_type, nan_policy="marginalize", tol=0, max_iter=10)
+    weighted = _given_start(resp, **kwargs).fit(X, sample_weight=w.astype(float))
+    repeated = _given_start(np.repeat(resp, w, 0), **kwargs).fit(np.repeat(X, w, 0))
+    for name in ("means_", "covariances_", "mean_precision_", "mean_prior_", "covariance_prior_"):
+        np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-9, atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)  # the x_m entropy is weighted
