@@ -312,3 +312,173 @@ def test_fully_labelled_fit_has_the_posterior_of_the_classes():
     np.testing.assert_allclose(model.means_, (X.mean(0) + counts[:, None] * class_means) / (1.0 + counts[:, None]),
                                rtol=1e-10)
     np.testing.assert_allclose(model.weight_concentration_[0], 1.0 + counts, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Missing values (nan_policy="marginalize"): mean-field variational EM with q(z, x_m) q(theta)
+# --------------------------------------------------------------------------------------------
+
+
+def _holes(X, fraction, seed):
+    """``X`` with ``fraction`` of its entries NaN at random, every row keeping one entry."""
+    rng = np.random.default_rng(seed)
+    X = X.copy()
+    holes = rng.random(X.shape) < fraction
+    holes[holes.all(1), 0] = False
+    X[holes] = np.nan
+    return X
+
+
+def _np_expected_log_weights(conc, process):
+    from scipy.special import digamma
+
+    if not process:
+        return digamma(conc) - digamma(conc.sum())
+    a, b = conc
+    tail = np.concatenate([[0.0], np.cumsum(digamma(b) - digamma(a + b))[:-1]])
+    return digamma(a) - digamma(a + b) + tail
+
+
+def _np_variational_em_missing(X, resp, n_iter, covariance_type, process, reg=1e-6):
+    """Variational EM for a Bayesian Gaussian mixture (full or diag) with entries missing at
+    random, written from the expected log joint row by row: ``q(x_m | z = k)`` is Gaussian
+    with precision ``E[Lambda_k]_mm`` and the conditional mean; ``log q(z = k)`` is the log of
+    the integral over ``x_m`` of ``exp E[log pi_k N(x | mu_k, Lambda_k^-1)]``. Starts from the
+    M-step of ``resp`` on the data with each missing entry at its feature's observed mean (and
+    the priors taken from that data). Returns the parameters and the lower bounds."""
+    from scipy.special import betaln, digamma, gammaln
+
+    n, d = X.shape
+    k = resp.shape[1]
+    obs = ~np.isnan(X)
+    filled = np.where(obs, X, np.nanmean(X, 0))
+    m0, beta0, nu0, gamma0 = filled.mean(0), 1.0, float(d), 1.0 / k
+    full = covariance_type == "full"
+    cov0 = np.cov(filled.T) if full else np.var(filled, 0, ddof=1)
+    ex = np.repeat(filled[:, None, :], k, 1)  # E[x_i | z = k]
+    ecov = np.zeros((n, k, d, d))  # Cov[x_i | z = k] (missing block)
+    history = []
+    for it in range(n_iter + 1):
+        # M-step
+        nk = resp.sum(0) + 10 * np.finfo(float).eps
+        xk = np.einsum("nk,nkd->kd", resp, ex) / nk[:, None]
+        dev = ex - xk[None]
+        sk = (np.einsum("nk,nkd,nke->kde", resp, dev, dev) + np.einsum("nk,nkde->kde", resp, ecov)) / nk[:, None, None]
+        sk = sk + reg * np.eye(d) if full else np.einsum("kdd->kd", sk) + reg
+        conc = np.stack([1.0 + nk, gamma0 + np.concatenate([np.cumsum(nk[::-1])[::-1][1:], [0.0]])]) if process else gamma0 + nk
+        beta, nu = beta0 + nk, nu0 + nk
+        means = (beta0 * m0 + nk[:, None] * xk) / beta[:, None]
+        diff = xk - m0
+        if full:
+            scale = cov0 + nk[:, None, None] * (sk + (beta0 / beta)[:, None, None] * np.einsum("kd,ke->kde", diff, diff))
+        else:
+            scale = cov0 + nk[:, None] * (sk + (beta0 / beta)[:, None] * diff**2)
+        covs = scale / (nu[:, None, None] if full else nu[:, None])
+        W = np.linalg.inv(scale) if full else np.array([np.diag(1.0 / s) for s in scale])  # Wishart scale
+        log_det_w = np.linalg.slogdet(W)[1]
+        if it > 0:  # the lower bound after the M-step: normalisers and the entropy of q(z, x_m)
+            log_wishart = -(nu * 0.5 * log_det_w + nu * d * 0.5 * np.log(2)
+                            + gammaln(0.5 * (nu[:, None] - np.arange(d))).sum(1))
+            log_norm_weight = -betaln(*conc).sum() if process else gammaln(conc.sum()) - gammaln(conc).sum()
+            history.append(-(resp * np.log(resp)).sum() + (resp * entropy).sum() - log_wishart.sum()
+                           - log_norm_weight - 0.5 * d * np.log(beta).sum())
+        # E-step (after the last M-step too: the fitted model's expected log-densities)
+        e_log_det = d * np.log(2) + digamma(0.5 * (nu[:, None] - np.arange(d))).sum(1) + log_det_w
+        log_rho = np.zeros((n, k)) + _np_expected_log_weights(conc, process)
+        entropy = np.zeros((n, k))
+        for i in range(n):
+            o, mis = obs[i], ~obs[i]
+            dm = mis.sum()
+            for j in range(k):
+                P = nu[j] * W[j]  # E[Lambda_j]
+                P_mm = P[np.ix_(mis, mis)]
+                delta = X[i, o] - means[j, o]
+                schur = P[np.ix_(o, o)] - P[np.ix_(o, mis)] @ np.linalg.solve(P_mm, P[np.ix_(mis, o)]) if dm else P
+                log_det_mm = np.linalg.slogdet(P_mm)[1] if dm else 0.0
+                log_rho[i, j] += (0.5 * e_log_det[j] - 0.5 * d / beta[j] - 0.5 * (d - dm) * np.log(2 * np.pi)
+                                  - 0.5 * delta @ schur @ delta - 0.5 * log_det_mm)
+                ex[i, j] = X[i] if not dm else np.where(o, X[i], 0.0)
+                ecov[i, j] = 0.0
+                if dm:
+                    ex[i, j, mis] = means[j, mis] - np.linalg.solve(P_mm, P[np.ix_(mis, o)] @ delta)
+                    ecov[i, j][np.ix_(mis, mis)] = np.linalg.inv(P_mm)
+                entropy[i, j] = 0.5 * dm * (1 + np.log(2 * np.pi)) - 0.5 * log_det_mm
+        if it == n_iter:
+            break
+        resp = np.exp(log_rho - np.logaddexp.reduce(log_rho, 1)[:, None])
+    return {"means_": means, "covariances_": covs, "mean_precision_": beta, "degrees_of_freedom_": nu}, np.array(history), log_rho
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_missing_values_fit_equals_numpy_variational_em(covariance_type, prior_type):
+    X = _holes(_blobs(120, seed=7), 0.3, seed=8)
+    resp = _resp(len(X), 3, seed=9)
+    model = _given_start(resp, n_components=3, covariance_type=covariance_type, weight_concentration_prior_type=prior_type,
+                         nan_policy="marginalize", tol=0, max_iter=20).fit(X)
+    ref, history, log_rho = _np_variational_em_missing(X, resp, 20, covariance_type, prior_type == "dirichlet_process")
+    for name, value in ref.items():
+        np.testing.assert_allclose(getattr(model, name), value, rtol=0, atol=1e-8, err_msg=name)
+    np.testing.assert_allclose(model.lower_bounds_, history, rtol=0, atol=1e-8)
+    assert np.diff(history).min() > -1e-9  # a valid lower bound: coordinate ascent never lowers it
+    # inference reads the E-step's expected log-densities of the observed entries
+    np.testing.assert_allclose(model.score_samples(X), np.logaddexp.reduce(log_rho, 1), rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(model.predict(X), log_rho.argmax(1))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_missing_values_lower_bound_never_decreases(covariance_type):
+    """The bound counts the entropy of q(x_m | x_o, z): without it the bound drops at times."""
+    X = _holes(_blobs(150, seed=10), 0.3, seed=11)
+    model = BayesianGaussianMixture(n_components=5, covariance_type=covariance_type, weight_concentration_prior=0.05,
+                                    nan_policy="marginalize", init_params="random", tol=0, max_iter=25,
+                                    random_state=0).fit(X)
+    bounds = np.asarray(model.lower_bounds_)
+    assert len(bounds) == 25 and bounds[-1] > bounds[0] + 1.0
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_missing_values_policy_without_nan_is_bitwise_the_plain_fit(covariance_type):
+    X = _blobs(120, seed=12)
+    kwargs = dict(n_components=3, covariance_type=covariance_type, random_state=0, max_iter=10)
+    plain, other = BayesianGaussianMixture(**kwargs).fit(X), BayesianGaussianMixture(nan_policy="marginalize", **kwargs).fit(X)
+    for key, value in plain.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other.state_dict()[key]), key
+    assert plain.lower_bounds_ == other.lower_bounds_
+    np.testing.assert_array_equal(plain.score_samples(X), other.score_samples(X))
+
+
+def test_missing_values_streamed_fit_equals_in_memory(tmp_path):
+    X = _blobs(240, seed=13)
+    X[80:] = _holes(X[80:], 0.3, seed=14)  # the first chunks hold no NaN, the later ones do
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    kwargs = dict(n_components=4, covariance_type="full", random_state=0, chunk_size=40, max_iter=8,
+                  nan_policy="marginalize")
+    memory = BayesianGaussianMixture(**kwargs).fit(X)
+    streamed = BayesianGaussianMixture(**kwargs).fit(np.load(path, mmap_mode="r"))
+    batches = BayesianGaussianMixture(**kwargs).fit(DataLoader(torch.as_tensor(X), batch_size=60))
+    for other in (streamed, batches):
+        np.testing.assert_allclose(np.asarray(other.mean_prior_), memory.mean_prior_, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(other.covariance_prior_), memory.covariance_prior_, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(other.means_), memory.means_, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(other.lower_bounds_, memory.lower_bounds_, rtol=1e-10)
+    # the priors taken from the data read each missing entry at its feature's observed mean
+    filled = np.where(np.isnan(X), np.nanmean(X, 0), X)
+    np.testing.assert_allclose(memory.mean_prior_, np.nanmean(X, 0), rtol=1e-12)
+    np.testing.assert_allclose(memory.covariance_prior_, np.cov(filled.T), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "spherical"])
+def test_missing_values_integer_weights_equal_repeated_rows(covariance_type):
+    X = _holes(_blobs(60, seed=15), 0.3, seed=16)
+    w = np.random.default_rng(17).integers(1, 4, len(X))
+    resp = _resp(len(X), 3, seed=18)
+    kwargs = dict(n_components=3, covariance_type=covariance_type, nan_policy="marginalize", tol=0, max_iter=10)
+    weighted = _given_start(resp, **kwargs).fit(X, sample_weight=w.astype(float))
+    repeated = _given_start(np.repeat(resp, w, 0), **kwargs).fit(np.repeat(X, w, 0))
+    for name in ("means_", "covariances_", "mean_precision_", "mean_prior_", "covariance_prior_"):
+        np.testing.assert_allclose(getattr(weighted, name), getattr(repeated, name), rtol=1e-9, atol=1e-10, err_msg=name)
+    np.testing.assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)  # the x_m entropy is weighted

@@ -108,7 +108,8 @@ def _dense_block(o: Tensor, x0: Tensor, means: Tensor, prec_chol: Tensor, pooled
     and component, and ``T`` is gathered per row (elementwise work, no per-row solve).
 
     Returns ``(log_prob [.., n, K], dev [.., n, K, D] = E[x | x_o, k] - mu_k,
-    cond_cov [.., Q, K', D, D] = P_mm^-1 per pattern (0 off the missing block), pattern [.., n])``.
+    cond_cov [.., Q, K', D, D] = P_mm^-1 per pattern (0 off the missing block), pattern [.., n],
+    entropy [.., Q, K'] of the missing entries' conditional per pattern)``.
     """
     d = means.shape[-1]
     U = prec_chol.unsqueeze(-3) if pooled else prec_chol  # [.., K', D, D]
@@ -131,7 +132,8 @@ def _dense_block(o: Tensor, x0: Tensor, means: Tensor, prec_chol: Tensor, pooled
     maha = (dev.movedim(-2, -3) @ U).square().sum(-1).transpose(-1, -2)  # [.., n, K]
     log_det = U.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # [.., K']: half log det P
     log_prob = log_det.unsqueeze(-2) - half_row - 0.5 * (o.sum(-1, keepdim=True) * _LOG_2PI + maha)
-    return log_prob, dev, cond_cov, inverse
+    entropy = 0.5 * miss.sum(-1, keepdim=True) * (1.0 + _LOG_2PI) - half_logdet_mm  # of N(., P_mm^-1)
+    return log_prob, dev, cond_cov, inverse, entropy
 
 
 def _elementwise_block(o: Tensor, x0: Tensor, means: Tensor, prec_chol: Tensor):
@@ -194,6 +196,7 @@ def gaussian_stats_missing(
     *,
     sample_weight: Tensor | None = None,
     kept: list | None = None,
+    entropy: bool = False,
 ) -> dict[str, Tensor]:
     """Expected sufficient statistics of a chunk with missing entries, in the layout of
     :func:`torchem.functional.gaussian.gaussian_stats`: ``nk``, ``sx`` (sum of ``r (E[x] - a)``)
@@ -209,11 +212,14 @@ def gaussian_stats_missing(
             own mean, the precise pass): the point ``a`` the moments are taken about.
         sample_weight: optional ``[..., n]`` weights.
         kept: what :func:`gaussian_log_prob_missing` kept of this chunk under these parameters.
+        entropy: also return ``missing_entropy`` ``[...]``: ``sum_i w_i sum_k r_ik H_ik``, the
+            entropies ``H_ik`` of the missing entries' conditionals ``q(x_m | x_o, k)`` (a term
+            of a variational lower bound, where ``q`` is this Gaussian).
     """
     ct = lookup(covariance_type)
     r_all = resp.double() if sample_weight is None else resp.double() * sample_weight.double().unsqueeze(-1)
     shift = (means.double() - about.double()).unsqueeze(-3)  # [.., 1, K, D]: E[x] - a = dev + shift
-    nk = sx = sxx = None
+    nk = sx = sxx = ent = None
     start = 0
     for ob, out in kept if kept is not None else _gaussian_blocks(X, means, prec_chol, covariance_type):
         n = ob.shape[-2]
@@ -232,16 +238,23 @@ def gaussian_stats_missing(
             # sum_q rq_qk P_mm^-1 of pattern q, as one product per component: [.., K, 1, Q] @ [.., K', Q, D D]
             spread = rq.mT.unsqueeze(-2) @ cond_cov.movedim(-3, -4).flatten(-2)
             second = second + spread.squeeze(-2).unflatten(-1, second.shape[-2:])
+            part_ent = (rq * out[4]).sum((-2, -1)) if entropy else None
         else:
             var = out[2]  # [.., K, D]
             missing_mass = r.mT @ (1.0 - ob)  # [.., K, D]: responsibility mass of missing entries
             second = (re * e).sum(-3) + missing_mass * var  # the diagonals
+            part_ent = (missing_mass * 0.5 * (1.0 + _LOG_2PI + var.log())).sum((-2, -1)) if entropy else None
         part_sxx = ct.second_moment_stats(second)
         part_nk = r.sum(-2)
         nk = part_nk if nk is None else nk + part_nk
         sx = part_sx if sx is None else sx + part_sx
         sxx = part_sxx if sxx is None else sxx + part_sxx
-    return {"nk": nk, "sx": sx, "sxx": sxx}
+        if entropy:
+            ent = part_ent if ent is None else ent + part_ent
+    stats = {"nk": nk, "sx": sx, "sxx": sxx}
+    if entropy:
+        stats["missing_entropy"] = ent
+    return stats
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ..distributed import all_reduce_sum, is_distributed, world_size
 from ..em import accumulate
 from ..functional import covariance as C
 from ..functional import gaussian as G
+from ..functional import missing as M
 from .gaussian import GaussianMixture, _GaussianFamily
 
 __all__ = ["BayesianGaussianMixture", "expected_log_weights", "log_prob_offset"]
@@ -152,8 +153,11 @@ class _BayesianFamily(_GaussianFamily):
     ``mean`` ``[B, D]`` and ``covariance`` ``[B, ...]`` (tensors). ``n_scale``: the statistics
     are per-sample averages (stepwise EM) standing for this many samples."""
 
-    def __init__(self, covariance_type: str, reg_covar: float, process: bool, priors: dict, n_scale: float | None = None):
-        super().__init__(covariance_type, reg_covar)
+    missing_entropy = True  # the entropy of q(x_m | x_o, z) is a term of the lower bound
+
+    def __init__(self, covariance_type: str, reg_covar: float, process: bool, priors: dict, n_scale: float | None = None,
+                 marginalize: bool = False):
+        super().__init__(covariance_type, reg_covar, marginalize)
         self.process = process
         self.priors = priors
         self.n_scale = n_scale
@@ -182,6 +186,8 @@ class _BayesianFamily(_GaussianFamily):
         # (r log r with 0 log 0 = 0; the clamp is cheaper than xlogy's special cases)
         ent = (resp * resp.clamp_min(torch.finfo(resp.dtype).tiny).log()).sum(-1, dtype=torch.float64)
         stats["entropy"] = (ent if sample_weight is None else ent * sample_weight.double()).sum(-1)
+        if "missing_entropy" in stats:  # -sum E[log q(z, x_m)]: the missing entries' entropy too
+            stats["entropy"] = stats["entropy"] - stats.pop("missing_entropy")
         return stats
 
     def m_step(self, stats, params):
@@ -297,8 +303,18 @@ class BayesianGaussianMixture(GaussianMixture):
         chunk_size: samples per chunk; ``None`` picks one from the available memory.
         nan_policy: what a NaN in the data means (scipy's name): ``"raise"`` (the default)
             refuses it; ``"omit"`` leaves out every row that holds one, with a warning that
-            counts them; ``"marginalize"`` is not supported by the variational mixture (an
-            error: fit ``GaussianMixture(nan_policy="marginalize")`` instead).
+            counts them; ``"marginalize"``: a NaN entry is missing at random and latent like
+            the component: mean-field variational EM with ``q(z, x_m) q(pi) q(mu, Lambda)``.
+            Its E-step reads each row's observed entries (``log q(z = k)``: the Gaussian
+            log-density of the observed sub-vector under the mean precision ``E[Lambda_k]``
+            plus the complete-data variational terms), its M-step expects the missing entries
+            under ``q(x_m | x_o, k)`` (Gaussian, precision ``E[Lambda_k]_mm``: conditional
+            means, and their covariance added to the second moments), and ``lower_bound_``
+            includes the entropy of ``q(x_m | x_o, z)``, so it never decreases. The priors
+            taken from the data and the initialisation read each missing entry at its
+            feature's observed mean. ``predict``, ``predict_proba``, ``score_samples``,
+            ``score``, ``bic`` and ``aic`` read each row's observed entries (under ``"omit"``
+            too; a row with none is an error). See the user guide's "Missing values".
 
     Fitted attributes (a leading ``B`` for ``B`` problems): ``weights_`` ``[K]``,
     ``means_`` ``[K, D]``, ``covariances_``, ``precisions_``, ``precisions_cholesky_`` (shaped
@@ -372,11 +388,6 @@ class BayesianGaussianMixture(GaussianMixture):
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
-        if self.nan_policy == "marginalize":
-            raise ValueError(
-                "BayesianGaussianMixture supports nan_policy='raise' or 'omit'; got 'marginalize'. Leave out the rows "
-                "holding NaN (nan_policy='omit'), or fit GaussianMixture(nan_policy='marginalize')."
-            )
         if self.weight_concentration_prior_type not in PRIOR_TYPES:
             raise ValueError(
                 f"weight_concentration_prior_type must be one of {list(PRIOR_TYPES)}; got "
@@ -432,7 +443,7 @@ class BayesianGaussianMixture(GaussianMixture):
                 raise ValueError(f"'{ct.name} covariance_prior' should be {ct.precision_requirement}; check "
                                  "covariance_prior.")
         if mean is None or cov is None:
-            data_mean, data_cov = _data_moments(source, ct)
+            data_mean, data_cov = _data_moments(_filled(source) if self.nan_policy == "marginalize" else source, ct)
             mean = data_mean if mean is None else mean
             cov = data_cov if cov is None else cov
         k = self._n_components
@@ -445,7 +456,8 @@ class BayesianGaussianMixture(GaussianMixture):
         }
 
     def _family(self, n_features: int, n_scale: float | None = None) -> _BayesianFamily:
-        return _BayesianFamily(self.covariance_type, float(self.reg_covar), self._process, self._priors, n_scale)
+        return _BayesianFamily(self.covariance_type, float(self.reg_covar), self._process, self._priors, n_scale,
+                               self._marginalizes)
 
     def _online_family(self, n_features: int, n_batch: int) -> _BayesianFamily:
         # stochastic variational inference: the running per-sample statistics stand for every
@@ -581,6 +593,39 @@ class BayesianGaussianMixture(GaussianMixture):
         """The Wishart prior's covariance used (the data's when not given): ``[D, D]`` for
         ``full`` and ``tied``, ``[D]`` for ``diag``, a number for ``spherical``."""
         return self._tensor_prior("covariance")
+
+
+class _FilledSource:
+    """``source`` with each missing entry (NaN) read as ``fill [B, D]``."""
+
+    def __init__(self, source: Source, fill: Tensor):
+        self._source, self._fill = source, fill
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def chunks(self, labels: bool = False):
+        for start, X, *rest in self._source.chunks(labels):
+            yield (start, torch.where(torch.isnan(X), self._fill.to(X.dtype).unsqueeze(-2), X), *rest)
+
+
+def _filled(source: Source) -> Source:
+    """The data the priors are taken from under ``nan_policy="marginalize"``: each missing
+    entry at its feature's (weighted) observed mean, over every rank, as in the
+    initialisation (one pass; ``source`` itself when nothing is missing)."""
+    sums = None
+    for _, X, w in source.chunks():
+        o, x0 = M.observed(X)
+        ow = o if w is None else o * w.double().unsqueeze(-1)
+        part = [ow.sum(-2), (ow * x0).sum(-2), (1.0 - o).sum((-2, -1))]
+        sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+    count, total, missing = all_reduce_sum(sums)
+    if not bool((missing > 0).any()):
+        return source
+    if bool((count <= 0).any()):
+        raise ValueError("A feature of X has no observed value (or only weight 0), so the priors cannot be taken from "
+                         "the data; drop that feature, or pass mean_prior and covariance_prior.")
+    return _FilledSource(source, total / count)
 
 
 def _data_moments(source: Source, ct: C.CovarianceType) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,10 @@ __all__ = ["GaussianMixture"]
 class _GaussianFamily(Family):
     """The EM hooks of a Gaussian mixture (see :class:`torchem.em.Family`)."""
 
+    # the statistics of a chunk with missing entries also hold ``missing_entropy`` (see
+    # torchem.functional.missing.gaussian_stats_missing): a variational family's lower bound reads it
+    missing_entropy = False
+
     def __init__(self, covariance_type: str, reg_covar: float, marginalize: bool = False):
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
@@ -78,7 +82,8 @@ class _GaussianFamily(Family):
             about = prepared["means"].double() if centred else G._centre(prepared["means"]).double()
             stats = M.gaussian_stats_missing(X, resp, cond["means"], cond["prec_chol"], self.covariance_type, about,
                                              sample_weight=sample_weight,
-                                             kept=aux.kept if isinstance(aux, M.Conditional) else None)
+                                             kept=aux.kept if isinstance(aux, M.Conditional) else None,
+                                             entropy=self.missing_entropy)
             if centred:  # the marker of the precise pass (see gaussian_stats_centred)
                 stats["centred"] = stats["nk"].new_ones(stats["nk"].shape[:-1])
             return stats
