@@ -125,6 +125,9 @@ class BaseMixture(EMEstimator):
     #: of its sample and half of the whole data, so that discrete families start with no
     #: probability at 0 or 1; ``False``: the sample alone (scikit-learn's rule for Gaussians).
     _init_smoothing = True
+    #: Whether the family's statistics are taken about parameters (a Gaussian's moments about
+    #: its means); partial_fit then re-centres its running statistics after every step.
+    _statistics_read_reference = False
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """Starting parameters ``[B, R, ...]`` from the data: the M-step of the initial
@@ -390,6 +393,13 @@ class BaseMixture(EMEstimator):
         )
         if bool(failed.any()):
             raise ValueError(self._failure_message())
+        if self._statistics_read_reference:
+            # Statistics about a fixed reference lose eps * |mean - reference|^2 to rounding
+            # once a component has moved far from where the stream began (a rough means_init,
+            # a stream that reaches a far cluster later): carry the running average as the
+            # statistics about the new parameters themselves, which have the same M-step.
+            state["reference"] = {k: v.double() for k, v in new.items()}
+            running = self._implied_statistics(state["reference"])
         state["running"] = running
         return new, ll, state
 

@@ -145,6 +145,7 @@ class GaussianMixture(BaseMixture):
     )
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "means_init", "precisions_init")
+    _statistics_read_reference = True
 
     def __init__(
         self,
