@@ -282,3 +282,64 @@ def test_stacked_and_streamed_fits_are_the_separate_in_memory_fits(kind, seed, c
             np.testing.assert_allclose(got[b], want, rtol=1e-9, atol=1e-12)
     for got, want in zip(streamed, separate[0]):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Discrete families at extreme parameters: "exact" is the float64 reference from the same start
+# (offsets do not apply to counts); float32 data as far as float32 parameters carry them
+# --------------------------------------------------------------------------------------------
+
+def _extreme_case(name, power, rng):
+    """Data and a start whose fitted parameters sit at the edges: probabilities within 1e-9
+    of 0 and 1 (constant columns), ``n_trials = 10**power``, rates ``~10**power``, categories
+    seen once."""
+    labels = rng.integers(0, 2, 120)
+    if name == "bernoulli":
+        probs = np.array([[1e-9, 1 - 1e-9, 0.5, 1e-3], [1 - 1e-9, 1e-9, 0.5, 0.999]])
+        X = (rng.random((120, 4)) < probs[labels]).astype(float)
+        X[:, 0], X[:, 1] = 0.0, 1.0
+        return X, rng.uniform(0.2, 0.8, (2, 4)), {}
+    if name == "binomial":
+        trials = 10**power
+        X = rng.binomial(trials, np.array([[0.3, 1e-6], [0.3001, 0.5]])[labels]).astype(float)
+        return X, np.array([[0.29, 0.1], [0.31, 0.2]]), {"n_trials": trials}
+    if name == "poisson":
+        rates = np.array([[1.0, 3.0], [1.2, 2.0]]) * 10.0**power
+        return rng.poisson(rates[labels]).astype(float), rates * rng.uniform(0.8, 1.2, rates.shape), {}
+    probs = np.full((2, 3, 6), 0.2)
+    probs[0] = [1 - 5e-9] + [1e-9] * 5
+    probs[1, :, 5] = 0.0
+    X = np.stack([[rng.choice(6, p=probs[k, j] / probs[k, j].sum()) for j in range(3)] for k in labels])
+    X[0] = 5  # the last category once
+    return X, rng.dirichlet(np.ones(6) * 5, (2, 3)), {}
+
+
+@pytest.mark.parametrize("name", DISCRETE)
+@settings(max_examples=3)
+@given(seed=seeds, power=st.integers(1, 9))
+def test_discrete_family_is_the_reference_at_extreme_parameters(name, seed, power):
+    _quiet()
+    rng = np.random.default_rng(seed)
+    power = min(power, 6) if name == "binomial" else power
+    X, start, extra = _extreme_case(name, power, rng)
+    cls = {"bernoulli": BernoulliMixture, "binomial": BinomialMixture, "poisson": PoissonMixture,
+           "categorical": CategoricalMixture}[name]
+    key = "rates_init" if name == "poisson" else "probs_init"
+    family = "binomial" if name in ("bernoulli", "binomial") else name
+    weights, params, bounds = R.discrete_em(family, X, [0.5, 0.5], start, n_iter=ITERS, n_trials=extra.get("n_trials", 1))
+    model = cls(2, weights_init=[0.5, 0.5], **{key: start}, tol=0.0, max_iter=ITERS, **extra).fit(X)
+    got_w, got = _discrete_params(model)
+    np.testing.assert_allclose(got_w, weights, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(got, params, rtol=1e-9, atol=1e-15)
+    # log C(n, x) of n = 1e6 trials is a difference of lgamma values near 1.3e7: both sides
+    # carry eps * 1.3e7 of it
+    np.testing.assert_allclose(model.lower_bounds_, bounds, rtol=1e-9, atol=1e-9 * 10.0**power)
+    np.testing.assert_allclose(_np(model.predict_proba(X)).sum(1), 1.0, rtol=1e-12)
+    if name == "poisson":  # float32 counts up to 1e9: passes in float64 when float32 would lose a nat
+        X32 = X.astype(np.float32)
+        w32, p32, _ = R.discrete_em("poisson", X32.astype(np.float64), [0.5, 0.5], start, n_iter=ITERS)
+        m32 = cls(2, weights_init=[0.5, 0.5], rates_init=start, tol=0.0, max_iter=ITERS).fit(X32)
+        np.testing.assert_allclose(m32.rates_, p32, rtol=4e-6)
+        np.testing.assert_allclose(m32.weights_, w32, rtol=1e-5, atol=1e-6)
+        own = R._logsumexp(R.poisson_log_prob(X32, m32.rates_.astype(np.float64)) + np.log(m32.weights_.astype(np.float64)))
+        np.testing.assert_allclose(m32.score_samples(X32), own, rtol=0, atol=1e-3 + 1e-6 * abs(own).max())
