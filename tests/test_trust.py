@@ -282,9 +282,10 @@ def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
 # Extreme finite queries: finite posteriors, or a clear error
 # ------------------------------------------------------------------------------------------------
 
-def test_extreme_finite_queries_give_finite_rows_or_a_clear_error():
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_extreme_finite_queries_give_finite_rows_or_a_clear_error(covariance_type):
     X = _blobs()
-    g64 = GaussianMixture(2, random_state=0).fit(X)
+    g64 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
     q = np.array([[1e150, -1e150], [0.0, 0.0]])
     p = g64.predict_proba(q)
     assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(g64.score_samples(q)).all()
@@ -292,11 +293,37 @@ def test_extreme_finite_queries_give_finite_rows_or_a_clear_error():
         g64.predict_proba(np.array([[1e200, 1e200], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="overflows float64"):
         g64.score_samples(np.array([[1e200, 1e200]]))
-    g32 = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
-    p = g32.predict_proba(np.array([[1e19, 1e19], [0.0, 0.0]], dtype=np.float32))
-    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
+    g32 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X.astype(np.float32))
+    for big in (1e15, 1e19):  # tied: log 2 was rounded into -1e30, rows summed to 2
+        p = g32.predict_proba(np.array([[big, big], [big, -big], [0.0, 0.0]], dtype=np.float32))
+        assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
     with pytest.raises(ValueError, match="overflows torch.float32"):
         g32.score_samples(np.array([[1e21, 1e21]], dtype=np.float32))
+
+
+def test_extreme_finite_queries_of_kmeans_and_the_discrete_families():
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [6.0, 6.0], [6.0, 7.0]])
+    for dtype, big in [(np.float64, 1e30), (np.float64, 1e200), (np.float32, 1e10), (np.float32, 1e30)]:
+        km = KMeans(2, init=np.array([[6.0, 6.0], [0.0, 0.0]]), n_init=1).fit(X.astype(dtype))
+        q = np.array([[big, big], [-big, -big], [0.0, 0.0]], dtype=dtype)
+        # the nearest centre: was the first one wherever the squared distances rounded alike
+        np.testing.assert_array_equal(km.predict(q), [0, 1, 1])
+        d = km.transform(q)  # was inf at 1e200, where the distances themselves are finite
+        np.testing.assert_allclose(d[:2], np.sqrt(2) * big, rtol=1e-6)
+        if big > 1e154:  # its square overflows float64
+            with pytest.raises(ValueError, match="squared distance to a centre overflows"):
+                km.score(q)
+        else:
+            assert np.isclose(km.score(q), -4 * big**2, rtol=1e-6)
+    from torchem import PoissonMixture
+
+    rng = np.random.default_rng(0)
+    for dtype, big in [(np.float64, 1e200), (np.float32, 1e30)]:
+        pm = PoissonMixture(2, random_state=0).fit(rng.poisson([[3.0, 30.0]] * 50 + [[30.0, 3.0]] * 50).astype(dtype))
+        q = np.array([[big, 0.0], [0.0, big], [3.0, 30.0]], dtype=dtype)
+        p = pm.predict_proba(q)
+        assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(pm.score_samples(q)).all()
+        assert (p[:2].argmax(1) == pm.rates_.argmax(0)).all()  # the component with the larger rate
 
 
 # ------------------------------------------------------------------------------------------------
