@@ -284,19 +284,27 @@ def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_extreme_finite_queries_give_finite_rows_or_a_clear_error(covariance_type):
+    """Posteriors and labels of queries far beyond the components (to 1e200 in float64, where
+    the log-densities overflow; 1e30 in float32) are those of the same directions at 1e4, where
+    nothing rounds: a tied covariance is decided by the linear term, which the rounded
+    quadratic hid (predict gave the first component, predict_proba rows summed to 2 in
+    float32). The log-likelihood itself overflows there: a clear error."""
     X = _blobs()
+    directions = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -3.0], [-2.0, 1.0]])
+    for dtype, bigs in [(np.float64, (1e10, 1e150, 1e200)), (np.float32, (1e10, 1e19, 1e30))]:
+        g = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X.astype(dtype))
+        near = g.predict((directions * 1e4).astype(dtype))
+        for big in bigs:
+            q = np.concatenate([directions * big, [[0.0, 0.0]]]).astype(dtype)
+            p = g.predict_proba(q)
+            assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0, atol=1e-6)
+            np.testing.assert_array_equal(p[:-1].argmax(1), near)
+            np.testing.assert_array_equal(g.predict(q)[:-1], near)
     g64 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
-    q = np.array([[1e150, -1e150], [0.0, 0.0]])
-    p = g64.predict_proba(q)
-    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(g64.score_samples(q)).all()
+    assert np.isfinite(g64.score_samples(np.array([[1e150, -1e150], [0.0, 0.0]]))).all()
     with pytest.raises(ValueError, match="overflows float64.*scale the data"):
-        g64.predict_proba(np.array([[1e200, 1e200], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match="overflows float64"):
         g64.score_samples(np.array([[1e200, 1e200]]))
     g32 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X.astype(np.float32))
-    for big in (1e15, 1e19):  # tied: log 2 was rounded into -1e30, rows summed to 2
-        p = g32.predict_proba(np.array([[big, big], [big, -big], [0.0, 0.0]], dtype=np.float32))
-        assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
     with pytest.raises(ValueError, match="overflows torch.float32"):
         g32.score_samples(np.array([[1e21, 1e21]], dtype=np.float32))
 

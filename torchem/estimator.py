@@ -810,7 +810,11 @@ class EMEstimator(EstimatorModule):
         if joined is not None:
             return joined
         t, kind = self._check_input(X)
-        return to_output(self._map_chunks(t, lambda x, *a: self._joint(x, *a).argmax(-1)), kind)
+        return to_output(self._map_chunks(t, self._predict_chunk), kind)
+
+    def _predict_chunk(self, X: Tensor, params, family: Family, prepared) -> Tensor:
+        """The labels ``[.., n]`` of a chunk."""
+        return self._joint(X, params, family, prepared).argmax(-1)
 
     # ----------------------------------------------------------------------------------------
     # Attributes
