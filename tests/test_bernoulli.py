@@ -94,8 +94,14 @@ def test_binomial_per_feature_trials_and_sampling():
     gm = BinomialMixture(2, n_trials=trials, random_state=0).fit(X)
     order = np.argsort(gm.probs_[:, 0])
     np.testing.assert_allclose(gm.probs_[order], p, atol=0.03)
-    S, y = gm.sample(2000)
-    assert S.shape == (2000, 3) and np.all(S <= trials) and np.all(S == np.round(S))
+    S, y = gm.sample(20000)
+    assert S.shape == (20000, 3) and np.all(S <= trials) and np.all(S == np.round(S))
+    for k in range(2):  # Binomial(n_d, p_kd) moments, within five standard errors
+        sk, pk = S[y == k], gm.probs_[k]
+        mean, var = trials * pk, trials * pk * (1 - pk)
+        assert np.all(np.abs(sk.mean(0) - mean) < 5 * np.sqrt(var / len(sk)))
+        assert np.all(np.abs(sk.var(0) / var - 1) < 5 * np.sqrt(2 / len(sk)))
+        assert abs(len(sk) / len(S) - gm.weights_[k]) < 0.02
 
 
 def test_stacked_problems_equal_separate_and_init_methods():

@@ -78,6 +78,11 @@ def _labels():
     return labels
 
 
+def _empty_cluster_kmeans(max_iter):
+    init = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0], [0.0, 5.0, 5.0], [1e3, 1e3, 1e3]])  # the last owns no point
+    return KMeans(4, init=init, n_init=1, max_iter=max_iter, chunk_size=64)
+
+
 def _batches(X):
     rng = np.random.default_rng(7)
     return [X[rng.permutation(len(X))[:200]] for _ in range(5)]
@@ -127,6 +132,23 @@ def _worker(rank, world, init_file, out_dir):
         for batch in _batches(X):
             model.partial_fit(batch[rank * 100 : (rank + 1) * 100])
         results["partial-" + name] = _params(model)
+    # an empty cluster re-seeded from the farthest point of all the ranks (not of each rank's own)
+    for max_iter in (1, 300):
+        results[f"kmeans-empty-{max_iter}"] = _params(_empty_cluster_kmeans(max_iter).fit(X[half]))
+    # initial sampling that missed a rare distinct point (it lies on rank 0 only) still seeds
+    # every cluster: the distinct rows of every rank's shard are gathered
+    import torchem.data as data_module
+
+    saved, data_module.INIT_SAMPLE_SIZE = data_module.INIT_SAMPLE_SIZE, 20
+    try:
+        rare = np.full((300, 2), float(rank))
+        if rank == 0:
+            rare[123] = 5.0
+        results["distinct"] = sorted(map(tuple, np.round(KMeans(3, random_state=3, n_init=1).fit(rare).cluster_centers_, 9)))
+    except ValueError as exc:
+        results["distinct"] = str(exc)
+    finally:
+        data_module.INIT_SAMPLE_SIZE = saved
     # disagreeing ranks: every rank gets the same clear error
     for case in ("features", "dtype", "settings", "bad values"):
         Xr = X[half]
@@ -226,6 +248,22 @@ def test_ranks_agree_with_the_single_process_fit(ranks, name):
     for key, value in single.items():
         np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])  # identical on every rank
         np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("max_iter", [1, 300])
+def test_an_empty_cluster_is_reseeded_from_the_farthest_point_of_all_ranks(ranks, max_iter):
+    """Each rank holds half the data; after the iteration that re-seeds the empty cluster (and at
+    convergence) the ranks agree with each other and with the single-process fit."""
+    X, _ = _data()
+    single = _params(_empty_cluster_kmeans(max_iter).fit(X))
+    name = f"kmeans-empty-{max_iter}"
+    for key, value in single.items():
+        np.testing.assert_array_equal(ranks[0][name][key], ranks[1][name][key])
+        np.testing.assert_allclose(ranks[0][name][key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_initial_sampling_never_refuses_enough_distinct_points_over_the_ranks(ranks):
+    assert ranks[0]["distinct"] == ranks[1]["distinct"] == [(0, 0), (1, 1), (5, 5)]
 
 
 def test_ranks_streaming_and_in_memory_agree_with_the_single_process_fit(ranks):

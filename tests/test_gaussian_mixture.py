@@ -264,19 +264,28 @@ def test_tensor_in_tensor_out(blobs):
     assert samples.shape == (50, 3) and labels.shape == (50,)
 
 
-def test_sample_follows_the_model(blobs):
-    gm = GaussianMixture(3, covariance_type="full", random_state=0).fit(blobs)
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_sample_follows_the_model(blobs, covariance_type):
+    """Sample moments of every component against the model's (dense) ones, within five
+    standard errors at this fixed seed: a sampler drawing with the wrong factor (the
+    precision's instead of the covariance's, a transposed one) fails."""
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(blobs)
     X, y = gm.sample(20000)
     assert np.all(np.diff(y) >= 0)  # sorted by component, as in scikit-learn
+    cov = gm.covariances_
+    dense = {"full": lambda: cov, "tied": lambda: np.broadcast_to(cov, (3, 3, 3)),
+             "diag": lambda: np.stack([np.diag(c) for c in cov]),
+             "spherical": lambda: np.stack([c * np.eye(3) for c in cov])}[covariance_type]()
     for k in range(3):
         xk = X[y == k]
-        np.testing.assert_allclose(len(xk) / len(X), gm.weights_[k], atol=0.02)
-        np.testing.assert_allclose(xk.mean(0), gm.means_[k], atol=0.08)
-        np.testing.assert_allclose(np.cov(xk.T), gm.covariances_[k], atol=0.12)
-    for ct in ["tied", "diag", "spherical"]:
-        g = GaussianMixture(3, covariance_type=ct, random_state=0).fit(blobs)
-        Xs, ys = g.sample(5000)
-        assert Xs.shape == (5000, 3) and np.isfinite(Xs).all()
+        n = len(xk)
+        w = gm.weights_[k]
+        assert abs(n / len(X) - w) < 5 * np.sqrt(w * (1 - w) / len(X))
+        sd = np.sqrt(np.diag(dense[k]))
+        assert np.all(np.abs(xk.mean(0) - gm.means_[k]) < 5 * sd / np.sqrt(n))
+        # the standard error of a sample covariance entry: sqrt((s_ii s_jj + s_ij^2) / n)
+        se = np.sqrt((np.outer(sd**2, sd**2) + dense[k] ** 2) / n)
+        assert np.all(np.abs(np.cov(xk.T) - dense[k]) < 5 * se)
 
 
 def test_sklearn_api_compatibility(blobs):
@@ -335,13 +344,27 @@ def test_cholesky_failure_recovers_with_warning():
     assert np.linalg.eigvalsh(gm.covariances_[1]).min() > 0
 
 
-def test_regularised_cholesky_kernel():
-    from torchem.functional.gaussian import _regularised_cholesky
-
-    cov = torch.tensor([[[1.0, 1.0 + 1e-12], [1.0 + 1e-12, 1.0]], [[2.0, 0.0], [0.0, 3.0]]], dtype=torch.float64)
-    with pytest.warns(RuntimeWarning):
-        prec_chol, failed = _regularised_cholesky(cov, "full")
-    assert not failed.any() and torch.isfinite(prec_chol).all()
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_a_singular_covariance_gets_the_smallest_jitter_that_rescues_it(covariance_type):
+    """Through fit: points on a line (no reg_covar) give a singular covariance; the M-step adds
+    1e-10 times its mean variance to the diagonal, warns, and stores exactly that covariance.
+    Diagonal and spherical covariances of a line are not singular: nothing is added."""
+    t = np.linspace(-1.0, 1.0, 41)
+    X = np.stack([t, 2 * t, -t], 1) + np.array([1.0, 2.0, 3.0])
+    emp = np.cov(X.T, bias=True)
+    expected = {"full": emp[None], "tied": emp, "diag": np.diag(emp)[None], "spherical": np.trace(emp)[None] / 3}[covariance_type]
+    gm = GaussianMixture(1, covariance_type=covariance_type, reg_covar=0.0, max_iter=1, tol=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gm.fit(X)
+    jittered = [w for w in caught if "added up to 1e-10 x its mean variance" in str(w.message)]
+    if covariance_type in ("full", "tied"):
+        expected = expected + 1e-10 * np.trace(emp) / 3 * np.eye(3)
+        assert len(jittered) >= 1 and all(w.category is RuntimeWarning for w in jittered)
+    else:
+        assert not jittered
+    np.testing.assert_allclose(gm.covariances_, expected, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(gm.means_, X.mean(0)[None], rtol=1e-12)
 
 
 def test_public_api():
@@ -463,3 +486,20 @@ def test_a_single_row_far_away_fits_where_scikit_learn_fits():
     gm = GaussianMixture(2, random_state=0).fit(Y)
     assert gm.converged_ and np.isfinite(gm.score(Y))
     np.testing.assert_allclose(np.sort(gm.weights_), [1 / 301, 300 / 301], rtol=1e-9)
+
+
+def test_random_init_is_the_m_step_of_uniform_normalised_responsibilities(blobs):
+    """``init_params="random"`` starts from responsibilities drawn uniformly and normalised per
+    sample (scikit-learn's rule): every weight near 1/K, every mean near the data's mean and
+    every covariance near the data's (a spread of (1/3) / sqrt(N) relative per component, here
+    600 samples); the same start whatever the chunk size."""
+    X = blobs
+    k = 3
+    start = GaussianMixture(k, init_params="random", random_state=5).initialize(X)
+    chunked = GaussianMixture(k, init_params="random", random_state=5, chunk_size=7).initialize(X)
+    np.testing.assert_allclose(chunked.means_, start.means_, rtol=1e-12)
+    np.testing.assert_allclose(start.weights_, 1.0 / k, atol=0.03)
+    sd = X.std(0)
+    assert np.all(np.abs(start.means_ - X.mean(0)) < 0.15 * sd)
+    assert np.ptp(start.means_[:, 0]) > 1e-3 * sd[0]  # the components differ
+    np.testing.assert_allclose(start.covariances_, np.broadcast_to(np.cov(X.T, bias=True), (k, 3, 3)), atol=0.1 * sd.max() ** 2)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans as SkKMeans
 
-from torchem import KMeans, NotFittedError
+from torchem import GaussianMixture, KMeans, NotFittedError
 
 
 def _data(seed=0, n=1500, d=4, k=5):
@@ -41,12 +41,15 @@ def test_sample_weight_matches_sklearn():
     np.testing.assert_allclose(ours.score(X, sample_weight=w), ref.score(X, sample_weight=w), rtol=1e-10)
 
 
-def test_empty_cluster_is_reseeded_like_sklearn():
+@pytest.mark.parametrize("max_iter", [1, 2, 300])
+def test_empty_cluster_is_reseeded_like_sklearn(max_iter):
+    """Compared after the re-seeding iteration itself, not only at convergence (where a re-seed
+    that leaves the moved point in its old cluster too ends at the same centres)."""
     X, init = _data(2)
     init = init.copy()
     init[0] = 1e3  # owns no point in the first iteration
-    ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd").fit(X)
-    ours = KMeans(5, init=init).fit(X)
+    ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd", max_iter=max_iter).fit(X)
+    ours = KMeans(5, init=init, max_iter=max_iter).fit(X)
     assert ours.n_iter_ == ref.n_iter_
     np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(ours.labels_, ref.labels_)
@@ -233,3 +236,16 @@ def test_float64_far_from_the_origin_equals_lloyd(offset):
     assert km.inertia_ == pytest.approx(d.min(1).sum(), rel=1e-8 + carried / X.std(0).min())
     # centres: running sums of ~250 points moved in and out, each step rounding at the sum's scale
     np.testing.assert_allclose(km.cluster_centers_, c, rtol=0, atol=1e-9 + 25 * carried)
+
+
+def test_kmeans_plus_plus_draws_in_proportion_to_the_squared_distance():
+    """98 points at 0, then one at -1 and one at 10: after a first centre at 0, k-means++ draws
+    10 with probability 100/101 (its squared distance over the total), -1 otherwise. Over 20
+    seeds the second centre (seen through a Gaussian mixture's k-means++ start, whose means are
+    the chosen points) is 10 nearly always; a draw not scaled by the total mass takes -1."""
+    X = np.concatenate([np.zeros((98, 1)), [[-1.0], [10.0]]])
+    picks = []
+    for seed in range(20):
+        start = GaussianMixture(2, init_params="k-means++", random_state=seed).initialize(X)
+        picks.append(tuple(np.sort(np.round(start.means_[:, 0], 9))))
+    assert sum(p == (0.0, 10.0) for p in picks) >= 18, picks

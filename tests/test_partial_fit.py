@@ -131,16 +131,52 @@ def test_a_small_batch_barely_moves_a_model_fitted_on_much_data(covariance_type)
     assert np.abs(g.means_ - before).max() < 0.01
     np.testing.assert_allclose(g.covariances_, cov_before, rtol=0.03, atol=0.01)
     assert g.score(X) > score - 1e-3
-    # the running statistics implied by a model give it back through the M-step
-    p = {k: v.double()[None, None] for k, v in g._constrained().items()}
-    new, failed = g._family(g.n_features_in_).m_step(g._implied_statistics(p), p)
-    for key in p:
-        torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
+    # the step itself, in closed form: the fit's own statistics weighted as 10,000 batches
+    expected = _one_step_after_fit(GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X), X[:2], 10_000)
+    np.testing.assert_allclose(g.weights_, expected[0], rtol=1e-10)
+    np.testing.assert_allclose(g.means_, expected[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g.covariances_, expected[2], rtol=1e-9, atol=1e-12)
     b = BinomialMixture(2, n_trials=4, random_state=0).fit(rng.binomial(4, [[0.2, 0.7]], size=(5000, 2)).astype(float))
-    p = {k: v.double()[None, None] for k, v in b._constrained().items()}
-    new, _ = b._family(b.n_features_in_).m_step(b._implied_statistics(p), p)
-    for key in p:
-        torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
+    x = np.array([[1.0, 3.0], [4.0, 0.0]])
+    w, p, resp = b.weights_.copy(), b.probs_.copy(), b.predict_proba(x)
+    eta = step_size(2500 + 1)
+    nk = (1 - eta) * w + eta * resp.sum(0) / 2
+    sx = (1 - eta) * (w * 4)[:, None] * p + eta * resp.T @ x / 2
+    b.partial_fit(x)
+    np.testing.assert_allclose(b.probs_, sx / (4 * nk[:, None]), rtol=1e-10)
+    np.testing.assert_allclose(b.weights_, nk / nk.sum(), rtol=1e-10)
+
+
+def _one_step_after_fit(g, x, batches):
+    """Weights, means and covariances after one partial_fit of batch ``x`` on the fitted ``g``,
+    in closed form: the fit's weights, means and scatters (less reg_covar) count as ``batches``
+    earlier batches, and the two groups combine as the update ``(1 - eta) old + eta batch`` of
+    normalised statistics does (their means' difference enters as a positive term)."""
+    ct, k, d = g.covariance_type, g.n_components, x.shape[1]
+    eta = step_size(batches + 1)
+    cov, mu, w = (np.asarray(v, dtype=np.float64) for v in (g.covariances_, g.means_, g.weights_))
+    dense = {"full": lambda: cov, "tied": lambda: np.broadcast_to(cov, (k, d, d)),
+             "diag": lambda: np.stack([np.diag(c) for c in cov]), "spherical": lambda: np.stack([c * np.eye(d) for c in cov])}[ct]()
+    resp = np.asarray(g.predict_proba(x), dtype=np.float64)
+    n = len(x)
+    a, bk = (1 - eta) * w, eta * resp.sum(0) / n
+    tot = a + bk
+    m = resp.T @ x / np.maximum(resp.sum(0), 1e-300)[:, None]
+    scatter = np.stack([(resp[:, j, None] * (x - m[j])).T @ (x - m[j]) / n for j in range(k)])
+    delta = m - mu
+    old = dense - g.reg_covar * np.eye(d)  # tied: sum_k w_k (Sigma - reg) is the pooled scatter
+    total = a[:, None, None] * old + eta * scatter + (a * bk / tot)[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    means = mu + (bk / tot)[:, None] * delta
+    if ct == "full":
+        new = total / tot[:, None, None]
+    elif ct == "tied":
+        new = total.sum(0) / tot.sum()
+    elif ct == "diag":
+        new = np.diagonal(total, axis1=1, axis2=2) / tot[:, None]
+    else:
+        new = np.trace(total, axis1=1, axis2=2) / (d * tot)
+    eye = np.eye(d) if ct in ("full", "tied") else 1.0
+    return tot / tot.sum(), means, new + g.reg_covar * eye
 
 
 def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():
@@ -169,18 +205,26 @@ def test_initialised_model_is_not_counted_as_a_fit_and_streams_survive_reloads()
     rng = np.random.default_rng(9)
     X = _gauss(rng, 2000)
     m = GaussianMixture(3, init_params="random", random_state=0).initialize(X)
+    # the initial parameters count as one step, not as a fit on 2000 samples
+    expected = _one_step_after_fit(GaussianMixture(3, init_params="random", random_state=0).initialize(X), X[:200], 1)
     m.partial_fit(X[:200])
-    assert m._online["t"] == 2  # the initial parameters count as one step, not as a fit on 2000
+    np.testing.assert_allclose(m.means_, expected[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.covariances_, expected[2], rtol=1e-9, atol=1e-12)
     for i in range(1, 5):
         m.partial_fit(X[200 * i : 200 * (i + 1)])
+    # a reloaded model continues as the 6th batch of a 1000-sample stream: its fit's
+    # statistics weigh as 5 batches of this size
     fresh = GaussianMixture(3, init_params="random")
     fresh.load_state_dict(m.state_dict())
+    expected = _one_step_after_fit(m, X[1000:1200], 1000 // 200)
     fresh.partial_fit(X[1000:1200])
-    assert fresh._online["t"] == 1000 // 200 + 1  # continues as the 6th batch of a 1000-sample stream
+    np.testing.assert_allclose(fresh.means_, expected[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fresh.covariances_, expected[2], rtol=1e-9, atol=1e-12)
 
 
 def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():
-    """D=100: the sigma points' quadratic features are computed in several blocks."""
+    """D=100: the sigma points' quadratic features are computed in several blocks; the first
+    partial_fit step of a model made from a distribution is the closed form."""
     gen = torch.Generator().manual_seed(0)
     k, d = 4, 100
     a = torch.randn(k, d, d, generator=gen, dtype=torch.float64) / d**0.5
@@ -190,10 +234,12 @@ def test_implied_statistics_of_a_wide_full_model_are_summed_in_blocks():
                                                covariance_matrix=a @ a.mT + 0.5 * torch.eye(d, dtype=torch.float64)),
     )
     g = GaussianMixture.from_distribution(dist)
-    p = {key: v.double()[None, None] for key, v in g._constrained().items()}
-    new, failed = g._family(g.n_features_in_).m_step(g._implied_statistics(p), p)
-    for key in p:
-        torch.testing.assert_close(new[key], p[key], rtol=1e-8, atol=1e-8)
+    x = dist.sample((5,)).numpy()
+    expected = _one_step_after_fit(GaussianMixture.from_distribution(dist), x, 1)  # the model counts as one batch
+    g.partial_fit(x)
+    np.testing.assert_allclose(g.weights_, expected[0], rtol=1e-9)
+    np.testing.assert_allclose(g.means_, expected[1], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(g.covariances_, expected[2], rtol=1e-8, atol=1e-9)
 
 
 def test_partial_fit_continues_stacked_problems_with_components_far_apart():

@@ -239,12 +239,6 @@ def test_partial_fit_after_fit_continues_it_from_its_moment_points():
     X, _ = _counts(6000, seed=9)
     gm = PoissonMixture(3, random_state=0).fit(X)
     before, score = gm.rates_.copy(), gm.score(X)
-    # the statistics of the moment points give the model back through the M-step
-    p = {k: v.double()[None, None] for k, v in gm._constrained().items()}
-    new, failed = gm._family(gm.n_features_in_).m_step(gm._implied_statistics(p), p)
-    assert not bool(failed.any())
-    for key in p:
-        torch.testing.assert_close(new[key], p[key], rtol=1e-10, atol=1e-10)
     # the fit counts as the first ceil(6000 / 2) steps of the running average, so a batch of
     # two samples moves it by step_size(3001) of the way to the batch's own statistics
     w, resp = gm.weights_.copy(), gm.predict_proba(X[:2])

@@ -282,18 +282,78 @@ def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
 # Extreme finite queries: finite posteriors, or a clear error
 # ------------------------------------------------------------------------------------------------
 
-def test_extreme_finite_queries_give_finite_rows_or_a_clear_error():
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_extreme_finite_queries_give_finite_rows_or_a_clear_error(covariance_type):
+    """Posteriors and labels of queries far beyond the components (to 1e200 in float64, where
+    the log-densities overflow; 1e30 in float32) are those of the same directions at 1e4, where
+    nothing rounds: a tied covariance is decided by the linear term, which the rounded
+    quadratic hid (predict gave the first component, predict_proba rows summed to 2 in
+    float32). The log-likelihood itself overflows there: a clear error."""
     X = _blobs()
-    g64 = GaussianMixture(2, random_state=0).fit(X)
-    q = np.array([[1e150, -1e150], [0.0, 0.0]])
-    p = g64.predict_proba(q)
-    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(g64.score_samples(q)).all()
+    directions = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -3.0], [-2.0, 1.0]])
+    for dtype, bigs in [(np.float64, (1e10, 1e150, 1e200)), (np.float32, (1e10, 1e19, 1e30))]:
+        g = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X.astype(dtype))
+        near = g.predict((directions * 1e4).astype(dtype))
+        for big in bigs:
+            q = np.concatenate([directions * big, [[0.0, 0.0]]]).astype(dtype)
+            p = g.predict_proba(q)
+            assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0, atol=1e-6)
+            np.testing.assert_array_equal(p[:-1].argmax(1), near)
+            np.testing.assert_array_equal(g.predict(q)[:-1], near)
+    g64 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    assert np.isfinite(g64.score_samples(np.array([[1e150, -1e150], [0.0, 0.0]]))).all()
     with pytest.raises(ValueError, match="overflows float64.*scale the data"):
-        g64.predict_proba(np.array([[1e200, 1e200], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match="overflows float64"):
         g64.score_samples(np.array([[1e200, 1e200]]))
-    g32 = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
-    p = g32.predict_proba(np.array([[1e19, 1e19], [0.0, 0.0]], dtype=np.float32))
-    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0)
+    g32 = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X.astype(np.float32))
     with pytest.raises(ValueError, match="overflows torch.float32"):
         g32.score_samples(np.array([[1e21, 1e21]], dtype=np.float32))
+
+
+def test_extreme_finite_queries_of_kmeans_and_the_discrete_families():
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [6.0, 6.0], [6.0, 7.0]])
+    for dtype, big in [(np.float64, 1e30), (np.float64, 1e200), (np.float32, 1e10), (np.float32, 1e30)]:
+        km = KMeans(2, init=np.array([[6.0, 6.0], [0.0, 0.0]]), n_init=1).fit(X.astype(dtype))
+        q = np.array([[big, big], [-big, -big], [0.0, 0.0]], dtype=dtype)
+        # the nearest centre: was the first one wherever the squared distances rounded alike
+        np.testing.assert_array_equal(km.predict(q), [0, 1, 1])
+        d = km.transform(q)  # was inf at 1e200, where the distances themselves are finite
+        np.testing.assert_allclose(d[:2], np.sqrt(2) * big, rtol=1e-6)
+        if big > 1e154:  # its square overflows float64
+            with pytest.raises(ValueError, match="squared distance to a centre overflows"):
+                km.score(q)
+        else:
+            assert np.isclose(km.score(q), -4 * big**2, rtol=1e-6)
+    from torchem import PoissonMixture
+
+    rng = np.random.default_rng(0)
+    for dtype, big in [(np.float64, 1e200), (np.float32, 1e30)]:
+        pm = PoissonMixture(2, random_state=0).fit(rng.poisson([[3.0, 30.0]] * 50 + [[30.0, 3.0]] * 50).astype(dtype))
+        q = np.array([[big, 0.0], [0.0, big], [3.0, 30.0]], dtype=dtype)
+        p = pm.predict_proba(q)
+        assert np.isfinite(p).all() and np.allclose(p.sum(1), 1.0) and np.isfinite(pm.score_samples(q)).all()
+        assert (p[:2].argmax(1) == pm.rates_.argmax(0)).all()  # the component with the larger rate
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact at any offset and separation: partial_fit and streams
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_partial_fit_keeps_its_precision_when_a_component_moves_far_from_its_start(covariance_type):
+    """Stepwise statistics were taken about the stream's first parameters for ever: a component
+    that started 1e5 from its cluster (two clusters 1e7 apart) lost eps * 1e10 at every step
+    (covariances 4e-5 off). The running statistics now follow the parameters; compared with a
+    NumPy stepwise EM whose moments are kept about each component's own mean."""
+    from .reference_em import gaussian_stepwise
+
+    rng = np.random.default_rng(0)
+    batches = [np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(1e7, 1, (20, 2))]) for _ in range(30)]
+    start = np.array([[0.0, 0.0], [1e7 - 1e5, 1e7]])
+    cov0 = np.stack([np.eye(2)] * 2) if covariance_type == "full" else np.ones(2)
+    model = GaussianMixture(2, covariance_type=covariance_type, means_init=start, precisions_init=cov0, weights_init=[0.5, 0.5])
+    for batch in batches:
+        model.partial_fit(batch)
+    weights, means, cov = gaussian_stepwise(batches, [0.5, 0.5], start, cov0, covariance_type)
+    np.testing.assert_allclose(model.means_, means, rtol=1e-15, atol=1e-8)
+    np.testing.assert_allclose(model.weights_, weights, rtol=1e-12)
+    assert np.abs(model.covariances_ - cov).max() < 1e-6 * np.abs(cov).max()

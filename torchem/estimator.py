@@ -644,11 +644,14 @@ class EMEstimator(EstimatorModule):
         ``k`` distinct rows the initialisation needs, so that data with enough distinct points
         is never refused because a rare one was not drawn (one more pass, only then)."""
         k = self._distinct_rows_needed()
-        if k == 0 or sx.shape[1] >= n or is_distributed():
+        # the sample is every rank's (gathered), and so is each decision below
+        if k == 0 or sx.shape[1] >= n:
             return sx, sw, sl
         if all(_count_distinct_up_to(sx[b], k) >= k for b in range(sx.shape[0])):
             return sx, sw, sl
         found = _distinct_rows(source, k)
+        if is_distributed():  # the distinct rows of every rank's shard, then of their union
+            found = _distinct_rows_over_ranks(found, sx, k)
         if any(f.shape[0] < k for f in found):
             return sx, sw, sl  # the data itself has too few: the initialisation says so
         extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
@@ -881,7 +884,11 @@ class EMEstimator(EstimatorModule):
         if joined is not None:
             return joined
         t, kind = self._check_input(X)
-        return to_output(self._map_chunks(t, lambda x, *a: self._joint(x, *a).argmax(-1)), kind)
+        return to_output(self._map_chunks(t, self._predict_chunk), kind)
+
+    def _predict_chunk(self, X: Tensor, params, family: Family, prepared) -> Tensor:
+        """The labels ``[.., n]`` of a chunk."""
+        return self._joint(X, params, family, prepared).argmax(-1)
 
     # ----------------------------------------------------------------------------------------
     # Attributes
@@ -1043,6 +1050,20 @@ def _distinct_rows(source: Source, k: int) -> list[Tensor]:
             rows = X[b] if found[b] is None else torch.cat([found[b], X[b]])
             found[b] = torch.unique(rows, dim=0)[:k]
     return found
+
+
+def _distinct_rows_over_ranks(found: list[Tensor | None], like: Tensor, k: int) -> list[Tensor]:
+    """Up to ``k`` distinct rows of each problem over all the ranks, the same on every rank,
+    from each rank's own (``found``, ``None`` for a rank without samples)."""
+    b, d = like.shape[0], like.shape[-1]
+    m = max((0 if f is None else f.shape[0]) for f in found)
+    mine = like.new_zeros(b, m, d)
+    for i, f in enumerate(found):
+        if f is not None and f.shape[0]:
+            # padded by repeating a row: a repeat adds no distinct row
+            mine[i] = torch.cat([f, f[:1].expand(m - f.shape[0], d)]).to(mine.dtype)
+    everyone = gather_samples(mine, None)[0]
+    return [torch.unique(everyone[i], dim=0)[:k] for i in range(b)]
 
 
 def _to_device(tree, device):

@@ -106,6 +106,30 @@ def _keep_farthest(a, b, m: int):
     return top, rows, torch.cat([a[2], b[2]], -1).gather(2, order)
 
 
+def _query_distances(X: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared distances of a query chunk to the centres, ``(d2 [..., n, K], scale [..., n, 1])``
+    with ``|x - c_k|^2 = scale^2 d2``: ``scale`` is 1, unless some squared distance overflows
+    the dtype (coordinates past ~1e154 in float64, ~1e19 in float32), in which case each row is
+    measured in units of its largest coordinate (or centre's), exact differences taken."""
+    d2 = squared_distances(X, centers)
+    one = d2.new_ones(d2.shape[:-1] + (1,))
+    if bool(torch.isfinite(d2).all()):
+        return d2, one
+    dtype = d2.dtype
+    Xw, cw = X.to(dtype), centers.to(dtype)
+    scale = torch.maximum(Xw.abs().amax(-1, keepdim=True), cw.abs().amax((-2, -1)).reshape(cw.shape[:-2] + (1, 1)))
+    scale = torch.where(scale > 0, scale, one)
+    diff = (Xw / scale).unsqueeze(-2) - cw.unsqueeze(-3) / scale.unsqueeze(-1)  # [..., n, K, D]
+    return diff.square().sum(-1), scale
+
+
+def _check_finite(d: Tensor, X: Tensor, what: str) -> None:
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError(f"X holds values (up to {float(X.abs().max()):.3g} in absolute value) whose {what} to a "
+                         f"centre overflows {d.dtype}; query a float64 model (model.double()) with float64 data, "
+                         "or scale the data.")
+
+
 class _KMeansFamily(Lloyd):
     """The :class:`~torchem.init.Lloyd` family (K-means as hard EM) made for one fit: passes
     over in-memory data skip, with Hamerly's bounds, the distances that cannot change an
@@ -889,6 +913,26 @@ class KMeans(EMEstimator):
             raise ValueError(f"temperature must be a positive number (or None for the hard score); got {temperature!r}.")
         return float(temperature) * torch.logsumexp(-squared_distances(x, centers) / float(temperature), -1)
 
+    @staticmethod
+    def _joint(X, params, family, prepared):
+        """Minus the squared distances of a chunk to every centre (what ``predict`` maximises).
+        A row far beyond the centres (``|x - r|^2 > |c - r|^2 / eps``, ``r`` their mean: a
+        query at 1e30, or at 1e200 where the squared distances overflow float64) drops their
+        common term ``|x - r|^2``, which rounds away their differences, and is measured in
+        units ``s`` of its largest coordinate: ``(|c - r|^2 - 2 (x - r).(c - r)) / s`` orders
+        the centres as the exact distances do."""
+        centers = params["centers"]
+        d2 = squared_distances(X, centers)
+        ref = centers.mean(-2, keepdim=True)
+        xc, cc = X.to(d2.dtype) - ref, centers.to(d2.dtype) - ref
+        eps = torch.finfo(d2.dtype).eps
+        far = ~(xc.square().sum(-1, keepdim=True) * eps <= cc.square().sum(-1).amax(-1, keepdim=True).unsqueeze(-1))
+        if not bool(far.any()):
+            return d2.neg_()
+        s = xc.abs().amax(-1, keepdim=True).clamp_min(1.0)
+        linear = cc.square().sum(-1).unsqueeze(-2) / s - 2.0 * ((xc / s) @ cc.mT)
+        return torch.where(far, linear, d2).neg_()
+
     @torch.no_grad()
     def transform(self, X):
         """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``)."""
@@ -896,7 +940,13 @@ class KMeans(EMEstimator):
         if joined is not None:
             return joined
         t, kind = self._check_input(X)
-        return to_output(self._map_chunks(t, lambda x, params, *_: squared_distances(x, params["centers"]).sqrt_(), dim=-2), kind)
+
+        def distances(x, params, *_):
+            d2, scale = _query_distances(x, params["centers"])
+            d = d2.sqrt_().mul_(scale)
+            _check_finite(d, x, "distance")
+            return d
+        return to_output(self._map_chunks(t, distances, dim=-2), kind)
 
     def fit_transform(self, X, y=None, sample_weight=None, *, labels=None):
         return self.fit(X, sample_weight=sample_weight, labels=labels).transform(X)
@@ -921,10 +971,18 @@ class KMeans(EMEstimator):
             return sum(parts[1:], parts[0])
         t, kind = self._check_input(X)
         w = check_sample_weight(sample_weight, t.shape)
-        d = self._map_chunks(t, lambda x, params, *_: assign(x, params["centers"])[1]).double()
+        def nearest(x, params, *_):
+            d2, scale = _query_distances(x, params["centers"])
+            d = d2.amin(-1).double() * scale.squeeze(-1).double().square()
+            _check_finite(d, x, "squared distance")
+            return d
+        d = self._map_chunks(t, nearest)
         if w is not None:
             d = d * w.to(d.device).double()
         value = -d.sum(-1)
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError("The inertia of X overflows float64 (its squared distances sum past 1.8e308); "
+                             "scale the data (fit and query it in smaller units).")
         if kind.is_numpy:
             return float(value) if value.ndim == 0 else value.cpu().numpy()
         return to_output(value, kind)

@@ -41,13 +41,20 @@ def log_responsibilities(component_log_prob: Tensor, log_weights: Tensor) -> tup
         log-responsibilities (each row log-sums to zero).
     """
     joint = component_log_prob + log_weights.unsqueeze(-2)
-    log_norm = torch.logsumexp(joint, dim=-1)
-    # A sample with zero likelihood under every component (log_norm = -inf, e.g. a float32
-    # Mahalanobis distance that overflowed) would give -inf - -inf = NaN. Subtracting 0 instead
-    # gives it zero responsibilities, so it adds nothing to the statistics; its -inf
-    # log-likelihood still reaches the caller through log_norm.
-    safe_norm = torch.where(torch.isfinite(log_norm), log_norm, torch.zeros_like(log_norm))
-    return log_norm, joint - safe_norm.unsqueeze(-1)
+    # Shifted by the row's maximum *before* the log-sum is subtracted: ``joint - logsumexp``
+    # rounds the log-sum into a huge ``joint`` (log 2 is lost next to -1e30 in float32), giving
+    # rows of log-responsibilities [0, 0] for a far query (posteriors summing to 2). The shift
+    # does not change the value, so no gradient flows through it.
+    shift = joint.detach().amax(-1, keepdim=True)
+    # A sample with zero likelihood under every component (e.g. a float32 Mahalanobis distance
+    # that overflowed) gets zero responsibilities (-inf - 0 instead of -inf - -inf = NaN), so
+    # it adds nothing to the statistics; its -inf log-likelihood still reaches the caller.
+    possible = torch.isfinite(shift)
+    shift = torch.where(possible, shift, torch.zeros_like(shift))
+    centred = joint - shift
+    log_sum = centred.exp().sum(-1, keepdim=True).log()
+    log_norm = torch.where(possible, log_sum + shift, -torch.inf).squeeze(-1)
+    return log_norm, centred - torch.where(possible, log_sum, torch.zeros_like(log_sum))
 
 
 def responsibilities(

@@ -138,6 +138,9 @@ class BaseMixture(EMEstimator):
     #: of its sample and half of the whole data, so that discrete families start with no
     #: probability at 0 or 1; ``False``: the sample alone (scikit-learn's rule for Gaussians).
     _init_smoothing = True
+    #: Whether the family's statistics are taken about parameters (a Gaussian's moments about
+    #: its means); partial_fit then re-centres its running statistics after every step.
+    _statistics_read_reference = False
 
     def _initial_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """Starting parameters ``[B, R, ...]`` from the data: the M-step of the initial
@@ -461,6 +464,13 @@ class BaseMixture(EMEstimator):
         )
         if bool(failed.any()):
             raise ValueError(self._failure_message())
+        if self._statistics_read_reference:
+            # Statistics about a fixed reference lose eps * |mean - reference|^2 to rounding
+            # once a component has moved far from where the stream began (a rough means_init,
+            # a stream that reaches a far cluster later): carry the running average as the
+            # statistics about the new parameters themselves, which have the same M-step.
+            state["reference"] = {k: v.double() for k, v in new.items()}
+            running = self._implied_statistics(state["reference"])
         state["running"] = running
         return new, ll, state
 
@@ -565,30 +575,51 @@ class BaseMixture(EMEstimator):
         return (" (EM), or initialize(X) (initialisation only), build it with from_distribution(...), or give the "
                 "constructor every initial parameter.")
 
-    def _log_resp(self, X: Tensor, params, family: Family, prepared) -> tuple[Tensor, Tensor]:
+    def _far_log_resp(self, X: Tensor, params) -> tuple[Tensor, Tensor] | None:
+        """Posteriors of queries so far from the components that their log-densities round
+        away the differences that decide them (or overflow): ``(rows [.., n] bool, log_resp
+        [.., n, K])`` for those rows, ``None`` when there are none. Families whose
+        log-densities grow linearly in ``x`` need none (the default)."""
+        return None
+
+    def _predict_chunk(self, X: Tensor, params, family: Family, prepared) -> Tensor:
+        labels = super()._predict_chunk(X, params, family, prepared)
+        far = self._far_log_resp(X, params)
+        return labels if far is None else torch.where(far[0], far[1].argmax(-1), labels)
+
+    def _log_resp(self, X: Tensor, params, family: Family, prepared, posteriors_only: bool = False) -> tuple[Tensor, Tensor]:
         """``(log_norm [.., n], log_resp [.., n, K])`` of a chunk (finite queries whose
         log-densities overflow float32 are recomputed in float64; a log-density that overflows
-        even there is a clear error, never a row of NaN or zeros)."""
+        even there is a clear error, never a row of NaN or zeros, unless only the posteriors
+        are asked for and :meth:`_far_log_resp` gives them)."""
         log_prob, _ = family.log_prob(X, prepared)
         log_norm, log_resp = log_responsibilities(log_prob, family.log_weights(params).to(log_prob.dtype))
-        if bool(torch.isfinite(log_norm).all()) and not bool(torch.isnan(log_resp).any()):
+        far = self._far_log_resp(X, params)
+        answered = torch.isfinite(log_norm)
+        if far is not None:
+            rows, far_resp = far
+            log_resp = torch.where(rows.unsqueeze(-1), far_resp.to(log_resp.dtype), log_resp)
+            if posteriors_only:
+                answered = answered | rows
+        answered = answered & ~torch.isnan(log_resp).any(-1)
+        if bool(answered.all()):
             return log_norm, log_resp
         if X.dtype != torch.float64:
             wide = {k: v.double() for k, v in params.items()}
-            norm64, resp64 = self._log_resp(X.double(), wide, family, family.prepare(wide))
-            if not bool(torch.isfinite(norm64.to(X.dtype)).all()):
+            norm64, resp64 = self._log_resp(X.double(), wide, family, family.prepare(wide), posteriors_only)
+            if not posteriors_only and not bool(torch.isfinite(norm64.to(X.dtype)).all()):
                 raise ValueError(
                     f"X holds values whose log-density under this {type(self).__name__} overflows {X.dtype} "
                     f"(the smallest is {float(norm64.min()):.3g}); query a float64 model (model.double()) with "
                     "float64 data, or scale the data."
                 )
             return norm64.to(X.dtype), resp64.to(X.dtype)
-        bad = ~(torch.isfinite(log_norm) & ~torch.isnan(log_resp).any(-1))
+        bad = ~answered
         big = float(X[bad].abs().max()) if bool(bad.any()) else float("nan")
         raise ValueError(
             f"X holds values (up to {big:.3g} in absolute value) whose log-density under this "
-            f"{type(self).__name__} overflows float64 (it is below -1.8e308), so no finite log-likelihood or "
-            "posterior can be given for them; scale the data (fit and query it in smaller units)."
+            f"{type(self).__name__} overflows float64 (it is below -1.8e308), so no finite log-likelihood can be "
+            "given for them (predict_proba and predict still answer); scale the data (fit and query it in smaller units)."
         )
 
     @torch.no_grad()
@@ -657,7 +688,7 @@ class BaseMixture(EMEstimator):
         if joined is not None:
             return joined
         t, kind = self._check_input(X)
-        return to_output(self._map_chunks(t, lambda x, *a: self._log_resp(x, *a)[1].exp(), dim=-2), kind)
+        return to_output(self._map_chunks(t, lambda x, *a: self._log_resp(x, *a, posteriors_only=True)[1].exp(), dim=-2), kind)
 
     def _information_criterion(self, X, sample_weight, penalty) -> Any:
         total, n, kind = self._total_log_likelihood(X, sample_weight)

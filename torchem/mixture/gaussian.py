@@ -182,6 +182,7 @@ class GaussianMixture(BaseMixture):
     )
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "means_init", "precisions_init")
+    _statistics_read_reference = True
 
     def __init__(
         self,
@@ -428,6 +429,39 @@ class GaussianMixture(BaseMixture):
 
     def _n_features_of(self, params: dict[str, Tensor]) -> int:
         return params["means"].shape[-1]
+
+    def _far_log_resp(self, X, params):
+        """Rows beyond ``1/sqrt(eps)`` times the components' spread (about the means' centre
+        ``r``): the log-densities ``-q_k/2 + c_k`` there round away (or overflow) the terms that
+        decide the posterior. In units ``s`` of the row's largest coordinate, ``x - r = s u``
+        and ``q_k = s^2 u P_k u - 2 s u P_k m_k + m_k P_k m_k`` (``m_k = mu_k - r``): the
+        components are ordered by the quadratic term, then the linear one (a tied covariance:
+        equal quadratic terms), then the rest; differences that big are one-hot posteriors."""
+        eps = torch.finfo(X.dtype).eps
+        means = params["means"].double()
+        ct = self._covariance
+        k, d = means.shape[-2:]
+        prec_chol = params["prec_chol"].double()
+        prec = ct.dense_covariances(ct.precisions(prec_chol), k, d)  # [.., K, D, D]
+        ref = means.mean(-2, keepdim=True)
+        xc, mc = X.double() - ref, means - ref
+        spread = torch.maximum(mc.abs().amax((-2, -1)), ct.dense_covariances(ct.covariances(prec_chol), k, d)
+                               .diagonal(dim1=-2, dim2=-1).amax((-2, -1)).sqrt())
+        s = xc.abs().amax(-1, keepdim=True)  # [.., n, 1]
+        rows = (s > spread.reshape(spread.shape + (1, 1)) / eps**0.5).squeeze(-1)
+        if not bool(rows.any()):
+            return None
+        s = s.clamp_min(1.0)
+        u = xc / s
+        pm = (prec @ mc.unsqueeze(-1)).squeeze(-1)  # [.., K, D]
+        quad = torch.einsum("...nd,...kde,...ne->...nk", u, prec, u)
+        lin = u @ pm.mT
+        rest = (-0.5 * (mc * pm).sum(-1) + G.log_det_precision_cholesky(prec_chol, self.covariance_type, d)
+                + params["log_weights"].double()).unsqueeze(-2)
+        # the joint log-densities divided by s, then their differences times s (-inf where they overflow)
+        z = -0.5 * (quad - quad.amin(-1, keepdim=True)) * s + lin + rest / s
+        z = (z - z.amax(-1, keepdim=True)) * s
+        return rows, torch.log_softmax(z, -1)
 
     def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Sigma points: ``mu_k +- sqrt(D) a_i`` for the columns ``a_i`` of a square root of

@@ -70,6 +70,24 @@ def poisson_m_step(stats: dict[str, Tensor], eps: float = RATE_EPS) -> tuple[Ten
 # --8<-- [end:kernels]
 
 
+#: The most rounding (in nats) a float32 log-probability may carry before passes are computed in
+#: float64: a count's terms ``x log(rate)``, ``rate`` and ``lgamma(x + 1)`` grow like
+#: ``rate log(rate)`` and cancel, so float32 loses a nat near rates of 1e6 and all meaning at 1e9.
+_PRECISION_TOLERANCE = 1e-3
+
+
+def _float32_loses(log_rates: Tensor) -> bool:
+    """Whether log-probabilities computed in ``log_rates``' dtype would carry more than
+    ``_PRECISION_TOLERANCE`` of rounding for counts near the rates (float64 never asks: its
+    own rounding is what the counts carry; a traced forward keeps its dtype)."""
+    if log_rates.dtype == torch.float64 or torch.compiler.is_compiling():
+        return False
+    lr = log_rates.detach().double()
+    rate = lr.exp()
+    size = (rate * (lr.abs() + 1.0) + torch.lgamma(rate + 1.0)).sum(-1)  # [..., K]
+    return bool(torch.finfo(log_rates.dtype).eps * size.max() > _PRECISION_TOLERANCE)
+
+
 # --8<-- [start:family]
 class _PoissonFamily(Family):
     """EM hooks of a Poisson mixture; parameters ``log_weights [B, R, K]`` and
@@ -79,6 +97,7 @@ class _PoissonFamily(Family):
         self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
 
     def prepare(self, params, precise=False):
+        precise = precise or _float32_loses(params["log_rates"])
         log_rates = params["log_rates"].to(torch.float64 if precise else params["log_rates"].dtype)
         return {"log_rates": log_rates, "rate_sum": log_rates.exp().sum(-1)}
 
