@@ -117,6 +117,14 @@ class Family(ABC):
         then redoes the pass with ``prepare(params, precise=True)``."""
         return False
 
+    def needs_recentring(self, stats: Params, params: Params) -> bool:
+        """Whether float64 statistics taken about ``params`` (stepwise EM's reference, see
+        :func:`stepwise_update`) lost precision to rounding because the parameters their
+        M-step gives lie far from ``params``: the step is then redone with the statistics
+        taken about those new parameters. ``False`` (the default) for a family whose
+        statistics read no parameters."""
+        return False
+
     def lower_bound(self, stats: Params, params: Params, ll: Tensor) -> Tensor:
         """The ``[B, R]`` lower bound the driver records (and tests for convergence) after an
         M-step, from the pass's summed statistics, the new ``params`` and the pass's mean

@@ -152,6 +152,12 @@ EXPANSION_TOLERANCE = 1e-3
 #: M-step's statistics are recomputed in float64 (see :func:`stats_need_float64`).
 CANCELLATION_TOLERANCE = 1e-4
 
+#: Relative rounding error of a variance, from float64 second moments taken about a reference
+#: point, above which stepwise EM takes a batch's statistics again about the new means (a
+#: component that moved more than ~700 standard deviations from the reference in one step;
+#: see :meth:`torchem.em.Family.needs_recentring`).
+RECENTRING_TOLERANCE = 1e-10
+
 
 @torch.no_grad()
 def expansion_error_bound(means: Tensor, prec_chol: Tensor, covariance_type: str) -> Tensor:
@@ -373,18 +379,20 @@ def gaussian_stats_centred(
     return stats
 
 
-def stats_need_float64(stats: dict[str, Tensor], covariance_type: str, eps: float) -> bool:
+def stats_need_float64(
+    stats: dict[str, Tensor], covariance_type: str, eps: float, tolerance: float = CANCELLATION_TOLERANCE
+) -> bool:
     """Whether variances computed from these statistics lost too much to rounding.
 
     The M-step subtracts ``mean^2`` from the second moment ``E[(x-c)^2]``; when both were
     accumulated from products rounded to ``eps``, the result carries an error of about
-    ``eps * E[(x-c)^2]``. This returns True when that error exceeds
-    :data:`CANCELLATION_TOLERANCE` of a variance (a component much narrower than its
-    distance from the centre), so the caller can recompute the statistics in float64.
+    ``eps * E[(x-c)^2]``. This returns True when that error exceeds ``tolerance`` of a
+    variance (a component much narrower than its distance from the centre), so the caller can
+    recompute the statistics in float64 (or, already in float64, about a nearer point).
     """
     nk = stats["nk"] + 10.0 * torch.finfo(torch.float64).eps
     mean_c = stats["sx"] / nk.unsqueeze(-1)
-    return _lookup(covariance_type).variances_cancelled(stats, nk, mean_c, eps, CANCELLATION_TOLERANCE)
+    return _lookup(covariance_type).variances_cancelled(stats, nk, mean_c, eps, tolerance)
 
 
 def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Tensor]:

@@ -459,9 +459,17 @@ class BaseMixture(EMEstimator):
                 state["t"] = max(1, math.ceil(n_fit / n_batch)) if n_fit else 1
         state["t"] += 1
         eta = step_size(state["t"], self.stepwise_schedule)
-        new, running, failed, ll = stepwise_update(
-            self._online_family(source.n_features, n_batch), source, params, state["reference"], state["running"], eta, hard=bool(self.hard)
-        )
+        family, hard = self._online_family(source.n_features, n_batch), bool(self.hard)
+        new, running, failed, ll = stepwise_update(family, source, params, state["reference"], state["running"], eta, hard=hard)
+        if self._statistics_read_reference and not bool(failed.any()) and family.needs_recentring(running, state["reference"]):
+            # The new parameters lie so far from the reference that the batch's statistics
+            # about it lost eps * distance^2 (a start far from its cluster): take them again,
+            # with the same responsibilities, about the new parameters, and the running
+            # statistics too (the old parameters' moments about the new ones: the two groups
+            # then combine as Chan et al.'s parallel moments, with no cancelling terms).
+            about = {k: v.double() for k, v in new.items()}
+            past = None if state["running"] is None else self._implied_statistics(state["reference"], about=about)
+            new, running, failed, ll = stepwise_update(family, source, params, about, past, eta, hard=hard)
         if bool(failed.any()):
             raise ValueError(self._failure_message())
         if self._statistics_read_reference:
@@ -479,10 +487,11 @@ class BaseMixture(EMEstimator):
         scales its per-sample running statistics by the samples seen); :meth:`_family`."""
         return self._family(n_features)
 
-    def _implied_statistics(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _implied_statistics(self, params: dict[str, Tensor], about: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``
-        (``[B, R, ...]``, float64), computed about ``params`` themselves: the statistics of a
-        small weighted point set with the model's moments (:meth:`_moment_points`)."""
+        (``[B, R, ...]``, float64), computed about ``params`` themselves (or about ``about``,
+        parameters of the same shapes): the statistics of a small weighted point set with the
+        model's moments (:meth:`_moment_points`)."""
         points, resp = self._moment_points(params)  # [B, R, M, D], [B, R, M, K]
         b, r, m, d = points.shape
         k = resp.shape[-1]
@@ -491,7 +500,7 @@ class BaseMixture(EMEstimator):
         # take K D^3 memory)
         flat = points.reshape(b * r, m, d)
         source = TensorSource(flat, device=flat.device, dtype=torch.float64, chunk_size=max(1, 2**22 // (d * d)))
-        flat_params = {key: v.reshape(b * r, 1, *v.shape[2:]) for key, v in params.items()}
+        flat_params = {key: v.reshape(b * r, 1, *v.shape[2:]) for key, v in (about or params).items()}
         given = resp.reshape(b * r, 1, m, k)
         stats, _, _ = accumulate(self._family(d), source, flat_params, about=flat_params,
                                  resp=lambda start, X: given[..., start : start + X.shape[-2], :], over_ranks=False)

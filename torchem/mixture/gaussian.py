@@ -72,6 +72,14 @@ class _GaussianFamily(Family):
         eps = torch.finfo(params["means"].dtype).eps  # float64 data too: far components cancel there as well
         return G.stats_need_float64(stats, self.covariance_type, eps)
 
+    def needs_recentring(self, stats, params) -> bool:
+        """Whether moments about the reference means, rounded to float64's ``eps``, keep a
+        variance only to worse than :data:`~torchem.functional.gaussian.RECENTRING_TOLERANCE`
+        (the new means lie far from the reference, the error being ``eps`` times the squared
+        distance)."""
+        eps = torch.finfo(torch.float64).eps
+        return G.stats_need_float64(stats, self.covariance_type, eps, G.RECENTRING_TOLERANCE)
+
     def portable_aux(self, aux):
         return aux if isinstance(aux, M.Conditional) else None
 
