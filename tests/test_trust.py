@@ -360,3 +360,27 @@ def test_partial_fit_keeps_its_precision_when_a_component_moves_far_from_its_sta
             np.testing.assert_allclose(model.means_, means, rtol=1e-15, atol=1e-8)
             np.testing.assert_allclose(model.weights_, weights, rtol=1e-12)
             assert np.abs(model.covariances_ - cov).max() < 1e-8 * np.abs(cov).max(), t
+
+
+def test_partial_fit_far_first_step_stays_exact_with_missing_entries_labels_and_problems():
+    """The recentred step reads the batch as the first pass does: missing entries expected under
+    the current parameters, labelled rows held to their component, B problems at once. NaN only
+    in the near cluster's rows and labels only on the far one's, so the far component's moments
+    are those of its cluster's rows, as the NumPy reference on complete rows gives them."""
+    from .reference_em import gaussian_stepwise
+
+    rng = np.random.default_rng(3)
+    clean = [np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(c, 1, (20, 2))]) for c in (1e7, 3e7)]
+    starts = np.stack([[[0.0, 0.0], [c - 1e5, c]] for c in (1e7, 3e7)])
+    X = np.stack(clean)
+    X[:, [0, 3, 7], 1] = np.nan
+    labels = np.full((2, 40), -1)
+    labels[:, 25:30] = 1
+    model = GaussianMixture(2, means_init=starts, precisions_init=np.broadcast_to(np.eye(2), (2, 2, 2, 2)),
+                            weights_init=np.full((2, 2), 0.5), nan_policy="marginalize")
+    model.partial_fit(X, labels=labels)
+    for b in range(2):
+        complete = np.delete(clean[b], [0, 3, 7], axis=0)
+        _, means, cov = gaussian_stepwise([complete], [0.5, 0.5], starts[b], np.stack([np.eye(2)] * 2), "full")
+        np.testing.assert_allclose(model.means_[b, 1], means[1], rtol=1e-15, atol=1e-8)
+        assert np.abs(model.covariances_[b, 1] - cov[1]).max() < 1e-8 * np.abs(cov[1]).max()
