@@ -338,19 +338,22 @@ def test_extreme_finite_queries_of_kmeans_and_the_discrete_families():
 # Exact at any offset and separation: partial_fit and streams
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("offset", [1e7, 1e8])
 @pytest.mark.parametrize("covariance_type", ["full", "spherical"])
-def test_partial_fit_keeps_its_precision_when_a_component_moves_far_from_its_start(covariance_type):
+def test_partial_fit_keeps_its_precision_when_a_component_moves_far_from_its_start(covariance_type, offset):
     """Stepwise statistics were taken about the stream's first parameters for ever: a component
     that started 1e5 from its cluster (two clusters 1e7 apart) lost eps * 1e10 at every step
     (covariances 4e-5 off). The running statistics now follow the parameters, and a step whose
     component moves that far takes the batch's moments again about the new means (the first
     step here was 3.7e-5 off, eps * 1e10 and more); compared with a NumPy stepwise EM whose
-    moments are kept about each component's own mean."""
+    moments are kept about each component's own mean. The running statistics are re-centred
+    through moment points taken relative to the means (at 1e8, points formed in absolute
+    coordinates rounded the later steps' covariances by 2e-8)."""
     from .reference_em import gaussian_stepwise
 
     rng = np.random.default_rng(0)
-    batches = [np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(1e7, 1, (20, 2))]) for _ in range(30)]
-    start = np.array([[0.0, 0.0], [1e7 - 1e5, 1e7]])
+    batches = [np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(offset, 1, (20, 2))]) for _ in range(30)]
+    start = np.array([[0.0, 0.0], [offset - 1e5, offset]])
     cov0 = np.stack([np.eye(2)] * 2) if covariance_type == "full" else np.ones(2)
     model = GaussianMixture(2, covariance_type=covariance_type, means_init=start, precisions_init=cov0, weights_init=[0.5, 0.5])
     for t, batch in enumerate(batches, 1):

@@ -487,12 +487,19 @@ class BaseMixture(EMEstimator):
         scales its per-sample running statistics by the samples seen); :meth:`_family`."""
         return self._family(n_features)
 
+    def _moment_points_about(self, params: dict[str, Tensor], about: dict[str, Tensor]):
+        """``(points, weights, about)``: :meth:`_moment_points` of ``params`` and the parameters
+        their statistics are to be taken about. A family whose statistics read a reference may
+        return the points less that reference, and the reference moved to the origin (the same
+        statistics, without the rounding of points far from the origin)."""
+        return (*self._moment_points(params), about)
+
     def _implied_statistics(self, params: dict[str, Tensor], about: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Per-sample (normalised) sufficient statistics whose M-step gives back ``params``
         (``[B, R, ...]``, float64), computed about ``params`` themselves (or about ``about``,
         parameters of the same shapes): the statistics of a small weighted point set with the
         model's moments (:meth:`_moment_points`)."""
-        points, resp = self._moment_points(params)  # [B, R, M, D], [B, R, M, K]
+        points, resp, about = self._moment_points_about(params, params if about is None else about)  # [B, R, M, D], [B, R, M, K]
         b, r, m, d = points.shape
         k = resp.shape[-1]
         # the restarts ride in the batch dimension of a source of points; in chunks, since a
@@ -500,7 +507,7 @@ class BaseMixture(EMEstimator):
         # take K D^3 memory)
         flat = points.reshape(b * r, m, d)
         source = TensorSource(flat, device=flat.device, dtype=torch.float64, chunk_size=max(1, 2**22 // (d * d)))
-        flat_params = {key: v.reshape(b * r, 1, *v.shape[2:]) for key, v in (about or params).items()}
+        flat_params = {key: v.reshape(b * r, 1, *v.shape[2:]) for key, v in about.items()}
         given = resp.reshape(b * r, 1, m, k)
         stats, _, _ = accumulate(self._family(d), source, flat_params, about=flat_params,
                                  resp=lambda start, X: given[..., start : start + X.shape[-2], :], over_ranks=False)

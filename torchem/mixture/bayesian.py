@@ -496,7 +496,7 @@ class BayesianGaussianMixture(GaussianMixture):
     def _event_ndims(self) -> dict[str, int]:
         return {**super()._event_ndims(), "concentration": 2 if self._process else 1, "mean_precision": 1, "dof": 1}
 
-    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _moment_points(self, params: dict[str, Tensor], origin: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sigma points of the Gaussian moments ``(nk, xk, sk)`` the variational M-step turns
         into ``params``: ``nk = beta - beta_0``, ``xk`` from the posterior mean, and ``sk`` from
         the posterior scale, which is affine in ``sk`` (read off by evaluating the M-step's
@@ -515,7 +515,7 @@ class BayesianGaussianMixture(GaussianMixture):
 
         base = scale(torch.zeros_like(cov))
         sk = (cov - base) / (scale(torch.ones_like(cov)) - base)
-        return self._sigma_points((nk / nk.sum(-1, keepdim=True)).log(), xk, sk)
+        return self._sigma_points((nk / nk.sum(-1, keepdim=True)).log(), xk, sk, origin)
 
     @classmethod
     def _params_from_components(cls, comp, shape, kwargs):

@@ -471,16 +471,25 @@ class GaussianMixture(BaseMixture):
         z = (z - z.amax(-1, keepdim=True)) * s
         return rows, torch.log_softmax(z, -1)
 
-    def _moment_points(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _moment_points(self, params: dict[str, Tensor], origin: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sigma points: ``mu_k +- sqrt(D) a_i`` for the columns ``a_i`` of a square root of
         ``Sigma_k - reg_covar I`` (the M-step adds ``reg_covar`` back), each with weight
-        ``w_k / (2 D)``: their weight, mean and covariance are exactly the component's."""
+        ``w_k / (2 D)``: their weight, mean and covariance are exactly the component's.
+        ``origin`` ``[B, R, K, D]``: each component's points less its own origin."""
         cov = self._covariance.covariances(params["prec_chol"].double())
-        return self._sigma_points(params["log_weights"], params["means"], cov)
+        return self._sigma_points(params["log_weights"], params["means"], cov, origin)
 
-    def _sigma_points(self, log_weights: Tensor, means: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
-        """The moment points of components of these weights, means and covariances."""
-        means = means.double()
+    def _moment_points_about(self, params, about):
+        # the points less each component's reference mean, about zero means: the re-centred
+        # running statistics of partial_fit keep their precision however far the means lie
+        # from the origin (points formed at 1e8 would round the covariances by eps * 1e8)
+        points, weights = self._moment_points(params, about["means"].double())
+        return points, weights, {**about, "means": torch.zeros_like(about["means"])}
+
+    def _sigma_points(self, log_weights: Tensor, means: Tensor, cov: Tensor, origin: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The moment points of components of these weights, means and covariances (each
+        component's less its ``origin``, when given)."""
+        means = means.double() if origin is None else means.double() - origin
         *lead, k, d = means.shape
         root = self._covariance.square_roots(cov, float(self.reg_covar), k, d)  # [..., K, D, D], columns a_i
         offsets = math.sqrt(d) * root.mT  # [..., K, D, D]: row i is sqrt(D) a_i
