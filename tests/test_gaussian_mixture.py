@@ -455,14 +455,16 @@ def test_warnings_point_at_the_callers_line():
     assert caught and all(w.filename == __file__ for w in caught), [(w.filename, w.lineno) for w in caught]
 
 
+@pytest.mark.parametrize("separation", [1e3, 1e4, 1e5, 1e6, 1e7])
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
-def test_float64_components_far_apart_are_exact(covariance_type):
-    """Two unit clusters 1e7 apart, fitted from the true start: the covariances equal a
-    centred-difference reference to 1e-8 relative (the moments about the means' common centre
-    cancel even in float64; the precise pass takes them about each component's mean)."""
+def test_float64_components_far_apart_are_exact(covariance_type, separation):
+    """Two clusters (variances 1 and 4) far apart, fitted from the true start: the covariances
+    equal a centred-difference reference to 1e-8 of their scale at every separation (the moments about the
+    means' common centre cancel even in float64, by eps * separation^2 of a variance; beyond
+    1e-8 of it the precise pass takes them about each component's mean)."""
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(size=(500, 2)), rng.normal(size=(500, 2)) * 2.0 + 1e7])
-    means = np.array([[0.1, 0.1], [1e7 + 0.1, 1e7]])
+    X = np.concatenate([rng.normal(size=(500, 2)), rng.normal(size=(500, 2)) * 2.0 + separation])
+    means = np.array([[0.1, 0.1], [separation + 0.1, separation]])
     prec = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -473,8 +475,8 @@ def test_float64_components_far_apart_are_exact(covariance_type):
     expected = {"full": np.stack(full), "tied": (full[0] + full[1]) / 2, "diag": np.stack([np.diag(f) for f in full]),
                 "spherical": np.array([np.trace(f) / 2 for f in full])}[covariance_type]
     reg = {"full": np.eye(2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}[covariance_type]
-    np.testing.assert_allclose(gm.covariances_, expected + 1e-6 * reg, rtol=1e-8)
-    np.testing.assert_allclose(gm.means_, [X[:500].mean(0), X[500:].mean(0)], rtol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, expected + 1e-6 * reg, rtol=1e-8, atol=4e-8)
+    np.testing.assert_allclose(gm.means_, [X[:500].mean(0), X[500:].mean(0)], rtol=1e-12, atol=1e-14 * separation)
 
 
 def test_a_single_row_far_away_fits_where_scikit_learn_fits():

@@ -152,6 +152,12 @@ EXPANSION_TOLERANCE = 1e-3
 #: M-step's statistics are recomputed in float64 (see :func:`stats_need_float64`).
 CANCELLATION_TOLERANCE = 1e-4
 
+#: The same for float64 second moments, above which the statistics are recomputed about each
+#: component's own mean: float64 covariances are held to 1e-8 of their scale at any separation
+#: (the bound is taken ten times tighter, as rounding accumulates over a sum; unit clusters
+#: more than ~2,000 standard deviations from the means' common centre take the second pass).
+FLOAT64_CANCELLATION_TOLERANCE = 1e-9
+
 #: Relative rounding error of a variance, from float64 second moments taken about a reference
 #: point, above which stepwise EM takes a batch's statistics again about the new means (a
 #: component that moved more than ~700 standard deviations from the reference in one step;

@@ -66,11 +66,13 @@ class _GaussianFamily(Family):
         return G.gaussian_log_prob_prepared(X, prepared, return_aux=True)
 
     def needs_precise_pass(self, stats, params) -> bool:
-        """Ask the driver to redo a float32 pass in float64 when its second moments cancelled."""
+        """Ask the driver to redo a pass in float64, about each component's own mean, when its
+        second moments cancelled (float32: beyond 1e-4 of a variance; float64: beyond 1e-8)."""
         if "centred" in stats:
             return False  # already the precise pass
-        eps = torch.finfo(params["means"].dtype).eps  # float64 data too: far components cancel there as well
-        return G.stats_need_float64(stats, self.covariance_type, eps)
+        dtype = params["means"].dtype  # float64 data too: far components cancel there as well
+        tolerance = G.FLOAT64_CANCELLATION_TOLERANCE if dtype == torch.float64 else G.CANCELLATION_TOLERANCE
+        return G.stats_need_float64(stats, self.covariance_type, torch.finfo(dtype).eps, tolerance)
 
     def needs_recentring(self, stats, params) -> bool:
         """Whether moments about the reference means, rounded to float64's ``eps``, keep a
