@@ -165,8 +165,9 @@ class _GridFamily(Family):
     """
 
     def __init__(self, types: list[str], ks: list[int], k_max: int, reg_covar: float, compact: bool = True,
-                 centre: Tensor | None = None, shared_precise: bool = False):
+                 centre: Tensor | None = None, shared_precise: bool = False, ll_only: bool = False):
         self.types, self.ks, self.k_max, self.reg_covar, self.compact = list(types), list(ks), k_max, reg_covar, compact
+        self.ll_only = ll_only  # the passes' log-likelihood alone (no statistics)
         # the initial statistics: taken about one given point for every model, so the precise
         # (float64) pass is the shared one in float64
         self.shared_precise = shared_precise
@@ -232,8 +233,8 @@ class _GridFamily(Family):
         w = torch.cat(ws, 1)  # [B, R, K, F]
         return {
             "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r,
-            "w": (-0.5 * w).permute(0, 3, 1, 2).reshape(bsz, w.shape[-1], r * k),  # [B, F, R K]
-            "b": torch.cat(bs, 1).reshape(bsz, 1, r * k), "const": torch.cat(consts, 1).reshape(bsz, 1, r * k),
+            "w": (-0.5 * w).reshape(bsz, r * k, w.shape[-1]),  # [B, R K, F]
+            "b": torch.cat(bs, 1).reshape(bsz, r * k, 1), "const": torch.cat(consts, 1).reshape(bsz, r * k, 1),
             "workspace": {},
         }
 
@@ -243,14 +244,18 @@ class _GridFamily(Family):
             return torch.cat([o[0] for o in outs], 1), [o[1] for o in outs]
         x = X[:, 0].to(prepared["dtype"])  # [B, n, D]: one chunk for every model
         z = C.lookup("full").features(x - prepared["centre"], prepared["workspace"])  # [B, n, F]
-        lp = torch.baddbmm(prepared["b"], z, prepared["w"])  # [B, n, R K]
+        # component-major [B, R K, n]: the E-step's reductions over K then run along contiguous
+        # rows of samples (vectorised), not over runs of K entries
+        lp = torch.baddbmm(prepared["b"], prepared["w"], z.mT)
         lp = torch.minimum(lp, prepared["const"], out=lp)  # a Mahalanobis distance is not negative
-        bsz, n = lp.shape[:2]
-        lp = lp.to(X.dtype).view(bsz, n, prepared["r"], self.k_max).permute(0, 2, 1, 3)  # [B, R, n, K], a view
+        bsz, _, n = lp.shape
+        lp = lp.to(X.dtype).view(bsz, prepared["r"], self.k_max, n).transpose(-1, -2)  # [B, R, n, K], a view
         return lp, z
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         out = {}
+        if self.ll_only:
+            return out
         if "precise" in prepared:
             for i, ((t, a, b), (_, prep)) in enumerate(zip(self.segments, prepared["precise"])):
                 part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
@@ -259,13 +264,13 @@ class _GridFamily(Family):
         z = aux if aux is not None else C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"])
         bsz, r, n, k = resp.shape
         d = X.shape[-1]
-        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).to(z.dtype)  # a view of the E-step's layout
+        rr = resp.transpose(-1, -2).reshape(bsz, r * k, n).to(z.dtype)  # [B, R K, n]: a view of the E-step's layout
         if sample_weight is not None:
             wz = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)
-            nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)).sum(1)
+            nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-2)).sum(-1)
         else:
-            wz, nk = z, rr.sum(1)
-        rz = (rr.mT @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
+            wz, nk = z, rr.sum(-1)
+        rz = (rr @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
         nk = nk.double().reshape(bsz, r, k)
         def scatter():  # the chunk's total scatter about c (tied: independent of the model)
             return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
@@ -374,21 +379,21 @@ class _MaskedLloyd(Lloyd):
         dtype = torch.float64 if precise else c.dtype
         bsz, r, k, d = c.shape
         cc = c.to(dtype) - self.ref.unsqueeze(1).to(dtype)
-        return {"dtype": dtype, "r": r, "w": 2.0 * cc.reshape(bsz, r * k, d).mT,
-                "b": (-cc.square().sum(-1)).masked_fill_(~self.live, -torch.inf).reshape(bsz, 1, r * k)}
+        return {"dtype": dtype, "r": r, "w": 2.0 * cc.reshape(bsz, r * k, d),
+                "b": (-cc.square().sum(-1)).masked_fill_(~self.live, -torch.inf).reshape(bsz, r * k, 1)}
 
     def log_prob(self, X, prepared):
         xc = X[:, 0].to(prepared["dtype"]) - self.ref.to(prepared["dtype"])
-        lp = torch.baddbmm(prepared["b"], xc, prepared["w"])  # [B, n, R K]
-        bsz, n = lp.shape[:2]
-        return lp.view(bsz, n, prepared["r"], -1).permute(0, 2, 1, 3), None
+        lp = torch.baddbmm(prepared["b"], prepared["w"], xc.mT)  # [B, R K, n]: component-major, as the grid's
+        bsz, _, n = lp.shape
+        return lp.view(bsz, prepared["r"], -1, n).transpose(-1, -2), None
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         bsz, r, n, k = resp.shape
-        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).double()
+        rr = resp.transpose(-1, -2).reshape(bsz, r * k, n).double()
         if sample_weight is not None:
-            rr = rr * sample_weight[:, 0].double().unsqueeze(-1)
-        return {"counts": rr.sum(1).reshape(bsz, r, k), "sums": (rr.mT @ X[:, 0].double()).reshape(bsz, r, k, -1)}
+            rr = rr * sample_weight[:, 0].double().unsqueeze(-2)
+        return {"counts": rr.sum(-1).reshape(bsz, r, k), "sums": (rr @ X[:, 0].double()).reshape(bsz, r, k, -1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,12 +587,22 @@ class _GridFit(EMEstimator):
         failed = result.failed if result.failed is not None else torch.zeros_like(result.converged)
         failed = failed | self._init_failed.to(failed.device)
         lb = torch.where(failed, torch.full_like(result.lower_bound, -torch.inf), result.lower_bound)
-        grouped = EMResult({k: cells(v) for k, v in result.params.items()}, cells(lb), cells(result.n_iter),
+        # restarts of a cell whose lower bounds agree to float64 rounding reached one optimum
+        # (often with the components permuted): the first of them is kept, as the single fit
+        # keeps the first of exactly equal ones, whatever the last bits the batch's kernels
+        # (other shapes than the single fit's) leave in them
+        by_cell = cells(lb)
+        top = by_cell.amax(-1, keepdim=True)
+        near = (top - by_cell) <= 64 * torch.finfo(torch.float64).eps * top.abs().clamp_min(1.0)
+        rank = torch.where(near, top, by_cell)
+        grouped = EMResult({k: cells(v) for k, v in result.params.items()}, rank, cells(result.n_iter),
                            cells(result.converged), [cells(h) for h in result.history])
-        best, lower_bound, n_iter, converged, history = select_best(grouped)
+        best, _, n_iter, converged, history = select_best(grouped)
+        lower_bound = by_cell.gather(-1, rank.argmax(-1, keepdim=True)).squeeze(-1)  # the kept restart's own
         dead = cells(failed).all(-1)  # every restart of the cell failed
         types, ks = self._cells()
-        family = _GridFamily(types[::n_init], ks[::n_init], max(self.ks), float(self.ic.reg_covar), compact=False)
+        family = _GridFamily(types[::n_init], ks[::n_init], max(self.ks), float(self.ic.reg_covar), compact=False,
+                             ll_only=True)
         final = {k: v.reshape(b, n_cells, *v.shape[1:]) for k, v in best.items()}
         _, ll_sum, total = accumulate(family, source, final)
         self._best = final
