@@ -45,6 +45,7 @@ from ..init import Lloyd, gather_rows, kmeans_plusplus
 from ..exceptions import ConvergenceWarning
 from ..functional import covariance as C
 from ..functional import gaussian as G
+from ..functional.kmeans import default_local_trials
 from .base import _KMEANS_INIT_ITER
 from .gaussian import GaussianMixture, _GaussianFamily
 
@@ -503,11 +504,29 @@ class _GridFit(EMEstimator):
                 return kmeans_plusplus(source.X, k, 1, g, sample_weight=source.sample_weight)
             return self._single(k, self.types[0])._init_responsibilities(source, 1, g)
 
+        # k-means++ draws its seeds one after the other, each step from the ones before, the
+        # generator and the number of candidates (2 + log K): restart 0 of every K starts from
+        # the same generator state, so its seeds are the first K of the run for the largest K
+        # of the grid with as many candidates. Drawn once per number of candidates (three runs
+        # for K = 1..8, not eight), unless later restarts need the generator's state after K seeds.
+        shared = kmeans and n_init == 1
+        longest = {default_local_trials(k): k for k in sorted(self.ks)} if shared else {}
+        runs: dict[int, Tensor] = {}
+
+        def first(k, g):
+            if not shared:
+                return draw(k, g)
+            trials = default_local_trials(k)
+            if trials not in runs:
+                runs[trials] = kmeans_plusplus(source.X, longest[trials], 1, g, sample_weight=source.sample_weight,
+                                               n_local_trials=trials)
+            return runs[trials][..., :k]
+
         starts = []  # (K, start) of every cell of one covariance type, in the grid's order
         for k in self.ks:
             g = torch.Generator(generator.device)
             g.set_state(state)
-            starts.append((k, draw(k, g)))
+            starts.append((k, first(k, g)))
             seeds = torch.randint(0, 2**62, (n_init - 1,), generator=g, device=g.device).tolist() if n_init > 1 else []
             starts += [(k, draw(k, torch.Generator(g.device).manual_seed(int(seed)))) for seed in seeds]
         n_types = len(self.types)
@@ -524,7 +543,9 @@ class _GridFit(EMEstimator):
 
             def resp_fn(start, X):
                 lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
-                return torch.nn.functional.one_hot(lp.argmax(-1), k_max).double()
+                # max's indices: the first maximum, as argmax, but a vectorised reduction along
+                # the component-major layout (argmax is not)
+                return torch.nn.functional.one_hot(lp.max(-1).indices, k_max).double()
         else:
             def resp_fn(start, X):  # [B, R / types, n, K_max]: the cells' responsibilities, shared by the types
                 parts = [torch.nn.functional.pad(fn(start, X), (0, k_max - k)) for k, fn in starts]
