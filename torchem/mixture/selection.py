@@ -371,9 +371,13 @@ class _MaskedLloyd(Lloyd):
     ``2 x.c - |c|^2`` (the nearest centre's ranking; ``|x|^2`` is the same for all) and one more
     every model's cluster sums."""
 
-    def __init__(self, live: Tensor, centers: Tensor):
+    def __init__(self, live: Tensor, centers: Tensor, ref: Tensor | None = None):
         self.live = live
-        self.ref = centers.double().mean((1, 2)).unsqueeze(1).to(centers.dtype)  # [B, 1, D]
+        self.ref = centers.double().mean((1, 2)).unsqueeze(1).to(centers.dtype) if ref is None else ref  # [B, 1, D]
+
+    def subset(self, idx: Tensor) -> "_MaskedLloyd":
+        """The models ``idx`` (along R) alone, about the same reference point."""
+        return _MaskedLloyd(self.live.index_select(0, idx), self.live, ref=self.ref)
 
     def prepare(self, params, precise=False):
         c = params["centers"]
@@ -534,12 +538,18 @@ class _GridFit(EMEstimator):
             ks = torch.tensor([k for k, _ in starts], device=source.device)
             centers = torch.cat([self._pad_rows(gather_rows(source.X, idx), k_max) for _, idx in starts], 1)
             lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1), centers)
+            moving = torch.arange(centers.shape[1], device=source.device)  # the models not yet at a fixed point
             for _ in range(_KMEANS_INIT_ITER):
-                stats, _, _ = accumulate(lloyd, source, {"centers": centers}, hard=True, over_ranks=False)
-                new = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
-                if torch.equal(new, centers):
-                    break  # a fixed point: the remaining iterations would change nothing
-                centers = new
+                sub = lloyd if len(moving) == centers.shape[1] else lloyd.subset(moving)
+                current = {"centers": centers.index_select(1, moving)}
+                stats, _, _ = accumulate(sub, source, current, hard=True, over_ranks=False)
+                new = sub.m_step(stats, current)[0]["centers"].to(centers.dtype)
+                # a model at a fixed point stays there: its remaining iterations would change nothing
+                still = (new != current["centers"]).flatten(2).any(-1).any(0)
+                centers = centers.index_copy(1, moving, new)
+                moving = moving[still]
+                if not len(moving):
+                    break
 
             def resp_fn(start, X):
                 lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
