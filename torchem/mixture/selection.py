@@ -66,6 +66,13 @@ class _Layout:
     :func:`~torchem.functional.covariance.quadratic_features`). One entry per type in
     :data:`_LAYOUTS`, as the covariance table of :mod:`torchem.functional.covariance`."""
 
+    #: the features its log-densities read (:func:`_columns`): ``"all"``, or ``"elementwise"``
+    #: (the squares and ``x``: a diagonal precision weighs no cross product)
+    lp_columns = "all"
+    #: the features its statistics read (``"x"``: the sums alone, ``tied``'s scatter being the
+    #: model's own nowhere)
+    stat_columns = "all"
+
     def embed(self, prec_chol: Tensor, k: int, d: int) -> Tensor:
         """``[.., K, D, D]`` factors from the type's own layout (values copied, exactly)."""
         return prec_chol
@@ -86,6 +93,8 @@ class _Layout:
 
 
 class _TiedLayout(_Layout):
+    stat_columns = "x"
+
     def embed(self, prec_chol, k, d):
         return prec_chol.unsqueeze(-3).expand(*prec_chol.shape[:-2], k, d, d)
 
@@ -99,6 +108,8 @@ class _TiedLayout(_Layout):
 class _ElementwiseLayout(_Layout):
     """``diag`` and ``spherical``: their features (squares or their sum, and ``x``) are among
     the full ones; their weights are placed there."""
+
+    lp_columns = stat_columns = "elementwise"
 
     def weights(self, mc, prec_chol, d):
         w, b = self.table.expansion(mc, prec_chol)  # [quadratic part | x]
@@ -138,6 +149,19 @@ class _SphericalLayout(_ElementwiseLayout):
 #: ``covariance_type`` -> its place in the grid's shared layouts.
 _LAYOUTS: dict[str, _Layout] = {"full": _Layout(), "tied": _TiedLayout(), "diag": _DiagLayout(),
                                 "spherical": _SphericalLayout()}
+
+
+def _columns(z: Tensor, which: str, d: int, cache: dict | None = None) -> Tensor:
+    """The features ``which`` (``"all"``, ``"x"`` or ``"elementwise"``: the squares then ``x``)
+    of ``z [.., F]`` in the full layout; ``cache`` keeps them for the chunk."""
+    if which == "all":
+        return z
+    if cache is not None and which in cache:
+        return cache[which]
+    out = z[..., -d:] if which == "x" else torch.cat([z[..., :d], z[..., -d:]], -1)
+    if cache is not None:
+        cache[which] = out
+    return out
 
 
 def _live_centre(means: Tensor, live: Tensor) -> Tensor:
@@ -228,13 +252,14 @@ class _GridFamily(Family):
             pc = self._native(params, t, a, b)["prec_chol"].to(dtype)
             w, off = _LAYOUTS[t].weights(means[:, a:b].to(dtype) - c, pc, d)
             const = (C.lookup(t).component_log_det(pc, d) - 0.5 * d * math.log(2 * math.pi)).expand(off.shape)
-            ws.append(w)
+            # each type's GEMM reads only the features its weights use (diag, spherical: 2 D of them)
+            which = _LAYOUTS[t].lp_columns
+            w = _columns(-0.5 * w, which, d)
+            ws.append((a * k, b * k, which, w.reshape(bsz, (b - a) * k, w.shape[-1])))  # [B, R_t K, F_t]
             bs.append(const - 0.5 * off)
             consts.append(const)
-        w = torch.cat(ws, 1)  # [B, R, K, F]
         return {
-            "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r,
-            "w": (-0.5 * w).reshape(bsz, r * k, w.shape[-1]),  # [B, R K, F]
+            "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r, "w": ws,
             "b": torch.cat(bs, 1).reshape(bsz, r * k, 1), "const": torch.cat(consts, 1).reshape(bsz, r * k, 1),
             "workspace": {},
         }
@@ -247,11 +272,14 @@ class _GridFamily(Family):
         z = C.lookup("full").features(x - prepared["centre"], prepared["workspace"])  # [B, n, F]
         # component-major [B, R K, n]: the E-step's reductions over K then run along contiguous
         # rows of samples (vectorised), not over runs of K entries
-        lp = torch.baddbmm(prepared["b"], prepared["w"], z.mT)
+        bsz, n, d = x.shape
+        lp = z.new_empty(bsz, prepared["b"].shape[1], n)
+        cache: dict[str, Tensor] = {}
+        for lo, hi, which, w in prepared["w"]:
+            torch.baddbmm(prepared["b"][:, lo:hi], w, _columns(z, which, d, cache).mT, out=lp[:, lo:hi])
         lp = torch.minimum(lp, prepared["const"], out=lp)  # a Mahalanobis distance is not negative
-        bsz, _, n = lp.shape
         lp = lp.to(X.dtype).view(bsz, prepared["r"], self.k_max, n).transpose(-1, -2)  # [B, R, n, K], a view
-        return lp, z
+        return lp, (z, cache)
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         out = {}
@@ -262,23 +290,31 @@ class _GridFamily(Family):
                 part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
                 out.update({f"{t}:{k}": v for k, v in part.items()})
             return out
-        z = aux if aux is not None else C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"])
+        if aux is None:
+            z, cache = C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"]), {}
+        else:
+            z, cache = aux
         bsz, r, n, k = resp.shape
         d = X.shape[-1]
         rr = resp.transpose(-1, -2).reshape(bsz, r * k, n).to(z.dtype)  # [B, R K, n]: a view of the E-step's layout
         if sample_weight is not None:
-            wz = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)
+            wz, cache = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1), {}
             nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-2)).sum(-1)
         else:
             wz, nk = z, rr.sum(-1)
-        rz = (rr @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
         nk = nk.double().reshape(bsz, r, k)
         def scatter():  # the chunk's total scatter about c (tied: independent of the model)
             return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
 
         shared = r < len(self.types)  # one type's responsibilities, the same for every type (the start)
+        rz = (rr @ wz).double().reshape(bsz, r, k, -1) if shared else None  # [B, R, K, F]
         for t, a, b in self.segments:
-            part, counts = (rz, nk) if shared else (rz[:, a:b], nk[:, a:b])
+            if shared:
+                part, counts = rz, nk
+            else:  # each type's GEMM reads only the features its statistics use
+                cols = _columns(wz, _LAYOUTS[t].stat_columns, d, cache)
+                part = (rr[:, a * k:b * k] @ cols).double().reshape(bsz, b - a, k, -1)
+                counts = nk[:, a:b]
             out.update({f"{t}:nk": counts, f"{t}:sx": part[..., -d:],
                         f"{t}:sxx": _LAYOUTS[t].second_moments(part, scatter, d)})
         return out
