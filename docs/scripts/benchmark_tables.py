@@ -94,6 +94,7 @@ def _model_selection_table(data: dict) -> list[str]:
     out.append(f"\nChosen model: `{chosen.get('covariance_type')}`, {chosen.get('n_components')} components; largest "
                f"relative difference between the grid's BIC and the one-by-one torchem fits' `bic(X)`: "
                f"{data.get('max_relative_bic_difference_vs_torchem_loop', float('nan')):.1e}.\n")
+    return out
 
 
 def _fit_ratio_table(data: dict) -> list[str]:
