@@ -76,6 +76,21 @@ def test_aic_chooses_by_aic(X):
     np.testing.assert_allclose(ic.criterion_.min(), single.aic(X), rtol=1e-10)
 
 
+def test_one_start_per_cell_is_the_single_fit_for_every_k(X):
+    """n_init=1: restart 0 of every K takes its k-means++ seeds from one run per number of
+    candidates (K = 1, 2 share one; 3 and 5 another; 8 its own): each cell is still its single fit."""
+    ks = (1, 2, 3, 5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ic = GaussianMixtureIC(ks, covariance_type=("diag", "full"), random_state=3).fit(X)
+        for row, t in enumerate(("diag", "full")):
+            for col, k in enumerate(ks):
+                single = GaussianMixture(k, covariance_type=t, random_state=3).fit(X)
+                np.testing.assert_allclose(ic.bic_[row, col], single.bic(X), rtol=1e-10)
+                np.testing.assert_allclose(ic.lower_bound_[row, col], single.lower_bound_, rtol=1e-10)
+                assert ic.n_iter_[row, col] == single.n_iter_
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_padded_components_change_nothing(X):
     """K=1 and K=2 padded with masked components to K=7: the same fits as alone (and as in a

@@ -45,6 +45,7 @@ from ..init import Lloyd, gather_rows, kmeans_plusplus
 from ..exceptions import ConvergenceWarning
 from ..functional import covariance as C
 from ..functional import gaussian as G
+from ..functional.kmeans import default_local_trials
 from .base import _KMEANS_INIT_ITER
 from .gaussian import GaussianMixture, _GaussianFamily
 
@@ -64,6 +65,13 @@ class _Layout:
     ``x - c`` (the products ``x_i x_j``, squares first, then ``x - c`` itself; see
     :func:`~torchem.functional.covariance.quadratic_features`). One entry per type in
     :data:`_LAYOUTS`, as the covariance table of :mod:`torchem.functional.covariance`."""
+
+    #: the features its log-densities read (:func:`_columns`): ``"all"``, or ``"elementwise"``
+    #: (the squares and ``x``: a diagonal precision weighs no cross product)
+    lp_columns = "all"
+    #: the features its statistics read (``"x"``: the sums alone, ``tied``'s scatter being the
+    #: model's own nowhere)
+    stat_columns = "all"
 
     def embed(self, prec_chol: Tensor, k: int, d: int) -> Tensor:
         """``[.., K, D, D]`` factors from the type's own layout (values copied, exactly)."""
@@ -85,6 +93,8 @@ class _Layout:
 
 
 class _TiedLayout(_Layout):
+    stat_columns = "x"
+
     def embed(self, prec_chol, k, d):
         return prec_chol.unsqueeze(-3).expand(*prec_chol.shape[:-2], k, d, d)
 
@@ -98,6 +108,8 @@ class _TiedLayout(_Layout):
 class _ElementwiseLayout(_Layout):
     """``diag`` and ``spherical``: their features (squares or their sum, and ``x``) are among
     the full ones; their weights are placed there."""
+
+    lp_columns = stat_columns = "elementwise"
 
     def weights(self, mc, prec_chol, d):
         w, b = self.table.expansion(mc, prec_chol)  # [quadratic part | x]
@@ -139,6 +151,19 @@ _LAYOUTS: dict[str, _Layout] = {"full": _Layout(), "tied": _TiedLayout(), "diag"
                                 "spherical": _SphericalLayout()}
 
 
+def _columns(z: Tensor, which: str, d: int, cache: dict | None = None) -> Tensor:
+    """The features ``which`` (``"all"``, ``"x"`` or ``"elementwise"``: the squares then ``x``)
+    of ``z [.., F]`` in the full layout; ``cache`` keeps them for the chunk."""
+    if which == "all":
+        return z
+    if cache is not None and which in cache:
+        return cache[which]
+    out = z[..., -d:] if which == "x" else torch.cat([z[..., :d], z[..., -d:]], -1)
+    if cache is not None:
+        cache[which] = out
+    return out
+
+
 def _live_centre(means: Tensor, live: Tensor) -> Tensor:
     """``[.., 1, D]``: the mean of the live means (``live [R, K]`` against ``means [B, R, K, D]``),
     computed as the kernels compute the centre (float64, rounded to the means' dtype)."""
@@ -165,8 +190,9 @@ class _GridFamily(Family):
     """
 
     def __init__(self, types: list[str], ks: list[int], k_max: int, reg_covar: float, compact: bool = True,
-                 centre: Tensor | None = None, shared_precise: bool = False):
+                 centre: Tensor | None = None, shared_precise: bool = False, ll_only: bool = False):
         self.types, self.ks, self.k_max, self.reg_covar, self.compact = list(types), list(ks), k_max, reg_covar, compact
+        self.ll_only = ll_only  # the passes' log-likelihood alone (no statistics)
         # the initial statistics: taken about one given point for every model, so the precise
         # (float64) pass is the shared one in float64
         self.shared_precise = shared_precise
@@ -226,14 +252,15 @@ class _GridFamily(Family):
             pc = self._native(params, t, a, b)["prec_chol"].to(dtype)
             w, off = _LAYOUTS[t].weights(means[:, a:b].to(dtype) - c, pc, d)
             const = (C.lookup(t).component_log_det(pc, d) - 0.5 * d * math.log(2 * math.pi)).expand(off.shape)
-            ws.append(w)
+            # each type's GEMM reads only the features its weights use (diag, spherical: 2 D of them)
+            which = _LAYOUTS[t].lp_columns
+            w = _columns(-0.5 * w, which, d)
+            ws.append((a * k, b * k, which, w.reshape(bsz, (b - a) * k, w.shape[-1])))  # [B, R_t K, F_t]
             bs.append(const - 0.5 * off)
             consts.append(const)
-        w = torch.cat(ws, 1)  # [B, R, K, F]
         return {
-            "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r,
-            "w": (-0.5 * w).permute(0, 3, 1, 2).reshape(bsz, w.shape[-1], r * k),  # [B, F, R K]
-            "b": torch.cat(bs, 1).reshape(bsz, 1, r * k), "const": torch.cat(consts, 1).reshape(bsz, 1, r * k),
+            "dtype": dtype, "centre": c.reshape(bsz, 1, d), "r": r, "w": ws,
+            "b": torch.cat(bs, 1).reshape(bsz, r * k, 1), "const": torch.cat(consts, 1).reshape(bsz, r * k, 1),
             "workspace": {},
         }
 
@@ -243,36 +270,52 @@ class _GridFamily(Family):
             return torch.cat([o[0] for o in outs], 1), [o[1] for o in outs]
         x = X[:, 0].to(prepared["dtype"])  # [B, n, D]: one chunk for every model
         z = C.lookup("full").features(x - prepared["centre"], prepared["workspace"])  # [B, n, F]
-        lp = torch.baddbmm(prepared["b"], z, prepared["w"])  # [B, n, R K]
+        # component-major [B, R K, n]: the E-step's reductions over K then run along contiguous
+        # rows of samples (vectorised), not over runs of K entries
+        bsz, n, d = x.shape
+        lp = z.new_empty(bsz, prepared["b"].shape[1], n)
+        cache: dict[str, Tensor] = {}
+        for lo, hi, which, w in prepared["w"]:
+            torch.baddbmm(prepared["b"][:, lo:hi], w, _columns(z, which, d, cache).mT, out=lp[:, lo:hi])
         lp = torch.minimum(lp, prepared["const"], out=lp)  # a Mahalanobis distance is not negative
-        bsz, n = lp.shape[:2]
-        lp = lp.to(X.dtype).view(bsz, n, prepared["r"], self.k_max).permute(0, 2, 1, 3)  # [B, R, n, K], a view
-        return lp, z
+        lp = lp.to(X.dtype).view(bsz, prepared["r"], self.k_max, n).transpose(-1, -2)  # [B, R, n, K], a view
+        return lp, (z, cache)
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         out = {}
+        if self.ll_only:
+            return out
         if "precise" in prepared:
             for i, ((t, a, b), (_, prep)) in enumerate(zip(self.segments, prepared["precise"])):
                 part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
                 out.update({f"{t}:{k}": v for k, v in part.items()})
             return out
-        z = aux if aux is not None else C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"])
+        if aux is None:
+            z, cache = C.lookup("full").features(X[:, 0].to(prepared["dtype"]) - prepared["centre"]), {}
+        else:
+            z, cache = aux
         bsz, r, n, k = resp.shape
         d = X.shape[-1]
-        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).to(z.dtype)  # a view of the E-step's layout
+        rr = resp.transpose(-1, -2).reshape(bsz, r * k, n).to(z.dtype)  # [B, R K, n]: a view of the E-step's layout
         if sample_weight is not None:
-            wz = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)
-            nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-1)).sum(1)
+            wz, cache = z * sample_weight[:, 0].to(z.dtype).unsqueeze(-1), {}
+            nk = (rr * sample_weight[:, 0].to(z.dtype).unsqueeze(-2)).sum(-1)
         else:
-            wz, nk = z, rr.sum(1)
-        rz = (rr.mT @ wz).double().reshape(bsz, r, k, -1)  # [B, R, K, F]
+            wz, nk = z, rr.sum(-1)
         nk = nk.double().reshape(bsz, r, k)
         def scatter():  # the chunk's total scatter about c (tied: independent of the model)
             return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
 
         shared = r < len(self.types)  # one type's responsibilities, the same for every type (the start)
+        # r^T z as (z^T r)^T: MKL's kernel for the [F, R K] product over the long n is the faster
+        rz = (wz.mT @ rr.mT).mT.double().reshape(bsz, r, k, -1) if shared else None  # [B, R, K, F]
         for t, a, b in self.segments:
-            part, counts = (rz, nk) if shared else (rz[:, a:b], nk[:, a:b])
+            if shared:
+                part, counts = rz, nk
+            else:  # each type's GEMM reads only the features its statistics use
+                cols = _columns(wz, _LAYOUTS[t].stat_columns, d, cache)
+                part = (cols.mT @ rr[:, a * k:b * k].mT).mT.double().reshape(bsz, b - a, k, -1)
+                counts = nk[:, a:b]
             out.update({f"{t}:nk": counts, f"{t}:sx": part[..., -d:],
                         f"{t}:sxx": _LAYOUTS[t].second_moments(part, scatter, d)})
         return out
@@ -365,30 +408,34 @@ class _MaskedLloyd(Lloyd):
     ``2 x.c - |c|^2`` (the nearest centre's ranking; ``|x|^2`` is the same for all) and one more
     every model's cluster sums."""
 
-    def __init__(self, live: Tensor, centers: Tensor):
+    def __init__(self, live: Tensor, centers: Tensor, ref: Tensor | None = None):
         self.live = live
-        self.ref = centers.double().mean((1, 2)).unsqueeze(1).to(centers.dtype)  # [B, 1, D]
+        self.ref = centers.double().mean((1, 2)).unsqueeze(1).to(centers.dtype) if ref is None else ref  # [B, 1, D]
+
+    def subset(self, idx: Tensor) -> "_MaskedLloyd":
+        """The models ``idx`` (along R) alone, about the same reference point."""
+        return _MaskedLloyd(self.live.index_select(0, idx), self.live, ref=self.ref)
 
     def prepare(self, params, precise=False):
         c = params["centers"]
         dtype = torch.float64 if precise else c.dtype
         bsz, r, k, d = c.shape
         cc = c.to(dtype) - self.ref.unsqueeze(1).to(dtype)
-        return {"dtype": dtype, "r": r, "w": 2.0 * cc.reshape(bsz, r * k, d).mT,
-                "b": (-cc.square().sum(-1)).masked_fill_(~self.live, -torch.inf).reshape(bsz, 1, r * k)}
+        return {"dtype": dtype, "r": r, "w": 2.0 * cc.reshape(bsz, r * k, d),
+                "b": (-cc.square().sum(-1)).masked_fill_(~self.live, -torch.inf).reshape(bsz, r * k, 1)}
 
     def log_prob(self, X, prepared):
         xc = X[:, 0].to(prepared["dtype"]) - self.ref.to(prepared["dtype"])
-        lp = torch.baddbmm(prepared["b"], xc, prepared["w"])  # [B, n, R K]
-        bsz, n = lp.shape[:2]
-        return lp.view(bsz, n, prepared["r"], -1).permute(0, 2, 1, 3), None
+        lp = torch.baddbmm(prepared["b"], prepared["w"], xc.mT)  # [B, R K, n]: component-major, as the grid's
+        bsz, _, n = lp.shape
+        return lp.view(bsz, prepared["r"], -1, n).transpose(-1, -2), None
 
     def stats(self, X, resp, prepared, aux, sample_weight):
         bsz, r, n, k = resp.shape
-        rr = resp.permute(0, 2, 1, 3).reshape(bsz, n, r * k).double()
+        rr = resp.transpose(-1, -2).reshape(bsz, r * k, n).double()
         if sample_weight is not None:
-            rr = rr * sample_weight[:, 0].double().unsqueeze(-1)
-        return {"counts": rr.sum(1).reshape(bsz, r, k), "sums": (rr.mT @ X[:, 0].double()).reshape(bsz, r, k, -1)}
+            rr = rr * sample_weight[:, 0].double().unsqueeze(-2)
+        return {"counts": rr.sum(-1).reshape(bsz, r, k), "sums": (rr @ X[:, 0].double()).reshape(bsz, r, k, -1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,11 +545,29 @@ class _GridFit(EMEstimator):
                 return kmeans_plusplus(source.X, k, 1, g, sample_weight=source.sample_weight)
             return self._single(k, self.types[0])._init_responsibilities(source, 1, g)
 
+        # k-means++ draws its seeds one after the other, each step from the ones before, the
+        # generator and the number of candidates (2 + log K): restart 0 of every K starts from
+        # the same generator state, so its seeds are the first K of the run for the largest K
+        # of the grid with as many candidates. Drawn once per number of candidates (three runs
+        # for K = 1..8, not eight), unless later restarts need the generator's state after K seeds.
+        shared = kmeans and n_init == 1
+        longest = {default_local_trials(k): k for k in sorted(self.ks)} if shared else {}
+        runs: dict[int, Tensor] = {}
+
+        def first(k, g):
+            if not shared:
+                return draw(k, g)
+            trials = default_local_trials(k)
+            if trials not in runs:
+                runs[trials] = kmeans_plusplus(source.X, longest[trials], 1, g, sample_weight=source.sample_weight,
+                                               n_local_trials=trials)
+            return runs[trials][..., :k]
+
         starts = []  # (K, start) of every cell of one covariance type, in the grid's order
         for k in self.ks:
             g = torch.Generator(generator.device)
             g.set_state(state)
-            starts.append((k, draw(k, g)))
+            starts.append((k, first(k, g)))
             seeds = torch.randint(0, 2**62, (n_init - 1,), generator=g, device=g.device).tolist() if n_init > 1 else []
             starts += [(k, draw(k, torch.Generator(g.device).manual_seed(int(seed)))) for seed in seeds]
         n_types = len(self.types)
@@ -510,16 +575,24 @@ class _GridFit(EMEstimator):
             ks = torch.tensor([k for k, _ in starts], device=source.device)
             centers = torch.cat([self._pad_rows(gather_rows(source.X, idx), k_max) for _, idx in starts], 1)
             lloyd = _MaskedLloyd(torch.arange(k_max, device=source.device) < ks.unsqueeze(-1), centers)
+            moving = torch.arange(centers.shape[1], device=source.device)  # the models not yet at a fixed point
             for _ in range(_KMEANS_INIT_ITER):
-                stats, _, _ = accumulate(lloyd, source, {"centers": centers}, hard=True, over_ranks=False)
-                new = lloyd.m_step(stats, {"centers": centers})[0]["centers"].to(centers.dtype)
-                if torch.equal(new, centers):
-                    break  # a fixed point: the remaining iterations would change nothing
-                centers = new
+                sub = lloyd if len(moving) == centers.shape[1] else lloyd.subset(moving)
+                current = {"centers": centers.index_select(1, moving)}
+                stats, _, _ = accumulate(sub, source, current, hard=True, over_ranks=False)
+                new = sub.m_step(stats, current)[0]["centers"].to(centers.dtype)
+                # a model at a fixed point stays there: its remaining iterations would change nothing
+                still = (new != current["centers"]).flatten(2).any(-1).any(0)
+                centers = centers.index_copy(1, moving, new)
+                moving = moving[still]
+                if not len(moving):
+                    break
 
             def resp_fn(start, X):
                 lp, _ = lloyd.log_prob(X, lloyd.prepare({"centers": centers}))
-                return torch.nn.functional.one_hot(lp.argmax(-1), k_max).double()
+                # max's indices: the first maximum, as argmax, but a vectorised reduction along
+                # the component-major layout (argmax is not)
+                return torch.nn.functional.one_hot(lp.max(-1).indices, k_max).double()
         else:
             def resp_fn(start, X):  # [B, R / types, n, K_max]: the cells' responsibilities, shared by the types
                 parts = [torch.nn.functional.pad(fn(start, X), (0, k_max - k)) for k, fn in starts]
@@ -582,12 +655,22 @@ class _GridFit(EMEstimator):
         failed = result.failed if result.failed is not None else torch.zeros_like(result.converged)
         failed = failed | self._init_failed.to(failed.device)
         lb = torch.where(failed, torch.full_like(result.lower_bound, -torch.inf), result.lower_bound)
-        grouped = EMResult({k: cells(v) for k, v in result.params.items()}, cells(lb), cells(result.n_iter),
+        # restarts of a cell whose lower bounds agree to float64 rounding reached one optimum
+        # (often with the components permuted): the first of them is kept, as the single fit
+        # keeps the first of exactly equal ones, whatever the last bits the batch's kernels
+        # (other shapes than the single fit's) leave in them
+        by_cell = cells(lb)
+        top = by_cell.amax(-1, keepdim=True)
+        near = (top - by_cell) <= 64 * torch.finfo(torch.float64).eps * top.abs().clamp_min(1.0)
+        rank = torch.where(near, top, by_cell)
+        grouped = EMResult({k: cells(v) for k, v in result.params.items()}, rank, cells(result.n_iter),
                            cells(result.converged), [cells(h) for h in result.history])
-        best, lower_bound, n_iter, converged, history = select_best(grouped)
+        best, _, n_iter, converged, history = select_best(grouped)
+        lower_bound = by_cell.gather(-1, rank.argmax(-1, keepdim=True)).squeeze(-1)  # the kept restart's own
         dead = cells(failed).all(-1)  # every restart of the cell failed
         types, ks = self._cells()
-        family = _GridFamily(types[::n_init], ks[::n_init], max(self.ks), float(self.ic.reg_covar), compact=False)
+        family = _GridFamily(types[::n_init], ks[::n_init], max(self.ks), float(self.ic.reg_covar), compact=False,
+                             ll_only=True)
         final = {k: v.reshape(b, n_cells, *v.shape[1:]) for k, v in best.items()}
         _, ll_sum, total = accumulate(family, source, final)
         self._best = final
