@@ -365,6 +365,29 @@ def test_partial_fit_keeps_its_precision_when_a_component_moves_far_from_its_sta
             assert np.abs(model.covariances_ - cov).max() < 1e-8 * np.abs(cov).max(), t
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_batch_em_from_a_far_start_is_exact_from_its_first_iteration(covariance_type):
+    """Batch EM whose start lies 1e5 from its cluster (two clusters 1e7 apart): the precise pass
+    took its moments about the old means, so the first M-step lost eps * 1e10 (1.1e-6 of a
+    variance); a pass whose new means lie that far is now taken again about them. Every
+    iteration count equals the NumPy EM with centred differences to 1e-8 of the covariances."""
+    from .reference_em import gaussian_em
+
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(1e7, 1, (200, 2))])
+    start = np.array([[0.0, 0.0], [1e7 - 1e5, 1e7]])
+    cov0 = {"full": np.stack([np.eye(2)] * 2), "tied": np.eye(2), "diag": np.ones((2, 2)), "spherical": np.ones(2)}[covariance_type]
+    for n_iter in (1, 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # max_iter reached
+            model = GaussianMixture(2, covariance_type=covariance_type, means_init=start, precisions_init=cov0,  # identities: their own inverses
+                                    weights_init=[0.5, 0.5], max_iter=n_iter, tol=0.0).fit(X)
+        weights, means, cov, _ = gaussian_em(X, [0.5, 0.5], start, cov0, covariance_type, n_iter=n_iter)
+        np.testing.assert_allclose(model.means_, means, rtol=1e-15, atol=1e-8)
+        np.testing.assert_allclose(model.weights_, weights, rtol=1e-12)
+        assert np.abs(model.covariances_ - cov).max() < 1e-8 * np.abs(cov).max(), n_iter
+
+
 def test_partial_fit_far_first_step_stays_exact_with_missing_entries_labels_and_problems():
     """The recentred step reads the batch as the first pass does: missing entries expected under
     the current parameters, labelled rows held to their component, B problems at once. NaN only

@@ -360,11 +360,20 @@ def run_em(
         for it in range(1, max_iter + 1):
             previous = lower_bound
             stats, ll = e_step_pass(family, source, params, hard=hard)
-            if family.needs_precise_pass(stats, params):
+            precise = family.needs_precise_pass(stats, params)
+            if precise:
                 # The family found that rounding in the working dtype spoilt the statistics
                 # (e.g. float32 second moments that cancel): redo this pass in float64.
                 stats, ll = e_step_pass(family, source, params, hard=hard, precise=True)
             new_params, failed = family.m_step(stats, params)
+            if precise and not bool(failed.any()) and family.needs_recentring(stats, params):
+                # The precise pass took its moments about the old parameters, and the new ones
+                # lie so far from them (a start far from the data) that those moments lost
+                # eps * distance^2: take them again, with the same E-step, about the new ones.
+                about = {k: v.double() for k, v in new_params.items()}
+                stats = accumulate(family, source, params, hard=hard, about=about)[0]
+                new_params, failed = family.m_step(stats, about)
+                new_params = {k: v.to(params[k].dtype) if k in params else v for k, v in new_params.items()}
             if freeze_failed:
                 dead = dead | (failed & active)
                 active = active & ~dead
