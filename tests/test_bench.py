@@ -80,7 +80,7 @@ def test_array_api_reference_is_used_or_skipped_with_a_reason():
 def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     pytest.importorskip("sklearn")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    args = ["--quick", "--models", "gmm-diag,kmeans,bgmm-full", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
+    args = ["--quick", "--models", "gmm-diag,kmeans,bgmm-full,gmm-ic", "--n", "2000", "--d", "3", "--k", "2", "--iters", "2",
             "--repeat", "1", "--devices", "cpu", "--references", "sklearn,faiss", "--json", str(out), "--no-progress"]
     has_plot = importlib.util.find_spec("matplotlib") is not None
     assert main(args + (["--plot", str(png)] if has_plot else [])) == 0
@@ -93,7 +93,10 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     assert cpu["name"] and cpu["peak_gflops"] > 0 and cpu["peak_gbps"] > 0
     labels = {(r["model"], r["label"]) for r in res["runs"]}
     assert {("gmm-diag", "torchem/cpu"), ("gmm-diag", "sklearn/cpu"), ("kmeans", "torchem/cpu"),
-            ("kmeans", "sklearn/cpu")} <= labels
+            ("kmeans", "sklearn/cpu"), ("gmm-ic", "torchem/cpu"), ("gmm-ic", "sklearn/cpu")} <= labels
+    # the grid is charged one iteration of each of its models: K = 1, 2 of every covariance type
+    grid = sum(flops_per_iter(f"gmm-{t}", 2000, 3, kk) for t in ("full", "tied", "diag", "spherical") for kk in (1, 2))
+    assert {r["flops_per_iter"] for r in res["runs"] if r["model"] == "gmm-ic"} == {grid}
     for r in res["runs"]:
         assert not r["error"], r
         assert (r["n"], r["d"], r["k"]) == (2000, 3, 2)
@@ -124,7 +127,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
     assert main(["--from-json", str(out)]) == 0
     assert "kmeans  N=2,000 D=3 K=2" in capsys.readouterr().out
     rows = [line for line in format_table(res).splitlines() if line.startswith("torchem/cpu")]
-    assert len(rows) == 3
+    assert len(rows) == 4  # one per model
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ FAMILIES = {
     # a variational iteration is charged as the Gaussian one of its covariance type: what it
     # adds is per component (digammas, the posterior update) or 2NK (the entropy r log r)
     "bgmm-full": ("gmm", "full"),
+    # the model-selection grid (GaussianMixtureIC): K = 1..K for each of the four covariance
+    # types, one iteration of every model
+    "gmm-ic": ("gmm-ic", None),
     "kmeans": ("kmeans", None),
     "bernoulli": ("bernoulli", None),
     "poisson": ("poisson", None),
@@ -85,10 +88,15 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
     Poisson mixture: ``4NKD + 3ND + 9NK + 5KD`` — the two GEMMs as for Bernoulli, the
     per-sample ``sum_d lgamma(x_d + 1)`` (add, lgamma, sum), the ``[n, K]`` work as for
     Bernoulli plus the per-sample term, and per rate the division, floor, log, exp and sum.
+    The model-selection grid (``gmm-ic``): the sum of the Gaussian counts of its models, ``K``
+    from 1 to ``K`` for each covariance type.
+
     Categorical mixture (``C`` = :data:`CATEGORIES` per feature): ``4NKDC + 8NK + 4KDC`` — the
     Bernoulli count on the ``[N, DC]`` one-hot codes.
     """
     family, ct = _family(model)
+    if family == "gmm-ic":
+        return sum(t.flops_per_iter(n, d, kk) for t in COVARIANCE_TYPES.values() for kk in range(1, k + 1))
     if family == "kmeans":
         return 4 * n * d + 2 * n * k * d + 3 * n * k + k * d
     if family == "bernoulli":

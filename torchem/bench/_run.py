@@ -42,7 +42,7 @@ from ._timing import IterationClock, measure_peak
 __all__ = ["build_parser", "main", "run_benchmarks"]
 
 _DTYPES = {"float32": (torch.float32, np.float32), "float64": (torch.float64, np.float64)}
-_QUALITY = {"gmm": "loglik", "bgmm": "loglik", "bernoulli": "loglik", "poisson": "loglik", "categorical": "loglik", "kmeans": "inertia"}
+_QUALITY = {"gmm": "loglik", "gmm-ic": "loglik", "bgmm": "loglik", "bernoulli": "loglik", "poisson": "loglik", "categorical": "loglik", "kmeans": "inertia"}
 #: pause after a reference library's fits, so OpenBLAS's spinning threads go idle before torch runs
 _PAUSE_S = 0.2
 
