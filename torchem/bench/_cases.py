@@ -320,13 +320,15 @@ def _sklearn_grid(X, k: int, max_iter: int, clock):
     every model's iteration ``i``: the time one iteration of all the models takes."""
     from sklearn.mixture import GaussianMixture
 
+    from ..functional.covariance import COVARIANCE_TYPES
+
     class Timed(GaussianMixture):
         def _e_step(self, *args, **kwargs):
             self._clock.tick()
             return super()._e_step(*args, **kwargs)
 
     per_model, best = [], None
-    for covariance_type in ("full", "tied", "diag", "spherical"):
+    for covariance_type in COVARIANCE_TYPES:
         for n_components in range(1, k + 1):
             model = Timed(n_components, covariance_type=covariance_type, tol=0.0, max_iter=max_iter,
                           init_params="random_from_data", random_state=0)
