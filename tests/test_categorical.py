@@ -4,7 +4,6 @@ gradients, torch.distributions, the state dict, the command line and bad input."
 
 import datetime
 import itertools
-import os
 import warnings
 
 import numpy as np

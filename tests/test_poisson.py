@@ -3,7 +3,6 @@ through everything the shared estimator layer gives a family (streams, batches, 
 torch.distributed, gradients, torch.distributions, sampling, state dict, CLI)."""
 
 import datetime
-import os
 import warnings
 
 import numpy as np

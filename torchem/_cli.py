@@ -36,7 +36,7 @@ from .data import check_labels
 from .functional.covariance import COVARIANCE_TYPES
 from .mixture import BayesianGaussianMixture, BernoulliMixture, BinomialMixture, CategoricalMixture, GaussianMixture, PoissonMixture
 
-__all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "add_select_parser", "criterion_table", "load_array",
+__all__ = ["CLIError", "add_fit_parser", "add_predict_parser", "add_select_parser", "criterion_table", "load_array", "load_labels",
            "load_model", "save_model"]
 
 MODELS = {

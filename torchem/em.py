@@ -371,7 +371,7 @@ def run_em(
                 # lie so far from them (a start far from the data) that those moments lost
                 # eps * distance^2: take them again, with the same E-step, about the new ones.
                 about = {k: v.double() for k, v in new_params.items()}
-                stats = accumulate(family, source, params, hard=hard, about=about)[0]
+                stats = accumulate(family, source, params, hard=hard, precise=True, about=about)[0]
                 new_params, failed = family.m_step(stats, about)
                 new_params = {k: v.to(params[k].dtype) if k in params else v for k, v in new_params.items()}
             if freeze_failed:

@@ -67,7 +67,7 @@ class _GaussianFamily(Family):
 
     def needs_precise_pass(self, stats, params) -> bool:
         """Ask the driver to redo a pass in float64, about each component's own mean, when its
-        second moments cancelled (float32: beyond 1e-4 of a variance; float64: beyond 1e-8)."""
+        second moments cancelled (float32: beyond 1e-4 of a variance; float64: beyond 1e-9)."""
         if "centred" in stats:
             return False  # already the precise pass
         dtype = params["means"].dtype  # float64 data too: far components cancel there as well
