@@ -10,6 +10,7 @@ from torchem.functional import gaussian as G
 from torchem.functional.estep import log_responsibilities, mixture_log_prob, responsibilities
 
 from .conftest import random_spd
+from .reference_em import dense_covariances
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -27,16 +28,6 @@ def _random_model(rng, k, d, covariance_type):
     return means, cov
 
 
-def _dense_cov(cov, covariance_type, k, d):
-    if covariance_type == "full":
-        return cov
-    if covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return np.stack([np.eye(d) * c for c in cov])
-
-
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_log_prob_matches_scipy(covariance_type):
     rng = np.random.default_rng(1)
@@ -46,7 +37,7 @@ def test_log_prob_matches_scipy(covariance_type):
     prec_chol, failed = G.precision_cholesky_from_covariances(torch.from_numpy(cov), covariance_type)
     assert not failed.any()
     got = G.gaussian_log_prob(torch.from_numpy(X), torch.from_numpy(means), prec_chol, covariance_type).numpy()
-    dense = _dense_cov(cov, covariance_type, k, d)
+    dense = dense_covariances(cov, covariance_type, k, d)
     want = np.stack([multivariate_normal(means[j], dense[j]).logpdf(X) for j in range(k)], axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 

@@ -335,8 +335,9 @@ def _sklearn_grid(X, k: int, max_iter: int, clock):
             model._clock = IterationClock()
             model.fit(X)
             per_model.append(model._clock.seconds())
-            if best is None or model.bic(X) < best[0]:
-                best = (model.bic(X), model)
+            bic = model.bic(X)
+            if best is None or bic < best[0]:
+                best = (bic, model)
     steps = min(len(s) for s in per_model)
     clock.set(np.concatenate([[0.0], np.cumsum(np.sum([s[:steps] for s in per_model], axis=0))]))
     return best[1]
