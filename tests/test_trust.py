@@ -410,3 +410,61 @@ def test_partial_fit_far_first_step_stays_exact_with_missing_entries_labels_and_
         _, means, cov = gaussian_stepwise([complete], [0.5, 0.5], starts[b], np.stack([np.eye(2)] * 2), "full")
         np.testing.assert_allclose(model.means_[b, 1], means[1], rtol=1e-15, atol=1e-8)
         assert np.abs(model.covariances_[b, 1] - cov[1]).max() < 1e-8 * np.abs(cov[1]).max()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_float64_responsibilities_of_components_far_from_their_common_centre_are_exact(covariance_type):
+    """Two overlapping components at the origin share their cluster's rows, while a third sits
+    1e6 away: the E-step's expansion about the means' common centre (3.3e5 from the shared
+    cluster) rounded each log-density by eps * 1e11 = 2e-5 nats in float64, so the shared rows'
+    responsibilities and the two components' covariances came out ~1e-5 off. Such a pass now
+    takes its log-densities from the differences x - mu; one and three iterations equal the
+    NumPy EM with centred differences to 1e-10."""
+    from .reference_em import gaussian_em
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(1e6, 1, (150, 2))])
+    means0 = np.array([[-0.5, 0.2], [0.6, -0.1], [1e6, 1e6]])
+    cov0 = {"full": np.stack([np.eye(2), 2 * np.eye(2), np.eye(2)]), "tied": 1.5 * np.eye(2),
+            "diag": np.array([[1.0, 1.0], [2.0, 2.0], [1.0, 1.0]]), "spherical": np.array([1.0, 2.0, 1.0])}[covariance_type]
+    prec0 = {"full": lambda c: np.linalg.inv(c), "tied": lambda c: np.linalg.inv(c)}.get(covariance_type, lambda c: 1 / c)(cov0)
+    weights0 = np.array([0.3, 0.3, 0.4])
+    for n_iter in (1, 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # max_iter reached
+            model = GaussianMixture(3, covariance_type=covariance_type, weights_init=weights0, means_init=means0,
+                                    precisions_init=prec0, max_iter=n_iter, tol=0.0).fit(X)
+        weights, means, cov, _ = gaussian_em(X, weights0, means0, cov0, covariance_type, n_iter=n_iter)
+        np.testing.assert_allclose(model.weights_, weights, rtol=1e-10)
+        np.testing.assert_allclose(model.means_, means, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(model.covariances_, cov, rtol=1e-10, atol=1e-10)
+        resp = model.predict_proba(X[:300])  # inference reads the same path
+        lp = reference_log_prob(X[:300], model, covariance_type)
+        expected = np.exp(lp - lp.max(1, keepdims=True))
+        np.testing.assert_allclose(resp, expected / expected.sum(1, keepdims=True), rtol=1e-10, atol=1e-14)
+
+
+def reference_log_prob(X, model, covariance_type):
+    """log w_k + log N(x | mu_k, Sigma_k) of a fitted model, by the NumPy reference."""
+    from .reference_em import gaussian_log_prob
+
+    return gaussian_log_prob(X, model.means_, model.covariances_, covariance_type) + np.log(model.weights_)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_random_from_data_far_from_the_first_chunk_starts_where_scikit_learn_does(covariance_type):
+    """``init_params="random_from_data"`` gives each component one chosen row; its initial
+    statistics are taken about the first chunk's mean, and a row 1e5 from it (clusters 1e5
+    apart) lost eps * 1e10 = 2e-6 of a variance whose true value is reg_covar = 1e-6: the fit
+    was refused as "ill-defined empirical covariance" where scikit-learn fits. Such moments are
+    now taken again about the chosen rows: the start is those rows with covariances
+    reg_covar * I, as scikit-learn's."""
+    rng = np.random.default_rng(2)
+    X = np.concatenate([rng.normal(size=(150, 2)) + c for c in rng.normal(size=(3, 2)) * 1e5])
+    start = GaussianMixture(3, covariance_type=covariance_type, init_params="random_from_data", random_state=2).initialize(X)
+    rows = [np.flatnonzero((X == m).all(1)) for m in start.means_]
+    assert all(len(r) == 1 for r in rows)  # every mean is one of the rows
+    # one row per component: no scatter about its own mean, so reg_covar alone (tied: pooled alike)
+    expected = 1e-6 * {"full": np.stack([np.eye(2)] * 3), "tied": np.eye(2), "diag": np.ones((3, 2)), "spherical": np.ones(3)}[covariance_type]
+    np.testing.assert_allclose(start.covariances_, expected, rtol=1e-9, atol=1e-16)
+    np.testing.assert_allclose(start.weights_, [1 / 3] * 3, rtol=1e-9)

@@ -256,6 +256,13 @@ class CovarianceType(ABC):
         """``(w [..., K, F], b [..., K])`` with ``(x-mu)^T P (x-mu) = features(x-c) . w + b``,
         from the centred means ``mc = mu - c`` and the factor."""
 
+    @abstractmethod
+    def mahalanobis(self, diff: Tensor, prec_chol: Tensor) -> Tensor:
+        """``[..., n, K]`` squared Mahalanobis distances ``|U^T (x - mu_k)|^2`` from the
+        differences ``diff = x - mu_k [..., n, K, D]`` themselves, without expansion: the
+        precise E-step of :func:`~torchem.functional.gaussian.gaussian_log_prob_prepared`
+        when the expansion's rounding would matter even in float64."""
+
     def log_prob_from_features(self, xc: Tensor, z: Tensor, prep: dict, workspace: dict | None) -> Tensor:
         """``[..., n, K]`` log-densities (before the cap at the peak) from the features ``z``
         of ``xc`` and :func:`~torchem.functional.gaussian.gaussian_prepare`'s ``w`` and ``b``:
@@ -446,6 +453,10 @@ class _Full(_Triangular):
         b = (mc * pm).sum(-1)
         return w, b
 
+    def mahalanobis(self, diff, prec_chol):
+        # [..., K, n, D] @ [..., K, D, D]: one small GEMM per component
+        return (diff.transpose(-2, -3) @ prec_chol).square().sum(-1).transpose(-1, -2)
+
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., -d:], "sxx": rz[..., :-d]}
 
@@ -516,6 +527,9 @@ class _Tied(_Triangular):
     def expansion(self, mc, prec_chol):
         zm = mc @ prec_chol  # [..., K, D]: whitened means
         return -2.0 * zm, zm.square().sum(-1)
+
+    def mahalanobis(self, diff, prec_chol):
+        return (diff @ prec_chol.unsqueeze(-3)).square().sum(-1)
 
     def log_prob_from_features(self, xc, z, prep, workspace):
         # whiten the data (x U) rather than expand: the distance is |x U - mu U|^2
@@ -656,6 +670,9 @@ class _Diag(_Elementwise):
         b = (mc * mc * prec).sum(-1)
         return w, b
 
+    def mahalanobis(self, diff, prec_chol):
+        return (diff * prec_chol.unsqueeze(-3)).square().sum(-1)
+
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., d:], "sxx": rz[..., :d]}
 
@@ -725,6 +742,9 @@ class _Spherical(_Elementwise):
         w = torch.cat([prec, -2.0 * mc * prec], dim=-1)  # [..., K, 1 + D]
         b = (mc * mc).sum(-1) * prec.squeeze(-1)
         return w, b
+
+    def mahalanobis(self, diff, prec_chol):
+        return diff.square().sum(-1) * prec_chol.square().unsqueeze(-2)
 
     def moment_stats(self, rz, r, z, d):
         return {"sx": rz[..., 1:], "sxx": rz[..., 0]}

@@ -23,6 +23,11 @@ Numerical choices:
   :func:`stats_need_float64` send the pass to float64; where the moments about the centre
   cancel even there (components far apart), the precise pass takes them about each
   component's own mean (:func:`gaussian_stats_centred`).
+* In float64, where even float64 rounding of the expansion would exceed
+  :data:`FLOAT64_EXPANSION_TOLERANCE` nats (components narrow compared with their distance
+  from the centre, sharing rows), the log-densities are computed from the differences
+  ``x - mu`` themselves (:meth:`CovarianceType.mahalanobis
+  <torchem.functional.covariance.CovarianceType.mahalanobis>`).
 * Statistics are returned in float64 so they add exactly across chunks, batches and ranks.
 * Log-determinants are read off the factor's diagonal; no matrix is ever inverted.
 
@@ -158,6 +163,14 @@ CANCELLATION_TOLERANCE = 1e-4
 #: more than ~2,000 standard deviations from the means' common centre take the second pass).
 FLOAT64_CANCELLATION_TOLERANCE = 1e-9
 
+#: Rounding error of an expanded Mahalanobis distance in float64, in nats (``eps`` times
+#: :func:`expansion_error_bound`), above which the log-densities are computed from the
+#: differences ``x - mu`` themselves (:meth:`CovarianceType.mahalanobis
+#: <torchem.functional.covariance.CovarianceType.mahalanobis>`): responsibilities are then
+#: held to about 1e-10 of themselves (components of unit scale more than ~700 standard
+#: deviations from the means' common centre take that path).
+FLOAT64_EXPANSION_TOLERANCE = 1e-10
+
 #: Relative rounding error of a variance, from float64 second moments taken about a reference
 #: point, above which stepwise EM takes a batch's statistics again about the new means (a
 #: component that moved more than ~700 standard deviations from the reference in one step;
@@ -227,7 +240,7 @@ def gaussian_prepare(
     w, b = ct.expansion(mc, prec_chol)
     log_det = ct.component_log_det(prec_chol, d)
     const = log_det - 0.5 * d * _LOG_2PI  # [..., K]: the log-density at the mean
-    return {
+    prep = {
         "covariance_type": covariance_type,
         "dtype": dtype,
         "centre": c,
@@ -237,6 +250,37 @@ def gaussian_prepare(
         "b": (const - 0.5 * b).unsqueeze(-2),  # [..., 1, K]
         "const": const.unsqueeze(-2),  # [..., 1, K]
     }
+    if _expansion_too_coarse(means, prec_chol, covariance_type, dtype):
+        prep["direct_means"] = means  # the log-densities come from x - mu (see gaussian_log_prob_prepared)
+    return prep
+
+
+def _expansion_too_coarse(means: Tensor, prec_chol: Tensor, covariance_type: str, dtype: torch.dtype) -> bool:
+    """Whether a float64 expansion would round the log-densities by more than
+    :data:`FLOAT64_EXPANSION_TOLERANCE` nats (components far from their common centre compared
+    with their width). Not decided while tracing or for gradients (a host-side decision; those
+    paths keep the expansion)."""
+    if dtype != torch.float64 or means.requires_grad or prec_chol.requires_grad or torch.compiler.is_compiling():
+        return False
+    bound = expansion_error_bound(means, prec_chol, covariance_type)
+    return torch.finfo(dtype).eps * float(bound) > FLOAT64_EXPANSION_TOLERANCE
+
+
+#: Elements of the ``[..., n, K, D]`` differences the direct E-step forms at once.
+_DIRECT_BLOCK_ELEMENTS = 1 << 22
+
+
+def _direct_log_prob(Xw: Tensor, prep: dict) -> Tensor:
+    """``[..., n, K]`` log-densities from the differences ``x - mu_k`` (no expansion), in
+    blocks of rows bounded by :data:`_DIRECT_BLOCK_ELEMENTS`."""
+    ct = COVARIANCE_TYPES[prep["covariance_type"]]
+    mu = prep["direct_means"].unsqueeze(-3)  # [..., 1, K, D]
+    k, d = mu.shape[-2], mu.shape[-1]
+    step = max(1, _DIRECT_BLOCK_ELEMENTS // max(1, k * d))
+    parts = [ct.mahalanobis(Xw[..., i:i + step, :].unsqueeze(-2) - mu, prep["prec_chol"])
+             for i in range(0, Xw.shape[-2], step)]
+    maha = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+    return (prep["const"] - 0.5 * maha).contiguous()
 
 
 def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = False):
@@ -253,7 +297,10 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     else:
         xc = torch.sub(Xw, c, out=buffer(ws, "xc", torch.broadcast_shapes(Xw.shape, c.shape), Xw))
     z = ct.features(xc, ws)
-    log_prob = ct.log_prob_from_features(xc, z, prep, ws)
+    if "direct_means" in prep:
+        log_prob = _direct_log_prob(Xw, prep)
+    else:
+        log_prob = ct.log_prob_from_features(xc, z, prep, ws)
     # A Mahalanobis distance cannot be negative: cap rounding at the density's peak.
     if log_prob.requires_grad:
         log_prob = torch.minimum(log_prob, prep["const"])
@@ -401,14 +448,23 @@ def stats_need_float64(
     return _lookup(covariance_type).variances_cancelled(stats, nk, mean_c, eps, tolerance)
 
 
-def _regularised_cholesky(cov: Tensor, covariance_type: str) -> tuple[Tensor, Tensor]:
+def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Precision factor of ``cov``; covariances that are not positive definite get a growing
-    jitter (relative to their own scale) with a warning. Returns ``(prec_chol, failed)``."""
+    jitter (relative to their own scale) with a warning. Returns ``(prec_chol, failed)``.
+
+    With the components' ``means``, a covariance whose scale lies below float64's resolution
+    of its mean (``eps * mean(mu^2)``: rows that are copies of one point, ``reg_covar=0``) is
+    degenerate, not rounded, and is left failed (scikit-learn raises there too)."""
     ct = _lookup(covariance_type)
     prec_chol, failed = ct.factor_from_covariances(cov)
     if not bool(failed.any()):
         return prec_chol, failed
     scale = ct.jitter_scale(cov)
+    if means is not None:
+        resolution = torch.finfo(torch.float64).eps * means.double().square().mean(-1)  # [..., K]
+        if resolution.ndim > scale.ndim:  # one factor shared by the components
+            resolution = resolution.amax(-1)
+        scale = torch.where(scale > resolution, scale, torch.zeros_like(scale))
     used = None
     for jitter in (1e-10, 1e-8, 1e-6, 1e-4):
         add = jitter * scale
@@ -457,7 +513,7 @@ def gaussian_m_step(
     """
     nk, new_means, cov = gaussian_moments(stats, means, covariance_type, reg_covar, centre=centre)
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
-    new_prec_chol, failed = _regularised_cholesky(cov, covariance_type)
+    new_prec_chol, failed = _regularised_cholesky(cov, covariance_type, new_means)
     return log_weights, new_means, new_prec_chol, failed
 
 

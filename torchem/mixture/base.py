@@ -185,6 +185,12 @@ class BaseMixture(EMEstimator):
         family = self._family(source.n_features)
         stats, _, _ = accumulate(family, source, about or {}, about=about, resp=resp_fn, over_ranks=False)
         params, failed = family.m_step(stats, about or {})
+        if about is not None and family.needs_recentring(stats, about):
+            # Moments about the reference cancelled (a chosen sample far from it, e.g. a single
+            # row 1e5 away whose variance is reg_covar): take them again about the new means.
+            about = {k: v.double() for k, v in params.items()}
+            stats, _, _ = accumulate(family, source, about, about=about, resp=resp_fn, precise=True, over_ranks=False)
+            params, failed = family.m_step(stats, about)
         if bool(failed.any()):
             raise ValueError(self._failure_message())
         return params

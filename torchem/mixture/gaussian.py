@@ -44,6 +44,9 @@ class _GaussianFamily(Family):
             need = eps * G.expansion_error_bound(means, prec_chol, self.covariance_type) > G.EXPANSION_TOLERANCE
             pair = [G.gaussian_prepare(means, prec_chol, self.covariance_type, working_dtype=w, data_dtype=means.dtype)
                     for w in (means.dtype, torch.float64)]
+            # the float64 member reads the differences x - mu, as eager float64 does when its
+            # expansion would round (G.FLOAT64_EXPANSION_TOLERANCE): never less exact than eager
+            pair[1]["direct_means"] = means.double()
             return {"pair": pair, "need": need, "means": means, "prec_chol": prec_chol}
         prep = G.gaussian_prepare(
             means, prec_chol, self.covariance_type,

@@ -88,7 +88,8 @@ class _Layout:
 
     def second_moments(self, rz: Tensor, scatter, d: int) -> Tensor:
         """The type's ``sxx`` statistic from ``rz = r^T z`` (``[.., K, F]``, float64), or from
-        ``scatter()``, the ``[B, D, D]`` total scatter of the chunk."""
+        ``scatter()``, the ``[B, R_type, D, D]`` scatter of the chunk's rows (each weighted by its
+        total responsibility under the model)."""
         return rz[..., :-d]
 
 
@@ -102,7 +103,7 @@ class _TiedLayout(_Layout):
         return full[..., 0, :, :]
 
     def second_moments(self, rz, scatter, d):
-        return scatter().unsqueeze(1).expand(*rz.shape[:2], d, d)  # the same for every model
+        return scatter()
 
 
 class _ElementwiseLayout(_Layout):
@@ -286,8 +287,10 @@ class _GridFamily(Family):
         if self.ll_only:
             return out
         if "precise" in prepared:
+            shared = resp.shape[1] < len(self.types)  # the start: one type's responsibilities for every type
             for i, ((t, a, b), (_, prep)) in enumerate(zip(self.segments, prepared["precise"])):
-                part = self.families[t].stats(X, resp[:, a:b], prep, None if aux is None else aux[i], sample_weight)
+                own = resp if shared else resp[:, a:b]
+                part = self.families[t].stats(X, own, prep, None if aux is None else aux[i], sample_weight)
                 out.update({f"{t}:{k}": v for k, v in part.items()})
             return out
         if aux is None:
@@ -303,8 +306,10 @@ class _GridFamily(Family):
         else:
             wz, nk = z, rr.sum(-1)
         nk = nk.double().reshape(bsz, r, k)
-        def scatter():  # the chunk's total scatter about c (tied: independent of the model)
-            return C.symmetric_from_pairs(wz[..., :-d].sum(1).double(), d)
+        def scatter(a, b):  # [B, b - a, D, D]: models a..b's scatter about c, each row weighted by
+            # its total responsibility (1 in EM; 0 for the rows a chosen-sample start leaves out)
+            totals = rr[:, a * k:b * k].reshape(bsz, b - a, k, n).sum(2)  # [B, b - a, n]
+            return C.symmetric_from_pairs((totals @ wz[..., :-d]).double(), d)
 
         shared = r < len(self.types)  # one type's responsibilities, the same for every type (the start)
         # r^T z as (z^T r)^T: MKL's kernel for the [F, R K] product over the long n is the faster
@@ -317,11 +322,15 @@ class _GridFamily(Family):
                 part = (cols.mT @ rr[:, a * k:b * k].mT).mT.double().reshape(bsz, b - a, k, -1)
                 counts = nk[:, a:b]
             out.update({f"{t}:nk": counts, f"{t}:sx": part[..., -d:],
-                        f"{t}:sxx": _LAYOUTS[t].second_moments(part, scatter, d)})
+                        f"{t}:sxx": _LAYOUTS[t].second_moments(part, lambda: scatter(0, r) if shared else scatter(a, b), d)})
         return out
 
     def needs_precise_pass(self, stats, params) -> bool:
         return any(self.families[t].needs_precise_pass(self._of(stats, t), self._native(params, t, a, b))
+                   for t, a, b in self.segments)
+
+    def needs_recentring(self, stats, params) -> bool:
+        return any(self.families[t].needs_recentring(self._of(stats, t), self._native(params, t, a, b))
                    for t, a, b in self.segments)
 
     def run_pass(self, source, params, hard):
@@ -610,6 +619,13 @@ class _GridFit(EMEstimator):
         family = _GridFamily(types, ks, k_max, float(self.ic.reg_covar), compact=False, centre=m, shared_precise=True)
         stats, _, _ = accumulate(family, source, about, about=about, resp=resp_fn, over_ranks=False)
         params, failed = family.m_step(stats, about)
+        if family.needs_recentring(stats, about):
+            # moments about that one point cancelled (a chosen row far from it): take them again,
+            # each type's own, about the new means (GaussianMixture's start does the same)
+            about = {key: v.double() for key, v in params.items()}
+            family = _GridFamily(types, ks, k_max, float(self.ic.reg_covar), compact=False, centre=m)
+            stats, _, _ = accumulate(family, source, about, about=about, resp=resp_fn, precise=True, over_ranks=False)
+            params, failed = family.m_step(stats, about)
         # a model whose first M-step fails (GaussianMixture would raise) is left out: it runs
         # from unit covariances, marked failed whatever its EM does
         self._init_failed = failed
