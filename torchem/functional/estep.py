@@ -73,16 +73,18 @@ def responsibilities(
     else:
         joint = component_log_prob + log_weights.unsqueeze(-2)
     shift = joint.amax(-1, keepdim=True)
-    possible = torch.isfinite(shift)  # [..., n, 1]: False for a sample impossible under every component
-    shift = torch.where(possible, shift, torch.zeros_like(shift))
+    # [..., n, 1]: False for a sample impossible under every component. (Each mask below is one
+    # operation on the chunk's rows: these per-row passes cost as much as the [n, K] ones.)
+    possible = shift.abs() < torch.inf
+    shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
     # Exponents are clamped a little above the smallest normal number (e^-79 in float32):
     # exp() of very negative numbers is an order of magnitude slower on many CPUs (denormal
     # and underflow paths), and a responsibility of 1e-35 instead of 0 changes nothing.
     # Everything after the first operation works in place: on CPU, writing fresh chunk-sized
     # tensors costs more than the arithmetic.
     e = _exp_(joint.sub_(shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0))
-    total = torch.where(possible, e.sum(-1, keepdim=True), torch.full_like(shift, torch.inf))
-    log_norm = torch.where(possible, total.log() + shift, -torch.inf).squeeze(-1)
+    total = torch.where(possible, e.sum(-1, keepdim=True), torch.inf)
+    log_norm = torch.where(possible, total.log().add_(shift), -torch.inf).squeeze(-1)
     return log_norm, e.div_(total)
 
 
