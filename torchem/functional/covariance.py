@@ -92,8 +92,6 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
         return torch.cat([quad, xc], dim=-1) if with_linear else quad
     # Without autograd, every piece is written straight into preallocated buffers: copies
     # and concatenations of chunk-sized tensors cost as much as the GEMMs on CPU.
-    if xc.dtype != torch.float64:  # (float64 keeps the layout its fits' last bits came from)
-        return _full_features_by_row(xc, with_linear, workspace)
     doubled = buffer(workspace, "doubled", (*lead, 2 * d), xc)
     doubled[..., :d] = xc
     doubled[..., d:] = xc
@@ -103,26 +101,6 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
     if with_linear:
         z[..., h * d :] = xc
     return z
-
-
-def _full_features_by_row(xc: Tensor, with_linear: bool, workspace: dict) -> Tensor:
-    """:func:`_full_features` built feature by feature: ``[..., F, n]`` in the workspace,
-    returned as its transposed view ``[..., n, F]``. Each product is then one multiplication
-    along rows of ``n`` samples (D at a time within a row of the sample-major layout), which
-    is about a quarter faster on CPU, and both GEMMs read the transposed operand as well."""
-    d, n = xc.shape[-1], xc.shape[-2]
-    h = d // 2 + 1
-    lead = xc.shape[:-2]
-    doubled = buffer(workspace, "doubled_t", (*lead, 2 * d, n), xc)  # rows x_0 .. x_{D-1}, twice
-    doubled[..., :d, :] = xc.mT
-    doubled[..., d:, :] = doubled[..., :d, :]
-    x_t = doubled[..., :d, :]
-    window = doubled.unfold(-2, d, 1)[..., :h, :, :].transpose(-1, -2)  # [..., h, D, n]: rows i + s
-    z = buffer(workspace, "z_t", (*lead, h * d + (d if with_linear else 0), n), xc)
-    torch.mul(x_t.unsqueeze(-3), window, out=z[..., : h * d, :].unflatten(-2, (h, d)))
-    if with_linear:
-        z[..., h * d :, :] = x_t
-    return z.mT
 
 
 def symmetric_from_pairs(pairs: Tensor, d: int) -> Tensor:
