@@ -114,6 +114,26 @@ def test_responsibilities_match_logsumexp():
     torch.testing.assert_close(mixture_log_prob(torch.from_numpy(lp), torch.from_numpy(lw)), norm)
 
 
+def test_float32_responsibilities_in_place_match_logsumexp_in_either_layout():
+    """The float32 E-step (exponentials as exp2 on the CPU), written over its input whether that
+    is sample-major or the component-major view the Gaussian kernels return, agrees with a
+    float64 log-sum-exp of the same (float32) numbers to float32 accuracy."""
+    rng = np.random.default_rng(6)
+    lp = torch.from_numpy(rng.normal(scale=30.0, size=(50, 7))).float()
+    lp[3] = -torch.inf  # a sample impossible under every component
+    lw = torch.from_numpy(np.log(rng.dirichlet(np.ones(7)))).float()
+    joint = lp.double() + lw.double()
+    want_norm = torch.logsumexp(joint, -1)
+    want_resp = torch.nan_to_num((joint - want_norm[:, None]).exp())
+    for given in (lp.clone(), lp.mT.contiguous().mT):
+        norm, resp = responsibilities(given, lw, inplace=True)
+        assert resp.data_ptr() == given.data_ptr()
+        assert norm[3] == -torch.inf and bool((resp[3] == 0).all())
+        keep = torch.arange(50) != 3
+        np.testing.assert_allclose(norm[keep].numpy(), want_norm[keep].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(resp.numpy(), want_resp.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_responsibilities_of_impossible_sample_are_zero_not_nan():
     lp = torch.tensor([[-torch.inf, -torch.inf], [0.0, -1.0]])
     lw = torch.log(torch.tensor([0.5, 0.5]))

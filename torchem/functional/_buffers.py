@@ -11,7 +11,7 @@ import math
 
 from torch import Tensor
 
-__all__ = ["buffer"]
+__all__ = ["broadcast_shape", "buffer"]
 
 
 def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
@@ -26,3 +26,17 @@ def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
         buf = like.new_empty(numel)
         workspace[name] = buf
     return buf[:numel].view(shape)
+
+
+def broadcast_shape(*shapes) -> tuple[int, ...]:
+    """The broadcast of ``shapes`` (as :func:`torch.broadcast_shapes`, which costs tens of
+    microseconds a call in Python: per chunk, that adds up to a few percent of a pass)."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for s in shapes:
+        for i, size in enumerate(s, ndim - len(s)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(t) for t in shapes]} do not broadcast")
+                out[i] = size
+    return tuple(out)

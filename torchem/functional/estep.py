@@ -73,14 +73,29 @@ def responsibilities(
     else:
         joint = component_log_prob + log_weights.unsqueeze(-2)
     shift = joint.amax(-1, keepdim=True)
-    possible = torch.isfinite(shift)  # [..., n, 1]: False for a sample impossible under every component
-    shift = torch.where(possible, shift, torch.zeros_like(shift))
+    # [..., n, 1]: False for a sample impossible under every component. (Each mask below is one
+    # operation on the chunk's rows: these per-row passes cost as much as the [n, K] ones.)
+    possible = shift.abs() < torch.inf
+    shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)
     # Exponents are clamped a little above the smallest normal number (e^-79 in float32):
     # exp() of very negative numbers is an order of magnitude slower on many CPUs (denormal
     # and underflow paths), and a responsibility of 1e-35 instead of 0 changes nothing.
     # Everything after the first operation works in place: on CPU, writing fresh chunk-sized
     # tensors costs more than the arithmetic.
-    e = joint.sub_(shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0).exp_()
-    total = torch.where(possible, e.sum(-1, keepdim=True), torch.full_like(shift, torch.inf))
-    log_norm = torch.where(possible, total.log() + shift, -torch.inf).squeeze(-1)
+    e = _exp_(joint.sub_(shift).clamp_min_(math.log(torch.finfo(joint.dtype).tiny) + 8.0))
+    total = torch.where(possible, e.sum(-1, keepdim=True), torch.inf)
+    log_norm = torch.where(possible, total.log().add_(shift), -torch.inf).squeeze(-1)
     return log_norm, e.div_(total)
+
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def _exp_(t: Tensor) -> Tensor:
+    """``exp`` in place; float32 on the CPU as ``exp2(t log2 e)``, which torch's CPU kernels
+    compute about three times faster than ``exp`` (a relative error of ``|t|`` times 6e-8: a
+    few units in the last place for exponents of order -10, below the rounding of the float32
+    GEMMs that produced them; float64, and GPUs, keep ``exp`` itself)."""
+    if t.dtype == torch.float32 and t.device.type == "cpu":
+        return t.mul_(_LOG2_E).exp2_()
+    return t.exp_()

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from .._utils import caller_stacklevel
 
-from ._buffers import buffer
+from ._buffers import broadcast_shape, buffer
 from .covariance import COVARIANCE_TYPES, lookup as _lookup
 from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
 
@@ -295,7 +295,7 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     if ws is None or Xw.requires_grad or c.requires_grad:
         xc = Xw - c
     else:
-        xc = torch.sub(Xw, c, out=buffer(ws, "xc", torch.broadcast_shapes(Xw.shape, c.shape), Xw))
+        xc = torch.sub(Xw, c, out=buffer(ws, "xc", broadcast_shape(Xw.shape, c.shape), Xw))
     z = ct.features(xc, ws)
     if "direct_means" in prep:
         log_prob = _direct_log_prob(Xw, prep)
@@ -305,7 +305,7 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     if log_prob.requires_grad:
         log_prob = torch.minimum(log_prob, prep["const"])
     else:
-        log_prob = torch.minimum(log_prob, prep["const"], out=log_prob) if log_prob.shape == torch.broadcast_shapes(log_prob.shape, prep["const"].shape) else torch.minimum(log_prob, prep["const"])
+        log_prob = torch.minimum(log_prob, prep["const"], out=log_prob) if log_prob.shape == broadcast_shape(log_prob.shape, prep["const"].shape) else torch.minimum(log_prob, prep["const"])
     log_prob = log_prob.to(X.dtype)
     if return_aux:
         return log_prob, {"z": z}

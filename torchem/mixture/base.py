@@ -264,6 +264,11 @@ class BaseMixture(EMEstimator):
             )
         return w.log()
 
+    def _init_reads_data(self) -> bool:
+        """A start the constructor's initial values give whole reads no data, so a large fit
+        draws no initial sample for it (a pass over the data saved)."""
+        return not (self._init_arguments and all(getattr(self, a) is not None for a in self._init_arguments))
+
     def _starting_params(self, source: TensorSource, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``[B, R, ...]`` starting parameters in the source's dtype: the user's initial values
         where given, the family's initialisation from the data for the rest."""

@@ -32,6 +32,7 @@ class _GaussianFamily(Family):
         self.reg_covar = reg_covar
         self.table = C.lookup(covariance_type)
         self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
+        self._workspaces: dict[torch.dtype, dict] = {}  # per working dtype (see prepare)
 
     def prepare(self, params, precise=False):
         means, prec_chol = params["means"], params["prec_chol"]
@@ -53,7 +54,10 @@ class _GaussianFamily(Family):
             working_dtype=torch.float64 if precise else None, data_dtype=means.dtype,
         )
         prep["means"] = means
-        prep["workspace"] = {}  # chunk buffers reused through the pass
+        # chunk buffers reused through the pass and by the next passes of this family (one per
+        # fit): a pass then allocates nothing chunk-sized, whatever state the allocator is in.
+        # A precise pass (rare) takes its own, as callers may hold several of them at once.
+        prep["workspace"] = {} if precise else self._workspaces.setdefault(prep["dtype"], {})
         prep["centred"] = precise  # a precise pass takes the moments about each component's mean
         return prep
 
