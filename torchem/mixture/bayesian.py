@@ -340,6 +340,7 @@ class BayesianGaussianMixture(GaussianMixture):
         "covariance_prior_",
     )
     _init_arguments = ()
+    _variational = True  # a posterior, not a likelihood: fit_by_gradient refuses it
 
     def __init__(
         self,

@@ -912,6 +912,11 @@ class GaussianMixtureIC(EstimatorModule):
         check_fitted(self)
         return self.best_estimator_
 
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-sample log-likelihood ``[n]`` of a tensor under the chosen model (its
+        :meth:`GaussianMixture.forward <torchem.GaussianMixture.forward>`)."""
+        return self._chosen()(x)
+
     def predict(self, X):
         """Component of each sample under the chosen model: ``[N]``."""
         return self._chosen().predict(X)
