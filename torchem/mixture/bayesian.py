@@ -466,10 +466,11 @@ class BayesianGaussianMixture(GaussianMixture):
         # weight, stand for the total weight seen so far: this batch's (a weight w counts as w
         # rows) and the fitted posterior's, sum_k (beta_k - beta_0) (none before a fit, or
         # after an initialisation without EM iterations); [B, 1], per problem
-        if source.sample_weight is None:
-            weight = torch.full((source.n_problems, 1), float(n_batch), dtype=torch.float64)
+        if source.sample_weight is None:  # (every rank joins the sum, weighted or not)
+            local = torch.full((source.n_problems,), float(source.n_samples), dtype=torch.float64, device=source.device)
         else:
-            weight = all_reduce_sum([source.sample_weight.double().sum(-1)])[0].reshape(-1, 1).cpu()
+            local = source.sample_weight.double().sum(-1)
+        weight = all_reduce_sum([local])[0].reshape(-1, 1).cpu()
         if self._fitted and getattr(self, "_fit_samples", None):
             past = params["mean_precision"].double() - self._priors["mean_precision"]
             weight = weight + past.sum(-1).cpu()
