@@ -353,6 +353,28 @@ def test_labels_of_every_integer_dtype_and_no_wrapped_or_masked_values():
         GaussianMixture(3).fit(X, labels=masked)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_a_labelled_row_of_weight_zero_is_as_if_absent(init_params):
+    """A component whose only labelled row has weight 0 counted as labelled, so it started
+    from nothing (the data's mean, 2.6 from the start without that row) and the fit ended 2.6
+    off; it now takes the usual initialisation, as when the row is left out."""
+    from torchem import BayesianGaussianMixture
+
+    X, _, _ = _three_blobs(n=90)
+    labels = np.full(len(X), -1)
+    labels[[0, 1]] = [0, 1]
+    w = np.ones(len(X))
+    w[0] = 0.0
+    for make in (lambda **kw: GaussianMixture(3, **kw), lambda **kw: BayesianGaussianMixture(n_components=3, **kw)):
+        for max_iter in (0, 20):
+            kwargs = dict(init_params=init_params, random_state=0, max_iter=max_iter)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                weighted = make(**kwargs).fit(X, labels=labels, sample_weight=w)
+                absent = make(**kwargs).fit(X[1:], labels=labels[1:], sample_weight=w[1:])
+            np.testing.assert_allclose(weighted.means_, absent.means_, rtol=1e-10, atol=1e-12)
+
+
 def test_bad_labels_in_streams_are_clear_errors():
     X, _, labels = _three_blobs()
     with pytest.raises(ValueError, match="labels cannot be combined with an iterable X"):
