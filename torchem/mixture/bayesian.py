@@ -274,7 +274,7 @@ class BayesianGaussianMixture(GaussianMixture):
       ``sample`` and ``to_distribution`` use the point estimate (``weights_``, ``means_``,
       ``covariances_``).
     * ``partial_fit`` runs stochastic variational inference: the running per-sample statistics
-      stand for all the samples seen so far (``n_iter_`` batches); the priors come from the
+      stand for all the samples seen so far (``n_iter_`` batches; their total weight); the priors come from the
       first batch; ``lower_bound_`` is then the last batch's mean log-density, as for the
       other mixtures.
 
