@@ -230,6 +230,37 @@ def test_partial_fit_runs_and_improves():
     np.testing.assert_allclose(np.sort(model.weights_), np.sort(fitted.weights_), atol=0.05)
 
 
+def test_weighted_partial_fit_equals_repeated_rows():
+    """Stochastic VI scales its running averages (per unit of weight) by the samples they
+    stand for, which counted rows: a batch of weight 2 gave mean_precision_ [21, 21] where its
+    rows repeated give [41, 41]. Now the total weight, per problem, on a fresh model (labelled
+    rows: one start for both) and after a weighted fit."""
+    X, X2 = _blobs(40, seed=30), _blobs(100, seed=31)
+    labels = np.arange(40) % 3
+    w = np.random.default_rng(32).integers(1, 4, 40)
+    for weights in (np.full(40, 2), w):
+        weighted = BayesianGaussianMixture(n_components=3).partial_fit(X, sample_weight=weights, labels=labels)
+        repeated = BayesianGaussianMixture(n_components=3).partial_fit(np.repeat(X, weights, 0),
+                                                                       labels=np.repeat(labels, weights))
+        np.testing.assert_allclose(weighted.mean_precision_, repeated.mean_precision_, rtol=1e-12)
+        np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-10)
+    stacked = BayesianGaussianMixture(n_components=3).partial_fit(np.stack([X, X]), sample_weight=np.stack([w, 2 * w]),
+                                                                  labels=labels)
+    for b, scale in enumerate((1, 2)):
+        alone = BayesianGaussianMixture(n_components=3).partial_fit(np.repeat(X, scale * w, 0),
+                                                                    labels=np.repeat(labels, scale * w))
+        np.testing.assert_allclose(stacked.mean_precision_[b], alone.mean_precision_, rtol=1e-12)
+    # after a weighted fit the posterior stands for the fit's weight, not its rows (a batch of
+    # at least as many rows as that weight: the stream's step count is the same on both sides)
+    fitted = _given_start(_resp(40, 3, seed=34), n_components=3, max_iter=30, tol=1e-8).fit(X, sample_weight=w)
+    ref = _given_start(np.repeat(_resp(40, 3, seed=34), w, 0), n_components=3, max_iter=30, tol=1e-8).fit(np.repeat(X, w, 0))
+    np.testing.assert_allclose(fitted.mean_precision_, ref.mean_precision_, rtol=1e-9)
+    assert w.sum() <= len(X2)
+    fitted.partial_fit(X2)
+    ref.partial_fit(X2)
+    np.testing.assert_allclose(fitted.mean_precision_, ref.mean_precision_, rtol=1e-9)
+
+
 def test_state_dict_round_trip(tmp_path):
     X = _blobs(100, seed=18)
     model = BayesianGaussianMixture(n_components=3, covariance_type="tied", random_state=0).fit(X)

@@ -324,6 +324,57 @@ def test_bad_labels_are_clear_errors(labels, match, model):
         model.fit(X, labels=labels)
 
 
+def test_labels_of_every_integer_dtype_and_no_wrapped_or_masked_values():
+    """uint16/uint32/uint64 labels were refused as "must hold integers"; a float label of
+    1e30 was reported as -9223372036854775808 (the int64 cast wrapped it); a masked array's
+    hidden values were read as labels. Now: the same fit as int64 labels, the value as given,
+    and an error that says how to leave masked rows unlabelled."""
+    X, _, labels = _three_blobs(n=90)
+    kwargs = dict(max_iter=3, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = GaussianMixture(3, **kwargs).fit(X, labels=labels)
+        given = np.where(labels < 0, 0, labels)  # unsigned: every row labelled
+        ref_all = GaussianMixture(3, **kwargs).fit(X, labels=given)
+        for dtype in (np.uint16, np.uint32, np.uint64):
+            fit = GaussianMixture(3, **kwargs).fit(X, labels=given.astype(dtype))
+            np.testing.assert_array_equal(fit.means_, ref_all.means_)
+        fit = GaussianMixture(3, **kwargs).fit(X, labels=torch.from_numpy(given.astype(np.uint32)))
+        np.testing.assert_array_equal(fit.means_, ref_all.means_)
+        masked = np.ma.masked_array(given, mask=labels < 0)
+        np.testing.assert_array_equal(GaussianMixture(3, **kwargs).fit(X, labels=masked.filled(-1)).means_, ref.means_)
+    with pytest.raises(ValueError, match=r"labels names component 1e\+30, but the model has n_components=3"):
+        GaussianMixture(3).fit(X, labels=np.full(len(X), 1e30))
+    with pytest.raises(ValueError, match=r"labels holds -1e\+30, below -1"):
+        KMeans(3).fit(X, labels=np.full(len(X), -1e30))
+    with pytest.raises(ValueError, match=r"labels names component 9.2\d*e\+18"):
+        GaussianMixture(3).fit(X, labels=np.full(len(X), 2**63, dtype=np.uint64))
+    with pytest.raises(ValueError, match=r"masked array with masked entries; pass labels.filled\(-1\)"):
+        GaussianMixture(3).fit(X, labels=masked)
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_a_labelled_row_of_weight_zero_is_as_if_absent(init_params):
+    """A component whose only labelled row has weight 0 counted as labelled, so it started
+    from nothing (the data's mean, 2.6 from the start without that row) and the fit ended 2.6
+    off; it now takes the usual initialisation, as when the row is left out."""
+    from torchem import BayesianGaussianMixture
+
+    X, _, _ = _three_blobs(n=90)
+    labels = np.full(len(X), -1)
+    labels[[0, 1]] = [0, 1]
+    w = np.ones(len(X))
+    w[0] = 0.0
+    for make in (lambda **kw: GaussianMixture(3, **kw), lambda **kw: BayesianGaussianMixture(n_components=3, **kw)):
+        for max_iter in (0, 20):
+            kwargs = dict(init_params=init_params, random_state=0, max_iter=max_iter)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                weighted = make(**kwargs).fit(X, labels=labels, sample_weight=w)
+                absent = make(**kwargs).fit(X[1:], labels=labels[1:], sample_weight=w[1:])
+            np.testing.assert_allclose(weighted.means_, absent.means_, rtol=1e-10, atol=1e-12)
+
+
 def test_bad_labels_in_streams_are_clear_errors():
     X, _, labels = _three_blobs()
     with pytest.raises(ValueError, match="labels cannot be combined with an iterable X"):

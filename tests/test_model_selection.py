@@ -278,3 +278,23 @@ def test_a_start_far_from_the_first_chunk_fits_as_the_single_model(covariance_ty
     np.testing.assert_allclose(best.weights_, single.weights_, rtol=1e-9)
     np.testing.assert_allclose(best.means_, single.means_, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(best.covariances_, single.covariances_, rtol=1e-8, atol=1e-12)
+
+
+def test_a_state_dict_is_refused_rather_than_mixed_into_another_fit():
+    """A fitted GaussianMixtureIC loaded another's state_dict (the chosen model's parameters
+    only): best_estimator_ became the other fit under this fit's criteria (bic(X) 2003.7 against
+    bic_ 825.2 of the model it reported). Now a clear TypeError that leaves the estimator as it
+    was and says how to save it; the chosen model's own state_dict loads into a GaussianMixture."""
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 5])
+    a = GaussianMixtureIC((1, 2), covariance_type=("diag", "spherical"), random_state=0).fit(X)
+    b = GaussianMixtureIC((1, 2), covariance_type=("diag", "spherical"), random_state=0).fit(3 * X + 7)
+    means = a.best_estimator_.means_.copy()
+    for target in (a, GaussianMixtureIC((1, 2), covariance_type=("diag", "spherical"))):
+        with pytest.raises(TypeError, match=r"cannot load a state_dict.*ic.best_estimator_.state_dict\(\)"):
+            target.load_state_dict(b.state_dict())
+    np.testing.assert_array_equal(a.best_estimator_.means_, means)
+    np.testing.assert_allclose(a.bic(X), a.bic_[a.best_index_], rtol=1e-10)
+    single = GaussianMixture(b.n_components_, covariance_type=b.covariance_type_)
+    single.load_state_dict(b.best_estimator_.state_dict())
+    np.testing.assert_array_equal(single.predict_proba(X), b.predict_proba(X))

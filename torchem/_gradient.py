@@ -73,6 +73,13 @@ def fit_by_gradient(
             + ("Fit a KMeans with fit (Lloyd's algorithm), or train its soft score model(x, temperature=T) with "
                "your own optimizer loop after requires_grad_(True)." if type(model).__name__ == "KMeans" else "")
         )
+    if getattr(model, "_variational", False):
+        # its forward is the variational expected log-density: gradient steps on it leave the
+        # point estimate (weights_, sample) behind and drive the mean precisions to infinity
+        raise TypeError(
+            f"fit_by_gradient maximises a likelihood, but a {type(model).__name__} holds a variational posterior "
+            "that fit (or partial_fit) computes in closed form; fit it with fit, or train a GaussianMixture by gradient."
+        )
     epochs = check_int(epochs, "epochs", 1)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)

@@ -704,12 +704,19 @@ def check_labels(labels, shape, n_components: int | None, name: str = "labels") 
     stays ``None``."""
     if labels is None:
         return None
-    if isinstance(labels, Tensor):
-        t = labels.detach().cpu()
-    else:
+    if isinstance(labels, np.ma.MaskedArray) and bool(np.ma.getmaskarray(labels).any()):
+        # np.asarray would read the masked entries' hidden values as labels
+        raise ValueError(f"{name} is a masked array with masked entries; pass {name}.filled(-1) to leave those rows "
+                         f"unlabelled ({HOW_TO_LABEL}).")
+    t = labels.detach().cpu() if isinstance(labels, Tensor) else None
+    if t is not None and t.dtype in _WIDE_UNSIGNED:
+        labels, t = t.numpy(), None  # torch has few kernels for these: read them through NumPy
+    if t is None:
         a = np.asarray(labels)
         if a.dtype.kind not in "iuf":
             raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got an array of dtype {a.dtype}.")
+        if a.dtype.kind == "u" and a.dtype.itemsize > 1:  # (uint64 beyond int64 read as float, refused below)
+            a = a.astype(np.float64 if a.size and a.max() > np.iinfo(np.int64).max else np.int64)
         t = torch.from_numpy(np.ascontiguousarray(a))
     if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
         raise ValueError(f"{name} must hold integers ({HOW_TO_LABEL}); got dtype {t.dtype}.")
@@ -718,22 +725,30 @@ def check_labels(labels, shape, n_components: int | None, name: str = "labels") 
         if not bool(whole.all()):
             bad = t[~whole][0].item()
             raise ValueError(f"{name} must hold whole numbers ({HOW_TO_LABEL}); got {bad!r}.")
-    t = t.to(torch.int64)
     n_rows = tuple(shape[:-1]) if len(shape) > 1 else tuple(shape)
     if tuple(t.shape) not in (n_rows[-1:], n_rows):
         raise ValueError(f"{name} should have shape {n_rows[-1:]} (one label per sample, -1 where unknown); "
                          f"got {tuple(t.shape)}.")
-    if t.numel():
-        low, high = int(t.min()), int(t.max())
+    if t.numel():  # before the cast to int64, which would wrap a whole float beyond its range
+        low, high = _label_value(t.min()), _label_value(t.max())
         if low < -1:
             raise ValueError(f"{name} holds {low}, below -1; {HOW_TO_LABEL}.")
         if n_components is not None and high >= n_components:
             raise ValueError(f"{name} names component {high}, but the model has n_components={n_components} "
                              f"(components 0 to {n_components - 1}); {HOW_TO_LABEL}, or raise n_components.")
-    return t
+        if high >= 2**62:
+            raise ValueError(f"{name} names component {high}, beyond any n_components; {HOW_TO_LABEL}.")
+    return t.to(torch.int64)
+
+
+def _label_value(v: Tensor) -> int | float:
+    """A label as the user wrote it: an int, or a float beyond the int64 range."""
+    v = v.item()
+    return int(v) if abs(v) < 2**62 else v
 
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
 @dataclass(frozen=True)

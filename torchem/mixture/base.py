@@ -160,7 +160,10 @@ class BaseMixture(EMEstimator):
             return self._init_responsibilities(source, n_init, generator)
         k, b = self.n_components, source.n_problems
         counts = torch.zeros(b, k, dtype=torch.float64, device=labels.device)
-        counts.scatter_add_(1, labels.clamp_min(0), (labels >= 0).double())
+        known = (labels >= 0).double()
+        if source.sample_weight is not None:  # a labelled row of weight 0 seeds nothing, as if absent
+            known = known * source.sample_weight.to(labels.device, torch.float64)
+        counts.scatter_add_(1, labels.clamp_min(0), known)
         free = (counts == 0).double()[:, None, None, :]  # [B, 1, 1, K]: components without labelled rows
         base = None if not bool(free.any()) else self._init_responsibilities(source, n_init, generator)
 

@@ -191,8 +191,9 @@ class _BayesianFamily(_GaussianFamily):
         return stats
 
     def m_step(self, stats, params):
-        if self.n_scale is not None:
-            stats = {k: v * self.n_scale for k, v in stats.items()}
+        if self.n_scale is not None:  # a number, or [B, R] (per problem)
+            scale = torch.as_tensor(self.n_scale, dtype=torch.float64)
+            stats = {k: v * scale.to(v.device).reshape(scale.shape + (1,) * (v.ndim - scale.ndim)) for k, v in stats.items()}
         p = self.priors
         nk, xk, sk = G.gaussian_moments(stats, params["means"], self.covariance_type, self.reg_covar)
         beta0, nu0 = p["mean_precision"], p["degrees_of_freedom"]
@@ -273,7 +274,7 @@ class BayesianGaussianMixture(GaussianMixture):
       ``sample`` and ``to_distribution`` use the point estimate (``weights_``, ``means_``,
       ``covariances_``).
     * ``partial_fit`` runs stochastic variational inference: the running per-sample statistics
-      stand for all the samples seen so far (``n_iter_`` batches); the priors come from the
+      stand for all the samples seen so far (``n_iter_`` batches; their total weight); the priors come from the
       first batch; ``lower_bound_`` is then the last batch's mean log-density, as for the
       other mixtures.
 
@@ -340,6 +341,7 @@ class BayesianGaussianMixture(GaussianMixture):
         "covariance_prior_",
     )
     _init_arguments = ()
+    _variational = True  # a posterior, not a likelihood: fit_by_gradient refuses it
 
     def __init__(
         self,
@@ -459,10 +461,24 @@ class BayesianGaussianMixture(GaussianMixture):
         return _BayesianFamily(self.covariance_type, float(self.reg_covar), self._process, self._priors, n_scale,
                                self._marginalizes)
 
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+        # stochastic variational inference: the running statistics, averages per unit of
+        # weight, stand for the total weight seen so far: this batch's (a weight w counts as w
+        # rows) and the fitted posterior's, sum_k (beta_k - beta_0) (none before a fit, or
+        # after an initialisation without EM iterations); [B, 1], per problem
+        if source.sample_weight is None:  # (every rank joins the sum, weighted or not)
+            local = torch.full((source.n_problems,), float(source.n_samples), dtype=torch.float64, device=source.device)
+        else:
+            local = source.sample_weight.double().sum(-1)
+        weight = all_reduce_sum([local])[0].reshape(-1, 1).cpu()
+        if self._fitted and getattr(self, "_fit_samples", None):
+            past = params["mean_precision"].double() - self._priors["mean_precision"]
+            weight = weight + past.sum(-1).cpu()
+        self._online_weight = weight
+        return super()._online_step(source, params, state, n_batch)
+
     def _online_family(self, n_features: int, n_batch: int) -> _BayesianFamily:
-        # stochastic variational inference: the running per-sample statistics stand for every
-        # sample seen so far
-        return self._family(n_features, float((getattr(self, "_fit_samples", None) or 0) + n_batch))
+        return self._family(n_features, self._online_weight)
 
     def _extra_state(self) -> dict:
         p = self._priors

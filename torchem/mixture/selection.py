@@ -820,6 +820,18 @@ class GaussianMixtureIC(EstimatorModule):
     def __sklearn_is_fitted__(self) -> bool:
         return bool(self._fitted)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # its state_dict holds the chosen model's parameters only: loaded here they would change
+        # best_estimator_ under criterion_, bic_ and lower_bound_ of another fit
+        if any(key.startswith(prefix) for key in state_dict):
+            raise TypeError(
+                "A GaussianMixtureIC cannot load a state_dict: it holds only the chosen model's parameters, not the "
+                "grid's criteria. Save the whole estimator (torch.save(ic) or pickle), or save "
+                "ic.best_estimator_.state_dict() and load it into GaussianMixture(ic.n_components_, "
+                "covariance_type=ic.covariance_type_)."
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ----------------------------------------------------------------------------------------
     # Fitting
     # ----------------------------------------------------------------------------------------
@@ -911,6 +923,11 @@ class GaussianMixtureIC(EstimatorModule):
     def _chosen(self) -> GaussianMixture:
         check_fitted(self)
         return self.best_estimator_
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-sample log-likelihood ``[n]`` of a tensor under the chosen model (its
+        :meth:`GaussianMixture.forward <torchem.GaussianMixture.forward>`)."""
+        return self._chosen()(x)
 
     def predict(self, X):
         """Component of each sample under the chosen model: ``[N]``."""
