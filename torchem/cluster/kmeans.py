@@ -268,6 +268,11 @@ class _KMeansFamily(Lloyd):
         lab_flat, u_flat, low_flat = self.labels.view(-1), self.upper.view(-1), self.lower.view(-1)
         X_flat = source.X.reshape(b * n, d)
         w_flat = None if source.sample_weight is None else source.sample_weight.reshape(-1)
+        centers_flat = centers.reshape(b * r * k, d)  # the data's dtype (as the driver keeps them)
+        ones = centers_flat.new_ones(d)
+        # a norm in that dtype is within (D + 2) eps of the exact one (the differences round
+        # by eps/2, the sum of D squares by D eps, the root halves it)
+        widen = 1.0 + (d + 3) * torch.finfo(centers.dtype).eps
         # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
         # the GEMM passes (fewer, larger operations).
         step = max(source.chunk_size, min(n, max(1, 2**23 // (k * b * r))))
@@ -291,9 +296,11 @@ class _KMeansFamily(Lloyd):
             xrow = torch.div(pi, r, rounding_mode="floor") * n + ii  # rows of the data
             x = X_flat.index_select(0, xrow)  # [S, D] in the data's dtype
             if not first:
-                # tighten the upper bound with the exact distance to the current centre
+                # tighten the upper bound with the distance to the current centre, in the
+                # data's dtype (the centres are stored in it) and widened by its rounding
                 old = lab_flat.index_select(0, prow)
-                exact = torch.linalg.vector_norm(x.double() - c_flat.index_select(0, pi * k + old), dim=-1)
+                diff = torch.sub(x.to(centers.dtype), centers_flat.index_select(0, pi * k + old)).square_()
+                exact = torch.mv(diff, ones).sqrt_().double().mul_(widen)
                 u_flat.index_copy_(0, prow, exact)
                 keep = (exact > torch.maximum(half_flat.index_select(0, pi * k + old), low_flat.index_select(0, prow))).nonzero(as_tuple=True)[0]
                 if keep.numel() < prow.numel():
@@ -347,10 +354,12 @@ class _KMeansFamily(Lloyd):
         stats, _ = self.run_pass(source, {"centers": centers}, True)
         b, r, k, d = centers.shape
         inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
+        rows = (torch.arange(b * r, device=centers.device) * k).view(b, r, 1)  # first centre of each restart
+        c_flat = centers.reshape(b * r * k, d)
         for start, X, w in source.chunks():
             lab = self.labels[..., start : start + X.shape[1]]
-            nearest = torch.gather(centers, 2, lab.unsqueeze(-1).expand(*lab.shape, d))  # [B, R, n, D]
-            dist = (X.unsqueeze(1) - nearest).square().sum(-1).double()
+            nearest = c_flat.index_select(0, (lab + rows).view(-1)).view(*lab.shape, d)  # [B, R, n, D]
+            dist = torch.sub(X.unsqueeze(1), nearest, out=nearest).square_().sum(-1).double()
             inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
         inertia, counts = all_reduce_sum([inertia, stats["counts"]])
         return self.labels, inertia, counts
@@ -406,6 +415,7 @@ class _KMeansFamily(Lloyd):
         cn = cc.square().sum(-1)
         kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
         block = max(256, min(n, 2**14, 2**22 // max(k, 1)))
+        positions = torch.arange(min(n, block), device=X.device)
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
@@ -421,7 +431,10 @@ class _KMeansFamily(Lloyd):
             err = (2.0 * (d + 2) * eps) * (xx + cmax)
             best = best.double()
             if k > 1:
-                second = d2.scatter_(kd, new.unsqueeze(kd), torch.inf).amin(kd).double()
+                # the second smallest: the winner's entry set to infinity through the flat
+                # view (a scatter along the short dimension costs several times as much)
+                flat = new * m + positions[:m] if kd == 0 else positions[:m] * k + new
+                second = d2.view(-1).index_fill_(0, flat, torch.inf).view(d2.shape).amin(kd).double()
                 close = (second - best <= 2.0 * err).nonzero(as_tuple=True)[0]
             else:
                 second, close = torch.full_like(best, torch.inf), None
@@ -980,3 +993,4 @@ class KMeans(EMEstimator):
     def _load_extra_state(self, state: dict) -> None:
         self._labels, self._inertia = state["labels"], state["inertia"]
         self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes
+
