@@ -93,7 +93,8 @@ def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | Non
     new = current.clone()
     rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        new.index_copy_(0, rows, d2.index_select(1 if dim == 0 else 0, rows).argmin(dim))
+        # the rows as [rows, K] (contiguous): an argmin down strided columns is slower still
+        new.index_copy_(0, rows, (d2.t() if dim == 0 else d2).index_select(0, rows).argmin(1))
     return new
 
 
@@ -416,30 +417,36 @@ class _KMeansFamily(Lloyd):
         kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
         block = max(256, min(n, 2**14, 2**22 // max(k, 1)))
         positions = torch.arange(min(n, block), device=X.device)
+        ones = X.new_ones(d)
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
             xs, old = X[s:e], lab[s:e]
             xc = torch.sub(xs, ref, out=buffer(ws, "xc", (m, d), X))
-            xx = torch.linalg.vector_norm(xc, dim=-1).square_().double()
+            xx = torch.mv(torch.square(xc, out=buffer(ws, "sq", (m, d), X)), ones).double()
             if kd == 0:
                 d2 = torch.addmm(cn.unsqueeze(1), cc, xc.mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))
             else:
                 d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
-            best = d2.amin(kd)
+            two = buffer(ws, "two", (2, m), X)  # the smallest and second smallest entry
+            best = torch.amin(d2, kd, out=two[0])
             new = _argmin_keeping(d2, old, first, best, kd)
-            err = (2.0 * (d + 2) * eps) * (xx + cmax)
-            best = best.double()
             if k > 1:
                 # the second smallest: the winner's entry set to infinity through the flat
                 # view (a scatter along the short dimension costs several times as much)
                 flat = new * m + positions[:m] if kd == 0 else positions[:m] * k + new
-                second = d2.view(-1).index_fill_(0, flat, torch.inf).view(d2.shape).amin(kd).double()
-                close = (second - best <= 2.0 * err).nonzero(as_tuple=True)[0]
+                torch.amin(d2.view(-1).index_fill_(0, flat, torch.inf).view(d2.shape), kd, out=two[1])
             else:
-                second, close = torch.full_like(best, torch.inf), None
-            u[s:e] = (best + xx + err).clamp_min_(0.0).sqrt_()
-            low[s:e] = (second + xx - err).clamp_min_(0.0).sqrt_()
+                two[1].fill_(torch.inf)
+            bounds = two.double()  # [2, m]: squared distances less |x|^2, then the bounds
+            err = xx.add(cmax).mul_(2.0 * (d + 2) * eps)
+            close = None if k == 1 else (torch.sub(bounds[1], bounds[0]).sub_(err, alpha=2.0) <= 0).nonzero(as_tuple=True)[0]
+            bounds.add_(xx)
+            bounds[0].add_(err)
+            bounds[1].sub_(err)
+            bounds.clamp_min_(0.0).sqrt_()
+            u[s:e] = bounds[0]
+            low[s:e] = bounds[1]
             if close is not None and close.numel():  # the GEMM cannot tell: exact distances
                 ex = (xs.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
                 lc = _argmin_keeping(ex, old.index_select(0, close), first)
@@ -458,8 +465,8 @@ class _KMeansFamily(Lloyd):
                     x64 = x64 * wt.unsqueeze(-1)
                 if idx is not None:
                     lab_old = old.index_select(0, idx) + base
-                    self.counts.index_add_(0, lab_old, -wt)
-                    self.sums.index_add_(0, lab_old, -x64)
+                    self.counts.index_add_(0, lab_old, wt, alpha=-1)
+                    self.sums.index_add_(0, lab_old, x64, alpha=-1)
                 self.counts.index_add_(0, lab_new, wt)
                 self.sums.index_add_(0, lab_new, x64)
             old.copy_(new)
