@@ -411,7 +411,7 @@ class _KMeansFamily(Lloyd):
         eps = torch.finfo(dtype).eps
         ref = c64.mean(0, keepdim=True).to(dtype)
         c_cen = c64 - ref.double()  # about the rounded reference the data is centred on
-        cmax = float(c_cen.square().sum(-1).max())
+        cmax = c_cen.square().sum(-1).amax()  # a 0-d tensor: no host synchronisation
         cc = c_cen.to(dtype)
         cn = cc.square().sum(-1)
         kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
