@@ -285,9 +285,10 @@ class _KMeansFamily(Lloyd):
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
             if not first and source.labels is not None:
                 need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
-            if not first and not bool(need.any()):
+            count = need.numel() if first else int(need.count_nonzero())  # one synchronisation
+            if count == 0:
                 continue
-            if b * r == 1 and (first or float(need.float().mean()) > 0.25):
+            if b * r == 1 and count > 0.25 * need.numel():
                 w = None if w_flat is None else w_flat[start:stop]
                 self._assign_rows(X_flat[start:stop], w, c64[0, 0], 0, lab[0, 0], u[0, 0], low[0, 0], first)
                 continue
