@@ -434,7 +434,9 @@ class _KMeansFamily(Lloyd):
                 two[1].fill_(torch.inf)
             bounds = two.double()  # [2, m]: squared distances less |x|^2, then the bounds
             err = xx.add(cmax).mul_(2.0 * (d + 2) * eps)
-            close = None if k == 1 else (torch.sub(bounds[1], bounds[0]).sub_(err, alpha=2.0) <= 0).nonzero(as_tuple=True)[0]
+            # (written as "not above" so that a row whose squares overflow the dtype, NaN or
+            # infinity here, is settled exactly too)
+            close = None if k == 1 else (~(torch.sub(bounds[1], bounds[0]).sub_(err, alpha=2.0) > 0)).nonzero(as_tuple=True)[0]
             bounds.add_(xx)
             bounds[0].add_(err)
             bounds[1].sub_(err)
