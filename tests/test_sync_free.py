@@ -70,9 +70,9 @@ CASES = {
     "binomial": (lambda kw: torchem.BinomialMixture(3, n_trials=5, **kw), "binomial", False, 3),
     "poisson": (lambda kw: torchem.PoissonMixture(3, **kw), "poisson", False, 3),
     "categorical": (lambda kw: torchem.CategoricalMixture(3, **kw), "categorical", False, 3),
-    # the bounded (Hamerly) pass of in-memory K-means on the CPU: ~6.5 item-like and 3 nonzero
-    # per iteration here, per 16k-row block of its own (not per chunk); CUDA takes the dense
-    # pass (test_dense_kmeans_pass_is_sync_free below)
+    # the bounded (Hamerly) pass of in-memory K-means on the CPU: 5 item-like and 4 nonzero (one
+    # finds the near-ties the GEMM cannot settle) per iteration here, per 16k-row block of its
+    # own (not per chunk); CUDA takes the dense pass (test_dense_kmeans_pass_is_sync_free below)
     "kmeans": (lambda kw: torchem.KMeans(3, n_init=1, **kw), "kmeans", False, 10),
     "kmeans-streamed": (lambda kw: torchem.KMeans(3, n_init=1, **kw), "kmeans", True, 4),
 }

@@ -93,7 +93,8 @@ def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | Non
     new = current.clone()
     rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        new.index_copy_(0, rows, d2.index_select(1 if dim == 0 else 0, rows).argmin(dim))
+        # the rows as [rows, K] (contiguous): an argmin down strided columns is slower still
+        new.index_copy_(0, rows, (d2.t() if dim == 0 else d2).index_select(0, rows).argmin(1))
     return new
 
 
@@ -153,6 +154,11 @@ class _KMeansFamily(Lloyd):
     #: bounded pass saves distance computations at the price of per-point state, gathers and
     #: host synchronisations (``nonzero``) that stall a GPU; the dense pass has none.
     dense: bool | None = None
+
+    #: The fraction of a chunk's points whose bounds fail above which the bounded pass
+    #: assigns the whole chunk in place rather than gathering those points: gathering costs
+    #: about 1.2 times the dense chunk's work per gathered point (500k x 32, K = 64, on CPU).
+    dense_fraction: float = 0.7
 
     # ----------------------------------------------------------------------------------------
     # Dense pass (for GPUs: sync-free, no per-point state)
@@ -234,9 +240,12 @@ class _KMeansFamily(Lloyd):
         bound ``l`` on the distance to every other centre; after the centres move by ``d_j``
         they become ``u + d_label`` and ``l - max_j d_j``. A point whose ``u`` is below both
         ``l`` and half the distance from its centre to the nearest other centre cannot change
-        cluster, so only the other points are compared with all ``K`` centres (in float64).
-        The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by
-        moving only the points that changed cluster (float64 scatter-adds). Points the source
+        cluster, so only the other points are compared with all ``K`` centres
+        (:meth:`_assign_rows`: a GEMM in the data's dtype, the near-ties its rounding cannot
+        settle taken exactly in float64), gathered, or in place where they are most of their
+        chunk (:attr:`dense_fraction`). The assignment is exactly Lloyd's; the per-cluster
+        sums are kept up to date by moving only the points that changed cluster (float64
+        scatter-adds). Points the source
         labels are assigned with the others in the first pass and then moved to their own
         cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they
         are pinned again).
@@ -261,23 +270,13 @@ class _KMeansFamily(Lloyd):
         cc = torch.cdist(c64, c64)
         cc.diagonal(dim1=-2, dim2=-1).fill_(torch.inf)
         half = 0.5 * cc.amin(-1)
-        # the GEMM expansion is taken about the mean of each restart's centres (about the
-        # origin it cancels for data far from it: at an offset of 1e8 float64 keeps no digit)
-        ref = c64.mean(-2, keepdim=True)  # [B, R, 1, D]
-        c_cen = c64 - ref
-        cnorm = c_cen.square().sum(-1)  # [B, R, K]
-        cmax = cnorm.amax(-1).reshape(-1)  # [B R]
-        ref_flat = ref.reshape(b * r, d)
-        eps = torch.finfo(torch.float64).eps
-        # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state, its
-        # sample is row b * N + i of the data, and centre j of p is row p * K + j.
-        c_flat, half_flat = c64.reshape(b * r * k, d), half.reshape(-1)
+        # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state and its
+        # sample is row b * N + i of the data.
         lab_flat, u_flat, low_flat = self.labels.view(-1), self.upper.view(-1), self.lower.view(-1)
         X_flat = source.X.reshape(b * n, d)
         w_flat = None if source.sample_weight is None else source.sample_weight.reshape(-1)
         # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
-        # the GEMM passes (fewer, larger operations); the [S, K] float64 distance block of
-        # the points that need it stays below 64 MiB.
+        # the GEMM passes (fewer, larger operations).
         step = max(source.chunk_size, min(n, max(1, 2**23 // (k * b * r))))
         for start in range(0, n, step):
             stop = min(n, start + step)
@@ -287,71 +286,33 @@ class _KMeansFamily(Lloyd):
             need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
             if not first and source.labels is not None:
                 need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
-            if not first and not bool(need.any()):
+            count = need.numel() if first else int(need.count_nonzero())  # one synchronisation
+            if count == 0:
                 continue
-            if b * r == 1 and (first or float(need.float().mean()) > 0.25):
+            if b * r == 1 and count > self.dense_fraction * need.numel():
                 w = None if w_flat is None else w_flat[start:stop]
-                self._dense_chunk(X_flat[start:stop], w, c64[0, 0], lab[0, 0], u[0, 0], low[0, 0], first)
+                self._assign_rows(X_flat[start:stop], w, c64[0, 0], 0, lab[0, 0], u[0, 0], low[0, 0], first)
                 continue
+            # Gather the points whose bounds fail and compare them with every centre at once.
+            # (Hamerly's pass first tightens their upper bound with the distance to their own
+            # centre and drops those it then settles; with the GEMM in the data's dtype that
+            # costs as much as it saves: a whole 500k x 32, K = 64 fit ran 15% faster without.)
             pi, ii = need.view(b * r, -1).nonzero(as_tuple=True)
             ii = ii + start
             prow = pi * n + ii  # rows of the per-point state
             xrow = torch.div(pi, r, rounding_mode="floor") * n + ii  # rows of the data
-            old = lab_flat.index_select(0, prow)
-            x = X_flat.index_select(0, xrow).double()  # [S, D]
-            if not first:
-                # tighten the upper bound with the exact distance to the current centre
-                exact = torch.linalg.vector_norm(x - c_flat.index_select(0, pi * k + old), dim=-1)
-                u_flat.index_copy_(0, prow, exact)
-                keep = (exact > torch.maximum(half_flat.index_select(0, pi * k + old), low_flat.index_select(0, prow))).nonzero(as_tuple=True)[0]
-                if keep.numel() < prow.numel():
-                    pi, prow, xrow = pi[keep], prow[keep], xrow[keep]
-                    x, old = x.index_select(0, keep), old.index_select(0, keep)
-            if prow.numel() == 0:
-                continue
-            # all K distances of the remaining points, one float64 GEMM per (problem, restart),
-            # on differences from the centres' mean
-            xc = x - ref_flat.index_select(0, pi)
-            xx = xc.square().sum(-1, keepdim=True)
-            if b * r == 1:
-                d2 = torch.addmm(cnorm[0, 0].unsqueeze(0), xc, c_cen[0, 0].mT, alpha=-2.0).add_(xx).clamp_min_(0.0)
-            else:
-                d2 = torch.empty(x.shape[0], k, dtype=torch.float64, device=dev)
-                for p in torch.unique(pi).tolist():
-                    sel = (pi == p).nonzero(as_tuple=True)[0]
-                    cp = c_cen[p // r, p % r]
-                    d2[sel] = (xx[sel] - 2.0 * xc[sel] @ cp.mT + cnorm[p // r, p % r]).clamp_min_(0.0)
-            # a bound on the expansion's rounding (each entry), so the lower bound stays a bound
-            err = (2.0 * (d + 2) * eps) * (xx.squeeze(-1) + cmax.index_select(0, pi))
-            if k > 1:
-                best = d2.amin(-1)
-                close = ((d2 - best.unsqueeze(-1)) <= 2.0 * err.unsqueeze(-1)).sum(-1) > 1
-                if bool(close.any()):  # two centres within the rounding: their distances exactly
-                    rows = close.nonzero(as_tuple=True)[0]
-                    cents = c_flat.view(b * r, k, d).index_select(0, pi.index_select(0, rows))
-                    d2[rows] = (x.index_select(0, rows).unsqueeze(1) - cents).square().sum(-1)
-                new_lab = _argmin_keeping(d2, old, first)
-                # the second smallest distance (min twice is much faster than topk on CPU)
-                new_l = (d2.scatter_(-1, new_lab.unsqueeze(-1), torch.inf).amin(-1) - err).clamp_min_(0.0)
-            else:
-                new_lab, new_l = torch.zeros_like(old), torch.full_like(d2[:, 0], torch.inf)
-            # the winner's distance exactly (the expansion may carry rounding)
-            new_u = torch.linalg.vector_norm(x - c_flat.index_select(0, pi * k + new_lab), dim=-1)
-            lab_flat.index_copy_(0, prow, new_lab)
-            u_flat.index_copy_(0, prow, new_u)
-            low_flat.index_copy_(0, prow, new_l.sqrt_())
-            # move the points that changed cluster in the running sums
-            moved = (new_lab != old).nonzero(as_tuple=True)[0] if not first else None
-            if moved is None or moved.numel():
-                sel = (lambda t: t) if moved is None else (lambda t: t.index_select(0, moved))
-                xm, pm = sel(x), sel(pi) * k
-                wt = torch.ones(xm.shape[0], dtype=torch.float64, device=dev) if w_flat is None else w_flat.index_select(0, sel(xrow)).double()
-                xw = xm if w_flat is None else xm * wt.unsqueeze(-1)
-                if not first:
-                    self.counts.index_add_(0, pm + sel(old), -wt)
-                    self.sums.index_add_(0, pm + sel(old), -xw)
-                self.counts.index_add_(0, pm + sel(new_lab), wt)
-                self.sums.index_add_(0, pm + sel(new_lab), xw)
+            x = X_flat.index_select(0, xrow)  # [S, D] in the data's dtype
+            # all K distances of the remaining points, per (problem, restart)
+            groups = [(0, None)] if b * r == 1 else [(p, (pi == p).nonzero(as_tuple=True)[0]) for p in torch.unique(pi).tolist()]
+            for p, sel in groups:
+                rows = prow if sel is None else prow.index_select(0, sel)
+                xs = x if sel is None else x.index_select(0, sel)
+                ws = None if w_flat is None else w_flat.index_select(0, xrow if sel is None else xrow.index_select(0, sel))
+                lab_p, u_p, low_p = lab_flat.index_select(0, rows), torch.empty_like(rows, dtype=torch.float64), torch.empty_like(rows, dtype=torch.float64)
+                self._assign_rows(xs, ws, c64[p // r, p % r], p * k, lab_p, u_p, low_p, first)
+                lab_flat.index_copy_(0, rows, lab_p)
+                u_flat.index_copy_(0, rows, u_p)
+                low_flat.index_copy_(0, rows, low_p)
         if source.labels is not None:
             self._pin(source.labels, X_flat, w_flat, r, k)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
@@ -388,10 +349,13 @@ class _KMeansFamily(Lloyd):
         stats, _ = self.run_pass(source, {"centers": centers}, True)
         b, r, k, d = centers.shape
         inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
+        rows = (torch.arange(b * r, device=centers.device) * k).view(b, r, 1)  # first centre of each restart
+        c_flat = centers.reshape(b * r * k, d)
         for start, X, w in source.chunks():
             lab = self.labels[..., start : start + X.shape[1]]
-            nearest = torch.gather(centers, 2, lab.unsqueeze(-1).expand(*lab.shape, d))  # [B, R, n, D]
-            dist = (X.unsqueeze(1) - nearest).square().sum(-1).double()
+            nearest = c_flat.index_select(0, (lab + rows).view(-1)).view(*lab.shape, d)  # [B, R, n, D]
+            diff = torch.sub(X.unsqueeze(1), nearest, out=nearest).square_().view(-1, d)
+            dist = torch.mv(diff, diff.new_ones(d)).view(lab.shape).double()  # a GEMV: no sum over short rows
             inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
         inertia, counts = all_reduce_sum([inertia, stats["counts"]])
         return self.labels, inertia, counts
@@ -406,8 +370,10 @@ class _KMeansFamily(Lloyd):
             self.ref = source.X[:, : min(n, 4096)].double().mean(1)  # [B, D]
             spread = torch.zeros(source.n_problems, dtype=torch.float64, device=c64.device)
             for _, X, w in source.chunks():
-                sq = (X.double() - self.ref.unsqueeze(1)).square_().sum(-1)  # [B, n]
-                spread += (sq if w is None else sq * w.double()).sum(-1)
+                sq = (X.double() - self.ref.unsqueeze(1)).square_()  # [B, n, D]
+                # unweighted: one reduction over the contiguous [n, D] block (a sum over short
+                # rows first costs several times as much on CPU)
+                spread += sq.sum((-2, -1)) if w is None else (sq.sum(-1) * w.double()).sum(-1)
             self.spread = spread
         ref = self.ref[:, None, None, :]
         cc = c64 - ref
@@ -415,64 +381,91 @@ class _KMeansFamily(Lloyd):
         inertia = self.spread[:, None] - 2.0 * (cc * moments).sum((-1, -2)) + (stats["counts"] * cc.square().sum(-1)).sum(-1)
         return inertia.clamp_min(0.0)
 
-    def _dense_chunk(self, X: Tensor, w, c64: Tensor, lab: Tensor, u: Tensor, low: Tensor, first: bool) -> None:
-        """Assign every point of a chunk (one problem, one restart): used when most points
-        need it, as in the first passes.
+    def _assign_rows(self, X: Tensor, w: Tensor | None, c64: Tensor, base: int, lab: Tensor, u: Tensor,
+                     low: Tensor, first: bool) -> None:
+        """Assign the rows ``X [S, D]`` (weights ``w [S]`` or ``None``) to their nearest centre
+        among ``c64 [K, D]`` (one problem and restart, whose clusters are rows ``base ..
+        base + K - 1`` of the running sums), exactly as Lloyd's algorithm: ``lab [S]`` holds
+        their current labels and receives the new ones (``first``: no current labels), ``u``
+        and ``low [S]`` receive the bounds; the points that changed cluster move in the
+        running sums (float64 scatter-adds).
 
-        The chunk is cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
-        block one GEMM in the data's dtype, on data centred on the mean of the centres, gives
-        ``|c|^2 - 2 x.c``; its minimum over the centres is the nearest distance up to
-        ``|x|^2``. The argmin is taken only on the points whose current label no longer attains
-        that minimum (a full argmin over ``K`` costs more than the GEMM on CPU). On CPU with few
-        centres the matrix is laid out ``[K, S]``: a minimum over short rows costs several times
-        one over long columns. The bounds come from the same
-        matrix widened by the GEMM's rounding (``2 (D + 2) eps (|x|^2 + max |c|^2)``), so they
-        stay bounds; the bounded passes tighten them exactly in float64 where it matters."""
+        The rows are cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
+        block one GEMM in the data's dtype, on data centred on (the data's dtype's rounding of)
+        the mean of the centres, gives ``|c|^2 - 2 x.c``, each entry within ``err = 2 (D + 2)
+        eps (|x|^2 + max |c|^2)`` of the squared distance less ``|x|^2``. Its minimum and
+        second minimum over the centres give the bounds, widened by ``err`` so they stay
+        bounds; where the two lie within ``2 err`` of each other the GEMM cannot tell the
+        nearer centre, and those rows' distances are taken exactly in float64. The argmin is
+        taken only on the points whose current label no longer attains the minimum (a full
+        argmin over ``K`` costs more than the GEMM on CPU); on ties the current label stays.
+        On CPU with few centres the matrix is laid out ``[K, S]``: a minimum over short rows
+        costs several times one over long columns."""
         ws = self.workspace
         n, d = X.shape
         k = c64.shape[0]
         dtype = X.dtype
         eps = torch.finfo(dtype).eps
-        ref = c64.mean(0, keepdim=True)
-        cc = (c64 - ref).to(dtype)
+        ref = c64.mean(0, keepdim=True).to(dtype)
+        c_cen = c64 - ref.double()  # about the rounded reference the data is centred on
+        cmax = c_cen.square().sum(-1).amax()  # a 0-d tensor: no host synchronisation
+        cc = c_cen.to(dtype)
         cn = cc.square().sum(-1)
-        ref = ref.to(dtype)
-        cmax = float(c64.sub(c64.mean(0, keepdim=True)).square().sum(-1).max())
-        block = max(256, min(n, 2**20 // max(k, 1)))
         kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
+        block = max(256, min(n, 2**14, 2**22 // max(k, 1)))
+        positions = torch.arange(min(n, block), device=X.device)
+        ones = X.new_ones(d)
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
-            xc = torch.sub(X[s:e], ref, out=buffer(ws, "xc", (m, d), X))
-            xx = torch.linalg.vector_norm(xc, dim=-1).square_().double()
+            xs, old = X[s:e], lab[s:e]
+            xc = torch.sub(xs, ref, out=buffer(ws, "xc", (m, d), X))
+            xx = torch.mv(torch.square(xc, out=buffer(ws, "sq", (m, d), X)), ones).double()
             if kd == 0:
                 d2 = torch.addmm(cn.unsqueeze(1), cc, xc.mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))
             else:
                 d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
-            best = d2.amin(kd)
-            old = lab[s:e]
+            two = buffer(ws, "two", (2, m), X)  # the smallest and second smallest entry
+            best = torch.amin(d2, kd, out=two[0])
             new = _argmin_keeping(d2, old, first, best, kd)
-            err = (2.0 * (d + 2) * eps) * (xx + cmax)
-            u[s:e] = (best.double() + xx + err).clamp_min_(0.0).sqrt_()
             if k > 1:
-                second = d2.scatter_(kd, new.unsqueeze(kd), torch.inf).amin(kd).double()
-                low[s:e] = (second + xx - err).clamp_min_(0.0).sqrt_()
+                # the second smallest: the winner's entry set to infinity through the flat
+                # view (a scatter along the short dimension costs several times as much)
+                flat = new * m + positions[:m] if kd == 0 else positions[:m] * k + new
+                torch.amin(d2.view(-1).index_fill_(0, flat, torch.inf).view(d2.shape), kd, out=two[1])
             else:
-                low[s:e] = torch.inf
+                two[1].fill_(torch.inf)
+            bounds = two.double()  # [2, m]: squared distances less |x|^2, then the bounds
+            err = xx.add(cmax).mul_(2.0 * (d + 2) * eps)
+            # (written as "not above" so that a row whose squares overflow the dtype, NaN or
+            # infinity here, is settled exactly too)
+            close = None if k == 1 else (~(torch.sub(bounds[1], bounds[0]).sub_(err, alpha=2.0) > 0)).nonzero(as_tuple=True)[0]
+            bounds.add_(xx)
+            bounds[0].add_(err)
+            bounds[1].sub_(err)
+            bounds.clamp_min_(0.0).sqrt_()
+            u[s:e] = bounds[0]
+            low[s:e] = bounds[1]
+            if close is not None and close.numel():  # the GEMM cannot tell: exact distances
+                ex = (xs.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
+                lc = _argmin_keeping(ex, old.index_select(0, close), first)
+                new.index_copy_(0, close, lc)
+                u[s:e].index_copy_(0, close, ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_())
+                low[s:e].index_copy_(0, close, ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_())
             idx = None if first else (new != old).nonzero(as_tuple=True)[0]
             if idx is None or idx.numel():
-                xb = X[s:e] if idx is None else X[s:e].index_select(0, idx)
+                xb = xs if idx is None else xs.index_select(0, idx)
                 x64 = torch.empty(xb.shape, dtype=torch.float64, device=X.device).copy_(xb)
-                lab_new = new if idx is None else new.index_select(0, idx)
+                lab_new = (new if idx is None else new.index_select(0, idx)) + base
                 if w is None:
                     wt = torch.ones(x64.shape[0], dtype=torch.float64, device=X.device)
                 else:
                     wt = (w[s:e] if idx is None else w[s:e].index_select(0, idx)).double()
                     x64 = x64 * wt.unsqueeze(-1)
                 if idx is not None:
-                    lab_old = old.index_select(0, idx)
-                    self.counts.index_add_(0, lab_old, -wt)
-                    self.sums.index_add_(0, lab_old, -x64)
+                    lab_old = old.index_select(0, idx) + base
+                    self.counts.index_add_(0, lab_old, wt, alpha=-1)
+                    self.sums.index_add_(0, lab_old, x64, alpha=-1)
                 self.counts.index_add_(0, lab_new, wt)
                 self.sums.index_add_(0, lab_new, x64)
             old.copy_(new)
@@ -1006,3 +999,4 @@ class KMeans(EMEstimator):
     def _load_extra_state(self, state: dict) -> None:
         self._labels, self._inertia = state["labels"], state["inertia"]
         self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes
+
