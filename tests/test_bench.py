@@ -172,3 +172,26 @@ def test_unwritable_outputs_are_refused_before_the_run(capsys):
     assert main(["--quick", "--models", "kmeans", "--plot", "results.xyz", "--no-progress"]) == 2
     assert "unsupported image type 'xyz'" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_repeats_go_round_every_row(monkeypatch, quick):
+    """With --quick each repeat times every row group once (a row's fits then span the whole
+    run, so a slow spell of a shared machine is shared out); otherwise a group's repeats run
+    together, one group's data held at a time. Either way every repeat is timed."""
+    import torchem.bench._run as run
+
+    order = []
+    real = run._time_fit
+
+    def record(lib, dev, spec, problem, state, iters):
+        order.append(spec.name)
+        return real(lib, dev, spec, problem, state, iters)
+
+    monkeypatch.setattr(run, "_time_fit", record)
+    out = run.run_benchmarks(["gmm-diag", "kmeans"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
+                             quick=quick, progress=False)
+    expected = ["gmm-diag", "kmeans"] * 3 if quick else ["gmm-diag"] * 3 + ["kmeans"] * 3
+    assert order == expected
+    assert [r["model"] for r in out["runs"]] == ["gmm-diag", "kmeans"]
+    assert all(r["ms_per_iter"] and len(r["iters_per_fit"]) == 3 for r in out["runs"])

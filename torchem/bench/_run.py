@@ -10,7 +10,8 @@ first iteration of each fit (first-touch allocations, caches) is dropped, the ot
 set-up costs never enter and no subtraction of two noisy fits is needed (a fit that stops
 after one iteration, as scikit-learn's K-means does when no label changes, keeps that one).
 Implementations alternate within each repeat, so slow spells of a shared machine hit all of
-them alike. FLOPs and bytes per iteration are counted as in
+them alike; with ``--quick`` (6 repeats) each repeat also goes round every row, so a row's
+fits span the whole run rather than one stretch of it. FLOPs and bytes per iteration are counted as in
 :func:`torchem.bench.flops_per_iter` and :func:`torchem.bench.bytes_per_iter` and divided by
 the median; the device's peak is measured once per run (``measure_peak``).
 """
@@ -161,49 +162,81 @@ def run_benchmarks(
         "libraries": refs, "skipped_references": skipped, "devices": {dev: measure_peak(dev, tdtype, quick=quick) for dev in used}, "runs": [],
     }
     bar = _progress(sum(len(impls) * (repeat + 1) for _, _, impls in jobs), progress)
+    # --quick: every row's data is small, so all are held at once and each repeat goes round
+    # every row; a row's samples then span the whole run, not one stretch of it, and a slow
+    # spell of a shared machine (seconds long) hits every row a little rather than one a lot
+    rounds = quick and len(jobs) > 1
+    held = []
     for spec, (nn, dd, kk), impls in jobs:
         bar.set_postfix_str(f"{spec.name} N={nn:,} D={dd} K={kk}")
-        problem = make_problem(spec, nn, dd, kk, ndtype, seed)
-        states = {}
-        for lib, dev in impls:  # data on the device, and a warm-up fit
-            state = states[(lib, dev)] = {"iter_s": [], "iters": []}
-            try:
-                state["data"] = RUNNERS[lib].prepare(problem.X, dev)
-                RUNNERS[lib].fit(spec, state["data"], problem.init, 2, IterationClock(dev))
-                if torch.device(dev).type == "cuda":
-                    torch.cuda.synchronize(dev)
-            except Exception as exc:  # one library failing must not end the run
-                state["error"] = f"{type(exc).__name__}: {exc}"
-            bar.update(1)
+        job = _prepare_job(spec, (nn, dd, kk), impls, dtype=ndtype, seed=seed, bar=bar)
+        if rounds:
+            held.append(job)
+            continue
         for _ in range(repeat):
-            for (lib, dev), state in states.items():
-                if not state.get("error"):
-                    try:
-                        _time_fit(lib, dev, spec, problem, state, iters)
-                    except Exception as exc:
-                        state["error"] = f"{type(exc).__name__}: {exc}"
-                    if lib != "torchem":  # idle threads; a tiny fit needs only a short pause
-                        last = state["iter_s"][-1] if state["iter_s"] else _PAUSE_S
-                        time.sleep(min(_PAUSE_S, 10 * last))
-                bar.update(1)
-        rows = []
-        for (lib, dev), state in states.items():
-            row = _row(spec, nn, dd, kk, lib, dev, tdtype, iters, state)
-            if not row["error"]:
-                try:
-                    row["quality"] = _finite(RUNNERS[lib].quality(spec, lib, state["fitted"], state["data"]))
-                except Exception as exc:
-                    row["quality_error"] = f"{type(exc).__name__}: {exc}"
-            _add_rates(row, results["devices"][dev])
-            rows.append(row)
-        _add_ratios(rows, spec.references)
-        results["runs"] += rows
-        del states, problem
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the next size starts with the GPU's memory free
+            _time_round(job, iters, bar)
+        results["runs"] += _finish_job(job, tdtype, iters, results["devices"])
+    for _ in range(repeat if rounds else 0):
+        for job in held:
+            _time_round(job, iters, bar)
+    for job in held:
+        results["runs"] += _finish_job(job, tdtype, iters, results["devices"])
     bar.close()
     results["load_average_after"] = _load()
     return results
+
+
+def _prepare_job(spec, size, impls, *, dtype, seed, bar) -> dict:
+    """One row group's data on each implementation's device, and a warm-up fit of each."""
+    nn, dd, kk = size
+    problem = make_problem(spec, nn, dd, kk, dtype, seed)
+    states = {}
+    for lib, dev in impls:
+        state = states[(lib, dev)] = {"iter_s": [], "iters": []}
+        try:
+            state["data"] = RUNNERS[lib].prepare(problem.X, dev)
+            RUNNERS[lib].fit(spec, state["data"], problem.init, 2, IterationClock(dev))
+            if torch.device(dev).type == "cuda":
+                torch.cuda.synchronize(dev)
+        except Exception as exc:  # one library failing must not end the run
+            state["error"] = f"{type(exc).__name__}: {exc}"
+        bar.update(1)
+    return {"spec": spec, "size": size, "problem": problem, "states": states}
+
+
+def _time_round(job: dict, iters: int, bar) -> None:
+    """One timed fit of every implementation of the row group, alternating."""
+    spec, problem = job["spec"], job["problem"]
+    for (lib, dev), state in job["states"].items():
+        if not state.get("error"):
+            try:
+                _time_fit(lib, dev, spec, problem, state, iters)
+            except Exception as exc:
+                state["error"] = f"{type(exc).__name__}: {exc}"
+            if lib != "torchem":  # idle threads; a tiny fit needs only a short pause
+                last = state["iter_s"][-1] if state["iter_s"] else _PAUSE_S
+                time.sleep(min(_PAUSE_S, 10 * last))
+        bar.update(1)
+
+
+def _finish_job(job: dict, tdtype, iters: int, devices: dict) -> list[dict]:
+    """The rows of a timed group (quality read off the last fit), its data released."""
+    spec, (nn, dd, kk), states = job["spec"], job["size"], job["states"]
+    rows = []
+    for (lib, dev), state in states.items():
+        row = _row(spec, nn, dd, kk, lib, dev, tdtype, iters, state)
+        if not row["error"]:
+            try:
+                row["quality"] = _finite(RUNNERS[lib].quality(spec, lib, state["fitted"], state["data"]))
+            except Exception as exc:
+                row["quality_error"] = f"{type(exc).__name__}: {exc}"
+        _add_rates(row, devices[dev])
+        rows.append(row)
+    _add_ratios(rows, spec.references)
+    job.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next size starts with the GPU's memory free
+    return rows
 
 
 def _load():
@@ -280,8 +313,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
     parser.add_argument("--iters", type=_positive_int, default=None,
                         help="timed EM iterations per fit (default 20; 5 with --quick)")
-    parser.add_argument("--repeat", type=_positive_int, default=3,
-                        help="fits per implementation; their iterations are pooled (default 3)")
+    parser.add_argument("--repeat", type=_positive_int, default=None,
+                        help="fits per implementation; their iterations are pooled (default 3; 6 with --quick, "
+                             "in rounds over every row)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 5 iterations: under a minute on a 2-core CPU")
     parser.add_argument("--references", type=_list(str), metavar="LIST",
@@ -357,7 +391,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         try:
             results = run_benchmarks(
                 models, n=args.n, d=args.d, k=args.k, devices=tuple(dict.fromkeys(devices)), dtype=args.dtype,
-                iters=iters, repeat=args.repeat, references=references, quick=args.quick,
+                iters=iters, repeat=args.repeat or (6 if args.quick else 3), references=references, quick=args.quick,
                 seed=args.seed, progress=not args.no_progress,
             )
         except ValueError as exc:
