@@ -276,7 +276,8 @@ def _direct_log_prob(Xw: Tensor, prep: dict) -> Tensor:
     ct = COVARIANCE_TYPES[prep["covariance_type"]]
     mu = prep["direct_means"].unsqueeze(-3)  # [..., 1, K, D]
     k, d = mu.shape[-2], mu.shape[-1]
-    step = max(1, _DIRECT_BLOCK_ELEMENTS // max(1, k * d))
+    lead = math.prod(torch.broadcast_shapes(Xw.shape[:-2], prep["direct_means"].shape[:-2]))  # problems x restarts
+    step = max(1, _DIRECT_BLOCK_ELEMENTS // max(1, k * d * lead))
     parts = [ct.mahalanobis(Xw[..., i:i + step, :].unsqueeze(-2) - mu, prep["prec_chol"])
              for i in range(0, Xw.shape[-2], step)]
     maha = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
