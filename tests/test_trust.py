@@ -491,3 +491,22 @@ def test_gradient_fits_and_forward_of_the_newer_estimators():
     np.testing.assert_allclose(ic(x).numpy(), ic.score_samples(X), rtol=1e-12)
     with pytest.raises(Exception, match="not fitted"):
         GaussianMixtureIC((1, 2))(x)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_a_singular_covariance_is_rescued_only_where_float64_resolves_it(covariance_type):
+    """``reg_covar=0``: rows on a line at offset 1e8 have a singular covariance whose spread
+    (0.1) float64 resolves there, so its jitter rescue stands (with the warning), as before;
+    ten copies of one point have only the rounding of their mean, (eps |mu|)^2, and the fit is
+    refused (full covariance), as scikit-learn refuses it."""
+    rng = np.random.default_rng(0)
+    t = rng.normal(0, 0.1, 200)
+    line = np.stack([t, 2 * t], 1)
+    X = np.concatenate([line, line + [5, -5]]) + 1e8
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        model = GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(X)
+    np.testing.assert_allclose(np.sort(model.means_[:, 0]) - 1e8, [line[:, 0].mean(), line[:, 0].mean() + 5], atol=1e-6)
+    if covariance_type == "full":  # (tied pools the copies with the other rows: not singular)
+        copies = np.concatenate([rng.normal(size=(100, 2)), np.tile([[20.0, 20.0]], (10, 1))])
+        with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+            GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(copies)

@@ -748,7 +748,7 @@ def _label_value(v: Tensor) -> int | float:
 
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+_WIDE_UNSIGNED = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))  # torch >= 2.3
 
 
 @dataclass(frozen=True)

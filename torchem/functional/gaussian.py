@@ -197,15 +197,26 @@ def expansion_error_bound(means: Tensor, prec_chol: Tensor, covariance_type: str
     return _lookup(covariance_type).expansion_terms(mc, prec_chol).max()
 
 
+def _bound(means: Tensor, prec_chol: Tensor, covariance_type: str, cache: dict | None) -> float:
+    """:func:`expansion_error_bound` on the host (one synchronisation), kept in ``cache``."""
+    if cache is not None and "bound" in cache:
+        return cache["bound"]
+    value = float(expansion_error_bound(means, prec_chol, covariance_type))
+    if cache is not None:
+        cache["bound"] = value
+    return value
+
+
 def _working_dtype(
-    X: Tensor, means: Tensor, prec_chol: Tensor, covariance_type: str, forced: torch.dtype | None = None
+    X: Tensor, means: Tensor, prec_chol: Tensor, covariance_type: str, forced: torch.dtype | None = None,
+    cache: dict | None = None,
 ) -> torch.dtype:
     dtype = torch.promote_types(X.dtype, means.dtype)
     if forced is not None:
         return torch.promote_types(dtype, forced)
     if dtype == torch.float64 or means.requires_grad or prec_chol.requires_grad:
         return dtype
-    if torch.finfo(dtype).eps * float(expansion_error_bound(means, prec_chol, covariance_type)) > EXPANSION_TOLERANCE:
+    if torch.finfo(dtype).eps * _bound(means, prec_chol, covariance_type, cache) > EXPANSION_TOLERANCE:
         return torch.float64
     return dtype
 
@@ -232,7 +243,8 @@ def gaussian_prepare(
     ct = _lookup(covariance_type)
     data_dtype = data_dtype or means.dtype
     probe = torch.empty(0, dtype=data_dtype)
-    dtype = _working_dtype(probe, means, prec_chol, covariance_type, working_dtype)
+    cache: dict = {}  # the bound, synchronised once for both decisions
+    dtype = _working_dtype(probe, means, prec_chol, covariance_type, working_dtype, cache)
     c = _centre(means).to(dtype)
     means, prec_chol = means.to(dtype), prec_chol.to(dtype)
     mc = means - c
@@ -250,20 +262,20 @@ def gaussian_prepare(
         "b": (const - 0.5 * b).unsqueeze(-2),  # [..., 1, K]
         "const": const.unsqueeze(-2),  # [..., 1, K]
     }
-    if _expansion_too_coarse(means, prec_chol, covariance_type, dtype):
+    if _expansion_too_coarse(means, prec_chol, covariance_type, dtype, cache):
         prep["direct_means"] = means  # the log-densities come from x - mu (see gaussian_log_prob_prepared)
     return prep
 
 
-def _expansion_too_coarse(means: Tensor, prec_chol: Tensor, covariance_type: str, dtype: torch.dtype) -> bool:
+def _expansion_too_coarse(means: Tensor, prec_chol: Tensor, covariance_type: str, dtype: torch.dtype,
+                          cache: dict | None = None) -> bool:
     """Whether a float64 expansion would round the log-densities by more than
     :data:`FLOAT64_EXPANSION_TOLERANCE` nats (components far from their common centre compared
     with their width). Not decided while tracing or for gradients (a host-side decision; those
     paths keep the expansion)."""
     if dtype != torch.float64 or means.requires_grad or prec_chol.requires_grad or torch.compiler.is_compiling():
         return False
-    bound = expansion_error_bound(means, prec_chol, covariance_type)
-    return torch.finfo(dtype).eps * float(bound) > FLOAT64_EXPANSION_TOLERANCE
+    return torch.finfo(dtype).eps * _bound(means, prec_chol, covariance_type, cache) > FLOAT64_EXPANSION_TOLERANCE
 
 
 #: Elements of the ``[..., n, K, D]`` differences the direct E-step forms at once.
@@ -453,16 +465,17 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | Non
     """Precision factor of ``cov``; covariances that are not positive definite get a growing
     jitter (relative to their own scale) with a warning. Returns ``(prec_chol, failed)``.
 
-    With the components' ``means``, a covariance whose scale lies below float64's resolution
-    of its mean (``eps * mean(mu^2)``: rows that are copies of one point, ``reg_covar=0``) is
-    degenerate, not rounded, and is left failed (scikit-learn raises there too)."""
+    With the components' ``means``, a covariance whose scale lies below what float64 can
+    resolve about its mean (``(10 eps |mu|)^2``: the rounding of the mean itself, as rows that
+    are copies of one point with ``reg_covar=0`` leave it) is degenerate, not rounded, and is
+    left failed (scikit-learn raises there too)."""
     ct = _lookup(covariance_type)
     prec_chol, failed = ct.factor_from_covariances(cov)
     if not bool(failed.any()):
         return prec_chol, failed
     scale = ct.jitter_scale(cov)
     if means is not None:
-        resolution = torch.finfo(torch.float64).eps * means.double().square().mean(-1)  # [..., K]
+        resolution = (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square().mean(-1)  # [..., K]
         if resolution.ndim > scale.ndim:  # one factor shared by the components
             resolution = resolution.amax(-1)
         scale = torch.where(scale > resolution, scale, torch.zeros_like(scale))

@@ -40,13 +40,14 @@ class _GaussianFamily(Family):
                 and not (means.requires_grad or prec_chol.requires_grad)):
             # Traced (torch.compile): the float64 fall-back cannot be a host-side decision, so
             # both precisions are prepared and log_prob picks per problem with torch.where,
-            # exactly as the eager decision would (no graph break, no host sync).
+            # where the eager decision would take float64 (no graph break, no host sync).
             eps = torch.finfo(means.dtype).eps
             need = eps * G.expansion_error_bound(means, prec_chol, self.covariance_type) > G.EXPANSION_TOLERANCE
             pair = [G.gaussian_prepare(means, prec_chol, self.covariance_type, working_dtype=w, data_dtype=means.dtype)
                     for w in (means.dtype, torch.float64)]
-            # the float64 member reads the differences x - mu, as eager float64 does when its
-            # expansion would round (G.FLOAT64_EXPANSION_TOLERANCE): never less exact than eager
+            # the float64 member reads the differences x - mu, as eager float64 does only when its
+            # expansion would round (G.FLOAT64_EXPANSION_TOLERANCE, a host decision): never less
+            # exact than eager, at the cost of [rows, K, D] differences per compiled call
             pair[1]["direct_means"] = means.double()
             return {"pair": pair, "need": need, "means": means, "prec_chol": prec_chol}
         prep = G.gaussian_prepare(
