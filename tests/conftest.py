@@ -9,7 +9,12 @@ try:  # property-based tests: the same examples on every run, a bounded number o
 
     settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile("ci")
+    # a deeper search, off CI: TORCHEM_HYPOTHESIS=deep python -m pytest tests/test_properties.py
+    settings.register_profile("deep", max_examples=200, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    import os
+
+    settings.load_profile(os.environ.get("TORCHEM_HYPOTHESIS", "ci"))
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     pass
 

@@ -9,6 +9,7 @@ examples the same on every run and bounds their number.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -25,6 +26,9 @@ from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 N, K, D, ITERS = 48, 3, 2, 6
+#: examples per property: as written on CI; ten times as many, drawn at random, under
+#: TORCHEM_HYPOTHESIS=deep (tests/conftest.py's "deep" profile), for a search off CI
+DEPTH = 10 if os.environ.get("TORCHEM_HYPOTHESIS") == "deep" else 1
 EPS64 = np.finfo(np.float64).eps
 
 seeds = st.integers(0, 2**16)
@@ -113,7 +117,7 @@ DISCRETE = ["bernoulli", "binomial", "poisson", "categorical"]
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@settings(max_examples=6)
+@settings(max_examples=6 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 8), sign=st.sampled_from([-1.0, 1.0]), scale=powers_of_two,
        chunk=st.integers(5, N))
 @example(seed=0, power=8, sign=1.0, scale=1.0, chunk=N)  # the offset the issue names
@@ -146,26 +150,32 @@ def test_gaussian_is_the_reference_at_any_offset_scale_order_and_chunking(covari
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@settings(max_examples=4)
+@settings(max_examples=4 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 4), sign=st.sampled_from([-1.0, 1.0]))
 @example(seed=0, power=4, sign=1.0)
+@example(seed=315, power=0, sign=1.0)  # a start whose trajectory amplifies rounding ~3x an iteration
 def test_gaussian_float32_is_the_reference_as_far_as_float32_carries(covariance_type, seed, power, sign):
-    """float32 data at offsets up to 1e4: every estimate is the reference's (fitted in float64 on
-    the same rounded points) to a few float32 steps at the offset; moments about the origin
-    would be off by eps32 * c^2, 100 % at 1e4."""
+    """float32 data at offsets up to 1e4: every EM step is the reference's step (in float64 on
+    the same rounded points, from the same parameters) to a few float32 steps at the offset;
+    moments about the origin would be off by eps32 * c^2, 100 % at 1e4. Step by step, from the
+    reference's own trajectory: over several iterations EM itself can amplify any rounding
+    (about 3x an iteration on some of these starts, float64 from a float32-rounded start too),
+    which says nothing about the arithmetic."""
     _quiet()
     X, rng = _blobs(seed)
     start = _gaussian_start(X, covariance_type, rng)
     shift = sign * 10.0**power if power else 0.0
     moved = (X + shift).astype(np.float32)
-    weights, means, cov, _ = R.gaussian_em(moved.astype(np.float64) - shift, *start, covariance_type, n_iter=ITERS)
-    model = _gaussian(start, covariance_type, shift).fit(moved)
     # float32 parameters at the offset are known to eps32 * |c| (a 1e-3 step at 1e4, of unit
     # clusters): the E-step's responsibilities, hence every estimate, move by that much
     step = np.finfo(np.float32).eps * (abs(shift) + 16)
-    np.testing.assert_allclose(model.weights_, weights, rtol=0, atol=1e-5 + 2 * step)
-    np.testing.assert_allclose(model.means_, means + shift, rtol=0, atol=8 * step)
-    assert np.abs(model.covariances_ - cov).max() <= (1e-5 + 4 * step) * np.abs(cov).max()
+    for _ in range(ITERS):
+        weights, means, cov, _ = R.gaussian_em(moved.astype(np.float64) - shift, *start, covariance_type, n_iter=1)
+        model = _gaussian(start, covariance_type, shift).set_params(max_iter=1).fit(moved)
+        np.testing.assert_allclose(model.weights_, weights, rtol=0, atol=1e-5 + 2 * step)
+        np.testing.assert_allclose(model.means_, means + shift, rtol=0, atol=8 * step)
+        assert np.abs(model.covariances_ - cov).max() <= (1e-5 + 4 * step) * np.abs(cov).max()
+        start = (weights, means, cov)
     np.testing.assert_allclose(_np(model.predict_proba(moved)).sum(1), 1.0, rtol=1e-5)
 
 
@@ -173,7 +183,7 @@ def test_gaussian_float32_is_the_reference_as_far_as_float32_carries(covariance_
 # K-means: Lloyd's algorithm at any offset, scale and order
 # --------------------------------------------------------------------------------------------
 
-@settings(max_examples=8)
+@settings(max_examples=8 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 8), sign=st.sampled_from([-1.0, 1.0]), scale=powers_of_two,
        chunk=st.integers(5, N), streamed=st.booleans())
 @example(seed=0, power=8, sign=1.0, scale=1.0, chunk=N, streamed=False)
@@ -193,7 +203,7 @@ def test_kmeans_is_lloyd_at_any_offset_scale_order_and_chunking(seed, power, sig
     np.testing.assert_allclose(float(km.inertia_) / scale**2, inertia, rtol=1e-8 + 64 * EPS64 * abs(shift) / scale)
 
 
-@settings(max_examples=6)
+@settings(max_examples=6 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 4), sign=st.sampled_from([-1.0, 1.0]))
 @example(seed=0, power=4, sign=1.0)
 def test_kmeans_float32_is_lloyd_as_far_as_float32_carries(seed, power, sign):
@@ -213,7 +223,7 @@ def test_kmeans_float32_is_lloyd_as_far_as_float32_carries(seed, power, sign):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", DISCRETE)
-@settings(max_examples=5)
+@settings(max_examples=5 * DEPTH)
 @given(seed=seeds, chunk=st.integers(5, N), weighted=st.booleans())
 def test_discrete_family_is_the_reference_in_any_order_and_chunking(name, seed, chunk, weighted):
     _quiet()
@@ -268,7 +278,7 @@ def _problem(kind, seed):
 
 
 @pytest.mark.parametrize("kind", _every_family())
-@settings(max_examples=2)
+@settings(max_examples=2 * DEPTH)
 @given(seed=seeds, chunk=st.integers(4, N))
 def test_stacked_and_streamed_fits_are_the_separate_in_memory_fits(kind, seed, chunk):
     _quiet()
@@ -319,7 +329,7 @@ def _extreme_case(name, power, rng):
 
 
 @pytest.mark.parametrize("name", DISCRETE)
-@settings(max_examples=3)
+@settings(max_examples=3 * DEPTH)
 @given(seed=seeds, power=st.integers(1, 9))
 @example(seed=0, power=9)
 def test_discrete_family_is_the_reference_at_extreme_parameters(name, seed, power):
@@ -357,7 +367,7 @@ def test_discrete_family_is_the_reference_at_extreme_parameters(name, seed, powe
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@settings(max_examples=3)
+@settings(max_examples=3 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 8), sign=st.sampled_from([-1.0, 1.0]), float32=st.booleans())
 @example(seed=0, power=8, sign=1.0, float32=False)
 @example(seed=0, power=4, sign=-1.0, float32=True)
@@ -388,7 +398,7 @@ def test_gaussian_partial_fit_and_streams_are_the_reference_at_any_offset(covari
         assert np.abs(got_c - c).max() <= 4 * carried * np.abs(c).max()
 
 
-@settings(max_examples=6)
+@settings(max_examples=6 * DEPTH)
 @given(seed=seeds, power=st.integers(0, 10), sign=st.sampled_from([-1.0, 1.0]))
 @example(seed=0, power=10, sign=1.0)
 def test_kmeans_partial_fit_is_the_running_mean_at_any_offset(seed, power, sign):
