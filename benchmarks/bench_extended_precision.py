@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torchem  # noqa: E402
-from tests.reference_em import gaussian_em  # noqa: E402
+from tests.reference_em import covariances_from_scatter, dense_covariances, gaussian_em  # noqa: E402
 
 LD = np.longdouble
 TYPES = ("full", "tied", "diag", "spherical")
@@ -52,23 +52,13 @@ def _solve_lower(L, B):
     return Y
 
 
-def _dense(c, covariance_type, k, d):
-    """``[K, D, D]`` matrices from one type's layout, keeping the long double."""
-    if covariance_type == "full":
-        return c
-    if covariance_type == "tied":
-        return np.broadcast_to(c, (k, d, d))
-    eye = np.eye(d, dtype=c.dtype)
-    return np.stack([(v if covariance_type == "diag" else np.full(d, v, dtype=c.dtype)) * eye for v in c])
-
-
 def extended_em(X, weights, means, cov, covariance_type, n_iter, reg_covar=1e-6):
     """The reference EM's algorithm (Cholesky solves of centred differences) in long double."""
     X, w, m, c = (np.asarray(a).astype(LD) for a in (X, weights, means, cov))
     n, d = X.shape
     k = len(w)
     for _ in range(n_iter):
-        dense = _dense(c, covariance_type, k, d)
+        dense = dense_covariances(c, covariance_type, k, d)
         lp = np.empty((n, k), dtype=LD)
         for j in range(k):
             L = _cholesky(dense[j])
@@ -79,12 +69,7 @@ def extended_em(X, weights, means, cov, covariance_type, n_iter, reg_covar=1e-6)
         nk = r.sum(0)
         w, m = nk / n, (r.T @ X) / nk[:, None]
         S = np.stack([(r[:, j:j + 1] * (X - m[j])).T @ (X - m[j]) for j in range(k)])
-        eye = np.eye(d, dtype=LD)
-        c = {"full": lambda: S / nk[:, None, None] + reg_covar * eye,
-             "tied": lambda: S.sum(0) / n + reg_covar * eye,
-             "diag": lambda: np.stack([np.diag(S[j]) / nk[j] + reg_covar for j in range(k)]),
-             "spherical": lambda: np.array([np.trace(S[j]) / (nk[j] * d) + reg_covar for j in range(k)], dtype=LD),
-             }[covariance_type]()
+        c = covariances_from_scatter(S, nk, covariance_type, reg_covar)
     return c.astype(float)
 
 

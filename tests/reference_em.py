@@ -36,7 +36,8 @@ def _weights(w, n):
 # --------------------------------------------------------------------------------------------
 
 def dense_covariances(cov, covariance_type, k, d):
-    cov = np.asarray(cov, dtype=np.float64)
+    cov = np.asarray(cov)
+    cov = cov if np.issubdtype(cov.dtype, np.floating) else cov.astype(np.float64)  # long double kept
     if covariance_type == "full":
         return cov
     if covariance_type == "tied":
@@ -70,15 +71,21 @@ def gaussian_m_step(X, resp, w, covariance_type, reg_covar):
         diff = X - means[j]
         scatter.append((r[:, j, None] * diff).T @ diff)
     scatter = np.stack(scatter)  # [K, D, D], about each mean
+    return nk / nk.sum(), means, covariances_from_scatter(scatter, nk, covariance_type, reg_covar)
+
+
+def covariances_from_scatter(scatter, nk, covariance_type, reg_covar):
+    """Covariances in ``covariance_type``'s layout from each component's scatter about its own
+    mean ``[K, D, D]`` and its weight ``nk [K]`` (any float dtype, kept: long double too)."""
+    d = scatter.shape[-1]
+    eye = np.eye(d, dtype=scatter.dtype)
     if covariance_type == "full":
-        cov = scatter / nk[:, None, None] + reg_covar * np.eye(d)
-    elif covariance_type == "tied":
-        cov = scatter.sum(0) / nk.sum() + reg_covar * np.eye(d)
-    elif covariance_type == "diag":
-        cov = np.diagonal(scatter, axis1=1, axis2=2) / nk[:, None] + reg_covar
-    else:
-        cov = np.trace(scatter, axis1=1, axis2=2) / (nk * d) + reg_covar
-    return nk / nk.sum(), means, cov
+        return scatter / nk[:, None, None] + reg_covar * eye
+    if covariance_type == "tied":
+        return scatter.sum(0) / nk.sum() + reg_covar * eye
+    if covariance_type == "diag":
+        return np.diagonal(scatter, axis1=1, axis2=2) / nk[:, None] + reg_covar
+    return np.trace(scatter, axis1=1, axis2=2) / (nk * d) + reg_covar
 
 
 def gaussian_em(X, weights, means, cov, covariance_type, *, n_iter, reg_covar=1e-6, sample_weight=None):
@@ -122,14 +129,7 @@ def gaussian_stepwise(batches, weights, means, cov, covariance_type, *, schedule
         tot, means, scatter = run
         nk_reg = tot + 10 * np.finfo(np.float64).eps
         weights = nk_reg / nk_reg.sum()
-        if covariance_type == "full":
-            cov = scatter / nk_reg[:, None, None] + reg_covar * np.eye(d)
-        elif covariance_type == "tied":
-            cov = scatter.sum(0) / nk_reg.sum() + reg_covar * np.eye(d)
-        elif covariance_type == "diag":
-            cov = np.diagonal(scatter, axis1=1, axis2=2) / nk_reg[:, None] + reg_covar
-        else:
-            cov = np.trace(scatter, axis1=1, axis2=2) / (nk_reg * d) + reg_covar
+        cov = covariances_from_scatter(scatter, nk_reg, covariance_type, reg_covar)
     return weights, means, cov
 
 

@@ -60,28 +60,23 @@ def main():
         mean_err, cov_err = errors(model)
         print(f"{name:>17}: max error of the means {mean_err:.3f}, of the covariances {cov_err:.3f}")
 
-    section("repeated")
     test = data(100, n=5000)[0]
-    table = {name: [] for name in models}
-    for seed in range(1, 21):
-        for name, model in fits(data(seed)[1]).items():
-            table[name].append((*errors(model), model.score(test)))
-    print("20 data sets of 600 rows, 30% of entries missing (mean over the data sets):")
-    print(f"{'':>17}  {'means':>7}  {'covariances':>11}  {'test log-lik.':>13}")
-    for name, rows in table.items():
-        m, c, ll = np.mean(rows, 0)
-        print(f"{name:>17}  {m:7.3f}  {c:11.3f}  {ll:13.4f}")
 
+    def repeated(title, draw):  # the three fits on 20 data sets: mean errors and test log-likelihood
+        table = {name: [] for name in models}
+        for seed in range(1, 21):
+            for name, model in fits(draw(seed)).items():
+                table[name].append((*errors(model), model.score(test)))
+        print(title)
+        print(f"{'':>17}  {'means':>7}  {'covariances':>11}  {'test log-lik.':>13}")
+        for name, rows in table.items():
+            m, c, ll = np.mean(rows, 0)
+            print(f"{name:>17}  {m:7.3f}  {c:11.3f}  {ll:13.4f}")
+
+    section("repeated")
+    repeated("20 data sets of 600 rows, 30% of entries missing (mean over the data sets):", lambda seed: data(seed)[1])
     section("mar")
-    table = {name: [] for name in models}
-    for seed in range(1, 21):
-        for name, model in fits(data_mar(seed)).items():
-            table[name].append((*errors(model), model.score(test)))
-    print("The second feature missing where the first exceeds 1 (60% of those rows), 20 data sets:")
-    print(f"{'':>17}  {'means':>7}  {'covariances':>11}  {'test log-lik.':>13}")
-    for name, rows in table.items():
-        m, c, ll = np.mean(rows, 0)
-        print(f"{name:>17}  {m:7.3f}  {c:11.3f}  {ll:13.4f}")
+    repeated("The second feature missing where the first exceeds 1 (60% of those rows), 20 data sets:", data_mar)
 
     fig, axes = figure(ncols=3, size=3.6, sharex=True, sharey=True)
     for ax, (name, model) in zip(axes, models.items()):
