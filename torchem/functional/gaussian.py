@@ -305,15 +305,15 @@ def gaussian_log_prob_prepared(X: Tensor, prep: dict, *, return_aux: bool = Fals
     ct = COVARIANCE_TYPES[prep["covariance_type"]]
     ws = prep.get("workspace")
     Xw, c = X.to(prep["dtype"]), prep["centre"]
-    if ws is None or Xw.requires_grad or c.requires_grad:
-        xc = Xw - c
-    else:
-        xc = torch.sub(Xw, c, out=buffer(ws, "xc", broadcast_shape(Xw.shape, c.shape), Xw))
-    z = ct.features(xc, ws)
-    if "direct_means" in prep:
-        log_prob = _direct_log_prob(Xw, prep)
-    else:
-        log_prob = ct.log_prob_from_features(xc, z, prep, ws)
+    direct = "direct_means" in prep  # log-densities from x - mu: the features only for aux
+    z = None
+    if return_aux or not direct:
+        if ws is None or Xw.requires_grad or c.requires_grad:
+            xc = Xw - c
+        else:
+            xc = torch.sub(Xw, c, out=buffer(ws, "xc", broadcast_shape(Xw.shape, c.shape), Xw))
+        z = ct.features(xc, ws)
+    log_prob = _direct_log_prob(Xw, prep) if direct else ct.log_prob_from_features(xc, z, prep, ws)
     # A Mahalanobis distance cannot be negative: cap rounding at the density's peak.
     if log_prob.requires_grad:
         log_prob = torch.minimum(log_prob, prep["const"])

@@ -325,13 +325,16 @@ class _GridFamily(Family):
                         f"{t}:sxx": _LAYOUTS[t].second_moments(part, lambda: scatter(0, r) if shared else scatter(a, b), d)})
         return out
 
-    def needs_precise_pass(self, stats, params) -> bool:
-        return any(self.families[t].needs_precise_pass(self._of(stats, t), self._native(params, t, a, b))
+    def _any_type(self, check: str, stats, params) -> bool:
+        """Whether any covariance type's own family answers ``check`` with True."""
+        return any(getattr(self.families[t], check)(self._of(stats, t), self._native(params, t, a, b))
                    for t, a, b in self.segments)
 
+    def needs_precise_pass(self, stats, params) -> bool:
+        return self._any_type("needs_precise_pass", stats, params)
+
     def needs_recentring(self, stats, params) -> bool:
-        return any(self.families[t].needs_recentring(self._of(stats, t), self._native(params, t, a, b))
-                   for t, a, b in self.segments)
+        return self._any_type("needs_recentring", stats, params)
 
     def run_pass(self, source, params, hard):
         """The pass over the models whose parameters moved since the last pass; the others
