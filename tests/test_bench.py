@@ -102,9 +102,13 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
         assert (r["n"], r["d"], r["k"]) == (2000, 3, 2)
         assert r["flops_per_iter"] == flops_per_iter(r["model"], 2000, 3, 2)
         assert r["bytes_per_iter"] == bytes_per_iter(r["model"], 2000, 3, 2, 4)
-        # every row timed, from the iterations inside its one fit (the first dropped)
-        assert r["ms_per_iter"] is not None and len(r["iters_per_fit"]) == 1
-        assert len(r["iter_ms"]) == (r["iters_per_fit"][0] - 1 or 1) and all(t > 0 for t in r["iter_ms"])
+        # every row timed, from the iterations inside its fits (the first of each dropped):
+        # one fit asked for, and up to four where one fit times less than --min-seconds
+        assert r["ms_per_iter"] is not None and 1 <= len(r["iters_per_fit"]) <= 4
+        assert len(r["iter_ms"]) == sum(i - 1 or 1 for i in r["iters_per_fit"]) and all(t > 0 for t in r["iter_ms"])
+        assert len(r["cpu_share_s"]) == len(r["iters_per_fit"])
+        if res["other_cpus"] is not None:  # Linux: what other processes took is measured
+            assert r["other_cpus"] >= 0 and r["steal_cpus"] >= 0
         assert r["ms_iter_p25"] <= r["ms_per_iter"] <= r["ms_iter_p75"]
         assert r["ms_per_iter"] == pytest.approx(float(np.median(r["iter_ms"])))
         assert r["pct_peak_bw"] == pytest.approx(100 * r["gbps"] / cpu["peak_gbps"])
@@ -112,7 +116,7 @@ def test_tiny_run_writes_consistent_results(tmp_path, capsys):
             assert r["gflops"] is None and r["pct_peak_flops"] is None
         else:
             assert r["gflops"] == pytest.approx(r["flops_per_iter"] / r["ms_per_iter"] / 1e6)
-    assert by_lib_iters(res, "gmm-diag", "torchem") == [3] and by_lib_iters(res, "gmm-diag", "sklearn") == [3]
+    assert {i for lib in ("torchem", "sklearn") for i in by_lib_iters(res, "gmm-diag", lib)} == {3}
     # Same data and same initial parameters: the libraries reach the same model.
     by = {(r["model"], r["library"]): r for r in res["runs"]}
     np.testing.assert_allclose(by["gmm-diag", "torchem"]["quality"], by["gmm-diag", "sklearn"]["quality"], rtol=1e-4)
@@ -190,8 +194,87 @@ def test_quick_repeats_go_round_every_row(monkeypatch, quick):
 
     monkeypatch.setattr(run, "_time_fit", record)
     out = run.run_benchmarks(["gmm-diag", "kmeans"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
-                             quick=quick, progress=False)
+                             quick=quick, progress=False, min_seconds=0)
     expected = ["gmm-diag", "kmeans"] * 3 if quick else ["gmm-diag"] * 3 + ["kmeans"] * 3
     assert order == expected
     assert [r["model"] for r in out["runs"]] == ["gmm-diag", "kmeans"]
     assert all(r["ms_per_iter"] and len(r["iters_per_fit"]) == 3 for r in out["runs"])
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_fast_rows_get_more_fits_spread_over_the_rounds(monkeypatch, quick):
+    """An implementation whose --repeat fits would time less than --min-seconds of iterations
+    gets more fits (at most 4x --repeat), spread evenly over the rounds; a slow one keeps
+    --repeat. (Iteration times are stood in for: the schedule is what is checked.)"""
+    import torchem.bench._run as run
+
+    order = []
+    per_iter = {"gmm-diag": 0.05, "kmeans": 1e-4}  # seconds per iteration, stood in
+
+    def fake(lib, dev, spec, problem, state, iters):
+        order.append(spec.name)
+        state["iter_s"] += [per_iter[spec.name]] * iters
+        state["iters"].append(1 + iters)
+        state["share"].append((per_iter[spec.name] * iters, 0.0, 0.0))
+        state["fitted"] = None
+
+    monkeypatch.setattr(run, "_time_fit", fake)
+    # gmm-diag: 0.1 s of iterations a fit, 0.5 s wanted -> 5 fits; kmeans: capped at 4 x 3
+    out = run.run_benchmarks(["gmm-diag", "kmeans"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
+                             quick=quick, progress=False, min_seconds=0.5)
+    fits = {r["model"]: len(r["iters_per_fit"]) for r in out["runs"]}
+    assert fits == {"gmm-diag": 5, "kmeans": 12}
+    assert order.count("gmm-diag") == 5 and order.count("kmeans") == 12
+    if quick:  # each round goes over every row (kmeans takes part in all 12); gmm-diag's 5
+        # fits are spread over them, first to last
+        rounds = [order[:i].count("kmeans") for i, name in enumerate(order) if name == "gmm-diag"]
+        assert rounds == [0, 3, 6, 9, 11]
+    else:  # one group after the other
+        assert order == ["gmm-diag"] * 5 + ["kmeans"] * 12
+    slow = run.run_benchmarks(["gmm-diag"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
+                              quick=quick, progress=False, min_seconds=0.2)
+    assert len(slow["runs"][0]["iters_per_fit"]) == 3  # 3 fits time 0.3 s: no more
+    assert slow["other_cpus"] == 0.0 and slow["steal_cpus"] == 0.0
+
+
+def test_cpu_share_counts_another_process():
+    """What another process does during an interval is counted as others' CPU time, and
+    this process's own work is not."""
+    import subprocess
+    import sys
+    import time
+
+    from torchem.bench._timing import CpuShare
+
+    meter = CpuShare()
+    if not meter.available:
+        pytest.skip("no /proc/stat here")
+    meter.start()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 0.6: pass"])
+    busy.wait()
+    wall, other, steal = meter.stop()
+    assert other >= 0.4 and steal >= 0 and wall >= 0.6
+
+
+def test_cpu_share_arithmetic(tmp_path, monkeypatch):
+    """Others' time is the machine's busy ticks (user, nice, system, irq, softirq; not idle,
+    iowait or steal) less this process's own CPU time; steal is reported apart."""
+    from torchem.bench import _timing
+
+    stat = tmp_path / "stat"
+    own = iter([10.0, 10.5])
+    monkeypatch.setattr(_timing.CpuShare, "_PATH", str(stat))
+    monkeypatch.setattr(_timing.CpuShare, "_own", staticmethod(lambda: next(own)))
+    monkeypatch.setattr(_timing.CpuShare, "tick_seconds", staticmethod(lambda: 0.01))
+    #               user nice sys  idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  1000 0 200 5000 30 0 10 7 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    meter = _timing.CpuShare()
+    assert meter.available
+    meter.start()
+    stat.write_text("cpu  1100 10 230 5100 90 5 15 27 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    _, other, steal = meter.stop()
+    # busy grew by 100 + 10 + 30 + 5 + 5 = 150 ticks = 1.5 s, of which 0.5 s was this process
+    assert other == pytest.approx(1.0) and steal == pytest.approx(0.2)
+    stat.write_text("no cpu line\n")
+    assert not _timing.CpuShare().available

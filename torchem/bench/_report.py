@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+#: CPUs' worth of other work during the timed fits above which a run or row is called busy
+BUSY_CPUS = 0.25
+
 __all__ = ["format_table", "plot_results"]
 
 
@@ -24,15 +27,22 @@ def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
 def format_table(results: dict) -> str:
     """A plain-text table of ``results`` (the dict :func:`torchem.bench.run_benchmarks`
     returns): one block per model and size, one row per library and device."""
+    fits = f"{results['repeat']} or more fits" if results.get("min_seconds") else f"{results['repeat']} fits"
     lines = [
         f"torchem {results['torchem']}, torch {results['torch']}, {results['dtype']}, "
-        f"median of {results['iters']} iterations timed inside each of {results['repeat']} fits "
+        f"median of {results['iters']} iterations timed inside each of {fits} "
         f"(IQR: interquartile range of those iterations, % of the median)"
     ]
     load = results.get("load_average_before"), results.get("load_average_after")
     if None not in load:
         lines.append(f"  1-minute load average {load[0]:.1f} before the run, {load[1]:.1f} after "
                      f"({results.get('cpu_count')} CPUs)")
+    other, steal = results.get("other_cpus"), results.get("steal_cpus")
+    if other is not None:
+        busy = other + steal
+        lines.append(f"  during the timed fits other processes held {other:.2f} CPUs and the hypervisor {steal:.2f}, "
+                     "on average" + (": NOT an idle machine, timings may be off by 2x or more; rerun when idle"
+                                     if busy > BUSY_CPUS else ""))
     for dev, info in results["devices"].items():
         lines.append(
             f"  {dev}: {info['name']}; measured peak {info['peak_gflops']:.1f} GFLOP/s "

@@ -11,7 +11,12 @@ set-up costs never enter and no subtraction of two noisy fits is needed (a fit t
 after one iteration, as scikit-learn's K-means does when no label changes, keeps that one).
 Implementations alternate within each repeat, so slow spells of a shared machine hit all of
 them alike; with ``--quick`` (6 repeats) each repeat also goes round every row, so a row's
-fits span the whole run rather than one stretch of it. FLOPs and bytes per iteration are counted as in
+fits span the whole run rather than one stretch of it. ``--repeat`` is the least number of
+fits: an implementation whose timed iterations add up to less than ``--min-seconds`` over
+them gets more (at most four times as many), spread evenly over the rounds, so a fast row's
+median is not a handful of moments. While each fit runs, the CPU time that other processes
+and the hypervisor (steal) take is measured (``/proc/stat``); the row reports it, and the
+table warns when the machine was not idle. FLOPs and bytes per iteration are counted as in
 :func:`torchem.bench.flops_per_iter` and :func:`torchem.bench.bytes_per_iter` and divided by
 the median; the device's peak is measured once per run (``measure_peak``).
 """
@@ -37,8 +42,8 @@ import torch
 from .. import __version__
 from ._cases import MODELS, ON_DEVICE, REFERENCES, RUNNERS, installed_references, make_problem
 from ._counts import bytes_per_iter, flops_per_iter
-from ._report import format_table, plot_results
-from ._timing import IterationClock, measure_peak
+from ._report import BUSY_CPUS, format_table, plot_results
+from ._timing import CpuShare, IterationClock, measure_peak
 
 __all__ = ["build_parser", "main", "run_benchmarks"]
 
@@ -46,6 +51,9 @@ _DTYPES = {"float32": (torch.float32, np.float32), "float64": (torch.float64, np
 _QUALITY = {"gmm": "loglik", "gmm-ic": "loglik", "bgmm": "loglik", "bernoulli": "loglik", "poisson": "loglik", "categorical": "loglik", "kmeans": "inertia"}
 #: pause after a reference library's fits, so OpenBLAS's spinning threads go idle before torch runs
 _PAUSE_S = 0.2
+#: at most this many times ``repeat`` fits for an implementation whose iterations are fast
+_MAX_EXTRA_FITS = 4
+
 
 
 def _progress(total: int, enabled: bool):
@@ -101,11 +109,35 @@ def _row(spec, n, d, k, library, device, dtype, iters, state) -> dict:
     row.update(iter_ms=[1e3 * t for t in state["iter_s"]], iters_per_fit=state["iters"],
                ms_per_iter=statistics.median(ms), ms_iter_p25=_quantile(ms, 0.25), ms_iter_p75=_quantile(ms, 0.75))
     row["spread"] = (row["ms_iter_p75"] - row["ms_iter_p25"]) / row["ms_per_iter"]
+    row["cpu_share_s"] = [list(t) for t in state["share"]]  # (wall, other, steal) seconds per fit
+    row.update(_shares(state["share"]))
+    notes = []
     if state.get("first_only"):
-        row["note"] = "stopped after its first iteration, which is the one timed"
+        notes.append("stopped after its first iteration, which is the one timed")
+    if row["other_cpus"] is not None and _busy_beyond_ticks(row["other_cpus"] + row["steal_cpus"], state["share"]):
+        notes.append(f"busy machine: others held {row['other_cpus'] + row['steal_cpus']:.2f} CPUs during its fits")
+    if notes:
+        row["note"] = "; ".join(notes)
     if (library, spec.family) in _SKIPS_WORK:
         row["skips_work"] = True
     return row
+
+
+def _shares(shares: list) -> dict:
+    """The CPUs' worth of work that other processes (``other_cpus``) and the hypervisor
+    (``steal_cpus``) did, on average, during the timed fits ``shares`` (``(wall, other,
+    steal)`` seconds each, from :class:`~torchem.bench._timing.CpuShare`)."""
+    wall = sum(w for w, _, _ in shares)
+    if not shares or wall <= 0 or any(o is None for _, o, _ in shares):
+        return {"other_cpus": None, "steal_cpus": None}
+    return {"other_cpus": sum(o for _, o, _ in shares) / wall, "steal_cpus": sum(t for _, _, t in shares) / wall}
+
+
+def _busy_beyond_ticks(busy_cpus: float, shares: list) -> bool:
+    """Whether others held more than ``BUSY_CPUS`` during the fits ``shares``, beyond the
+    counters' rounding (``/proc/stat`` ticks: two per fit, adding up as a random walk)."""
+    wall = sum(w for w, _, _ in shares)
+    return busy_cpus - 2 * CpuShare.tick_seconds() * math.sqrt(len(shares)) / wall > BUSY_CPUS
 
 
 def _add_ratios(rows: list[dict], references: tuple[str, ...]) -> None:
@@ -132,12 +164,15 @@ def run_benchmarks(
     quick: bool = False,
     seed: int = 0,
     progress: bool = True,
+    min_seconds: float = 0.3,
 ) -> dict:
     """Run the benchmark and return the results (the JSON ``torchem bench --json`` writes).
 
     ``n``, ``d``, ``k``: lists of sizes (every combination is run), or ``None`` for each
     model's default (``quick``: smaller) size. ``references``: True for every installed
-    reference library, False for none, or a list of names."""
+    reference library, False for none, or a list of names. ``repeat``: the least number of
+    timed fits per implementation; one whose timed iterations add up to less than
+    ``min_seconds`` gets more (at most four times as many)."""
     tdtype, ndtype = _DTYPES[dtype]
     wanted = None if references is True else (references or [])
     skipped: dict = {}
@@ -173,17 +208,51 @@ def run_benchmarks(
         if rounds:
             held.append(job)
             continue
-        for _ in range(repeat):
-            _time_round(job, iters, bar)
+        _time_rounds([job], iters, repeat, min_seconds, bar)
         results["runs"] += _finish_job(job, tdtype, iters, results["devices"])
-    for _ in range(repeat if rounds else 0):
-        for job in held:
-            _time_round(job, iters, bar)
+    _time_rounds(held, iters, repeat, min_seconds, bar)
     for job in held:
         results["runs"] += _finish_job(job, tdtype, iters, results["devices"])
     bar.close()
+    results["min_seconds"] = min_seconds
+    results.update(_shares([tuple(t) for r in results["runs"] for t in r.get("cpu_share_s", [])]))
     results["load_average_after"] = _load()
     return results
+
+
+def _fits_wanted(state: dict, repeat: int, min_seconds: float) -> int:
+    """How many timed fits an implementation gets: ``repeat``, or more (up to
+    ``_MAX_EXTRA_FITS * repeat``) where ``repeat`` fits like its first one would time less
+    than ``min_seconds`` of iterations in all."""
+    if state.get("error") or not state["iter_s"] or min_seconds <= 0:
+        return repeat
+    per_fit = sum(state["iter_s"])
+    return max(repeat, min(_MAX_EXTRA_FITS * repeat, math.ceil(min_seconds / max(per_fit, 1e-9))))
+
+
+def _time_rounds(jobs: list[dict], iters: int, repeat: int, min_seconds: float, bar) -> None:
+    """Time ``jobs`` in rounds, each round one fit of every taking part implementation of
+    every job, alternating. Every implementation takes part in the first round; from its
+    timings each gets its number of fits (:func:`_fits_wanted`), the remaining ones spread
+    evenly over the remaining rounds."""
+    if not jobs:
+        return
+    for job in jobs:
+        _time_round(job, iters, bar, lambda state: True)
+    states = [state for job in jobs for state in job["states"].values()]
+    for state in states:
+        state["fits_wanted"] = _fits_wanted(state, repeat, min_seconds)
+    total = max(state["fits_wanted"] for state in states)
+    if hasattr(bar, "total") and bar.total is not None:
+        bar.total += sum(state["fits_wanted"] - repeat for state in states)
+        bar.refresh()
+
+    def takes_part(i):  # round i of 1 .. total - 1 (fits_wanted - 1 of them each, evenly spread)
+        return lambda state: (i * (state["fits_wanted"] - 1)) // (total - 1) > ((i - 1) * (state["fits_wanted"] - 1)) // (total - 1)
+
+    for i in range(1, total):
+        for job in jobs:
+            _time_round(job, iters, bar, takes_part(i))
 
 
 def _prepare_job(spec, size, impls, *, dtype, seed, bar) -> dict:
@@ -192,7 +261,7 @@ def _prepare_job(spec, size, impls, *, dtype, seed, bar) -> dict:
     problem = make_problem(spec, nn, dd, kk, dtype, seed)
     states = {}
     for lib, dev in impls:
-        state = states[(lib, dev)] = {"iter_s": [], "iters": []}
+        state = states[(lib, dev)] = {"iter_s": [], "iters": [], "share": []}
         try:
             state["data"] = RUNNERS[lib].prepare(problem.X, dev)
             RUNNERS[lib].fit(spec, state["data"], problem.init, 2, IterationClock(dev))
@@ -204,10 +273,13 @@ def _prepare_job(spec, size, impls, *, dtype, seed, bar) -> dict:
     return {"spec": spec, "size": size, "problem": problem, "states": states}
 
 
-def _time_round(job: dict, iters: int, bar) -> None:
-    """One timed fit of every implementation of the row group, alternating."""
+def _time_round(job: dict, iters: int, bar, takes_part) -> None:
+    """One timed fit of every implementation of the row group for which ``takes_part(state)``
+    holds, alternating."""
     spec, problem = job["spec"], job["problem"]
     for (lib, dev), state in job["states"].items():
+        if not takes_part(state):
+            continue
         if not state.get("error"):
             try:
                 _time_fit(lib, dev, spec, problem, state, iters)
@@ -250,9 +322,11 @@ def _load():
 def _time_fit(lib, dev, spec, problem, state, iters) -> None:
     """One fit of ``1 + iters`` iterations, timed per iteration from inside; the first
     iteration is dropped unless it is the only one."""
-    clock = IterationClock(dev)
+    clock, share = IterationClock(dev), state.setdefault("meter", CpuShare())
+    share.start()
     fitted = RUNNERS[lib].fit(spec, state["data"], problem.init, 1 + iters, clock)
     seconds = clock.seconds()
+    state["share"].append(share.stop())
     state["iters"].append(len(seconds))
     if len(seconds) == 1:
         state["first_only"] = True
@@ -268,7 +342,8 @@ def _add_rates(row: dict, peak: dict) -> None:
     row["gbps"] = row["bytes_per_iter"] / ms / 1e6
     row["pct_peak_bw"] = 100.0 * row["gbps"] / peak["peak_gbps"]
     if row.get("skips_work"):
-        row["note"] = "bounded pass: skips distances, so no FLOP rate or %-of-peak from the dense count"
+        note = "bounded pass: skips distances, so no FLOP rate or %-of-peak from the dense count"
+        row["note"] = note + (f"; {row['note']}" if row.get("note") else "")
         row["gflops"] = None
         return
     row["pct_peak_flops"] = 100.0 * row["gflops"] / peak["peak_gflops"]
@@ -316,6 +391,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=_positive_int, default=None,
                         help="fits per implementation; their iterations are pooled (default 3; 6 with --quick, "
                              "in rounds over every row)")
+    parser.add_argument("--min-seconds", type=float, default=0.3, metavar="S",
+                        help="an implementation whose timed iterations add up to less than S seconds over "
+                             "--repeat fits gets more fits, up to 4x --repeat (default 0.3; 0: exactly --repeat)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 5 iterations: under a minute on a 2-core CPU")
     parser.add_argument("--references", type=_list(str), metavar="LIST",
@@ -388,11 +466,13 @@ def run_from_args(args: argparse.Namespace) -> int:
             return _fail(f"unknown reference librar{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
                          f"choose from {', '.join(REFERENCES)}")
         iters = args.iters or (5 if args.quick else 20)
+        if not (args.min_seconds >= 0 and math.isfinite(args.min_seconds)):
+            return _fail(f"--min-seconds must be a non-negative number of seconds, got {args.min_seconds}")
         try:
             results = run_benchmarks(
                 models, n=args.n, d=args.d, k=args.k, devices=tuple(dict.fromkeys(devices)), dtype=args.dtype,
                 iters=iters, repeat=args.repeat or (6 if args.quick else 3), references=references, quick=args.quick,
-                seed=args.seed, progress=not args.no_progress,
+                seed=args.seed, progress=not args.no_progress, min_seconds=args.min_seconds,
             )
         except ValueError as exc:
             return _fail(str(exc))

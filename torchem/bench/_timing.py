@@ -3,18 +3,20 @@
 On CUDA an interval is measured with ``torch.cuda.Event`` pairs recorded on the current
 stream (the device is synchronised first, so earlier work does not leak in); on the CPU with
 ``time.perf_counter``. :class:`IterationClock` takes a timestamp at each iteration boundary
-inside one fit.
+inside one fit. :class:`CpuShare` measures how much of the machine other processes (and the
+hypervisor, as steal time) took while an interval ran, from ``/proc/stat`` where there is one.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Callable
 
 import torch
 
-__all__ = ["IterationClock", "device_name", "measure_peak", "timed"]
+__all__ = ["CpuShare", "IterationClock", "device_name", "measure_peak", "timed"]
 
 
 def _is_cuda(device: str) -> bool:
@@ -68,6 +70,62 @@ class IterationClock:
             self.stamps[-1].synchronize()
             return [a.elapsed_time(b) / 1e3 for a, b in zip(self.stamps, self.stamps[1:])]
         return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+
+
+class CpuShare:
+    """CPU time that other processes and the hypervisor took while intervals ran.
+
+    ``start()`` and ``stop()`` bracket an interval; ``stop()`` returns ``(wall, other,
+    steal)`` in seconds: its wall time, the CPU time every other process used meanwhile (the
+    machine's busy time in ``/proc/stat`` less this process's own), and the time the
+    hypervisor gave this machine's CPUs to others (``steal``). ``/proc/stat`` counts in clock
+    ticks (:attr:`tick`, 10 ms), so a figure is meaningful summed over many intervals, within
+    about a tick per interval, not for one short interval. Where ``/proc/stat`` cannot be read (not Linux) ``other`` and ``steal`` are
+    ``None``."""
+
+    _PATH = "/proc/stat"
+
+    def __init__(self):
+        self.tick = self.tick_seconds()
+        self.available = self._read() is not None
+        self._begin = None
+
+    @staticmethod
+    def tick_seconds() -> float:
+        """The length of a ``/proc/stat`` clock tick."""
+        try:
+            return 1.0 / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, ValueError, OSError):
+            return 0.01
+
+    def _read(self):
+        """``(busy, steal)`` seconds of the whole machine, or None."""
+        try:
+            with open(self._PATH) as fh:
+                fields = fh.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu" or len(fields) < 9:
+            return None
+        # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+        # counted in user already
+        v = [int(x) for x in fields[1:9]]
+        return (v[0] + v[1] + v[2] + v[5] + v[6]) * self.tick, v[7] * self.tick
+
+    @staticmethod
+    def _own() -> float:
+        return time.process_time()  # every thread of this process, to the nanosecond
+
+    def start(self) -> None:
+        self._begin = (time.perf_counter(), self._read(), self._own())
+
+    def stop(self) -> tuple[float, float | None, float | None]:
+        end = (time.perf_counter(), self._read(), self._own())
+        wall = end[0] - self._begin[0]
+        if self._begin[1] is None or end[1] is None:
+            return wall, None, None
+        other = (end[1][0] - self._begin[1][0]) - (end[2] - self._begin[2])
+        return wall, max(other, 0.0), end[1][1] - self._begin[1][1]
 
 
 def device_name(device: str) -> str:
