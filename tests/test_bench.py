@@ -193,6 +193,7 @@ def test_quick_repeats_go_round_every_row(monkeypatch, quick):
         return real(lib, dev, spec, problem, state, iters)
 
     monkeypatch.setattr(run, "_time_fit", record)
+    monkeypatch.setattr(run, "measure_peak", lambda *a, **kw: {"peak_gflops": 1.0, "peak_gbps": 1.0})
     out = run.run_benchmarks(["gmm-diag", "kmeans"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
                              quick=quick, progress=False, min_seconds=0)
     expected = ["gmm-diag", "kmeans"] * 3 if quick else ["gmm-diag"] * 3 + ["kmeans"] * 3
@@ -219,6 +220,7 @@ def test_fast_rows_get_more_fits_spread_over_the_rounds(monkeypatch, quick):
         state["fitted"] = None
 
     monkeypatch.setattr(run, "_time_fit", fake)
+    monkeypatch.setattr(run, "measure_peak", lambda *a, **kw: {"peak_gflops": 1.0, "peak_gbps": 1.0})
     # gmm-diag: 0.1 s of iterations a fit, 0.5 s wanted -> 5 fits; kmeans: capped at 4 x 3
     out = run.run_benchmarks(["gmm-diag", "kmeans"], n=[500], d=[2], k=[2], iters=2, repeat=3, references=False,
                              quick=quick, progress=False, min_seconds=0.5)
@@ -278,3 +280,17 @@ def test_cpu_share_arithmetic(tmp_path, monkeypatch):
     assert other == pytest.approx(1.0) and steal == pytest.approx(0.2)
     stat.write_text("no cpu line\n")
     assert not _timing.CpuShare().available
+
+
+def test_a_rate_above_the_measured_peak_is_flagged():
+    """%-of-peak above 100 means a FLOP or byte count, or the peak, is wrong: the row says so
+    rather than printing it as an achievement."""
+    from torchem.bench._run import _add_rates
+
+    row = {"ms_per_iter": 1.0, "flops_per_iter": 3e9, "bytes_per_iter": 1e6, "note": "x"}
+    _add_rates(row, {"peak_gflops": 2000.0, "peak_gbps": 100.0})
+    assert row["pct_peak_flops"] == pytest.approx(150.0) and row["note"].startswith("above the measured peak")
+    assert row["note"].endswith("; x")
+    row = {"ms_per_iter": 1.0, "flops_per_iter": 1e9, "bytes_per_iter": 1e6}
+    _add_rates(row, {"peak_gflops": 2000.0, "peak_gbps": 100.0})
+    assert row["pct_peak_flops"] == pytest.approx(50.0) and "note" not in row
