@@ -385,8 +385,7 @@ class _KMeansFamily(Lloyd):
         first rows, rounded to the data's dtype; zero where the data already lie about the
         origin, within their spread, as the rounding of a centring would cost more accuracy
         than it buys), ``Xc`` the data less ``ref`` in their dtype (the data itself where
-        ``ref`` is zero: no copy), and ``xx`` the float64 ``|x - ref|^2`` as the data's dtype
-        rounds it (the GEMM's error bound is written in it, :meth:`_assign_rows`). Also takes the exact ``sum w |x - ref|^2`` of :meth:`_inertia` (float64),
+        ``ref`` is zero: no copy), and ``xx`` their ``|x - ref|^2`` in their dtype (the GEMM's error bound is written in it, :meth:`_assign_rows`). Also takes the exact ``sum w |x - ref|^2`` of :meth:`_inertia` (float64),
         unless the tolerance's pass took it."""
         X = source.X
         b, n, d = X.shape
@@ -402,16 +401,21 @@ class _KMeansFamily(Lloyd):
         step = 2**16
         for s in range(0, b * n, step):
             torch.mv(Xc[s : s + step].square(), ones, out=xx[s : s + step])
-        self.rows = (Xc, xx.double(), refd)
+        self.rows = (Xc, xx, refd)
 
     @staticmethod
     def _relative_error(d: int, k: int, dtype: torch.dtype) -> float:
         """The error of a GEMM entry of :meth:`_assign_rows` (``|c|^2 - 2 x.c`` against the
         squared distance less ``|x|^2``, on centred data), per unit of ``|x|^2 + max |c|^2``:
         the expansion's rounding, ``2 (D + 2) eps``, the centre's index written in the low
-        ``bits`` of the entry, ``2^(bits + 1) eps``, and ``2 eps`` to spare."""
+        ``bits`` of the entry, ``2^(bits + 1) eps``, and ``18 eps`` for the rounding of the
+        bounds' own arithmetic in the data's dtype. (A squared distance ``|x - c|^2`` is at
+        most ``2 (|x|^2 + max |c|^2)``, so the ``16 eps`` of those widen the upper bound's
+        square by at least ``8 eps`` of itself, and narrow the lower's: room for the rounding
+        of their sums (``eps``), of their square roots (``eps / 2``) and of their difference
+        (``eps / 2``), with ``eps`` to spare.)"""
         bits = (k - 1).bit_length()
-        return (2.0 * (d + 2) + 2.0 ** (bits + 1) + 2.0) * torch.finfo(dtype).eps
+        return (2.0 * (d + 2) + 2.0 ** (bits + 1) + 18.0) * torch.finfo(dtype).eps
 
     def _spread(self, source: TensorSource, ref: Tensor) -> Tensor:
         """``[B]`` (weighted) ``sum w |x - ref|^2`` in float64, in cache-sized blocks."""
@@ -457,22 +461,23 @@ class _KMeansFamily(Lloyd):
         k = c64.shape[0]
         dtype = X.dtype
         bits = (k - 1).bit_length()
+        mask = (1 << bits) - 1
+        block = max(256, min(n, 2**17 // max(k, 1)))  # a [K, block] matrix of 512 kB
+        positions, low_bits, coef, sign = self._constants(X, k, block)
         c_cen = c64 - ref.double()  # about the rounded reference the data is centred on
-        cmax = c_cen.square().sum(-1).amax()  # a 0-d tensor: no host synchronisation
         cc = c_cen.to(dtype)
-        cn = cc.square().sum(-1).unsqueeze(1)  # [K, 1]
+        cn = cc.square().sum(-1, keepdim=True)  # [K, 1]
         rel = self._relative_error(d, k, dtype)
         # a subnormal entry's index bits move it by up to 2^bits of the smallest subnormal
         tiny = 2.0 ** (bits + 1) * float(torch.finfo(dtype).smallest_normal) * torch.finfo(dtype).eps
-        block = max(256, min(n, int(__import__("os").environ.get("KB", 2**16)) // max(k, 1)))
+        err = float(c_cen.square().sum(-1).amax()) * rel + tiny  # the error's part common to all rows
         two = buffer(ws, "two", (2, n), X)  # the smallest and second smallest entry of each row
-        as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]  # the entries' bits
-        mask = (1 << bits) - 1
-        if k > 1:
-            positions = torch.arange(min(n, block), device=X.device)
-            low_bits = torch.arange(k, dtype=as_int, device=X.device).unsqueeze(1)  # [K, 1]
-        else:
+        # (every row-sized temporary is a workspace buffer: a fresh one of more than 128 kB is
+        # a fresh mapping whose pages fault in on every pass)
+        new = buffer(ws, "new", (n,), lab)
+        if k == 1:
             two[1].fill_(torch.inf)
+            new.zero_()
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
@@ -480,25 +485,17 @@ class _KMeansFamily(Lloyd):
             if k == 1:
                 torch.amin(d2, 0, out=two[0, s:e])
                 continue
-            d2.view(as_int).bitwise_and_(~mask).bitwise_or_(low_bits)
+            d2.view(low_bits.dtype).bitwise_and_(~mask).bitwise_or_(low_bits)
             best = torch.amin(d2, 0, out=two[0, s:e])
-            # the second smallest: the winner's entry set to infinity through the flat view
             # (a NaN row, settled exactly below, may carry any bits: clamped)
-            win = torch.bitwise_and(best.view(as_int), mask, out=buffer(ws, "win", (m,), low_bits)).clamp_max_(k - 1)
+            win = torch.bitwise_and(best.view(low_bits.dtype), mask, out=buffer(ws, "win", (m,), low_bits)).clamp_max_(k - 1)
+            new[s:e] = win
+            # the second smallest: the winner's entry set to infinity through the flat view
             flat = torch.add(positions[:m], win, alpha=m)
             torch.amin(d2.view(-1).index_fill_(0, flat, torch.inf).view(k, m), 0, out=two[1, s:e])
-        # (every row-sized temporary is a workspace buffer: a fresh one of more than 128 kB is
-        # a fresh mapping whose pages fault in on every pass)
-        new = buffer(ws, "new", (n,), lab)
-        if k == 1:
-            new.zero_()
-        else:
-            win = torch.bitwise_and(two[0].view(as_int), mask, out=buffer(ws, "win", (n,), low_bits))
-            new.copy_(win.clamp_max_(k - 1))
-        # bounds: sqrt(best + |x|^2 + err) and sqrt(second + |x|^2 - err), in float64
-        sign = torch.tensor([[1.0], [-1.0]], dtype=torch.float64, device=X.device)
-        bnd = torch.addcmul(sign * (cmax * rel + tiny), sign * rel + 1.0, xx, out=buffer(ws, "bounds", (2, n), xx))
-        bnd.add_(two)
+        # bounds: sqrt(best + |x|^2 + err) and sqrt(second + |x|^2 - err), in the data's dtype
+        # (rel counts their rounding: a float64 square root costs five times a float32 one)
+        bnd = torch.addcmul(two, coef, xx, out=buffer(ws, "bounds", (2, n), X)).add_(sign, alpha=err)
         # (written as "not above" so that a row whose squares overflow the dtype, NaN or
         # infinity here, is settled exactly too)
         close = None if k == 1 else torch.gt(bnd[1], bnd[0]).logical_not_().nonzero(as_tuple=True)[0]
@@ -508,9 +505,11 @@ class _KMeansFamily(Lloyd):
             ex = (X.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
             lc = _argmin_keeping(ex, old, first)
             new.index_copy_(0, close, lc)
-            bnd[0].index_copy_(0, close, ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_())
-            bnd[1].index_copy_(0, close, ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_())
+            own = ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_()
+            other = ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_()
         torch.sub(bnd[1], bnd[0], out=slack)
+        if close is not None and close.numel():
+            slack.index_copy_(0, close, other.sub_(own))
         idx = None if first else torch.ne(new, lab).nonzero(as_tuple=True)[0]
         if idx is None or idx.numel():
             lab_new = new if idx is None else new.index_select(0, idx)
@@ -520,6 +519,20 @@ class _KMeansFamily(Lloyd):
                 lab_old = None if lab_old is None else lab_old + base
             self._move_rows(X, idx, w, lab_old, lab_new)
         lab.copy_(new)
+
+    def _constants(self, X: Tensor, k: int, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fit's constants of :meth:`_assign_rows` (made once): ``positions [block]``, the
+        centres' indices ``[K, 1]`` as integers the width of the data's dtype, and the
+        bounds' ``1 + rel`` and ``1 - rel``, ``+1`` and ``-1`` ``[2, 1]`` in that dtype."""
+        key = ("constants", k, block, X.dtype)
+        if key not in self.workspace:
+            as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]
+            rel = self._relative_error(X.shape[1], k, X.dtype)
+            self.workspace[key] = (torch.arange(block, device=X.device),
+                                   torch.arange(k, dtype=as_int, device=X.device).unsqueeze(1),
+                                   torch.tensor([[1.0 + rel], [1.0 - rel]], dtype=X.dtype, device=X.device),
+                                   torch.tensor([[1.0], [-1.0]], dtype=X.dtype, device=X.device))
+        return self.workspace[key]
 
     def _move_rows(self, X: Tensor, idx: Tensor | None, w: Tensor | None, old: Tensor | None, new: Tensor) -> None:
         """Move the rows ``idx [c]`` of ``X [S, D]`` (all of them with ``idx = None``; weights
