@@ -359,12 +359,18 @@ class _KMeansFamily(Lloyd):
         inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
         rows = (torch.arange(b * r, device=centers.device) * k).view(b, r, 1)  # first centre of each restart
         c_flat = centers.reshape(b * r * k, d)
-        for start, X, w in source.chunks():
-            lab = self.labels[..., start : start + X.shape[1]]
-            nearest = c_flat.index_select(0, (lab + rows).view(-1)).view(*lab.shape, d)  # [B, R, n, D]
-            diff = torch.sub(X.unsqueeze(1), nearest, out=nearest).square_().view(-1, d)
-            dist = torch.mv(diff, diff.new_ones(d)).view(lab.shape).double()  # a GEMV: no sum over short rows
-            inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
+        X, wt, ws = source.X, source.sample_weight, self.workspace
+        ones = X.new_ones(d)
+        n = X.shape[1]
+        step = max(1, 2**16 // (d * b * r))  # blocks that stay in cache, in reused buffers
+        for start in range(0, n, step):
+            lab = self.labels[..., start : start + step]
+            m = lab.shape[-1]
+            idx = lab.reshape(-1) if b * r == 1 else (lab + rows).view(-1)
+            nearest = torch.index_select(c_flat, 0, idx, out=buffer(ws, "nearest", (b * r * m, d), X)).view(b, r, m, d)
+            diff = torch.sub(X[:, None, start : start + m], nearest, out=nearest).square_().view(-1, d)
+            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), X)).view(b, r, m)  # a GEMV: no sum over short rows
+            inertia += (dist.double() if wt is None else dist.double() * wt[:, None, start : start + m].double()).sum(-1)
         inertia, counts = all_reduce_sum([inertia, stats["counts"]])
         return self.labels, inertia, counts
 
@@ -422,15 +428,17 @@ class _KMeansFamily(Lloyd):
         X, wt = source.X, source.sample_weight
         b, n, d = X.shape
         spread = torch.zeros(b, dtype=torch.float64, device=X.device)
-        step = max(1, 2**15 // d)
+        step = max(1, 2**17 // d)
         for bi in range(b):
+            parts = []
             for s in range(0, n, step):
                 x = buffer(self.workspace, "spread", (min(n, s + step) - s, d), ref).copy_(X[bi, s : s + step]).sub_(ref[bi])
                 if wt is None:
                     flat = x.view(-1)
-                    spread[bi] += torch.dot(flat, flat)
+                    parts.append(torch.dot(flat, flat))
                 else:
-                    spread[bi] += torch.dot(torch.mv(x.square_(), x.new_ones(d)), wt[bi, s : s + step].double())
+                    parts.append(torch.dot(torch.mv(x.square_(), x.new_ones(d)), wt[bi, s : s + step].double()))
+            spread[bi] = torch.stack(parts).sum()
         return spread
 
     def _assign_rows(self, X: Tensor, Xc: Tensor, xx: Tensor, w: Tensor | None, c64: Tensor, ref: Tensor, base: int,
