@@ -479,6 +479,8 @@ class _KMeansFamily(Lloyd):
         # a subnormal entry's index bits move it by up to 2^bits of the smallest subnormal
         tiny = 2.0 ** (bits + 1) * float(torch.finfo(dtype).smallest_normal) * torch.finfo(dtype).eps
         err = float(c_cen.square().sum(-1).amax()) * rel + tiny  # the error's part common to all rows
+        # (past the dtype's range every row's bounds overflow, and all are settled exactly)
+        err = min(err, float(torch.finfo(dtype).max))
         two = buffer(ws, "two", (2, n), X)  # the smallest and second smallest entry of each row
         # (every row-sized temporary is a workspace buffer: a fresh one of more than 128 kB is
         # a fresh mapping whose pages fault in on every pass)
