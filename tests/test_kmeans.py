@@ -272,3 +272,20 @@ def test_float32_fit_is_lloyd_in_float64_from_the_float32_centres(k):
     np.testing.assert_allclose(km.cluster_centers_, c, rtol=1e-6, atol=1e-6)
     d = ((X64[:, None] - c.astype(np.float64)[None]) ** 2).sum(-1).min(1)
     assert km.inertia_ == pytest.approx(d.sum(), rel=1e-6)
+
+
+def test_fit_leaves_torch_thread_count_as_it_found_it():
+    """A small CPU fit runs on one intra-op thread; the user's setting is restored after it,
+    whether it succeeds or fails."""
+    X, init = _data(3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        KMeans(5, init=init, max_iter=3).fit(X, callback=lambda it, lb, m: seen.append(torch.get_num_threads()) and False)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="initial centers"):
+            KMeans(5, init=init[:, :2]).fit(X)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -640,6 +642,30 @@ class _KMeansFamily(Lloyd):
         return shift <= self.tol.unsqueeze(-1)
 
 
+@contextlib.contextmanager
+def _one_thread_if_small(X, k: int, limit: int):
+    """Run the block on one intra-op thread when ``X`` (an array or tensor ``[..., N, D]`` on
+    the CPU) is small, ``N D K <= limit``, and restore torch's thread count after it.
+
+    A small K-means fit is a few thousand operations of tens of microseconds each, on
+    vectors of ~10^5 entries: above torch's grain size, so each is split over the threads,
+    and each split's fork and join costs as much as the operation (on a loaded machine,
+    waiting for a busy core, many times more). One thread runs such a fit faster."""
+    shape = getattr(X, "shape", None)
+    device = getattr(X, "device", None)
+    before = torch.get_num_threads()
+    small = (shape is not None and len(shape) >= 2 and before > 1 and (device is None or torch.device(device).type == "cpu")
+             and int(np.prod(shape)) * k <= limit)
+    if not small:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
     torchem's batched driver.
@@ -664,7 +690,9 @@ class KMeans(EMEstimator):
     passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
     with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
     the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
-    shape ``[B, N, D]`` clusters ``B`` independent datasets.
+    shape ``[B, N, D]`` clusters ``B`` independent datasets. A small fit on the CPU (``N D K
+    <= 2^24``) runs on one intra-op thread, torch's thread count restored after it: its
+    operations are too short to gain from splitting.
 
     Args:
         n_clusters: number of clusters ``K``.
@@ -690,6 +718,9 @@ class KMeans(EMEstimator):
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans
     _estimator_type = "clusterer"
+    #: In-memory CPU fits with ``N D K`` at most this run on one intra-op thread (restored
+    #: after the fit): see :func:`_one_thread_if_small`.
+    _single_thread_work: int = 2**24
 
     def __init__(
         self,
@@ -857,7 +888,8 @@ class KMeans(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, sample_weight, callback=callback, labels=labels)
+        with _one_thread_if_small(X, int(self.n_clusters), self._single_thread_work):
+            self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
