@@ -76,27 +76,17 @@ def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
     return torch.where((counts > 0)[:, None, :, None], seeded, centers)
 
 
-def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None, dim: int = -1) -> Tensor:
-    """Argmin over the centres (dimension ``dim``: ``d2 [S, K]``, or ``[K, S]`` with
-    ``dim=0``) that keeps the ``current`` label of every point where it still attains the
-    minimum. On CPU an argmin over a short dimension costs several times a plain ``amin``,
-    and after the first passes few points change label, so the argmin is taken only on those
-    (on ties the current label stays, as in the bounded passes)."""
-    if best is None:
-        best = d2.amin(dim)
+def _argmin_keeping(d2: Tensor, current: Tensor, first: bool) -> Tensor:
+    """Argmin over the centres of ``d2 [S, K]`` that keeps the ``current [S]`` label of every
+    point where it still attains the minimum (``first``: no current labels, the plain
+    argmin): on exact ties the current label stays, as in the bounded passes."""
     if first:
-        if dim != 0:
-            return d2.argmin(dim)
-        # [K, S]: the first centre attaining the minimum, one comparison per centre
-        new = torch.zeros(d2.shape[1], dtype=torch.int64, device=d2.device)
-        for j in range(d2.shape[0] - 1, -1, -1):
-            new.masked_fill_(d2[j] == best, j)
-        return new
+        return d2.argmin(-1)
+    best = d2.amin(-1)
     new = current.clone()
-    rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
+    rows = (d2.gather(-1, current.unsqueeze(-1)).squeeze(-1) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        # the rows as [rows, K] (contiguous): an argmin down strided columns is slower still
-        new.index_copy_(0, rows, (d2.t() if dim == 0 else d2).index_select(0, rows).argmin(1))
+        new.index_copy_(0, rows, d2.index_select(0, rows).argmin(1))
     return new
 
 
@@ -248,14 +238,15 @@ class _KMeansFamily(Lloyd):
         with all ``K`` centres (:meth:`_assign_rows`: a GEMM in the data's dtype, the
         near-ties its rounding cannot settle taken exactly in float64), gathered, or in place
         where they are most of their chunk (:attr:`dense_fraction`). (Hamerly's second test,
-        the upper bound against half the distance to the nearest other centre, and his
-        tightening of the upper bound before the full comparison, each cost about as much as
-        they save here: per-point work is a few vector operations, and the GEMM is cheap.)
-        The assignment is exactly Lloyd's; the per-cluster sums are kept up to date by moving
-        only the points that changed cluster (float64 scatter-adds). Points the source labels
-        are assigned with the others in the first pass and then moved to their own cluster
-        (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they are
-        pinned again).
+        the upper bound against half the distance from its centre to the nearest other, needs
+        the upper bound on its own; without it the state is one number per point, moved and
+        tested with two vector operations a pass. His tightening of the upper bound before
+        the full comparison cost as much as it saved: a whole 500k x 32, K = 64 fit ran 15%
+        faster without.) The assignment is exactly Lloyd's; the per-cluster sums are kept up
+        to date by moving only the points that changed cluster (float64 scatter-adds). Points
+        the source labels are assigned with the others in the first pass and then moved to
+        their own cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns
+        them, and they are pinned again).
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
@@ -371,7 +362,8 @@ class _KMeansFamily(Lloyd):
             idx = lab.reshape(-1) if b * r == 1 else (lab + rows).view(-1)
             nearest = torch.index_select(c_flat, 0, idx, out=buffer(ws, "nearest", (b * r * m, d), X)).view(b, r, m, d)
             diff = torch.sub(X[:, None, start : start + m], nearest, out=nearest).square_().view(-1, d)
-            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), X)).view(b, r, m)  # a GEMV: no sum over short rows
+            # a GEMV: no sum over short rows
+            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), X)).view(b, r, m)
             inertia += (dist.double() if wt is None else dist.double() * wt[:, None, start : start + m].double()).sum(-1)
         inertia, counts = all_reduce_sum([inertia, stats["counts"]])
         return self.labels, inertia, counts
@@ -393,8 +385,9 @@ class _KMeansFamily(Lloyd):
         first rows, rounded to the data's dtype; zero where the data already lie about the
         origin, within their spread, as the rounding of a centring would cost more accuracy
         than it buys), ``Xc`` the data less ``ref`` in their dtype (the data itself where
-        ``ref`` is zero: no copy), and ``xx`` their ``|x - ref|^2`` in their dtype (the GEMM's error bound is written in it, :meth:`_assign_rows`). Also takes the exact ``sum w |x - ref|^2`` of :meth:`_inertia` (float64),
-        unless the tolerance's pass took it."""
+        ``ref`` is zero: no copy), and ``xx`` their ``|x - ref|^2`` in their dtype (the GEMM's
+        error bound is written in it, :meth:`_assign_rows`). Also takes the exact ``sum w |x -
+        ref|^2`` of :meth:`_inertia` (float64), unless the tolerance's pass took it."""
         X = source.X
         b, n, d = X.shape
         if self.spread is None:
@@ -449,8 +442,8 @@ class _KMeansFamily(Lloyd):
         among ``c64 [K, D]`` (one problem and restart, whose clusters are rows ``base ..
         base + K - 1`` of the running sums), exactly as Lloyd's algorithm: ``lab [S]`` holds
         their current labels and receives the new ones (``first``: no current labels), ``slack
-        [S]`` receives the lower bound on their slack (:meth:`run_pass`); the points that changed cluster move in
-        the running sums (float64 scatter-adds; all the rows on the ``first`` pass). ``Xc``
+        [S]`` receives the lower bound on their slack (:meth:`run_pass`); the points that
+        changed cluster move in the running sums (float64 scatter-adds; all the rows on the ``first`` pass). ``Xc``
         and ``xx`` are the rows' part of :meth:`_prepare_rows`'s, ``ref [D]`` their reference.
 
         The rows are cut into blocks whose ``[K, S]`` distance matrix stays in cache. In each
@@ -465,7 +458,8 @@ class _KMeansFamily(Lloyd):
         bounds, widened by ``err`` so they stay bounds; where the two lie within ``2 err`` of
         each other the GEMM cannot tell the nearer centre, and those rows' distances are taken
         exactly in float64 (on exact ties the current label stays). The per-row bound
-        arithmetic runs once over all ``S`` rows (float64), not per block."""
+        arithmetic runs once over all ``S`` rows, in the data's dtype (its rounding is
+        counted in the error, :meth:`_relative_error`), not per block."""
         ws = self.workspace
         n, d = X.shape
         k = c64.shape[0]
@@ -584,7 +578,8 @@ class _KMeansFamily(Lloyd):
         b, r, k = move.shape
         if b * r == 1:  # (index_select costs a third of gather on CPU; a reused buffer: see _assign_rows)
             lab = self.labels.view(-1)
-            self.slack.view(-1).sub_(torch.index_select(move.view(-1), 0, lab, out=buffer(self.workspace, "move", lab.shape, move)))
+            moved = torch.index_select(move.view(-1), 0, lab, out=buffer(self.workspace, "move", lab.shape, move))
+            self.slack.view(-1).sub_(moved)
         else:
             self.slack -= torch.gather(move, -1, self.labels)
 
