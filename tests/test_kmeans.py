@@ -249,3 +249,43 @@ def test_kmeans_plus_plus_draws_in_proportion_to_the_squared_distance():
         start = GaussianMixture(2, init_params="k-means++", random_state=seed).initialize(X)
         picks.append(tuple(np.sort(np.round(start.means_[:, 0], 9))))
     assert sum(p == (0.0, 10.0) for p in picks) >= 18, picks
+
+
+@pytest.mark.parametrize("k", [3, 11])
+def test_float32_fit_is_lloyd_in_float64_from_the_float32_centres(k):
+    """Float32 data over several cache blocks, with a number of centres that is not a power of
+    two: every assignment is the nearest float32 centre by the exact float64 distance (the
+    bounded pass reads the winner from index bits written into the float32 GEMM's entries and
+    settles what their rounding cannot), as a NumPy Lloyd that stores its float64 means in
+    float32 after each step computes it."""
+    rng = np.random.default_rng(k)
+    means = rng.normal(size=(k, 5)) * 2.0
+    X = (rng.normal(size=(30_000, 5)) + means[rng.integers(0, k, 30_000)]).astype(np.float32)
+    start = X[rng.choice(len(X), k, replace=False)]
+    X64, c = X.astype(np.float64), start.copy()
+    for _ in range(12):  # the reference: exact float64 distances to the float32 centres
+        lab = ((X64[:, None] - c.astype(np.float64)[None]) ** 2).sum(-1).argmin(1)
+        c = np.stack([X64[lab == j].mean(0) for j in range(k)]).astype(np.float32)
+    lab = ((X64[:, None] - c.astype(np.float64)[None]) ** 2).sum(-1).argmin(1)
+    km = KMeans(k, init=start, max_iter=12, tol=0.0).fit(X)
+    np.testing.assert_array_equal(km.labels_, lab)
+    np.testing.assert_allclose(km.cluster_centers_, c, rtol=1e-6, atol=1e-6)
+    d = ((X64[:, None] - c.astype(np.float64)[None]) ** 2).sum(-1).min(1)
+    assert km.inertia_ == pytest.approx(d.sum(), rel=1e-6)
+
+
+def test_fit_leaves_torch_thread_count_as_it_found_it():
+    """A small CPU fit runs on one intra-op thread; the user's setting is restored after it,
+    whether it succeeds or fails."""
+    X, init = _data(3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        KMeans(5, init=init, max_iter=3).fit(X, callback=lambda it, lb, m: seen.append(torch.get_num_threads()) and False)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="initial centers"):
+            KMeans(5, init=init[:, :2]).fit(X)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

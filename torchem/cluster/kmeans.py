@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -74,27 +76,17 @@ def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
     return torch.where((counts > 0)[:, None, :, None], seeded, centers)
 
 
-def _argmin_keeping(d2: Tensor, current: Tensor, first: bool, best: Tensor | None = None, dim: int = -1) -> Tensor:
-    """Argmin over the centres (dimension ``dim``: ``d2 [S, K]``, or ``[K, S]`` with
-    ``dim=0``) that keeps the ``current`` label of every point where it still attains the
-    minimum. On CPU an argmin over a short dimension costs several times a plain ``amin``,
-    and after the first passes few points change label, so the argmin is taken only on those
-    (on ties the current label stays, as in the bounded passes)."""
-    if best is None:
-        best = d2.amin(dim)
+def _argmin_keeping(d2: Tensor, current: Tensor, first: bool) -> Tensor:
+    """Argmin over the centres of ``d2 [S, K]`` that keeps the ``current [S]`` label of every
+    point where it still attains the minimum (``first``: no current labels, the plain
+    argmin): on exact ties the current label stays, as in the bounded passes."""
     if first:
-        if dim != 0:
-            return d2.argmin(dim)
-        # [K, S]: the first centre attaining the minimum, one comparison per centre
-        new = torch.zeros(d2.shape[1], dtype=torch.int64, device=d2.device)
-        for j in range(d2.shape[0] - 1, -1, -1):
-            new.masked_fill_(d2[j] == best, j)
-        return new
+        return d2.argmin(-1)
+    best = d2.amin(-1)
     new = current.clone()
-    rows = (d2.gather(dim, current.unsqueeze(dim)).squeeze(dim) != best).nonzero(as_tuple=True)[0]
+    rows = (d2.gather(-1, current.unsqueeze(-1)).squeeze(-1) != best).nonzero(as_tuple=True)[0]
     if rows.numel():
-        # the rows as [rows, K] (contiguous): an argmin down strided columns is slower still
-        new.index_copy_(0, rows, (d2.t() if dim == 0 else d2).index_select(0, rows).argmin(1))
+        new.index_copy_(0, rows, d2.index_select(0, rows).argmin(1))
     return new
 
 
@@ -145,9 +137,11 @@ class _KMeansFamily(Lloyd):
         # the data and [B] sum w |x - ref|^2 (None: taken by the first _inertia)
         self.tol, self.ref, self.spread = _scales(source, tol)
         self.labels = None  # [B, R, N] current assignment (bounded passes)
-        self.upper = None  # [B, R, N] float64 upper bound on |x - c_label|
-        self.lower = None  # [B, R, N] float64 lower bound on the distance to any other centre
+        # [B, R, N] float64 lower bound on (distance to the nearest other centre) - (distance
+        # to the own centre): a point whose slack is not negative keeps its cluster
+        self.slack = None
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
+        self.rows = None  # the data as the bounded pass's GEMMs read it (_prepare_rows)
 
     #: Which pass in-memory data takes: the dense GEMM + argmin pass (``True``), Hamerly's
     #: bounded pass (``False``), or ``None``: dense on CUDA devices, bounded on the CPU. The
@@ -234,21 +228,25 @@ class _KMeansFamily(Lloyd):
 
     def run_pass(self, source: TensorSource, params, hard: bool):
         """One Lloyd E-step and the statistics of the M-step, skipping the distance
-        computations that bounds prove unnecessary (Hamerly, 2010).
+        computations that bounds prove unnecessary (Hamerly, 2010, with his two bounds kept
+        as one number per point).
 
-        Every point keeps an upper bound ``u`` on the distance to its centre and a lower
-        bound ``l`` on the distance to every other centre; after the centres move by ``d_j``
-        they become ``u + d_label`` and ``l - max_j d_j``. A point whose ``u`` is below both
-        ``l`` and half the distance from its centre to the nearest other centre cannot change
-        cluster, so only the other points are compared with all ``K`` centres
-        (:meth:`_assign_rows`: a GEMM in the data's dtype, the near-ties its rounding cannot
-        settle taken exactly in float64), gathered, or in place where they are most of their
-        chunk (:attr:`dense_fraction`). The assignment is exactly Lloyd's; the per-cluster
-        sums are kept up to date by moving only the points that changed cluster (float64
-        scatter-adds). Points the source
-        labels are assigned with the others in the first pass and then moved to their own
-        cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns them, and they
-        are pinned again).
+        Every point keeps a lower bound ``s`` on its slack, the distance to the nearest other
+        centre less the distance to its own (Hamerly's lower bound less his upper bound);
+        after the centres move by ``d_j`` it becomes ``s - d_label - max_j d_j``. A point whose
+        ``s`` is not negative cannot change cluster, so only the other points are compared
+        with all ``K`` centres (:meth:`_assign_rows`: a GEMM in the data's dtype, the
+        near-ties its rounding cannot settle taken exactly in float64), gathered, or in place
+        where they are most of their chunk (:attr:`dense_fraction`). (Hamerly's second test,
+        the upper bound against half the distance from its centre to the nearest other, needs
+        the upper bound on its own; without it the state is one number per point, moved and
+        tested with two vector operations a pass. His tightening of the upper bound before
+        the full comparison cost as much as it saved: a whole 500k x 32, K = 64 fit ran 15%
+        faster without.) The assignment is exactly Lloyd's; the per-cluster sums are kept up
+        to date by moving only the points that changed cluster (float64 scatter-adds). Points
+        the source labels are assigned with the others in the first pass and then moved to
+        their own cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns
+        them, and they are pinned again).
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
@@ -262,17 +260,14 @@ class _KMeansFamily(Lloyd):
         first = self.labels is None
         if first:
             self.labels = torch.zeros(b, r, n, dtype=torch.int64, device=dev)
-            self.upper = torch.full((b, r, n), torch.inf, dtype=torch.float64, device=dev)
-            self.lower = torch.zeros(b, r, n, dtype=torch.float64, device=dev)
+            self.slack = torch.full((b, r, n), -torch.inf, dtype=torch.float64, device=dev)
             self.counts = torch.zeros(b * r * k, dtype=torch.float64, device=dev)
             self.sums = torch.zeros(b * r * k, d, dtype=torch.float64, device=dev)
-        # half the distance from each centre to its nearest other centre: [B, R, K]
-        cc = torch.cdist(c64, c64)
-        cc.diagonal(dim1=-2, dim2=-1).fill_(torch.inf)
-        half = 0.5 * cc.amin(-1)
+            self._prepare_rows(source)
+        Xc_flat, xx_flat, refd = self.rows
         # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state and its
         # sample is row b * N + i of the data.
-        lab_flat, u_flat, low_flat = self.labels.view(-1), self.upper.view(-1), self.lower.view(-1)
+        lab_flat, slack_flat = self.labels.view(-1), self.slack.view(-1)
         X_flat = source.X.reshape(b * n, d)
         w_flat = None if source.sample_weight is None else source.sample_weight.reshape(-1)
         # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
@@ -281,9 +276,7 @@ class _KMeansFamily(Lloyd):
         for start in range(0, n, step):
             stop = min(n, start + step)
             lab = self.labels[..., start:stop]
-            u = self.upper[..., start:stop]
-            low = self.lower[..., start:stop]
-            need = u > torch.maximum(torch.gather(half, -1, lab), low)  # [B, R, m]
+            need = self.slack[..., start:stop] < 0  # [B, R, m]
             if not first and source.labels is not None:
                 need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
             count = need.numel() if first else int(need.count_nonzero())  # one synchronisation
@@ -291,28 +284,36 @@ class _KMeansFamily(Lloyd):
                 continue
             if b * r == 1 and count > self.dense_fraction * need.numel():
                 w = None if w_flat is None else w_flat[start:stop]
-                self._assign_rows(X_flat[start:stop], w, c64[0, 0], 0, lab[0, 0], u[0, 0], low[0, 0], first)
+                self._assign_rows(X_flat[start:stop], Xc_flat[start:stop], xx_flat[start:stop], w, c64[0, 0], refd[0], 0,
+                                  lab[0, 0], self.slack[0, 0, start:stop], first)
                 continue
-            # Gather the points whose bounds fail and compare them with every centre at once.
-            # (Hamerly's pass first tightens their upper bound with the distance to their own
-            # centre and drops those it then settles; with the GEMM in the data's dtype that
-            # costs as much as it saves: a whole 500k x 32, K = 64 fit ran 15% faster without.)
-            pi, ii = need.view(b * r, -1).nonzero(as_tuple=True)
-            ii = ii + start
-            prow = pi * n + ii  # rows of the per-point state
-            xrow = torch.div(pi, r, rounding_mode="floor") * n + ii  # rows of the data
-            x = X_flat.index_select(0, xrow)  # [S, D] in the data's dtype
+            # Gather the points whose bounds fail and compare them with every centre at once
+            # (into workspace buffers: see _assign_rows).
+            ws = self.workspace
+            if b * r == 1:
+                pi, ii = None, need.view(-1).nonzero(as_tuple=True)[0].add_(start)
+                prow = xrow = ii  # rows of the per-point state and of the data
+            else:
+                pi, ii = need.view(b * r, -1).nonzero(as_tuple=True)
+                ii = ii + start
+                prow = pi * n + ii
+                xrow = torch.div(pi, r, rounding_mode="floor") * n + ii
+            xc = torch.index_select(Xc_flat, 0, xrow, out=buffer(ws, "gathered_xc", (count, d), X_flat))  # [S, D]
+            x = xc if Xc_flat is X_flat else torch.index_select(X_flat, 0, xrow, out=buffer(ws, "gathered_x", (count, d), X_flat))
+            xx = torch.index_select(xx_flat, 0, xrow, out=buffer(ws, "gathered_xx", (count,), xx_flat))
             # all K distances of the remaining points, per (problem, restart)
             groups = [(0, None)] if b * r == 1 else [(p, (pi == p).nonzero(as_tuple=True)[0]) for p in torch.unique(pi).tolist()]
             for p, sel in groups:
                 rows = prow if sel is None else prow.index_select(0, sel)
                 xs = x if sel is None else x.index_select(0, sel)
-                ws = None if w_flat is None else w_flat.index_select(0, xrow if sel is None else xrow.index_select(0, sel))
-                lab_p, u_p, low_p = lab_flat.index_select(0, rows), torch.empty_like(rows, dtype=torch.float64), torch.empty_like(rows, dtype=torch.float64)
-                self._assign_rows(xs, ws, c64[p // r, p % r], p * k, lab_p, u_p, low_p, first)
+                xcs = xc if sel is None else xc.index_select(0, sel)
+                xxs = xx if sel is None else xx.index_select(0, sel)
+                wts = None if w_flat is None else w_flat.index_select(0, xrow if sel is None else xrow.index_select(0, sel))
+                lab_p = torch.index_select(lab_flat, 0, rows, out=buffer(ws, "gathered_lab", rows.shape, lab_flat))
+                slack_p = buffer(ws, "gathered_slack", rows.shape, slack_flat)
+                self._assign_rows(xs, xcs, xxs, wts, c64[p // r, p % r], refd[p // r], p * k, lab_p, slack_p, first)
                 lab_flat.index_copy_(0, rows, lab_p)
-                u_flat.index_copy_(0, rows, u_p)
-                low_flat.index_copy_(0, rows, low_p)
+                slack_flat.index_copy_(0, rows, slack_p)
         if source.labels is not None:
             self._pin(source.labels, X_flat, w_flat, r, k)
         stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
@@ -351,12 +352,19 @@ class _KMeansFamily(Lloyd):
         inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
         rows = (torch.arange(b * r, device=centers.device) * k).view(b, r, 1)  # first centre of each restart
         c_flat = centers.reshape(b * r * k, d)
-        for start, X, w in source.chunks():
-            lab = self.labels[..., start : start + X.shape[1]]
-            nearest = c_flat.index_select(0, (lab + rows).view(-1)).view(*lab.shape, d)  # [B, R, n, D]
-            diff = torch.sub(X.unsqueeze(1), nearest, out=nearest).square_().view(-1, d)
-            dist = torch.mv(diff, diff.new_ones(d)).view(lab.shape).double()  # a GEMV: no sum over short rows
-            inertia += (dist if w is None else dist * w.double().unsqueeze(1)).sum(-1)
+        X, wt, ws = source.X, source.sample_weight, self.workspace
+        ones = X.new_ones(d)
+        n = X.shape[1]
+        step = max(1, 2**16 // (d * b * r))  # blocks that stay in cache, in reused buffers
+        for start in range(0, n, step):
+            lab = self.labels[..., start : start + step]
+            m = lab.shape[-1]
+            idx = lab.reshape(-1) if b * r == 1 else (lab + rows).view(-1)
+            nearest = torch.index_select(c_flat, 0, idx, out=buffer(ws, "nearest", (b * r * m, d), X)).view(b, r, m, d)
+            diff = torch.sub(X[:, None, start : start + m], nearest, out=nearest).square_().view(-1, d)
+            # a GEMV: no sum over short rows
+            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), X)).view(b, r, m)
+            inertia += (dist.double() if wt is None else dist.double() * wt[:, None, start : start + m].double()).sum(-1)
         inertia, counts = all_reduce_sum([inertia, stats["counts"]])
         return self.labels, inertia, counts
 
@@ -364,119 +372,216 @@ class _KMeansFamily(Lloyd):
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
         bounds are only bounds): ``sum w |x - r|^2 - 2 sum_k (c_k - r).(S_k - n_k r) + sum_k
         n_k |c_k - r|^2``, about a reference ``r`` near the data (the first rows' mean), with
-        ``sum w |x - r|^2`` computed once per fit."""
-        if self.spread is None:
-            n = source.n_samples
-            self.ref = source.X[:, : min(n, 4096)].double().mean(1)  # [B, D]
-            spread = torch.zeros(source.n_problems, dtype=torch.float64, device=c64.device)
-            for _, X, w in source.chunks():
-                sq = (X.double() - self.ref.unsqueeze(1)).square_()  # [B, n, D]
-                # unweighted: one reduction over the contiguous [n, D] block (a sum over short
-                # rows first costs several times as much on CPU)
-                spread += sq.sum((-2, -1)) if w is None else (sq.sum(-1) * w.double()).sum(-1)
-            self.spread = spread
+        ``sum w |x - r|^2`` computed once per fit (:meth:`_prepare_rows`)."""
         ref = self.ref[:, None, None, :]
         cc = c64 - ref
         moments = stats["sums"] - stats["counts"].unsqueeze(-1) * ref  # sum of w (x - r) per cluster
         inertia = self.spread[:, None] - 2.0 * (cc * moments).sum((-1, -2)) + (stats["counts"] * cc.square().sum(-1)).sum(-1)
         return inertia.clamp_min(0.0)
 
-    def _assign_rows(self, X: Tensor, w: Tensor | None, c64: Tensor, base: int, lab: Tensor, u: Tensor,
-                     low: Tensor, first: bool) -> None:
+    def _prepare_rows(self, source: TensorSource) -> None:
+        """Once per fit, the data as the bounded passes' GEMMs read it: ``self.rows = (Xc [B N,
+        D], xx [B N], ref [B, D])``. ``ref`` is a reference near the data (the mean of its
+        first rows, rounded to the data's dtype; zero where the data already lie about the
+        origin, within their spread, as the rounding of a centring would cost more accuracy
+        than it buys), ``Xc`` the data less ``ref`` in their dtype (the data itself where
+        ``ref`` is zero: no copy), and ``xx`` their ``|x - ref|^2`` in their dtype (the GEMM's
+        error bound is written in it, :meth:`_assign_rows`). Also takes the exact ``sum w |x -
+        ref|^2`` of :meth:`_inertia` (float64), unless the tolerance's pass took it."""
+        X = source.X
+        b, n, d = X.shape
+        if self.spread is None:
+            self.ref = X[:, : min(n, 4096)].double().mean(1)  # [B, D]
+            self.spread = self._spread(source, self.ref)
+        mean_square = self.spread / source.total_weight().double().clamp_min(1e-300)
+        centre = bool((self.ref.square().sum(-1) > mean_square).any())
+        refd = self.ref.to(X.dtype) if centre else self.ref.new_zeros(self.ref.shape, dtype=X.dtype)
+        Xc = (X - refd.unsqueeze(1)).reshape(b * n, d) if centre else X.reshape(b * n, d)
+        xx = torch.empty(b * n, dtype=X.dtype, device=X.device)
+        ones = X.new_ones(d)
+        step = 2**16
+        for s in range(0, b * n, step):
+            torch.mv(Xc[s : s + step].square(), ones, out=xx[s : s + step])
+        self.rows = (Xc, xx, refd)
+
+    @staticmethod
+    def _relative_error(d: int, k: int, dtype: torch.dtype) -> float:
+        """The error of a GEMM entry of :meth:`_assign_rows` (``|c|^2 - 2 x.c`` against the
+        squared distance less ``|x|^2``, on centred data), per unit of ``|x|^2 + max |c|^2``:
+        the expansion's rounding, ``2 (D + 2) eps``, the centre's index written in the low
+        ``bits`` of the entry, ``2^(bits + 1) eps``, and ``18 eps`` for the rounding of the
+        bounds' own arithmetic in the data's dtype. (A squared distance ``|x - c|^2`` is at
+        most ``2 (|x|^2 + max |c|^2)``, so the ``16 eps`` of those widen the upper bound's
+        square by at least ``8 eps`` of itself, and narrow the lower's: room for the rounding
+        of their sums (``eps``), of their square roots (``eps / 2``) and of their difference
+        (``eps / 2``), with ``eps`` to spare.)"""
+        bits = (k - 1).bit_length()
+        return (2.0 * (d + 2) + 2.0 ** (bits + 1) + 18.0) * torch.finfo(dtype).eps
+
+    def _spread(self, source: TensorSource, ref: Tensor) -> Tensor:
+        """``[B]`` (weighted) ``sum w |x - ref|^2`` in float64, in cache-sized blocks."""
+        X, wt = source.X, source.sample_weight
+        b, n, d = X.shape
+        spread = torch.zeros(b, dtype=torch.float64, device=X.device)
+        step = max(1, 2**17 // d)
+        for bi in range(b):
+            parts = []
+            for s in range(0, n, step):
+                x = buffer(self.workspace, "spread", (min(n, s + step) - s, d), ref).copy_(X[bi, s : s + step]).sub_(ref[bi])
+                if wt is None:
+                    flat = x.view(-1)
+                    parts.append(torch.dot(flat, flat))
+                else:
+                    parts.append(torch.dot(torch.mv(x.square_(), x.new_ones(d)), wt[bi, s : s + step].double()))
+            spread[bi] = torch.stack(parts).sum()
+        return spread
+
+    def _assign_rows(self, X: Tensor, Xc: Tensor, xx: Tensor, w: Tensor | None, c64: Tensor, ref: Tensor, base: int,
+                     lab: Tensor, slack: Tensor, first: bool) -> None:
         """Assign the rows ``X [S, D]`` (weights ``w [S]`` or ``None``) to their nearest centre
         among ``c64 [K, D]`` (one problem and restart, whose clusters are rows ``base ..
         base + K - 1`` of the running sums), exactly as Lloyd's algorithm: ``lab [S]`` holds
-        their current labels and receives the new ones (``first``: no current labels), ``u``
-        and ``low [S]`` receive the bounds; the points that changed cluster move in the
-        running sums (float64 scatter-adds).
+        their current labels and receives the new ones (``first``: no current labels), ``slack
+        [S]`` receives the lower bound on their slack (:meth:`run_pass`); the points that
+        changed cluster move in the running sums (float64 scatter-adds; all the rows on the ``first`` pass). ``Xc``
+        and ``xx`` are the rows' part of :meth:`_prepare_rows`'s, ``ref [D]`` their reference.
 
-        The rows are cut into blocks whose ``[S, K]`` distance matrix stays in cache. In each
-        block one GEMM in the data's dtype, on data centred on (the data's dtype's rounding of)
-        the mean of the centres, gives ``|c|^2 - 2 x.c``, each entry within ``err = 2 (D + 2)
-        eps (|x|^2 + max |c|^2)`` of the squared distance less ``|x|^2``. Its minimum and
-        second minimum over the centres give the bounds, widened by ``err`` so they stay
-        bounds; where the two lie within ``2 err`` of each other the GEMM cannot tell the
-        nearer centre, and those rows' distances are taken exactly in float64. The argmin is
-        taken only on the points whose current label no longer attains the minimum (a full
-        argmin over ``K`` costs more than the GEMM on CPU); on ties the current label stays.
-        On CPU with few centres the matrix is laid out ``[K, S]``: a minimum over short rows
-        costs several times one over long columns."""
+        The rows are cut into blocks whose ``[K, S]`` distance matrix stays in cache. In each
+        block one GEMM in the data's dtype, on the centred data ``Xc``, gives ``|c|^2 - 2
+        x.c``, each entry within ``2 (D + 2) eps (|x|^2 + max |c|^2)`` of the squared distance
+        less ``|x|^2``. The centre's index is then written into the low ``bits = ceil(log2
+        K)`` bits of each entry's significand, which moves it by less than ``2^bits`` units in
+        its last place (``2^(bits + 1) eps (|x|^2 + max |c|^2)``, counted in the error
+        ``err``): one minimum over the centres then gives both the smallest entry and its
+        centre (an argmin over ``K`` costs tens of times a minimum on CPU), and a second
+        minimum, with the winner's entry set to infinity, the second smallest. They give the
+        bounds, widened by ``err`` so they stay bounds; where the two lie within ``2 err`` of
+        each other the GEMM cannot tell the nearer centre, and those rows' distances are taken
+        exactly in float64 (on exact ties the current label stays). The per-row bound
+        arithmetic runs once over all ``S`` rows, in the data's dtype (its rounding is
+        counted in the error, :meth:`_relative_error`), not per block."""
         ws = self.workspace
         n, d = X.shape
         k = c64.shape[0]
         dtype = X.dtype
-        eps = torch.finfo(dtype).eps
-        ref = c64.mean(0, keepdim=True).to(dtype)
+        bits = (k - 1).bit_length()
+        mask = (1 << bits) - 1
+        block = max(256, min(n, 2**17 // max(k, 1)))  # a [K, block] matrix of 512 kB
+        positions, low_bits, coef, sign = self._constants(X, k, block)
         c_cen = c64 - ref.double()  # about the rounded reference the data is centred on
-        cmax = c_cen.square().sum(-1).amax()  # a 0-d tensor: no host synchronisation
         cc = c_cen.to(dtype)
-        cn = cc.square().sum(-1)
-        kd = 0 if (k <= 32 and X.device.type == "cpu") else -1  # the centres' dimension of d2
-        block = max(256, min(n, 2**14, 2**22 // max(k, 1)))
-        positions = torch.arange(min(n, block), device=X.device)
-        ones = X.new_ones(d)
+        cn = cc.square().sum(-1, keepdim=True)  # [K, 1]
+        rel = self._relative_error(d, k, dtype)
+        # a subnormal entry's index bits move it by up to 2^bits of the smallest subnormal
+        tiny = 2.0 ** (bits + 1) * float(torch.finfo(dtype).smallest_normal) * torch.finfo(dtype).eps
+        err = float(c_cen.square().sum(-1).amax()) * rel + tiny  # the error's part common to all rows
+        # (past the dtype's range every row's bounds overflow, and all are settled exactly)
+        err = min(err, float(torch.finfo(dtype).max))
+        two = buffer(ws, "two", (2, n), X)  # the smallest and second smallest entry of each row
+        # (every row-sized temporary is a workspace buffer: a fresh one of more than 128 kB is
+        # a fresh mapping whose pages fault in on every pass)
+        new = buffer(ws, "new", (n,), lab)
+        if k == 1:
+            two[1].fill_(torch.inf)
+            new.zero_()
         for s in range(0, n, block):
             e = min(n, s + block)
             m = e - s
-            xs, old = X[s:e], lab[s:e]
-            xc = torch.sub(xs, ref, out=buffer(ws, "xc", (m, d), X))
-            xx = torch.mv(torch.square(xc, out=buffer(ws, "sq", (m, d), X)), ones).double()
-            if kd == 0:
-                d2 = torch.addmm(cn.unsqueeze(1), cc, xc.mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))
-            else:
-                d2 = torch.addmm(cn.unsqueeze(0), xc, cc.mT, alpha=-2.0, out=buffer(ws, "d2", (m, k), X))
-            two = buffer(ws, "two", (2, m), X)  # the smallest and second smallest entry
-            best = torch.amin(d2, kd, out=two[0])
-            new = _argmin_keeping(d2, old, first, best, kd)
-            if k > 1:
-                # the second smallest: the winner's entry set to infinity through the flat
-                # view (a scatter along the short dimension costs several times as much)
-                flat = new * m + positions[:m] if kd == 0 else positions[:m] * k + new
-                torch.amin(d2.view(-1).index_fill_(0, flat, torch.inf).view(d2.shape), kd, out=two[1])
-            else:
-                two[1].fill_(torch.inf)
-            bounds = two.double()  # [2, m]: squared distances less |x|^2, then the bounds
-            err = xx.add(cmax).mul_(2.0 * (d + 2) * eps)
-            # (written as "not above" so that a row whose squares overflow the dtype, NaN or
-            # infinity here, is settled exactly too)
-            close = None if k == 1 else (~(torch.sub(bounds[1], bounds[0]).sub_(err, alpha=2.0) > 0)).nonzero(as_tuple=True)[0]
-            bounds.add_(xx)
-            bounds[0].add_(err)
-            bounds[1].sub_(err)
-            bounds.clamp_min_(0.0).sqrt_()
-            u[s:e] = bounds[0]
-            low[s:e] = bounds[1]
-            if close is not None and close.numel():  # the GEMM cannot tell: exact distances
-                ex = (xs.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
-                lc = _argmin_keeping(ex, old.index_select(0, close), first)
-                new.index_copy_(0, close, lc)
-                u[s:e].index_copy_(0, close, ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_())
-                low[s:e].index_copy_(0, close, ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_())
-            idx = None if first else (new != old).nonzero(as_tuple=True)[0]
-            if idx is None or idx.numel():
-                xb = xs if idx is None else xs.index_select(0, idx)
-                x64 = torch.empty(xb.shape, dtype=torch.float64, device=X.device).copy_(xb)
-                lab_new = (new if idx is None else new.index_select(0, idx)) + base
-                if w is None:
-                    wt = torch.ones(x64.shape[0], dtype=torch.float64, device=X.device)
-                else:
-                    wt = (w[s:e] if idx is None else w[s:e].index_select(0, idx)).double()
-                    x64 = x64 * wt.unsqueeze(-1)
-                if idx is not None:
-                    lab_old = old.index_select(0, idx) + base
-                    self.counts.index_add_(0, lab_old, wt, alpha=-1)
-                    self.sums.index_add_(0, lab_old, x64, alpha=-1)
-                self.counts.index_add_(0, lab_new, wt)
-                self.sums.index_add_(0, lab_new, x64)
-            old.copy_(new)
+            d2 = torch.addmm(cn, cc, Xc[s:e].mT, alpha=-2.0, out=buffer(ws, "d2", (k, m), X))  # [K, m]
+            if k == 1:
+                torch.amin(d2, 0, out=two[0, s:e])
+                continue
+            d2.view(low_bits.dtype).bitwise_and_(~mask).bitwise_or_(low_bits)
+            best = torch.amin(d2, 0, out=two[0, s:e])
+            # (a NaN row, settled exactly below, may carry any bits: clamped)
+            win = torch.bitwise_and(best.view(low_bits.dtype), mask, out=buffer(ws, "win", (m,), low_bits)).clamp_max_(k - 1)
+            new[s:e] = win
+            # the second smallest: the winner's entry set to infinity through the flat view
+            flat = torch.add(positions[:m], win, alpha=m)
+            torch.amin(d2.view(-1).index_fill_(0, flat, torch.inf).view(k, m), 0, out=two[1, s:e])
+        # bounds: sqrt(best + |x|^2 + err) and sqrt(second + |x|^2 - err), in the data's dtype
+        # (rel counts their rounding: a float64 square root costs five times a float32 one)
+        bnd = torch.addcmul(two, coef, xx, out=buffer(ws, "bounds", (2, n), X)).add_(sign, alpha=err)
+        # (written as "not above" so that a row whose squares overflow the dtype, NaN or
+        # infinity here, is settled exactly too)
+        close = None if k == 1 else torch.gt(bnd[1], bnd[0]).logical_not_().nonzero(as_tuple=True)[0]
+        bnd.clamp_min_(0.0).sqrt_()
+        if close is not None and close.numel():  # the GEMM cannot tell: exact distances
+            old = lab.index_select(0, close)
+            ex = (X.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
+            lc = _argmin_keeping(ex, old, first)
+            new.index_copy_(0, close, lc)
+            own = ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_()
+            other = ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_()
+        torch.sub(bnd[1], bnd[0], out=slack)
+        if close is not None and close.numel():
+            slack.index_copy_(0, close, other.sub_(own))
+        idx = None if first else torch.ne(new, lab).nonzero(as_tuple=True)[0]
+        if idx is None or idx.numel():
+            lab_new = new if idx is None else new.index_select(0, idx)
+            lab_old = None if idx is None else lab.index_select(0, idx)
+            if base:
+                lab_new = lab_new + base
+                lab_old = None if lab_old is None else lab_old + base
+            self._move_rows(X, idx, w, lab_old, lab_new)
+        lab.copy_(new)
+
+    def _constants(self, X: Tensor, k: int, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fit's constants of :meth:`_assign_rows` (made once): ``positions [block]``, the
+        centres' indices ``[K, 1]`` as integers the width of the data's dtype, and the
+        bounds' ``1 + rel`` and ``1 - rel``, ``+1`` and ``-1`` ``[2, 1]`` in that dtype."""
+        key = ("constants", k, block, X.dtype)
+        if key not in self.workspace:
+            as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]
+            rel = self._relative_error(X.shape[1], k, X.dtype)
+            self.workspace[key] = (torch.arange(block, device=X.device),
+                                   torch.arange(k, dtype=as_int, device=X.device).unsqueeze(1),
+                                   torch.tensor([[1.0 + rel], [1.0 - rel]], dtype=X.dtype, device=X.device),
+                                   torch.tensor([[1.0], [-1.0]], dtype=X.dtype, device=X.device))
+        return self.workspace[key]
+
+    def _move_rows(self, X: Tensor, idx: Tensor | None, w: Tensor | None, old: Tensor | None, new: Tensor) -> None:
+        """Move the rows ``idx [c]`` of ``X [S, D]`` (all of them with ``idx = None``; weights
+        ``w [S]`` or ``None``) out of the clusters ``old [c]`` (flat rows of the running sums;
+        ``None``: none, the first pass) and into the clusters ``new [c]``: float64
+        scatter-adds, in blocks whose float64 copy stays in cache."""
+        ws = self.workspace
+        c, d = new.shape[0], X.shape[1]
+        f64 = torch.float64
+        if w is None:
+            wt = buffer(ws, "ones", (c,), self.sums).fill_(1.0)
+        else:
+            wt = torch.index_select(w, 0, idx) if idx is not None else w
+            wt = wt.to(f64)
+        if old is not None:
+            self.counts.index_add_(0, old, wt, alpha=-1)
+        self.counts.index_add_(0, new, wt)
+        block = max(1, 2**16 // d)
+        for s in range(0, c, block):
+            e = min(c, s + block)
+            xb = X[s:e] if idx is None else torch.index_select(X, 0, idx[s:e], out=buffer(ws, "moved", (e - s, d), X))
+            x64 = buffer(ws, "moved64", (e - s, d), self.sums).copy_(xb)
+            if w is not None:
+                x64.mul_(wt[s:e].unsqueeze(-1))
+            if old is not None:
+                self.sums.index_add_(0, old[s:e], x64, alpha=-1)
+            self.sums.index_add_(0, new[s:e], x64)
+
 
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
-        """After the centres move, loosen the bounds so they stay valid."""
+        """After the centres move, loosen the bounds so they stay valid: each point's slack
+        shrinks by its centre's move and the largest move."""
         if self.labels is None:
             return
         move = (new.double() - old.double()).square().sum(-1).sqrt()  # [B, R, K]
-        self.upper += torch.gather(move, -1, self.labels)
-        self.lower -= move.amax(-1, keepdim=True)
+        move += move.amax(-1, keepdim=True)
+        b, r, k = move.shape
+        if b * r == 1:  # (index_select costs a third of gather on CPU; a reused buffer: see _assign_rows)
+            lab = self.labels.view(-1)
+            moved = torch.index_select(move.view(-1), 0, lab, out=buffer(self.workspace, "move", lab.shape, move))
+            self.slack.view(-1).sub_(moved)
+        else:
+            self.slack -= torch.gather(move, -1, self.labels)
 
     def m_step(self, stats, params):
         counts, sums = stats["counts"].clone(), stats["sums"].clone()
@@ -532,6 +637,30 @@ class _KMeansFamily(Lloyd):
         return shift <= self.tol.unsqueeze(-1)
 
 
+@contextlib.contextmanager
+def _one_thread_if_small(X, k: int, limit: int):
+    """Run the block on one intra-op thread when ``X`` (an array or tensor ``[..., N, D]`` on
+    the CPU) is small, ``N D K <= limit``, and restore torch's thread count after it.
+
+    A small K-means fit is a few thousand operations of tens of microseconds each, on
+    vectors of ~10^5 entries: above torch's grain size, so each is split over the threads,
+    and each split's fork and join costs as much as the operation (on a loaded machine,
+    waiting for a busy core, many times more). One thread runs such a fit faster."""
+    shape = getattr(X, "shape", None)
+    device = getattr(X, "device", None)
+    before = torch.get_num_threads()
+    small = (shape is not None and len(shape) >= 2 and before > 1 and (device is None or torch.device(device).type == "cpu")
+             and int(np.prod(shape)) * k <= limit)
+    if not small:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
     torchem's batched driver.
@@ -556,7 +685,9 @@ class KMeans(EMEstimator):
     passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
     with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
     the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
-    shape ``[B, N, D]`` clusters ``B`` independent datasets.
+    shape ``[B, N, D]`` clusters ``B`` independent datasets. A small fit on the CPU (``N D K
+    <= 2^24``) runs on one intra-op thread, torch's thread count restored after it: its
+    operations are too short to gain from splitting.
 
     Args:
         n_clusters: number of clusters ``K``.
@@ -582,6 +713,9 @@ class KMeans(EMEstimator):
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans
     _estimator_type = "clusterer"
+    #: In-memory CPU fits with ``N D K`` at most this run on one intra-op thread (restored
+    #: after the fit): see :func:`_one_thread_if_small`.
+    _single_thread_work: int = 2**24
 
     def __init__(
         self,
@@ -749,7 +883,8 @@ class KMeans(EMEstimator):
         Returns:
             ``self``.
         """
-        self._fit(X, sample_weight, callback=callback, labels=labels)
+        with _one_thread_if_small(X, int(self.n_clusters), self._single_thread_work):
+            self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
