@@ -287,5 +287,29 @@ def test_fit_leaves_torch_thread_count_as_it_found_it():
         with pytest.raises(ValueError, match="initial centers"):
             KMeans(5, init=init[:, :2]).fit(X)
         assert torch.get_num_threads() == 2
+        # fits that overlap in two Python threads: the count from before both comes back
+        import threading
+
+        barrier = threading.Barrier(2, timeout=30)
+        results = []
+
+        def fit_overlapping():
+            def wait_once(it, lb, m):
+                if it == 1:
+                    barrier.wait()  # both fits are running here
+                return False
+
+            results.append(KMeans(5, init=init, max_iter=3).fit(X, callback=wait_once).cluster_centers_)
+
+        threads = [threading.Thread(target=fit_overlapping) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 2 and torch.get_num_threads() == 2
+        np.testing.assert_array_equal(results[0], results[1])
+        # a count the caller sets during the fit is left as set
+        KMeans(5, init=init, max_iter=3).fit(X, callback=lambda it, lb, m: torch.set_num_threads(3) or False)
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 import torch
@@ -637,6 +638,11 @@ class _KMeansFamily(Lloyd):
         return shift <= self.tol.unsqueeze(-1)
 
 
+#: fits inside _one_thread_if_small now, and torch's thread count before the first of them
+_ONE_THREAD = {"depth": 0, "before": None}
+_ONE_THREAD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _one_thread_if_small(X, k: int, limit: int):
     """Run the block on one intra-op thread when ``X`` (an array or tensor ``[..., N, D]`` on
@@ -645,20 +651,33 @@ def _one_thread_if_small(X, k: int, limit: int):
     A small K-means fit is a few thousand operations of tens of microseconds each, on
     vectors of ~10^5 entries: above torch's grain size, so each is split over the threads,
     and each split's fork and join costs as much as the operation (on a loaded machine,
-    waiting for a busy core, many times more). One thread runs such a fit faster."""
+    waiting for a busy core, many times more). One thread runs such a fit faster
+    (scikit-learn's K-means likewise limits its BLAS threads while it runs).
+
+    torch's thread count is the process's: fits that overlap in several Python threads share
+    one limit, the count from before the first is restored when the last ends, and a count
+    that the caller changed meanwhile (no longer 1) is left as the caller set it."""
     shape = getattr(X, "shape", None)
     device = getattr(X, "device", None)
-    before = torch.get_num_threads()
-    small = (shape is not None and len(shape) >= 2 and before > 1 and (device is None or torch.device(device).type == "cpu")
-             and int(np.prod(shape)) * k <= limit)
+    with _ONE_THREAD_LOCK:
+        nested = _ONE_THREAD["depth"] > 0
+        small = (shape is not None and len(shape) >= 2 and (nested or torch.get_num_threads() > 1)
+                 and (device is None or torch.device(device).type == "cpu") and int(np.prod(shape)) * k <= limit)
+        if small:
+            if not nested:
+                _ONE_THREAD["before"] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _ONE_THREAD["depth"] += 1
     if not small:
         yield
         return
-    torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _ONE_THREAD_LOCK:
+            _ONE_THREAD["depth"] -= 1
+            if _ONE_THREAD["depth"] == 0 and torch.get_num_threads() == 1:
+                torch.set_num_threads(_ONE_THREAD["before"])
 
 
 class KMeans(EMEstimator):
