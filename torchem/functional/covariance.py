@@ -30,6 +30,7 @@ on them.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -40,6 +41,20 @@ from torch import distributions as D
 from ._buffers import broadcast_shape, buffer
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "lookup", "quadratic_features", "symmetric_from_pairs"]
+
+
+def _offset_buffer(workspace: dict, lead: tuple[int, ...], width: int, like: Tensor) -> Tensor:
+    """``[*lead, width + 1]`` of workspace's ``"zb"`` buffer whose last column holds ones: rows
+    padded to a multiple of 8 elements (aligned vector stores and GEMM reads), the ones written
+    only into rows that did not hold them yet (a strided fill costs as much as a feature)."""
+    stride = -(-(width + 1) // 8) * 8
+    rows = math.prod(lead)
+    padded = buffer(workspace, "zb", (rows, stride), like)
+    mark = workspace.get("zb_ones")
+    if mark is None or mark[0] is not workspace["zb"] or mark[1] != stride or mark[2] < rows:
+        padded[:, width] = 1.0
+        workspace["zb_ones"] = (workspace["zb"], stride, rows)
+    return padded[:, : width + 1].unflatten(0, lead)
 
 
 def _eye_like(t: Tensor, d: int) -> Tensor:
@@ -251,6 +266,16 @@ class CovarianceType(ABC):
         responsibility-weighted sums are the statistics. With a ``workspace`` dict the
         result is a view of a buffer that the next call reuses."""
 
+    def offset_features(self, X: Tensor, c: Tensor, workspace: dict) -> Tensor:
+        """``[..., n, F + 1]``: :meth:`features` of ``X - c`` followed by a column of ones (the
+        offsets of the E-step's GEMM), written into a buffer of ``workspace`` that the next call
+        reuses. The fused E-step (:func:`~torchem.functional.gaussian.gaussian_e_step_stats`)
+        reads all of it, the statistics' GEMM the first ``F`` columns."""
+        z = self.features(X - c)
+        out = _offset_buffer(workspace, z.shape[:-1], z.shape[-1], z)
+        out[..., :-1] = z
+        return out
+
     @abstractmethod
     def expansion(self, mc: Tensor, prec_chol: Tensor) -> tuple[Tensor, Tensor]:
         """``(w [..., K, F], b [..., K])`` with ``(x-mu)^T P (x-mu) = features(x-c) . w + b``,
@@ -450,6 +475,19 @@ class _Full(_Triangular):
     def features(self, xc, workspace=None):
         return _full_features(xc, True, workspace)  # [..., n, (D//2 + 2) D]
 
+    def offset_features(self, X, c, workspace):
+        d = X.shape[-1]
+        h = d // 2 + 1
+        lead = broadcast_shape(X.shape, c.shape)[:-1]
+        doubled = buffer(workspace, "doubled", (*lead, 2 * d), X)
+        torch.sub(X, c, out=doubled[..., :d])
+        xc = doubled[..., :d]
+        doubled[..., d:] = xc
+        z = _offset_buffer(workspace, lead, h * d + d, X)
+        torch.mul(xc.unsqueeze(-2), doubled.unfold(-1, d, 1)[..., :h, :], out=z[..., : h * d].unflatten(-1, (h, d)))
+        z[..., h * d : -1] = xc
+        return z
+
     def expansion(self, mc, prec_chol):
         d = mc.shape[-1]
         prec = self.precisions(prec_chol)  # [..., K, D, D]
@@ -631,6 +669,14 @@ class _Elementwise(CovarianceType):
         z = buffer(workspace, "z", (*xc.shape[:-1], first + d), xc)
         self._squares(xc, out=z[..., :first])
         z[..., first:] = xc
+        return z
+
+    def offset_features(self, X, c, workspace):
+        d = X.shape[-1]
+        first = self.expansion_width(d) - d
+        z = _offset_buffer(workspace, broadcast_shape(X.shape, c.shape)[:-1], first + d, X)
+        xc = torch.sub(X, c, out=z[..., first:-1])
+        self._squares(xc, out=z[..., :first])
         return z
 
 
