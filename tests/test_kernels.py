@@ -184,6 +184,20 @@ def test_fused_e_step_statistics_match_float64_kernels(covariance_type, lead):
             np.testing.assert_allclose(stats[key].numpy(), want[key].numpy(), rtol=1e-4, atol=1e-4 * float(want[key].abs().max()))
 
 
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 16])
+def test_quadratic_features_hold_each_pair_once(d):
+    """The full covariance's features are the D (D + 1) / 2 distinct products x_i x_j (odd and
+    even D alike): laid back into a matrix they give the outer product, in autograd and
+    workspace builds alike."""
+    from torchem.functional.covariance import COVARIANCE_TYPES, quadratic_features, symmetric_from_pairs
+
+    x = torch.randn(3, d, dtype=torch.float64)
+    quad = quadratic_features(x)
+    assert quad.shape == (3, d * (d + 1) // 2)
+    torch.testing.assert_close(symmetric_from_pairs(quad, d), x.unsqueeze(-1) * x.unsqueeze(-2))
+    torch.testing.assert_close(COVARIANCE_TYPES["full"].features(x, {}), torch.cat([quad, x], -1))
+
+
 def test_responsibilities_of_impossible_sample_are_zero_not_nan():
     lp = torch.tensor([[-torch.inf, -torch.inf], [0.0, -1.0]])
     lw = torch.log(torch.tensor([0.5, 0.5]))

@@ -400,7 +400,7 @@ def gaussian_stats(
         dict of float64 tensors: ``nk [..., K]`` (sum of responsibilities), ``sx [..., K, D]``
         (weighted sum of ``x - c``) and ``sxx``, the weighted sum of second powers:
         ``sum r (x-c)(x-c)^T`` for ``full``, laid out as :func:`quadratic_features`
-        (``[..., K, (D//2 + 1) D]``, see :func:`symmetric_from_pairs`), squares
+        (``[..., K, D (D + 1) / 2]``, see :func:`symmetric_from_pairs`), squares
         ``[..., K, D]`` for ``diag``, squared norms ``[..., K]`` for ``spherical``, and the
         total (unweighted by ``r``) scatter ``[..., D, D]`` for ``tied``.
     """
