@@ -420,16 +420,6 @@ def gaussian_stats(
 _LOG2_E = 1.0 / math.log(2.0)
 
 
-def _mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """``a @ b`` (into ``out``), as one 2-D GEMM when every leading dimension is 1 (torch's
-    batched path costs more per call on CPU)."""
-    if a.ndim == b.ndim and all(s == 1 for s in a.shape[:-2] + b.shape[:-2]):
-        flat = torch.mm(a.reshape(a.shape[-2:]), b.reshape(b.shape[-2:]),
-                        out=None if out is None else out.view(out.shape[-2:]))
-        return flat.view(*a.shape[:-2], *flat.shape) if out is None else out
-    return torch.matmul(a, b, out=out)
-
-
 def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """The soft E-step of a chunk and its statistics in one pass: what
     :func:`gaussian_log_prob_prepared`, :func:`~torchem.functional.estep.responsibilities` and
@@ -460,18 +450,29 @@ def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[T
     if fused is None or fused[0] is not log_weights:
         lw = log_weights.to(prep["dtype"]).unsqueeze(-1)  # [..., K, 1]
         weights = (torch.cat([prep["w"].mT, prep["b"].mT + lw], -1) * _LOG2_E).contiguous()  # [..., K, F + 1]
-        fused = prep["fused"] = (log_weights, weights, (prep["const"].mT + lw) * _LOG2_E)
-    _, weights, cap = fused
-    z = ct.offset_features(X, prep["centre"], ws)  # [..., n, F + 1]
-    lead = broadcast_shape(weights.shape[:-2], z.shape[:-2])
-    joint = _mm(weights, z.mT, out=buffer(ws, "log_prob", (*lead, weights.shape[-2], z.shape[-2]), z))
+        cap, c = (prep["const"].mT + lw) * _LOG2_E, prep["centre"]
+        lead = broadcast_shape(weights.shape[:-2], c.shape[:-2], X.shape[:-2])
+        if all(s == 1 for s in lead):  # one problem, one restart: 2-D GEMMs, fewer ops a chunk
+            weights, cap, c = (t.reshape(t.shape[-2:]) for t in (weights, cap, c))
+        fused = prep["fused"] = (log_weights, weights, cap, c, lead)
+    _, weights, cap, c, lead = fused
+    flat = weights.ndim == 2
+    n = X.shape[-2]
+    if flat:
+        X = X.reshape(X.shape[-2:])
+    z = ct.offset_features(X, c, ws)  # [..., n, F + 1]
+    joint = buffer(ws, "log_prob", (*z.shape[:-2], weights.shape[-2], n), z)
+    joint = torch.mm(weights, z.mT, out=joint) if flat else torch.matmul(weights, z.mT, out=joint)
     # the log-likelihoods in a reused float64 buffer: a fresh one of a chunk's length costs
     # page faults on CPU, and the driver sums them in float64
-    log_norm = buffer(ws, "log_norm", joint.shape[:-2] + joint.shape[-1:], joint.new_empty((), dtype=torch.float64))
+    log_norm = buffer(ws, "log_norm", (*joint.shape[:-2], n), joint.new_empty((), dtype=torch.float64))
     log_norm, r = responsibilities_base2_(joint, cap, log_norm)  # r: [..., K, n]
     features = z[..., :-1]
-    rz = _mm(r, features).double()  # [..., K, F]
-    return log_norm, {"nk": r.sum(-1).double(), **ct.moment_stats(rz, r.mT, features, X.shape[-1])}
+    rz = (torch.mm(r, features) if flat else r @ features).double()  # [..., K, F]
+    stats = {"nk": r.sum(-1).double(), **ct.moment_stats(rz, r.mT, features, X.shape[-1])}
+    if flat:
+        return log_norm.view(*lead, n), {k: v.view(*lead, *v.shape) for k, v in stats.items()}
+    return log_norm, stats
 
 
 def gaussian_stats_centred(
