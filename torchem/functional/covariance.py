@@ -105,16 +105,16 @@ def quadratic_features(xc: Tensor) -> Tensor:
 
 def _products(xc: Tensor, doubled: Tensor, out: Tensor | None = None) -> Tensor:
     """The products of :func:`quadratic_features` from ``xc`` and ``doubled = [xc, xc]``
-    (``[..., n, 2 D]``), into ``out`` when given."""
+    (``[..., n, 2 D]``), into ``out`` when given: ``out`` then holds at least ``D`` more
+    columns after the products, which the caller writes afterwards (for even ``D`` one
+    multiplication writes the whole shift ``D/2``, its second half spilling into them)."""
     d = xc.shape[-1]
     h = (d + 1) // 2
-    window = doubled.unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D], a view
     if out is None:
-        quad = (xc.unsqueeze(-2) * window).flatten(-2)
+        quad = (xc.unsqueeze(-2) * doubled.unfold(-1, d, 1)[..., :h, :]).flatten(-2)
         return torch.cat([quad, xc[..., : d // 2] * xc[..., d // 2 :]], -1) if d % 2 == 0 else quad
-    torch.mul(xc.unsqueeze(-2), window, out=out[..., : h * d].unflatten(-1, (h, d)))
-    if d % 2 == 0:
-        torch.mul(xc[..., : d // 2], xc[..., d // 2 :], out=out[..., h * d : _quadratic_width(d)])
+    h = d // 2 + 1
+    torch.mul(xc.unsqueeze(-2), doubled.unfold(-1, d, 1)[..., :h, :], out=out[..., : h * d].unflatten(-1, (h, d)))
     return out
 
 
@@ -123,7 +123,7 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
     d = xc.shape[-1]
     q = _quadratic_width(d)
     lead = xc.shape[:-1]
-    if xc.requires_grad or workspace is None:
+    if xc.requires_grad or workspace is None or not with_linear:
         quad = _products(xc, torch.cat([xc, xc], dim=-1))
         return torch.cat([quad, xc], dim=-1) if with_linear else quad
     # Without autograd, every piece is written straight into preallocated buffers: copies
@@ -131,10 +131,9 @@ def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None)
     doubled = buffer(workspace, "doubled", (*lead, 2 * d), xc)
     doubled[..., :d] = xc
     doubled[..., d:] = xc
-    z = buffer(workspace, "z", (*lead, q + (d if with_linear else 0)), xc)
+    z = buffer(workspace, "z", (*lead, q + d), xc)
     _products(xc, doubled, z)
-    if with_linear:
-        z[..., q:] = xc
+    z[..., q:] = xc  # after the products (see _products)
     return z
 
 
@@ -504,7 +503,7 @@ class _Full(_Triangular):
         doubled[..., d:] = xc
         z = _offset_buffer(workspace, lead, q + d, X)
         _products(xc, doubled, z)
-        z[..., q:-1] = xc
+        z[..., q:-1] = xc  # after the products (see _products)
         return z
 
     def expansion(self, mc, prec_chol):
