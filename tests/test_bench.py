@@ -15,9 +15,9 @@ from torchem.functional.gaussian import quadratic_features
 
 def test_flop_counts_match_hand_computed_formulas():
     n, d, k = 2000, 4, 3
-    # full: Q = (4//2 + 1) * 4 = 12 products, F = Q + D = 16 features
-    assert flops_per_iter("gmm-full", n, d, k) == 2000 * (4 + 12) + 4 * 2000 * 3 * 16 + 9 * 2000 * 3 + 3 * 4**3
-    assert flops_per_iter("gmm-full", n, d, k) == 470_192
+    # full: Q = 4 * 5 / 2 = 10 products (one per unordered pair), F = Q + D = 14 features
+    assert flops_per_iter("gmm-full", n, d, k) == 2000 * (4 + 10) + 4 * 2000 * 3 * 14 + 9 * 2000 * 3 + 3 * 4**3
+    assert flops_per_iter("gmm-full", n, d, k) == 418_192
     assert flops_per_iter("gmm-diag", n, d, k) == 2 * 2000 * 4 + 4 * 2000 * 3 * 8 + 9 * 2000 * 3 + 4 * 3 * 4
     assert flops_per_iter("gmm-spherical", n, d, k) == 3 * 2000 * 4 + 4 * 2000 * 3 * 5 + 9 * 2000 * 3 + 4 * 3 * 4
     assert flops_per_iter("gmm-tied", n, d, k) == 3 * 2000 * 4 + 4 * 2000 * 16 + 4 * 2000 * 3 * 4 + 9 * 2000 * 3 + 64

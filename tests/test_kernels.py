@@ -7,7 +7,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from torchem.functional import gaussian as G
-from torchem.functional.estep import log_responsibilities, mixture_log_prob, responsibilities
+from torchem.functional.estep import log_responsibilities, mixture_log_prob, responsibilities, responsibilities_base2_
 
 from .conftest import random_spd
 from .reference_em import dense_covariances
@@ -132,6 +132,70 @@ def test_float32_responsibilities_in_place_match_logsumexp_in_either_layout():
         keep = torch.arange(50) != 3
         np.testing.assert_allclose(norm[keep].numpy(), want_norm[keep].numpy(), rtol=1e-6)
         np.testing.assert_allclose(resp.numpy(), want_resp.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_base2_component_major_responsibilities_match_logsumexp():
+    """The fused pass's E-step (base-2 joint log-probabilities, component-major, written over)
+    agrees with a float64 log-sum-exp of the capped joint; an impossible sample gets zero
+    responsibilities and -inf; entries above their cap count as the cap."""
+    rng = np.random.default_rng(7)
+    lp = torch.from_numpy(rng.normal(scale=30.0, size=(7, 50))).float()  # [K, n]
+    lp[:, 3] = -torch.inf
+    cap = torch.full((7, 1), 50.0)
+    lp[2, 5] = 50.01  # rounding above a density's peak: capped
+    joint = torch.minimum(lp.double(), cap.double()) / np.log(2.0)
+    want_norm = torch.logsumexp(joint * np.log(2.0), 0)
+    want_resp = torch.nan_to_num((joint * np.log(2.0) - want_norm).exp())
+    given = (lp / np.log(2.0)).float()
+    norm64 = torch.empty(50, dtype=torch.float64)
+    norm, resp = responsibilities_base2_(given, (cap / np.log(2.0)).float(), norm64)
+    assert resp.data_ptr() == given.data_ptr() and norm.data_ptr() == norm64.data_ptr()
+    assert norm[3] == -torch.inf and bool((resp[:, 3] == 0).all()) and not bool(resp.isnan().any())
+    keep = torch.arange(50) != 3
+    np.testing.assert_allclose(norm[keep].numpy(), want_norm[keep].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(resp.numpy(), want_resp.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("lead, d", [((1, 1), 6), ((2, 3), 5)])
+def test_fused_e_step_statistics_match_float64_kernels(covariance_type, lead, d):
+    """One fused float32 pass over a chunk (log-likelihoods and statistics, GEMMs in base 2 with
+    the log weights folded in) equals the float64 log-densities, E-step and statistics of the
+    separate kernels to float32 accuracy, for one problem and for stacked problems x restarts;
+    the chunk after it, shorter, reuses the workspace."""
+    rng = np.random.default_rng(8)
+    k = 4
+    b, r = lead
+    means, cov = zip(*[_random_model(rng, k, d, covariance_type) for _ in range(b * r)])
+    means = torch.from_numpy(np.stack(means)).reshape(b, r, k, d)
+    cov = torch.from_numpy(np.stack(cov)).reshape(b, r, *np.shape(cov[0]))
+    pc, _ = G.precision_cholesky_from_covariances(cov, covariance_type)
+    lw = torch.from_numpy(np.log(rng.dirichlet(np.ones(k), size=(b, r))))
+    prep = G.gaussian_prepare(means.float(), pc.float(), covariance_type)
+    prep["workspace"] = {}
+    for n in (60, 37):
+        X = torch.from_numpy(rng.normal(scale=3.0, size=(b, 1, n, d)))
+        norm, stats = G.gaussian_e_step_stats(X.float(), prep, lw.float())
+        want_norm, resp = responsibilities(G.gaussian_log_prob(X, means, pc, covariance_type), lw)
+        want = G.gaussian_stats(X, resp, means, pc, covariance_type)
+        np.testing.assert_allclose(norm.numpy(), want_norm.numpy(), rtol=1e-5)
+        assert set(stats) == set(want)
+        for key in want:
+            np.testing.assert_allclose(stats[key].numpy(), want[key].numpy(), rtol=1e-4, atol=1e-4 * float(want[key].abs().max()))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 16])
+def test_quadratic_features_hold_each_pair_once(d):
+    """The full covariance's features are the D (D + 1) / 2 distinct products x_i x_j (odd and
+    even D alike): laid back into a matrix they give the outer product, in autograd and
+    workspace builds alike."""
+    from torchem.functional.covariance import COVARIANCE_TYPES, quadratic_features, symmetric_from_pairs
+
+    x = torch.randn(3, d, dtype=torch.float64)
+    quad = quadratic_features(x)
+    assert quad.shape == (3, d * (d + 1) // 2)
+    torch.testing.assert_close(symmetric_from_pairs(quad, d), x.unsqueeze(-1) * x.unsqueeze(-2))
+    torch.testing.assert_close(COVARIANCE_TYPES["full"].features(x, {}), torch.cat([quad, x], -1))
 
 
 def test_responsibilities_of_impossible_sample_are_zero_not_nan():

@@ -105,6 +105,17 @@ class Family(ABC):
         """Log mixing weights ``[B, R, K]``."""
         return params["log_weights"]
 
+    def fused_e_step(
+        self, X: Tensor, prepared: dict, log_weights: Tensor, sample_weight: Tensor | None
+    ) -> tuple[Tensor, Params] | None:
+        """The soft E-step of a chunk ``X [B, 1, n, D]`` and its statistics in one go, for a
+        family that computes them faster together: ``(log_norm [B, R, n], stats)``, the
+        per-sample log-likelihoods under ``log_weights [B, R, K]`` and what :meth:`stats` would
+        return for the responsibilities of :func:`~torchem.functional.estep.responsibilities`.
+        ``None`` (the default) lets the driver run :meth:`log_prob`, the E-step and
+        :meth:`stats` (it also does so for hard and labelled E-steps)."""
+        return None
+
     def portable_aux(self, aux: object) -> object:
         """The part of :meth:`log_prob`'s ``aux`` that stays valid for statistics taken about
         other parameters (stepwise EM): a family that marginalises missing entries passes on
@@ -260,16 +271,22 @@ def accumulate(
         for start, X, w, labels in source.chunks(labels=True):
             X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
             w = None if w is None else w.unsqueeze(1)
+            fused = None
             if resp is not None:
                 r, aux = resp(start, X), None
             else:
-                log_prob, aux = family.log_prob(X, prepared)
-                log_norm, r = labelled_e_step(log_prob, lw.to(log_prob.dtype), labels, hard=hard)
-                part = (log_norm.double() if w is None else log_norm.double() * w.double()).sum(-1)
-                ll = part if ll is None else ll + part
-            if about is None and resp is None:
+                if about is None and labels is None and not hard:
+                    fused = family.fused_e_step(X, prepared, lw, w)
+                if fused is None:
+                    log_prob, aux = family.log_prob(X, prepared)
+                    log_norm, r = labelled_e_step(log_prob, lw.to(log_prob.dtype), labels, hard=hard)
+                else:
+                    log_norm, part = fused  # the statistics came with the E-step
+                ll_part = log_norm.sum(-1, dtype=torch.float64) if w is None else (log_norm.double() * w.double()).sum(-1)
+                ll = ll_part if ll is None else ll + ll_part
+            if fused is None and about is None and resp is None:
                 part = family.stats(X, r, prepared, aux, w)
-            else:
+            elif fused is None:
                 kept = None if resp is not None else family.portable_aux(aux)
                 part = family.stats(X.double(), r.double(), about_prep, kept, None if w is None else w.double())
             stats = _add_into(stats, part)

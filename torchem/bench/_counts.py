@@ -55,7 +55,7 @@ def _family(model: str) -> tuple[str, str | None]:
 
 def n_features_of_expansion(covariance_type: str, d: int) -> int:
     """Width ``F`` of the per-sample features whose GEMM with per-component weights gives the
-    Mahalanobis distances: ``(D//2 + 1) D + D`` for ``full`` (the products ``x_i x_j`` in
+    Mahalanobis distances: ``D (D + 1) / 2 + D`` for ``full`` (the products ``x_i x_j`` in
     torchem's shifted layout, then ``x``), ``2D`` for ``diag`` (``x^2`` and ``x``), ``1 + D``
     for ``spherical`` (``|x|^2`` and ``x``) and ``D`` for ``tied`` (the whitened ``x``)."""
     return COVARIANCE_TYPES[covariance_type].expansion_width(d)
@@ -65,7 +65,7 @@ def flops_per_iter(model: str, n: int, d: int, k: int) -> int:
     """Operations of one EM iteration (E-step, statistics and M-step).
 
     Gaussian mixtures, with ``F`` from :func:`n_features_of_expansion` and
-    ``Q = (D//2 + 1) D`` quadratic products for ``full``:
+    ``Q = D (D + 1) / 2`` quadratic products for ``full``:
 
     * ``full``: ``N(D + Q) + 4NKF + 9NK + K D^3`` — centring, the products, the
       log-density GEMM and the statistics GEMM (``2NKF`` each), then per ``[n, K]`` entry the

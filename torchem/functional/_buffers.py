@@ -17,15 +17,25 @@ __all__ = ["broadcast_shape", "buffer"]
 def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
     """An uninitialised tensor of ``shape``: a view of a buffer kept in ``workspace`` (reused
     from chunk to chunk, so its pages are touched once rather than faulted in for every
-    chunk) or, without a workspace, a fresh one."""
-    numel = math.prod(shape)
+    chunk; the view itself is kept too, as chunks of one length ask for the same one) or,
+    without a workspace, a fresh one."""
     if workspace is None:
         return like.new_empty(shape)
+    shape = tuple(shape)
     buf = workspace.get(name)
+    views = workspace.setdefault("views", {})  # (name, shape) -> (buffer, view): chunks of one length share them
+    kept = views.get((name, shape))
+    if kept is not None and kept[0] is buf and buf.dtype == like.dtype and buf.device == like.device:
+        return kept[1]
+    numel = math.prod(shape)
     if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        for key in [key for key in views if key[0] == name]:  # views of the old buffer
+            del views[key]
         buf = like.new_empty(numel)
         workspace[name] = buf
-    return buf[:numel].view(shape)
+    view = buf[:numel].view(shape)
+    views[(name, shape)] = (buf, view)
+    return view
 
 
 def broadcast_shape(*shapes) -> tuple[int, ...]:

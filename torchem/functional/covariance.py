@@ -30,6 +30,7 @@ on them.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -40,6 +41,20 @@ from torch import distributions as D
 from ._buffers import broadcast_shape, buffer
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "lookup", "quadratic_features", "symmetric_from_pairs"]
+
+
+def _offset_buffer(workspace: dict, lead: tuple[int, ...], width: int, like: Tensor) -> Tensor:
+    """``[*lead, width + 1]`` of workspace's ``"zb"`` buffer whose last column holds ones: rows
+    padded to a multiple of 8 elements (aligned vector stores and GEMM reads), the ones written
+    only into rows that did not hold them yet (a strided fill costs as much as a feature)."""
+    stride = -(-(width + 1) // 8) * 8
+    rows = math.prod(lead)
+    padded = buffer(workspace, "zb", (rows, stride), like)
+    mark = workspace.get("zb_ones")
+    if mark is None or mark[0] is not workspace["zb"] or mark[1] != stride or mark[2] < rows:
+        padded[:, width] = 1.0
+        workspace["zb_ones"] = (workspace["zb"], stride, rows)
+    return padded[:, : width + 1].unflatten(0, lead)
 
 
 def _eye_like(t: Tensor, d: int) -> Tensor:
@@ -54,52 +69,71 @@ def _eye_like(t: Tensor, d: int) -> Tensor:
 _PAIR_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = {}
 
 
+def _quadratic_width(d: int) -> int:
+    """``D (D + 1) / 2``: the products of :func:`quadratic_features`, one per unordered pair."""
+    return d * (d + 1) // 2
+
+
 def _pairs(d: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    """The layout of :func:`quadratic_features`: for shift ``s = 0 .. D//2`` and feature
-    ``i``, the pair ``(i, (i + s) mod D)``. Returns flat indices ``i*D + j`` and ``j*D + i``
-    of every pair into a ``D x D`` matrix, and how many times each unordered pair ``{i, j}``
-    is counted by ``x^T P x`` divided by how often it appears in the layout (1 on the
-    diagonal and, for even ``D``, on the last shift, where each pair appears twice; else 2)."""
+    """The layout of :func:`quadratic_features`: for shift ``s = 0 .. (D-1)//2`` and feature
+    ``i``, the pair ``(i, (i + s) mod D)``, then, for even ``D``, the pairs ``(i, i + D/2)`` for
+    ``i < D/2`` (the shift ``D/2`` meets each of its pairs twice; it is kept once). Returns
+    flat indices ``i*D + j`` and ``j*D + i`` of every pair into a ``D x D`` matrix, and how
+    many times each unordered pair ``{i, j}`` is counted by ``x^T P x`` (1 on the diagonal,
+    else 2)."""
     key = (d, str(device))
     if key not in _PAIR_CACHE:
-        h = d // 2 + 1
+        h = (d + 1) // 2
         s = torch.arange(h).repeat_interleave(d)
         i = torch.arange(d).repeat(h)
-        j = (i + s) % d
-        mult = torch.full((h * d,), 2.0)
-        mult[s == 0] = 1.0
         if d % 2 == 0:
-            mult[s == d // 2] = 1.0
+            s = torch.cat([s, torch.full((d // 2,), d // 2)])
+            i = torch.cat([i, torch.arange(d // 2)])
+        j = (i + s) % d
+        mult = torch.where(s == 0, 1.0, 2.0)
         _PAIR_CACHE[key] = ((i * d + j).to(device), (j * d + i).to(device), mult.to(device))
     return _PAIR_CACHE[key]
 
 
 def quadratic_features(xc: Tensor) -> Tensor:
-    """``[..., n, (D//2 + 1) * D]``: the products ``x_i x_{(i+s) mod D}`` for shifts
-    ``s = 0 .. D//2``, which cover every unordered pair ``{i, j}`` (at most twice), built by a
-    single multiplication with a sliding window instead of a gather."""
+    """``[..., n, D (D + 1) / 2]``: the products ``x_i x_j`` of every unordered pair, laid out
+    as ``x_i x_{(i+s) mod D}`` for shifts ``s = 0 .. (D-1)//2`` (then ``x_i x_{i + D/2}``,
+    ``i < D/2``, for even ``D``), built by multiplications with a sliding window instead of
+    a gather."""
     return _full_features(xc, with_linear=False)
+
+
+def _products(xc: Tensor, doubled: Tensor, out: Tensor | None = None) -> Tensor:
+    """The products of :func:`quadratic_features` from ``xc`` and ``doubled = [xc, xc]``
+    (``[..., n, 2 D]``), into ``out`` when given: ``out`` then holds at least ``D`` more
+    columns after the products, which the caller writes afterwards (for even ``D`` one
+    multiplication writes the whole shift ``D/2``, its second half spilling into them)."""
+    d = xc.shape[-1]
+    h = (d + 1) // 2
+    if out is None:
+        quad = (xc.unsqueeze(-2) * doubled.unfold(-1, d, 1)[..., :h, :]).flatten(-2)
+        return torch.cat([quad, xc[..., : d // 2] * xc[..., d // 2 :]], -1) if d % 2 == 0 else quad
+    h = d // 2 + 1
+    torch.mul(xc.unsqueeze(-2), doubled.unfold(-1, d, 1)[..., :h, :], out=out[..., : h * d].unflatten(-1, (h, d)))
+    return out
 
 
 def _full_features(xc: Tensor, with_linear: bool, workspace: dict | None = None) -> Tensor:
     """Quadratic features, followed by ``xc`` itself when ``with_linear``, in one buffer."""
     d = xc.shape[-1]
-    h = d // 2 + 1
+    q = _quadratic_width(d)
     lead = xc.shape[:-1]
-    if xc.requires_grad or workspace is None:
-        window = torch.cat([xc, xc], dim=-1).unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D]
-        quad = (xc.unsqueeze(-2) * window).reshape(*lead, h * d)
+    if xc.requires_grad or workspace is None or not with_linear:
+        quad = _products(xc, torch.cat([xc, xc], dim=-1))
         return torch.cat([quad, xc], dim=-1) if with_linear else quad
     # Without autograd, every piece is written straight into preallocated buffers: copies
     # and concatenations of chunk-sized tensors cost as much as the GEMMs on CPU.
     doubled = buffer(workspace, "doubled", (*lead, 2 * d), xc)
     doubled[..., :d] = xc
     doubled[..., d:] = xc
-    window = doubled.unfold(-1, d, 1)[..., :h, :]  # [..., n, h, D], a view
-    z = buffer(workspace, "z", (*lead, h * d + (d if with_linear else 0)), xc)
-    torch.mul(xc.unsqueeze(-2), window, out=z[..., : h * d].unflatten(-1, (h, d)))
-    if with_linear:
-        z[..., h * d :] = xc
+    z = buffer(workspace, "z", (*lead, q + d), xc)
+    _products(xc, doubled, z)
+    z[..., q:] = xc  # after the products (see _products)
     return z
 
 
@@ -250,6 +284,16 @@ class CovarianceType(ABC):
         per-component weights give the expanded Mahalanobis distances, and whose
         responsibility-weighted sums are the statistics. With a ``workspace`` dict the
         result is a view of a buffer that the next call reuses."""
+
+    def offset_features(self, X: Tensor, c: Tensor, workspace: dict) -> Tensor:
+        """``[..., n, F + 1]``: :meth:`features` of ``X - c`` followed by a column of ones (the
+        offsets of the E-step's GEMM), written into a buffer of ``workspace`` that the next call
+        reuses. The fused E-step (:func:`~torchem.functional.gaussian.gaussian_e_step_stats`)
+        reads all of it, the statistics' GEMM the first ``F`` columns."""
+        z = self.features(X - c)
+        out = _offset_buffer(workspace, z.shape[:-1], z.shape[-1], z)
+        out[..., :-1] = z
+        return out
 
     @abstractmethod
     def expansion(self, mc: Tensor, prec_chol: Tensor) -> tuple[Tensor, Tensor]:
@@ -433,14 +477,14 @@ class _Full(_Triangular):
         return k * d * (d + 1) // 2
 
     def expansion_width(self, d):
-        return (d // 2 + 1) * d + d  # the products x_i x_j in the shifted layout, then x
+        return _quadratic_width(d) + d  # the products x_i x_j in the shifted layout, then x
 
     def workspace_width(self, d):
         # the features, and the outer product they are cut from
         return d * d + d * (d + 1) // 2 + d
 
     def flops_per_iter(self, n, d, k):
-        q = (d // 2 + 1) * d
+        q = _quadratic_width(d)
         return n * (d + q) + 4 * n * k * self.expansion_width(d) + 9 * n * k + k * d**3
 
     def expansion_terms(self, mc, prec_chol):
@@ -448,13 +492,25 @@ class _Full(_Triangular):
         return (root * (mc + sigma)).square().sum(-1)
 
     def features(self, xc, workspace=None):
-        return _full_features(xc, True, workspace)  # [..., n, (D//2 + 2) D]
+        return _full_features(xc, True, workspace)  # [..., n, D (D + 1) / 2 + D]
+
+    def offset_features(self, X, c, workspace):
+        d = X.shape[-1]
+        q = _quadratic_width(d)
+        lead = broadcast_shape(X.shape, c.shape)[:-1]
+        doubled = buffer(workspace, "doubled", (*lead, 2 * d), X)
+        xc = torch.sub(X, c, out=doubled[..., :d])
+        doubled[..., d:] = xc
+        z = _offset_buffer(workspace, lead, q + d, X)
+        _products(xc, doubled, z)
+        z[..., q:-1] = xc  # after the products (see _products)
+        return z
 
     def expansion(self, mc, prec_chol):
         d = mc.shape[-1]
         prec = self.precisions(prec_chol)  # [..., K, D, D]
         flat, _, mult = _pairs(d, prec.device)
-        quad = prec.flatten(-2).index_select(-1, flat) * mult.to(prec.dtype)  # [..., K, (D//2+1) D]
+        quad = prec.flatten(-2).index_select(-1, flat) * mult.to(prec.dtype)  # [..., K, D (D + 1) / 2]
         pm = (prec @ mc.unsqueeze(-1)).squeeze(-1)  # [..., K, D]
         w = torch.cat([quad, -2.0 * pm], dim=-1)
         b = (mc * pm).sum(-1)
@@ -631,6 +687,14 @@ class _Elementwise(CovarianceType):
         z = buffer(workspace, "z", (*xc.shape[:-1], first + d), xc)
         self._squares(xc, out=z[..., :first])
         z[..., first:] = xc
+        return z
+
+    def offset_features(self, X, c, workspace):
+        d = X.shape[-1]
+        first = self.expansion_width(d) - d
+        z = _offset_buffer(workspace, broadcast_shape(X.shape, c.shape)[:-1], first + d, X)
+        xc = torch.sub(X, c, out=z[..., first:-1])
+        self._squares(xc, out=z[..., :first])
         return z
 
 

@@ -48,6 +48,7 @@ from .._utils import caller_stacklevel
 
 from ._buffers import broadcast_shape, buffer
 from .covariance import COVARIANCE_TYPES, lookup as _lookup
+from .estep import responsibilities_base2_
 from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "gaussian_stats_centred",
     "COVARIANCE_TYPES",
     "covariances_from_precision_cholesky",
+    "gaussian_e_step_stats",
     "gaussian_log_prob",
     "gaussian_log_prob_prepared",
     "gaussian_prepare",
@@ -398,7 +400,7 @@ def gaussian_stats(
         dict of float64 tensors: ``nk [..., K]`` (sum of responsibilities), ``sx [..., K, D]``
         (weighted sum of ``x - c``) and ``sxx``, the weighted sum of second powers:
         ``sum r (x-c)(x-c)^T`` for ``full``, laid out as :func:`quadratic_features`
-        (``[..., K, (D//2 + 1) D]``, see :func:`symmetric_from_pairs`), squares
+        (``[..., K, D (D + 1) / 2]``, see :func:`symmetric_from_pairs`), squares
         ``[..., K, D]`` for ``diag``, squared norms ``[..., K]`` for ``spherical``, and the
         total (unweighted by ``r``) scatter ``[..., D, D]`` for ``tied``.
     """
@@ -413,6 +415,64 @@ def gaussian_stats(
     nk = r.sum(-2).double()
     both = (r.mT @ z).double()  # [..., K, F]
     return {"nk": nk, **ct.moment_stats(both, r, z, X.shape[-1])}
+
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The soft E-step of a chunk and its statistics in one pass: what
+    :func:`gaussian_log_prob_prepared`, :func:`~torchem.functional.estep.responsibilities` and
+    :func:`gaussian_stats` give together, in fewer passes over the ``[..., K, n]``
+    log-probabilities.
+
+    The first GEMM computes the joint log-probabilities ``log2(w_k p_k(x))`` in base 2 and
+    component-major (the log weights folded into its offsets through a column of ones of the
+    features, :meth:`CovarianceType.offset_features
+    <torchem.functional.covariance.CovarianceType.offset_features>`);
+    :func:`~torchem.functional.estep.responsibilities_base2_` turns them into responsibilities
+    in place; the second GEMM sums the responsibility-weighted features.
+
+    Args:
+        X: ``[..., n, D]`` samples in ``prep["dtype"]``.
+        prep: :func:`gaussian_prepare`'s output with a ``"workspace"`` dict (for ``full``,
+            ``diag`` or ``spherical`` covariances); the weights of the GEMM are kept in it for
+            the next chunks of the pass.
+        log_weights: ``[..., K]`` log mixing weights.
+
+    Returns:
+        ``(log_norm [..., n], stats)``: the per-sample log-likelihoods and the statistics of
+        :func:`gaussian_stats` (without sample weights).
+    """
+    ct = COVARIANCE_TYPES[prep["covariance_type"]]
+    ws = prep["workspace"]
+    fused = prep.get("fused")
+    if fused is None or fused[0] is not log_weights:
+        lw = log_weights.to(prep["dtype"]).unsqueeze(-1)  # [..., K, 1]
+        weights = (torch.cat([prep["w"].mT, prep["b"].mT + lw], -1) * _LOG2_E).contiguous()  # [..., K, F + 1]
+        cap, c = (prep["const"].mT + lw) * _LOG2_E, prep["centre"]
+        lead = broadcast_shape(weights.shape[:-2], c.shape[:-2], X.shape[:-2])
+        if all(s == 1 for s in lead):  # one problem, one restart: 2-D GEMMs, fewer ops a chunk
+            weights, cap, c = (t.reshape(t.shape[-2:]) for t in (weights, cap, c))
+        fused = prep["fused"] = (log_weights, weights, cap, c, lead)
+    _, weights, cap, c, lead = fused
+    flat = weights.ndim == 2
+    n = X.shape[-2]
+    if flat:
+        X = X.reshape(X.shape[-2:])
+    z = ct.offset_features(X, c, ws)  # [..., n, F + 1]
+    joint = buffer(ws, "log_prob", (*z.shape[:-2], weights.shape[-2], n), z)
+    joint = torch.mm(weights, z.mT, out=joint) if flat else torch.matmul(weights, z.mT, out=joint)
+    # the log-likelihoods in a reused float64 buffer: a fresh one of a chunk's length costs
+    # page faults on CPU, and the driver sums them in float64
+    log_norm = buffer(ws, "log_norm", (*joint.shape[:-2], n), joint.new_empty((), dtype=torch.float64))
+    log_norm, r = responsibilities_base2_(joint, cap, log_norm)  # r: [..., K, n]
+    features = z[..., :-1]
+    rz = (torch.mm(r, features) if flat else r @ features).double()  # [..., K, F]
+    stats = {"nk": r.sum(-1).double(), **ct.moment_stats(rz, r.mT, features, X.shape[-1])}
+    if flat:
+        return log_norm.view(*lead, n), {k: v.view(*lead, *v.shape) for k, v in stats.items()}
+    return log_norm, stats
 
 
 def gaussian_stats_centred(
