@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 
 import numpy as np
 import torch
@@ -638,48 +636,6 @@ class _KMeansFamily(Lloyd):
         return shift <= self.tol.unsqueeze(-1)
 
 
-#: fits inside _one_thread_if_small now, and torch's thread count before the first of them
-_ONE_THREAD = {"depth": 0, "before": None}
-_ONE_THREAD_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _one_thread_if_small(X, k: int, limit: int):
-    """Run the block on one intra-op thread when ``X`` (an array or tensor ``[..., N, D]`` on
-    the CPU) is small, ``N D K <= limit``, and restore torch's thread count after it.
-
-    A small K-means fit is a few thousand operations of tens of microseconds each, on
-    vectors of ~10^5 entries: above torch's grain size, so each is split over the threads,
-    and each split's fork and join costs as much as the operation (on a loaded machine,
-    waiting for a busy core, many times more). One thread runs such a fit faster
-    (scikit-learn's K-means likewise limits its BLAS threads while it runs).
-
-    torch's thread count is the process's: fits that overlap in several Python threads share
-    one limit, the count from before the first is restored when the last ends, and a count
-    that the caller changed meanwhile (no longer 1) is left as the caller set it."""
-    shape = getattr(X, "shape", None)
-    device = getattr(X, "device", None)
-    with _ONE_THREAD_LOCK:
-        nested = _ONE_THREAD["depth"] > 0
-        small = (shape is not None and len(shape) >= 2 and (nested or torch.get_num_threads() > 1)
-                 and (device is None or torch.device(device).type == "cpu") and int(np.prod(shape)) * k <= limit)
-        if small:
-            if not nested:
-                _ONE_THREAD["before"] = torch.get_num_threads()
-                torch.set_num_threads(1)
-            _ONE_THREAD["depth"] += 1
-    if not small:
-        yield
-        return
-    try:
-        yield
-    finally:
-        with _ONE_THREAD_LOCK:
-            _ONE_THREAD["depth"] -= 1
-            if _ONE_THREAD["depth"] == 0 and torch.get_num_threads() == 1:
-                torch.set_num_threads(_ONE_THREAD["before"])
-
-
 class KMeans(EMEstimator):
     """K-means clustering (Lloyd's algorithm) with scikit-learn's interface, run as hard EM on
     torchem's batched driver.
@@ -732,9 +688,6 @@ class KMeans(EMEstimator):
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans
     _estimator_type = "clusterer"
-    #: In-memory CPU fits with ``N D K`` at most this run on one intra-op thread (restored
-    #: after the fit): see :func:`_one_thread_if_small`.
-    _single_thread_work: int = 2**24
 
     def __init__(
         self,
@@ -902,8 +855,7 @@ class KMeans(EMEstimator):
         Returns:
             ``self``.
         """
-        with _one_thread_if_small(X, int(self.n_clusters), self._single_thread_work):
-            self._fit(X, sample_weight, callback=callback, labels=labels)
+        self._fit(X, sample_weight, callback=callback, labels=labels)
         return self
 
     def _initial_centers(self, method, Xs: Tensor, ws, n_init: int, generator, b: int, d: int, device, dtype) -> Tensor:
