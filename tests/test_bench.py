@@ -294,3 +294,25 @@ def test_a_rate_above_the_measured_peak_is_flagged():
     row = {"ms_per_iter": 1.0, "flops_per_iter": 1e9, "bytes_per_iter": 1e6}
     _add_rates(row, {"peak_gflops": 2000.0, "peak_gbps": 100.0})
     assert row["pct_peak_flops"] == pytest.approx(50.0) and "note" not in row
+
+
+def test_wait_until_idle_outlasts_a_spinning_thread():
+    """After a fit, the next waits until the process's threads stop spinning (a spinning
+    pool holds a core); with nothing spinning it waits one short sleep."""
+    import threading
+    import time
+
+    from torchem.bench._timing import wait_until_idle
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    assert wait_until_idle(limit_s=1.0) < 0.2
+    worker = threading.Thread(target=spin, args=(0.15,))
+    worker.start()
+    waited = wait_until_idle(limit_s=1.0)
+    worker.join()
+    assert 0.12 <= waited < 1.0
+    assert 0.05 <= wait_until_idle(limit_s=0.05, step_s=0.01, busy_fraction=-1.0) < 0.5  # gives up at the limit

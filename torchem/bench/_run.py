@@ -34,7 +34,6 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -43,14 +42,15 @@ from .. import __version__
 from ._cases import MODELS, ON_DEVICE, REFERENCES, RUNNERS, installed_references, make_problem
 from ._counts import bytes_per_iter, flops_per_iter
 from ._report import BUSY_CPUS, format_table, plot_results
-from ._timing import CpuShare, IterationClock, measure_peak
+from ._timing import CpuShare, IterationClock, measure_peak, wait_until_idle
 
 __all__ = ["build_parser", "main", "run_benchmarks"]
 
 _DTYPES = {"float32": (torch.float32, np.float32), "float64": (torch.float64, np.float64)}
 _QUALITY = {"gmm": "loglik", "gmm-ic": "loglik", "bgmm": "loglik", "bernoulli": "loglik", "poisson": "loglik", "categorical": "loglik", "kmeans": "inertia"}
-#: pause after a reference library's fits, so OpenBLAS's spinning threads go idle before torch runs
-_PAUSE_S = 0.2
+#: the longest wait after a fit for the process's thread pools to stop spinning (OpenBLAS's
+#: spin for about 0.1 s after scikit-learn's Gaussian mixtures)
+_IDLE_WAIT_S = 0.5
 #: at most this many times ``repeat`` fits for an implementation whose iterations are fast
 _MAX_EXTRA_FITS = 4
 
@@ -293,9 +293,8 @@ def _time_round(job: dict, iters: int, bar, takes_part) -> None:
                 _time_fit(lib, dev, spec, problem, state, iters)
             except Exception as exc:
                 state["error"] = f"{type(exc).__name__}: {exc}"
-            if lib != "torchem":  # idle threads; a tiny fit needs only a short pause
-                last = state["iter_s"][-1] if state["iter_s"] else _PAUSE_S
-                time.sleep(min(_PAUSE_S, 10 * last))
+            # the next fit starts once this one's thread pools stopped spinning
+            wait_until_idle(_IDLE_WAIT_S)
         bar.update(1)
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["CpuShare", "IterationClock", "device_name", "measure_peak", "timed"]
+__all__ = ["CpuShare", "IterationClock", "device_name", "measure_peak", "timed", "wait_until_idle"]
 
 
 def _is_cuda(device: str) -> bool:
@@ -126,6 +126,23 @@ class CpuShare:
             return wall, None, None
         other = (end[1][0] - self._begin[1][0]) - (end[2] - self._begin[2])
         return wall, max(other, 0.0), end[1][1] - self._begin[1][1]
+
+
+def wait_until_idle(limit_s: float = 0.5, step_s: float = 0.01, busy_fraction: float = 0.1) -> float:
+    """Sleep until this process's threads are idle, at most ``limit_s``; the seconds waited.
+
+    Thread pools spin after their work ends before they sleep (OpenBLAS's, used by
+    NumPy, for about 0.1 s after scikit-learn's Gaussian mixtures; OpenMP's, briefly), and a
+    pool that spins holds a core: the next fit timed on a 2-core machine then loses whole
+    scheduler ticks (4 ms) at its synchronisations. Idle here: the process used less than
+    ``busy_fraction`` of one CPU over a sleep of ``step_s``."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        cpu = time.process_time()
+        time.sleep(step_s)
+        if time.process_time() - cpu < busy_fraction * step_s:
+            break
+    return time.perf_counter() - start
 
 
 def device_name(device: str) -> str:
