@@ -38,6 +38,7 @@ import torch
 
 import torchem
 from torchem.bench._cases import MODELS, make_problem
+from torchem.bench._timing import wait_until_idle
 
 WORKLOADS = {
     "kmeans-large": ("kmeans", 500_000, 32, 64),
@@ -78,7 +79,10 @@ def _faiss(model, X, init):
 
 
 def _seconds(fn, *args) -> tuple[float, float]:
-    """``(wall, cpu)`` seconds of ``fn(*args)``."""
+    """``(wall, cpu)`` seconds of ``fn(*args)``, started once the previous fit's thread pools
+    stopped spinning (NumPy's OpenBLAS spins ~0.1 s after scikit-learn's mixtures, holding a
+    core that the next fit's threads then wait for)."""
+    wait_until_idle()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tol=0: convergence warnings
         start, cpu = time.perf_counter(), time.process_time()
