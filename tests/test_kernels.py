@@ -162,7 +162,8 @@ def test_fused_e_step_statistics_match_float64_kernels(covariance_type, lead, d)
     """One fused float32 pass over a chunk (log-likelihoods and statistics, GEMMs in base 2 with
     the log weights folded in) equals the float64 log-densities, E-step and statistics of the
     separate kernels to float32 accuracy, for one problem and for stacked problems x restarts;
-    the chunk after it, shorter, reuses the workspace."""
+    the chunk after it, shorter, reuses the workspace; sample weights weight the statistics
+    (not the log-likelihoods) as in the separate kernels."""
     rng = np.random.default_rng(8)
     k = 4
     b, r = lead
@@ -173,11 +174,14 @@ def test_fused_e_step_statistics_match_float64_kernels(covariance_type, lead, d)
     lw = torch.from_numpy(np.log(rng.dirichlet(np.ones(k), size=(b, r))))
     prep = G.gaussian_prepare(means.float(), pc.float(), covariance_type)
     prep["workspace"] = {}
-    for n in (60, 37):
+    for n, weighted in ((60, False), (37, False), (60, True)):
         X = torch.from_numpy(rng.normal(scale=3.0, size=(b, 1, n, d)))
-        norm, stats = G.gaussian_e_step_stats(X.float(), prep, lw.float())
+        w = torch.from_numpy(rng.uniform(0.0, 3.0, size=(b, 1, n))) if weighted else None
+        if weighted:
+            w[..., :5] = 0.0  # rows of weight 0 count for nothing
+        norm, stats = G.gaussian_e_step_stats(X.float(), prep, lw.float(), None if w is None else w.float())
         want_norm, resp = responsibilities(G.gaussian_log_prob(X, means, pc, covariance_type), lw)
-        want = G.gaussian_stats(X, resp, means, pc, covariance_type)
+        want = G.gaussian_stats(X, resp, means, pc, covariance_type, sample_weight=w)
         np.testing.assert_allclose(norm.numpy(), want_norm.numpy(), rtol=1e-5)
         assert set(stats) == set(want)
         for key in want:

@@ -420,7 +420,9 @@ def gaussian_stats(
 _LOG2_E = 1.0 / math.log(2.0)
 
 
-def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def gaussian_e_step_stats(
+    X: Tensor, prep: dict, log_weights: Tensor, sample_weight: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The soft E-step of a chunk and its statistics in one pass: what
     :func:`gaussian_log_prob_prepared`, :func:`~torchem.functional.estep.responsibilities` and
     :func:`gaussian_stats` give together, in fewer passes over the ``[..., K, n]``
@@ -439,10 +441,13 @@ def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[T
             ``diag`` or ``spherical`` covariances); the weights of the GEMM are kept in it for
             the next chunks of the pass.
         log_weights: ``[..., K]`` log mixing weights.
+        sample_weight: optional ``[..., n]`` non-negative sample weights: they weight the
+            statistics (the responsibilities are multiplied by them in place, one pass), not
+            the log-likelihoods.
 
     Returns:
         ``(log_norm [..., n], stats)``: the per-sample log-likelihoods and the statistics of
-        :func:`gaussian_stats` (without sample weights).
+        :func:`gaussian_stats` (with the same ``sample_weight``).
     """
     ct = COVARIANCE_TYPES[prep["covariance_type"]]
     ws = prep["workspace"]
@@ -467,6 +472,9 @@ def gaussian_e_step_stats(X: Tensor, prep: dict, log_weights: Tensor) -> tuple[T
     # page faults on CPU, and the driver sums them in float64
     log_norm = buffer(ws, "log_norm", (*joint.shape[:-2], n), joint.new_empty((), dtype=torch.float64))
     log_norm, r = responsibilities_base2_(joint, cap, log_norm)  # r: [..., K, n]
+    if sample_weight is not None:  # weighted statistics: r w, in place
+        sw = sample_weight.to(r.dtype)
+        r.mul_(sw.reshape(1, n) if flat else sw.unsqueeze(-2))
     features = z[..., :-1]
     rz = (torch.mm(r, features) if flat else r @ features).double()  # [..., K, F]
     stats = {"nk": r.sum(-1).double(), **ct.moment_stats(rz, r.mT, features, X.shape[-1])}

@@ -81,9 +81,9 @@ class _GaussianFamily(Family):
         return G.gaussian_log_prob_prepared(X, prepared, return_aux=True)
 
     def fused_e_step(self, X, prepared, log_weights, sample_weight):
-        if sample_weight is not None or not prepared.get("fusable") or (self.marginalize and M.has_missing(X)):
+        if not prepared.get("fusable") or (self.marginalize and M.has_missing(X)):
             return None
-        return G.gaussian_e_step_stats(X, prepared, log_weights)
+        return G.gaussian_e_step_stats(X, prepared, log_weights, sample_weight)
 
     def needs_precise_pass(self, stats, params) -> bool:
         """Ask the driver to redo a pass in float64, about each component's own mean, when its
