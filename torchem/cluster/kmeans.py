@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -329,13 +328,7 @@ class _KMeansFamily(Lloyd):
         p, i = wrong.view(b * r, n).nonzero(as_tuple=True)
         rows = torch.div(p, r, rounding_mode="floor") * n + i  # rows of the data
         old, new = self.labels.view(-1)[p * n + i], labels.reshape(-1)[rows]
-        x = X_flat.index_select(0, rows).double()
-        wt = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if w_flat is None else w_flat[rows].double()
-        xw = x * wt.unsqueeze(-1)
-        self.counts.index_add_(0, p * k + old, -wt)
-        self.sums.index_add_(0, p * k + old, -xw)
-        self.counts.index_add_(0, p * k + new, wt)
-        self.sums.index_add_(0, p * k + new, xw)
+        self._move_rows(X_flat, rows, w_flat, p * k + old, p * k + new)
         self.labels.view(-1)[p * n + i] = new
 
     def final_assignment(self, source: Source, centers: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -566,7 +559,6 @@ class _KMeansFamily(Lloyd):
                 self.sums.index_add_(0, old[s:e], x64, alpha=-1)
             self.sums.index_add_(0, new[s:e], x64)
 
-
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
         """After the centres move, loosen the bounds so they stay valid: each point's slack
         shrinks by its centre's move and the largest move."""
@@ -660,9 +652,7 @@ class KMeans(EMEstimator):
     passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
     with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
     the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
-    shape ``[B, N, D]`` clusters ``B`` independent datasets. A small fit on the CPU (``N D K
-    <= 2^24``) runs on one intra-op thread, torch's thread count restored after it: its
-    operations are too short to gain from splitting.
+    shape ``[B, N, D]`` clusters ``B`` independent datasets.
 
     Args:
         n_clusters: number of clusters ``K``.
@@ -1105,4 +1095,3 @@ class KMeans(EMEstimator):
     def _load_extra_state(self, state: dict) -> None:
         self._labels, self._inertia = state["labels"], state["inertia"]
         self._counts = state.get("counts")  # partial_fit continues with the saved cluster sizes
-
