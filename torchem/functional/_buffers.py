@@ -13,6 +13,9 @@ from torch import Tensor
 
 __all__ = ["broadcast_shape", "buffer"]
 
+#: views a workspace keeps at most (a fit's fixed chunk shapes need a few dozen)
+_MAX_VIEWS = 256
+
 
 def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
     """An uninitialised tensor of ``shape``: a view of a buffer kept in ``workspace`` (reused
@@ -34,6 +37,8 @@ def buffer(workspace: dict | None, name: str, shape, like: Tensor) -> Tensor:
         buf = like.new_empty(numel)
         workspace[name] = buf
     view = buf[:numel].view(shape)
+    if len(views) >= _MAX_VIEWS:  # shapes that vary from call to call (gathered rows) must not pile up
+        views.clear()
     views[(name, shape)] = (buf, view)
     return view
 

@@ -48,7 +48,7 @@ from .._utils import caller_stacklevel
 
 from ._buffers import broadcast_shape, buffer
 from .covariance import COVARIANCE_TYPES, lookup as _lookup
-from .estep import responsibilities_base2_
+from .estep import _LOG2_E, responsibilities_base2_
 from .covariance import quadratic_features, symmetric_from_pairs  # noqa: F401  (re-exported: documented here)
 
 __all__ = [
@@ -415,9 +415,6 @@ def gaussian_stats(
     nk = r.sum(-2).double()
     both = (r.mT @ z).double()  # [..., K, F]
     return {"nk": nk, **ct.moment_stats(both, r, z, X.shape[-1])}
-
-
-_LOG2_E = 1.0 / math.log(2.0)
 
 
 def gaussian_e_step_stats(
