@@ -16,8 +16,14 @@ def _data(seed=0, n=1500, d=4, k=5):
     return X, init
 
 
-@pytest.mark.parametrize("chunk_size", [None, 97])
-def test_matches_sklearn_lloyd(chunk_size):
+@pytest.mark.parametrize("chunk_size, block_entries", [(None, None), (97, None), (None, 1)])
+def test_matches_sklearn_lloyd(chunk_size, block_entries, monkeypatch):
+    """Also with the bounded pass's distance blocks at their floor of 256 rows (six blocks,
+    the last one short), as fits of more rows than one block take them."""
+    if block_entries is not None:
+        from torchem.cluster.kmeans import _KMeansFamily
+
+        monkeypatch.setattr(_KMeansFamily, "block_entries", block_entries)
     X, init = _data()
     ref = SkKMeans(5, init=init, n_init=1, algorithm="lloyd", tol=1e-4).fit(X)
     ours = KMeans(5, init=init, tol=1e-4, chunk_size=chunk_size).fit(X)
