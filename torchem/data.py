@@ -45,10 +45,8 @@ __all__ = [
     "omit_rows",
 ]
 
-# Bytes of per-chunk working memory the driver aims for on CPU when no chunk size is given:
-# 8 MiB a thread, at most 16 MiB (see auto_chunk_size).
-_CPU_BUDGET = 16 * 2**20
-_CPU_BUDGET_PER_THREAD = 8 * 2**20
+# Bytes of per-chunk working memory the driver aims for on CPU when no chunk size is given.
+_CPU_BUDGET = 8 * 2**20
 _MIN_CHUNK = 256
 
 
@@ -62,15 +60,15 @@ def _free_device_memory(device: torch.device) -> int:
 
 
 def auto_chunk_size(bytes_per_sample: int, device: torch.device, n_samples: int) -> int:
-    """A chunk length whose working memory fits a budget: on CPU 8 MiB a thread of
-    ``torch.get_num_threads()``, at most 16 MiB (chunks that stay in the caches are fastest
-    there; on one thread the Gaussian full and diagonal E+M passes ran about 0.86 of their
-    16 MiB time with 8 MiB chunks, while on two the smaller chunks gained nothing), and an
-    eighth of the free memory, at most 2 GiB, on CUDA."""
+    """A chunk length whose working memory fits a budget: 8 MiB on CPU, whatever the number
+    of threads (each chunk of an in-memory pass runs on one thread, see
+    :mod:`torchem._threads`; on one thread the Gaussian full and diagonal E+M passes ran
+    about 0.86 of their 16 MiB time with 8 MiB chunks; and the same chunks on any number of
+    threads give the same sums), and an eighth of the free memory, at most 2 GiB, on CUDA."""
     if device.type == "cuda":
         budget = min(_free_device_memory(device) // 8, 2 * 2**30)
     else:
-        budget = min(_CPU_BUDGET, _CPU_BUDGET_PER_THREAD * max(1, torch.get_num_threads()))
+        budget = _CPU_BUDGET
     size = max(_MIN_CHUNK, int(budget // max(1, bytes_per_sample)))
     return int(min(size, n_samples))
 
@@ -160,11 +158,15 @@ class TensorSource:
     def chunks(self, labels: bool = False) -> Iterator[tuple]:
         """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data (and the
         chunk's labels or ``None`` with ``labels=True``)."""
-        step = self.chunk_size
-        for start in range(0, self.n_samples, step):
-            w = None if self.sample_weight is None else self.sample_weight[:, start : start + step]
-            part = (start, self.X[:, start : start + step], w)
-            yield part + (None if self.labels is None else self.labels[:, start : start + step],) if labels else part
+        return self.chunks_between(0, self.n_samples, self.chunk_size, labels)
+
+    def chunks_between(self, begin: int, end: int, step: int, labels: bool = False) -> Iterator[tuple]:
+        """:meth:`chunks` of the rows ``begin .. end - 1`` only, ``step`` rows at a time."""
+        for start in range(begin, end, step):
+            stop = min(end, start + step)
+            w = None if self.sample_weight is None else self.sample_weight[:, start:stop]
+            part = (start, self.X[:, start:stop], w)
+            yield part + (None if self.labels is None else self.labels[:, start:stop],) if labels else part
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .data import Source, TensorSource
+from ._threads import run_ordered, slot
 from ._utils import full_float32_matmul
 from .distributed import all_reduce_sum, is_distributed, rank, world_size
 from .functional.estep import responsibilities
@@ -77,6 +78,13 @@ class Family(ABC):
     pure functions of their arguments; the optional ones have defaults, so the driver never
     asks whether a hook exists.
     """
+
+    #: The per-chunk hooks (:meth:`log_prob`, :meth:`stats`, :meth:`fused_e_step`,
+    #: :meth:`portable_aux`) may run on several threads at once, each on its own chunks with
+    #: its own shallow copy of :meth:`prepare`'s dict (whose ``"workspace"`` dict, if any, is
+    #: the thread's own): they write into nothing else that is shared. The driver then runs
+    #: an in-memory CPU pass on worker threads (:mod:`torchem._threads`).
+    parallel_chunks: bool = False
 
     @abstractmethod
     def prepare(self, params: Params, precise: bool = False) -> dict:
@@ -221,6 +229,26 @@ def labelled_e_step(
     return torch.where(known, fixed, log_norm), resp
 
 
+def _parallel(family: Family, source: Source) -> bool:
+    """Whether a pass shares its chunks among threads (:func:`torchem._threads.run_ordered`):
+    in-memory CPU data of more than one chunk, read by a family whose hooks are
+    :attr:`Family.parallel_chunks`. (A pass of one chunk, or on a GPU, runs in the caller.)"""
+    return (family.parallel_chunks and isinstance(source, TensorSource) and source.device.type == "cpu"
+            and source.n_samples > source.chunk_size)
+
+
+def _own(prepared: dict | None, i: int) -> dict | None:
+    """The copy of a family's prepared dict that the worker of slot ``i`` of a pass reads:
+    its own keys, and its own workspace (kept inside the shared one, so that it too lasts from
+    pass to pass)."""
+    if prepared is None:
+        return None
+    own = dict(prepared)
+    if isinstance(prepared.get("workspace"), dict):
+        own["workspace"] = prepared["workspace"].setdefault(("worker", i), {})
+    return own
+
+
 @full_float32_matmul()
 def accumulate(
     family: Family,
@@ -264,32 +292,54 @@ def accumulate(
         total = source.total_weight()
         ll = ll_mean * total.unsqueeze(-1)
     else:
+        prepared = lw = None
         if resp is None:
             prepared = family.prepare(params, precise)
             lw = family.log_weights(params)
         about_prep = None if about is None else family.prepare({k: v.double() for k, v in about.items()}, True)
-        for start, X, w, labels in source.chunks(labels=True):
+
+        owned: dict[int, tuple] = {0: (prepared, about_prep)}  # per thread of the pass (see _own)
+
+        def one_chunk(chunk):
+            start, X, w, labels = chunk
+            at = slot()
+            if at not in owned:
+                owned[at] = (_own(prepared, at), _own(about_prep, at))
+            prep, aprep = owned[at]
             X = X.unsqueeze(1)  # [B, 1, n, D]: broadcasts against the restarts
             w = None if w is None else w.unsqueeze(1)
-            fused = None
+            fused, ll_part = None, None
             if resp is not None:
                 r, aux = resp(start, X), None
             else:
                 if about is None and labels is None and not hard:
-                    fused = family.fused_e_step(X, prepared, lw, w)
+                    fused = family.fused_e_step(X, prep, lw, w)
                 if fused is None:
-                    log_prob, aux = family.log_prob(X, prepared)
+                    log_prob, aux = family.log_prob(X, prep)
                     log_norm, r = labelled_e_step(log_prob, lw.to(log_prob.dtype), labels, hard=hard)
                 else:
                     log_norm, part = fused  # the statistics came with the E-step
                 ll_part = log_norm.sum(-1, dtype=torch.float64) if w is None else (log_norm.double() * w.double()).sum(-1)
-                ll = ll_part if ll is None else ll + ll_part
             if fused is None and about is None and resp is None:
-                part = family.stats(X, r, prepared, aux, w)
+                part = family.stats(X, r, prep, aux, w)
             elif fused is None:
                 kept = None if resp is not None else family.portable_aux(aux)
-                part = family.stats(X.double(), r.double(), about_prep, kept, None if w is None else w.double())
+                part = family.stats(X.double(), r.double(), aprep, kept, None if w is None else w.double())
+            return part, ll_part
+
+        def add(result):  # in the chunks' order, whichever thread computed them
+            nonlocal stats, ll
+            part, ll_part = result
             stats = _add_into(stats, part)
+            if ll_part is not None:
+                ll = ll_part if ll is None else ll + ll_part
+
+        chunks = source.chunks(labels=True)
+        if resp is None and _parallel(family, source):
+            run_ordered(chunks, one_chunk, add)  # chunks side by side on threads (torchem._threads)
+        else:
+            for chunk in chunks:
+                add(one_chunk(chunk))
         total = source.total_weight()
     if over_ranks and is_distributed():
         keys = sorted(stats)

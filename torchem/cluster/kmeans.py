@@ -12,6 +12,7 @@ from .._utils import as_float_tensor, check_data, check_fitted, check_int, check
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
+from .._threads import run_ordered, slot, workers
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, lloyd_stats, squared_distances
 from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
@@ -121,6 +122,27 @@ def _check_finite(d: Tensor, X: Tensor, what: str) -> None:
                          "or scale the data.")
 
 
+class _Share:
+    """What one thread of a bounded pass (:meth:`_KMeansFamily.run_pass`) keeps: the moves of
+    the points of the chunk it works on out of and into the clusters (counts and sums from
+    zero each chunk, ``moved`` once any point moved), and its own workspace, kept from pass
+    to pass."""
+
+    def __init__(self):
+        self.workspace: dict = {}
+        self.counts = self.sums = None
+        self.moved = False
+
+    def start(self, counts: Tensor, sums: Tensor) -> None:
+        """Zero moves shaped like the running ``counts`` and ``sums``."""
+        if self.counts is None or self.counts.shape != counts.shape or self.sums.shape != sums.shape:
+            self.counts, self.sums = torch.zeros_like(counts), torch.zeros_like(sums)
+        elif self.moved:
+            self.counts.zero_()
+            self.sums.zero_()
+        self.moved = False
+
+
 class _KMeansFamily(Lloyd):
     """The :class:`~torchem.init.Lloyd` family (K-means as hard EM) made for one fit: passes
     over in-memory data skip, with Hamerly's bounds, the distances that cannot change an
@@ -139,6 +161,7 @@ class _KMeansFamily(Lloyd):
         # to the own centre): a point whose slack is not negative keeps its cluster
         self.slack = None
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
+        self._workers: list[_Share] = []  # per thread of a bounded pass: its moves and workspace
         self.rows = None  # the data as the bounded pass's GEMMs read it (_prepare_rows)
 
     #: Which pass in-memory data takes: the dense GEMM + argmin pass (``True``), Hamerly's
@@ -158,6 +181,11 @@ class _KMeansFamily(Lloyd):
     #: K = 64, and 0.92-0.93x at 50k x 16, K = 16, on one thread and on two (fewer, larger
     #: GEMMs and per-block operations); 2**20 gained nothing more.
     block_entries: int = 2**19
+
+    #: Entries of ``[rows, K]`` in a chunk of the bounded pass (at least ``chunk_size`` rows):
+    #: the pass works mostly on per-point vectors, so its chunks are larger than the GEMM
+    #: passes'; on the CPU the chunks run side by side on threads (:meth:`run_pass`).
+    pass_entries: int = 2**23
 
     # ----------------------------------------------------------------------------------------
     # Dense pass (for GPUs: sync-free, no per-point state)
@@ -251,7 +279,10 @@ class _KMeansFamily(Lloyd):
         to date by moving only the points that changed cluster (float64 scatter-adds). Points
         the source labels are assigned with the others in the first pass and then moved to
         their own cluster (:meth:`_pin`); later passes skip them (a dense chunk reassigns
-        them, and they are pinned again).
+        them, and they are pinned again). On the CPU the chunks of rows run side by side on
+        threads (:func:`torchem._threads.run_ordered`), each moving its points in sums of its
+        own, which are added to the running sums in the chunks' order: the same sums on any
+        number of threads.
         """
         if not isinstance(source, TensorSource):
             return None  # streamed: the driver's chunked pass (samples are not kept between passes)
@@ -272,14 +303,46 @@ class _KMeansFamily(Lloyd):
         Xc_flat, xx_flat, refd = self.rows
         # Flat views: point (p = b * R + r, i) is row p * N + i of the per-point state and its
         # sample is row b * N + i of the data.
-        lab_flat, slack_flat = self.labels.view(-1), self.slack.view(-1)
         X_flat = source.X.reshape(b * n, d)
         w_flat = None if source.sample_weight is None else source.sample_weight.reshape(-1)
-        # The bounded pass works mostly on per-point vectors, so it takes bigger chunks than
-        # the GEMM passes (fewer, larger operations).
-        step = max(source.chunk_size, min(n, max(1, 2**23 // (k * b * r))))
-        for start in range(0, n, step):
-            stop = min(n, start + step)
+        step = max(source.chunk_size, min(n, max(1, self.pass_entries // (k * b * r))))
+        rows = (source, c64, first, step, X_flat, Xc_flat, xx_flat, w_flat, refd)
+        chunks = [(start, min(n, start + step)) for start in range(0, n, step)]
+        while len(self._workers) < max(1, workers()):  # one per thread of the pass (slot 0: the caller)
+            self._workers.append(_Share())
+
+        def work(chunk):  # the moves of the chunk's points, made on this thread's own sums
+            acc = self._workers[slot()]
+            acc.start(self.counts, self.sums)
+            self._pass_rows(*chunk, *rows, acc=acc)
+            return (acc.counts.clone(), acc.sums.clone()) if acc.moved else None
+
+        def take(moves):  # in the chunks' order, so the sums do not depend on the threads
+            if moves is not None:
+                self.counts += moves[0]
+                self.sums += moves[1]
+
+        if dev.type == "cpu" and len(chunks) > 1:
+            run_ordered(chunks, work, take)  # chunks side by side on threads (torchem._threads)
+        else:
+            for chunk in chunks:
+                take(work(chunk))
+        if source.labels is not None:
+            self._pin(source.labels, X_flat, w_flat, r, k)
+        stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
+        stats["counts"].clamp_min_(0.0)  # rounding of removed weights
+        return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
+
+    def _pass_rows(self, begin: int, end: int, source: TensorSource, c64: Tensor, first: bool, step: int, X_flat: Tensor,
+                   Xc_flat: Tensor, xx_flat: Tensor, w_flat: Tensor | None, refd: Tensor, acc) -> None:
+        """The bounded pass (:meth:`run_pass`) over the rows ``begin .. end - 1``, ``step`` at
+        a time: their labels and bounds are updated in place and the points that change
+        cluster move in the sums of ``acc``, the :class:`_Share` of the thread running them."""
+        b, r, k, d = c64.shape
+        n = source.n_samples
+        lab_flat, slack_flat = self.labels.view(-1), self.slack.view(-1)
+        for start in range(begin, end, step):
+            stop = min(end, start + step)
             lab = self.labels[..., start:stop]
             need = self.slack[..., start:stop] < 0  # [B, R, m]
             if not first and source.labels is not None:
@@ -290,11 +353,11 @@ class _KMeansFamily(Lloyd):
             if b * r == 1 and count > self.dense_fraction * need.numel():
                 w = None if w_flat is None else w_flat[start:stop]
                 self._assign_rows(X_flat[start:stop], Xc_flat[start:stop], xx_flat[start:stop], w, c64[0, 0], refd[0], 0,
-                                  lab[0, 0], self.slack[0, 0, start:stop], first)
+                                  lab[0, 0], self.slack[0, 0, start:stop], first, acc)
                 continue
             # Gather the points whose bounds fail and compare them with every centre at once
             # (into workspace buffers: see _assign_rows).
-            ws = self.workspace
+            ws = acc.workspace
             if b * r == 1:
                 pi, ii = None, need.view(-1).nonzero(as_tuple=True)[0].add_(start)
                 prow = xrow = ii  # rows of the per-point state and of the data
@@ -316,14 +379,9 @@ class _KMeansFamily(Lloyd):
                 wts = None if w_flat is None else w_flat.index_select(0, xrow if sel is None else xrow.index_select(0, sel))
                 lab_p = torch.index_select(lab_flat, 0, rows, out=buffer(ws, "gathered_lab", rows.shape, lab_flat))
                 slack_p = buffer(ws, "gathered_slack", rows.shape, slack_flat)
-                self._assign_rows(xs, xcs, xxs, wts, c64[p // r, p % r], refd[p // r], p * k, lab_p, slack_p, first)
+                self._assign_rows(xs, xcs, xxs, wts, c64[p // r, p % r], refd[p // r], p * k, lab_p, slack_p, first, acc)
                 lab_flat.index_copy_(0, rows, lab_p)
                 slack_flat.index_copy_(0, rows, slack_p)
-        if source.labels is not None:
-            self._pin(source.labels, X_flat, w_flat, r, k)
-        stats = {"counts": self.counts.view(b, r, k).clone(), "sums": self.sums.view(b, r, k, d).clone()}
-        stats["counts"].clamp_min_(0.0)  # rounding of removed weights
-        return stats, -self._inertia(source, c64, stats) / source.total_weight().unsqueeze(-1)
 
     def _pin(self, labels: Tensor, X_flat: Tensor, w_flat: Tensor | None, r: int, k: int) -> None:
         """Move every point that ``labels [B, N]`` names out of the cluster the pass gave it
@@ -436,14 +494,16 @@ class _KMeansFamily(Lloyd):
         return spread
 
     def _assign_rows(self, X: Tensor, Xc: Tensor, xx: Tensor, w: Tensor | None, c64: Tensor, ref: Tensor, base: int,
-                     lab: Tensor, slack: Tensor, first: bool) -> None:
+                     lab: Tensor, slack: Tensor, first: bool, acc=None) -> None:
         """Assign the rows ``X [S, D]`` (weights ``w [S]`` or ``None``) to their nearest centre
         among ``c64 [K, D]`` (one problem and restart, whose clusters are rows ``base ..
         base + K - 1`` of the running sums), exactly as Lloyd's algorithm: ``lab [S]`` holds
         their current labels and receives the new ones (``first``: no current labels), ``slack
         [S]`` receives the lower bound on their slack (:meth:`run_pass`); the points that
         changed cluster move in the running sums (float64 scatter-adds; all the rows on the ``first`` pass). ``Xc``
-        and ``xx`` are the rows' part of :meth:`_prepare_rows`'s, ``ref [D]`` their reference.
+        and ``xx`` are the rows' part of :meth:`_prepare_rows`'s, ``ref [D]`` their reference;
+        ``acc`` holds the running sums and the workspace (this family by default, or a
+        worker's :class:`_Share`).
 
         The rows are cut into blocks whose ``[K, S]`` distance matrix stays in cache (of
         :attr:`block_entries` entries). In each block one GEMM in the data's dtype, on the centred data ``Xc``, gives ``|c|^2 - 2
@@ -459,14 +519,15 @@ class _KMeansFamily(Lloyd):
         exactly in float64 (on exact ties the current label stays). The per-row bound
         arithmetic runs once over all ``S`` rows, in the data's dtype (its rounding is
         counted in the error, :meth:`_relative_error`), not per block."""
-        ws = self.workspace
+        acc = self if acc is None else acc
+        ws = acc.workspace
         n, d = X.shape
         k = c64.shape[0]
         dtype = X.dtype
         bits = (k - 1).bit_length()
         mask = (1 << bits) - 1
         block = max(256, min(n, self.block_entries // max(k, 1)))  # a [K, block] matrix
-        positions, low_bits, coef, sign = self._constants(X, k, block)
+        positions, low_bits, coef, sign = self._constants(X, k, block, ws)
         c_cen = c64 - ref.double()  # about the rounded reference the data is centred on
         cc = c_cen.to(dtype)
         cn = cc.square().sum(-1, keepdim=True)  # [K, 1]
@@ -522,49 +583,53 @@ class _KMeansFamily(Lloyd):
             if base:
                 lab_new = lab_new + base
                 lab_old = None if lab_old is None else lab_old + base
-            self._move_rows(X, idx, w, lab_old, lab_new)
+            self._move_rows(X, idx, w, lab_old, lab_new, acc)
         lab.copy_(new)
 
-    def _constants(self, X: Tensor, k: int, block: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The fit's constants of :meth:`_assign_rows` (made once): ``positions [block]``, the
+    def _constants(self, X: Tensor, k: int, block: int, ws: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fit's constants of :meth:`_assign_rows` (made once per workspace ``ws``): ``positions [block]``, the
         centres' indices ``[K, 1]`` as integers the width of the data's dtype, and the
         bounds' ``1 + rel`` and ``1 - rel``, ``+1`` and ``-1`` ``[2, 1]`` in that dtype."""
         key = ("constants", k, block, X.dtype)
-        if key not in self.workspace:
+        if key not in ws:
             as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[X.element_size()]
             rel = self._relative_error(X.shape[1], k, X.dtype)
-            self.workspace[key] = (torch.arange(block, device=X.device),
-                                   torch.arange(k, dtype=as_int, device=X.device).unsqueeze(1),
-                                   torch.tensor([[1.0 + rel], [1.0 - rel]], dtype=X.dtype, device=X.device),
-                                   torch.tensor([[1.0], [-1.0]], dtype=X.dtype, device=X.device))
-        return self.workspace[key]
+            ws[key] = (torch.arange(block, device=X.device),
+                       torch.arange(k, dtype=as_int, device=X.device).unsqueeze(1),
+                       torch.tensor([[1.0 + rel], [1.0 - rel]], dtype=X.dtype, device=X.device),
+                       torch.tensor([[1.0], [-1.0]], dtype=X.dtype, device=X.device))
+        return ws[key]
 
-    def _move_rows(self, X: Tensor, idx: Tensor | None, w: Tensor | None, old: Tensor | None, new: Tensor) -> None:
+    def _move_rows(self, X: Tensor, idx: Tensor | None, w: Tensor | None, old: Tensor | None, new: Tensor, acc=None) -> None:
         """Move the rows ``idx [c]`` of ``X [S, D]`` (all of them with ``idx = None``; weights
         ``w [S]`` or ``None``) out of the clusters ``old [c]`` (flat rows of the running sums;
-        ``None``: none, the first pass) and into the clusters ``new [c]``: float64
-        scatter-adds, in blocks whose float64 copy stays in cache."""
-        ws = self.workspace
+        ``None``: none, the first pass) and into the clusters ``new [c]`` of ``acc``'s running
+        sums (this family's by default, or a worker's :class:`_Share`): float64 scatter-adds,
+        in blocks whose float64 copy stays in cache."""
+        acc = self if acc is None else acc
+        ws = acc.workspace
+        if isinstance(acc, _Share):
+            acc.moved = True
         c, d = new.shape[0], X.shape[1]
         f64 = torch.float64
         if w is None:
-            wt = buffer(ws, "ones", (c,), self.sums).fill_(1.0)
+            wt = buffer(ws, "ones", (c,), acc.sums).fill_(1.0)
         else:
             wt = torch.index_select(w, 0, idx) if idx is not None else w
             wt = wt.to(f64)
         if old is not None:
-            self.counts.index_add_(0, old, wt, alpha=-1)
-        self.counts.index_add_(0, new, wt)
+            acc.counts.index_add_(0, old, wt, alpha=-1)
+        acc.counts.index_add_(0, new, wt)
         block = max(1, 2**16 // d)
         for s in range(0, c, block):
             e = min(c, s + block)
             xb = X[s:e] if idx is None else torch.index_select(X, 0, idx[s:e], out=buffer(ws, "moved", (e - s, d), X))
-            x64 = buffer(ws, "moved64", (e - s, d), self.sums).copy_(xb)
+            x64 = buffer(ws, "moved64", (e - s, d), acc.sums).copy_(xb)
             if w is not None:
                 x64.mul_(wt[s:e].unsqueeze(-1))
             if old is not None:
-                self.sums.index_add_(0, old[s:e], x64, alpha=-1)
-            self.sums.index_add_(0, new[s:e], x64)
+                acc.sums.index_add_(0, old[s:e], x64, alpha=-1)
+            acc.sums.index_add_(0, new[s:e], x64)
 
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
         """After the centres move, loosen the bounds so they stay valid: each point's slack

@@ -21,6 +21,8 @@ __all__ = ["BernoulliMixture", "BinomialMixture"]
 class _BernoulliFamily(Family):
     """EM hooks of a Bernoulli (``n_trials is None``) or Binomial mixture."""
 
+    parallel_chunks = True  # pure per-chunk hooks: an in-memory CPU pass runs on worker threads
+
     def __init__(self, n_trials: Tensor | None, marginalize: bool = False):
         self.n_trials = n_trials
         self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")

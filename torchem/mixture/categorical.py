@@ -119,6 +119,8 @@ class _CategoricalFamily(Family):
     data were all checked against the starting support before EM (see
     :meth:`CategoricalMixture._fit_family`)."""
 
+    parallel_chunks = True  # pure per-chunk hooks: an in-memory CPU pass runs on worker threads
+
     def __init__(self, check: bool = True, marginalize: bool = False):
         self.check = check
         self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")

@@ -23,6 +23,8 @@ __all__ = ["GaussianMixture"]
 class _GaussianFamily(Family):
     """The EM hooks of a Gaussian mixture (see :class:`torchem.em.Family`)."""
 
+    parallel_chunks = True  # pure per-chunk hooks: an in-memory CPU pass runs on worker threads
+
     # the statistics of a chunk with missing entries also hold ``missing_entropy`` (see
     # torchem.functional.missing.gaussian_stats_missing): a variational family's lower bound reads it
     missing_entropy = False

@@ -93,6 +93,8 @@ class _PoissonFamily(Family):
     """EM hooks of a Poisson mixture; parameters ``log_weights [B, R, K]`` and
     ``log_rates [B, R, K, D]``."""
 
+    parallel_chunks = True  # pure per-chunk hooks: an in-memory CPU pass runs on worker threads
+
     def __init__(self, marginalize: bool = False):
         self.marginalize = marginalize  # NaN entries are missing at random (nan_policy="marginalize")
 
