@@ -88,7 +88,7 @@ if [ $DRY = 1 ]; then
     DEVICES=cpu
     TESTS=(tests/test_cuda.py tests/test_streaming.py tests/test_bench.py)  # the files with CUDA tests: collection is slow
     GMM=(--n 3000 --d 8 --k 4); KM=(--n 5000 --d 8 --k 8); BER=(--n 2000 --d 32 --k 4)
-    ITERS=(--iters 2 --repeat 1 --quick)
+    ITERS=(--iters 2 --repeat 1 --quick --min-seconds 0)
     PREC=(--device cpu --n 2000 --d 8 --k 4)
     MEM_DEVICE=(--device cpu --source memory --n 20000 --d 8 --k 4 --max-iter 2)
     MEM_HOST=(--device cpu --source memmap --n 20000 --d 8 --k 4 --max-iter 2)

@@ -28,6 +28,7 @@ def _one_thread_and_three(monkeypatch, fit, attributes):
 
     monkeypatch.setattr(em, "run_ordered", counting)
     monkeypatch.setattr(kmeans_module, "run_ordered", counting)
+    monkeypatch.setattr(_threads, "MIN_ROWS", 100)  # small data shared out too
     own = torch.get_num_threads()
     monkeypatch.setattr(_threads, "enabled", False)
     torch.set_num_threads(1)
@@ -129,7 +130,7 @@ def test_kmeans_on_three_threads_is_the_one_thread_fit_and_lloyds(monkeypatch, d
         kwargs = {"init": "k-means++", "n_init": 3, "random_state": 0}
     elif options == "stacked":
         X = np.stack([X, X[::-1] * 0.5 + 1.0])
-        kwargs = {"init": "random", "random_state": 0}
+        kwargs = {"init": "random", "n_init": 2, "random_state": 0}
     make = lambda: KMeans(5, max_iter=30, tol=0.0, chunk_size=100, **kwargs).fit(X, **fit_kwargs)
     fit = _one_thread_and_three(monkeypatch, make, ["labels_", "cluster_centers_", "inertia_", "n_iter_"])
     if options in ("plain", "weighted"):
@@ -139,13 +140,15 @@ def test_kmeans_on_three_threads_is_the_one_thread_fit_and_lloyds(monkeypatch, d
         np.testing.assert_allclose(fit.inertia_, ref.inertia_, rtol=1e-6 if dtype == np.float32 else 1e-10)
 
 
-def test_one_chunk_one_thread_and_streamed_data_run_in_the_caller(monkeypatch, tmp_path):
+def test_one_chunk_small_and_streamed_data_run_in_the_caller(monkeypatch, tmp_path):
     ran = []
     real = _threads.run_ordered
     monkeypatch.setattr(em, "run_ordered", lambda *a: ran.append(1) or real(*a))
     monkeypatch.setattr(_threads, "workers", lambda: 3)
     X = _blobs()
-    GaussianMixture(3, max_iter=2, tol=0.0, random_state=0).fit(X)  # 900 rows: one chunk
+    GaussianMixture(3, max_iter=2, tol=0.0, chunk_size=100, random_state=0).fit(X)  # 900 rows: under MIN_ROWS
+    monkeypatch.setattr(_threads, "MIN_ROWS", 100)
+    GaussianMixture(3, max_iter=2, tol=0.0, random_state=0).fit(X)  # one chunk
     path = tmp_path / "X.npy"
     np.save(path, X)
     GaussianMixture(3, max_iter=2, tol=0.0, chunk_size=100, random_state=0).fit(np.load(path, mmap_mode="r"))

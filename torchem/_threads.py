@@ -28,7 +28,7 @@ from typing import Callable, Iterable, TypeVar
 
 import torch
 
-__all__ = ["run_ordered", "slot", "workers"]
+__all__ = ["MIN_ROWS", "run_ordered", "slot", "workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,6 +36,10 @@ R = TypeVar("R")
 #: Off: every pass runs its chunks one after the other in the calling thread, on its own
 #: threads (``TORCHEM_CHUNK_THREADS=0`` in the environment turns it off for a process).
 enabled = os.environ.get("TORCHEM_CHUNK_THREADS", "1") != "0"
+
+#: Fewest rows a pass shares among threads: a pass over fewer takes a few milliseconds at
+#: most, less than handing its chunks to other threads costs (it runs in the caller).
+MIN_ROWS = 2**14
 
 _PREFIX = "torchem-chunks"
 _lock = threading.Lock()

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .data import Source, TensorSource
+from . import _threads
 from ._threads import run_ordered, slot
 from ._utils import full_float32_matmul
 from .distributed import all_reduce_sum, is_distributed, rank, world_size
@@ -231,10 +232,11 @@ def labelled_e_step(
 
 def _parallel(family: Family, source: Source) -> bool:
     """Whether a pass shares its chunks among threads (:func:`torchem._threads.run_ordered`):
-    in-memory CPU data of more than one chunk, read by a family whose hooks are
-    :attr:`Family.parallel_chunks`. (A pass of one chunk, or on a GPU, runs in the caller.)"""
+    in-memory CPU data of more than one chunk and at least :data:`torchem._threads.MIN_ROWS`
+    rows, read by a family whose hooks are :attr:`Family.parallel_chunks`. (Other passes, and
+    passes on a GPU, run in the caller.)"""
     return (family.parallel_chunks and isinstance(source, TensorSource) and source.device.type == "cpu"
-            and source.n_samples > source.chunk_size)
+            and source.n_samples > source.chunk_size and source.n_samples >= _threads.MIN_ROWS)
 
 
 def _own(prepared: dict | None, i: int) -> dict | None:

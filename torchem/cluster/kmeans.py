@@ -12,6 +12,7 @@ from .._utils import as_float_tensor, check_data, check_fitted, check_int, check
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
+from .. import _threads
 from .._threads import run_ordered, slot, workers
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, lloyd_stats, squared_distances
@@ -322,7 +323,7 @@ class _KMeansFamily(Lloyd):
                 self.counts += moves[0]
                 self.sums += moves[1]
 
-        if dev.type == "cpu" and len(chunks) > 1:
+        if dev.type == "cpu" and len(chunks) > 1 and n >= _threads.MIN_ROWS:
             run_ordered(chunks, work, take)  # chunks side by side on threads (torchem._threads)
         else:
             for chunk in chunks:
