@@ -1,7 +1,7 @@
 """Chunk-parallel CPU passes (torchem._threads): a fit whose chunks run side by side on three
 threads is the fit on one thread, bit for bit (the same chunks, summed in the same order);
-the workers run on one intra-op thread each and leave the caller's thread settings as they
-were; errors reach the caller."""
+the workers run on one intra-op thread each and the caller gets its thread count back;
+errors reach the caller and stop the pass; two callers do not wait for each other."""
 
 import threading
 import warnings
@@ -206,6 +206,58 @@ def test_results_are_taken_in_order_and_the_earliest_error_is_raised(monkeypatch
     with pytest.raises(ValueError, match="chunk 5"):
         _threads.run_ordered(range(20), failing, taken.append)
     assert taken == list(range(len(taken))) and len(taken) <= 5  # in order, none past the error
+
+
+def test_errors_reading_items_or_taking_results_stop_the_pass(monkeypatch):
+    monkeypatch.setattr(_threads, "workers", lambda: 3)
+    done = []
+
+    def items():
+        yield from range(5)
+        raise ValueError("the source")
+
+    with pytest.raises(ValueError, match="the source"):
+        _threads.run_ordered(items(), lambda i: done.append(i) or i, lambda r: None)
+    assert sorted(done) == list(range(5))
+
+    done.clear()
+
+    def take(r):
+        if r == 3:
+            raise RuntimeError("taking 3")
+
+    with pytest.raises(RuntimeError, match="taking 3"):
+        _threads.run_ordered(range(200), lambda i: done.append(i) or threading.Event().wait(0.002) or i, take)
+    assert len(done) < 200  # no item started once the error was known, but those under way
+
+
+def test_a_pass_does_not_wait_for_another_callers_pass(monkeypatch):
+    """Two threads fitting at once share the workers; neither waits for the other's pass."""
+    monkeypatch.setattr(_threads, "workers", lambda: 3)
+    busy, finished = threading.Event(), []
+    slow = threading.Thread(target=lambda: _threads.run_ordered(range(3), lambda i: busy.set() or threading.Event().wait(1.5),
+                                                                  lambda r: None))
+    slow.start()
+    busy.wait(10)
+    quick = threading.Thread(target=lambda: finished.append(_threads.run_ordered(range(4), lambda i: i, lambda r: None)))
+    quick.start()
+    quick.join(1.0)  # the slow pass takes 1.5 s
+    done_early = not quick.is_alive()
+    slow.join()
+    quick.join()
+    assert done_early and finished == [None]
+
+
+def test_autocast_does_not_reach_the_passes(monkeypatch):
+    """Autocast is a per-thread setting: the passes turn it off, so a fit under
+    ``torch.autocast`` is the fit without it, on one thread and on three."""
+    X = _blobs()
+    make = _quiet(lambda: GaussianMixture(3, max_iter=5, tol=0.0, chunk_size=50, random_state=0).fit(X))
+    plain = _one_thread_and_three(monkeypatch, make, GAUSSIAN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = make()
+    for name in GAUSSIAN:
+        np.testing.assert_array_equal(getattr(under, name), getattr(plain, name), err_msg=name)
 
 
 def test_a_forked_child_gets_fresh_workers(monkeypatch):

@@ -14,7 +14,12 @@ whatever the number of threads.
 
 A worker's one-thread setting is its own (OpenMP's and MKL's thread counts are per thread);
 the calling thread runs at one thread only while it works through a pass's chunks, and gets
-its own count back at the end. Work started from a worker runs there, on its own.
+its own count back at the end. While it does, torch's process-wide default (which
+``torch.set_num_threads`` also sets) is one: a thread elsewhere whose first torch operation
+falls in that time starts with one intra-op thread (``torch.set_num_threads`` in that thread
+chooses again; ``TORCHEM_CHUNK_THREADS=0`` keeps torchem's passes in the caller). Work
+started from a worker runs there, on its own. Autocast is off in the passes
+(:func:`torchem._utils.full_float32_matmul`), so every thread computes in the data's dtype.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ def _start_worker(numbers: Iterable[int]) -> None:
     _local.slot = next(numbers)
 
 
-def _pool(size: int) -> ThreadPoolExecutor:
+def _pool(size: int) -> ThreadPoolExecutor | None:
+    """The pool of ``size`` workers (made once per size and process), or ``None`` if its
+    workers could not be started (the pass then runs in the caller)."""
     global _pid
     with _lock:
         if os.getpid() != _pid:  # a forked child inherits the pools but not their threads
@@ -85,10 +92,17 @@ def _pool(size: int) -> ThreadPoolExecutor:
             # start every worker now (each waits for all the others, so each runs on a thread
             # of its own), then give the process-wide default for threads started later back
             # its value: set_num_threads(1) in a worker also set that default
-            ready = threading.Barrier(size)
-            list(pool.map(lambda _: ready.wait(), range(size)))
-            torch.set_num_threads(caller)
-            _pools[size] = pool
+            ready = threading.Barrier(size, timeout=60)
+            try:
+                list(pool.map(lambda _: ready.wait(), range(size)))
+            except Exception:  # noqa: BLE001 - a worker that cannot start: no pool, the caller works alone
+                ready.abort()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+            finally:
+                torch.set_num_threads(caller)
+            if pool is not None:
+                _pools[size] = pool
         return pool
 
 
@@ -97,17 +111,19 @@ def run_ordered(items: Iterable[T], work: Callable[[T], R], take: Callable[[R], 
     :func:`workers` threads side by side (the caller and workers, each on one intra-op thread,
     each taking the next item once free; the caller's grad mode in all), ``take`` on
     whichever thread finds the next result ready, one at a time. On one thread this is the
-    plain loop. When a ``work`` raises, no further items are started and, once the started
-    ones finish, the exception of the earliest item is raised."""
+    plain loop. Once reading an item, a ``work`` or a ``take`` raises, no further item is
+    started and, when the started ones have finished, the exception of the earliest item is
+    raised."""
     t = workers()
-    if t <= 1:
+    pool = _pool(t - 1) if t > 1 else None
+    if pool is None:
         for item in items:
             take(work(item))
         return
-    source = enumerate(items)
+    source = iter(items)
     lock = threading.Lock()
     ready: dict[int, R] = {}
-    state = {"next": 0}
+    state = {"read": 0, "next": 0}
     errors: list[tuple[int, BaseException]] = []
     grad = torch.is_grad_enabled()
 
@@ -117,22 +133,32 @@ def run_ordered(items: Iterable[T], work: Callable[[T], R], take: Callable[[R], 
                 with lock:
                     if errors:
                         return
-                    i, item = next(source, (None, None))
-                    if i is None:
+                    i = state["read"]
+                    try:
+                        item = next(source)
+                    except StopIteration:
                         return
+                    except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                        errors.append((i, error))
+                        return
+                    state["read"] += 1
                 try:
                     result = work(item)
-                except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                except BaseException as error:  # noqa: BLE001
                     with lock:
                         errors.append((i, error))
                     return
                 with lock:
                     ready[i] = result
                     while not errors and state["next"] in ready:
-                        take(ready.pop(state["next"]))
+                        try:
+                            take(ready.pop(state["next"]))
+                        except BaseException as error:  # noqa: BLE001
+                            errors.append((state["next"], error))
+                            return
                         state["next"] += 1
 
-    futures = [_pool(t - 1).submit(loop) for _ in range(t - 1)]
+    futures = [pool.submit(loop) for _ in range(t - 1)]
     own = torch.get_num_threads()
     torch.set_num_threads(1)
     _local.busy = True
@@ -141,8 +167,11 @@ def run_ordered(items: Iterable[T], work: Callable[[T], R], take: Callable[[R], 
     finally:
         _local.busy = False
         torch.set_num_threads(own)
-        wait(futures)
-    for future in futures:
+        # loops still queued behind another caller's pass would start only to find no item
+        # left: cancel them rather than wait for that pass
+        started = [future for future in futures if not future.cancel()]
+        wait(started)
+    for future in started:
         future.result()
     if errors:
         raise min(errors, key=lambda e: e[0])[1]

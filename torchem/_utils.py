@@ -32,7 +32,9 @@ def full_float32_matmul():
     """Run float32 matrix products at full float32 precision inside, whatever the user chose
     (``torch.backends.cuda.matmul.allow_tf32 = True``, ``torch.set_float32_matmul_precision``
     ``("high")`` or ``("medium")``, or the per-backend ``fp32_precision`` settings), and restore
-    the user's setting on the way out, an exception included.
+    the user's setting on the way out, an exception included. Autocast (``torch.autocast``,
+    CPU and CUDA) is off inside too: the passes compute in the data's dtype, on whichever
+    thread runs a chunk (autocast is a per-thread setting, see :mod:`torchem._threads`).
 
     Why: the float64 fall-back bound of the Gaussian E-step and the K-means bound widening
     assume float32's own rounding; TF32 rounds the inputs of a product ~4,000 times more
@@ -44,6 +46,17 @@ def full_float32_matmul():
     if torch.compiler.is_compiling():
         yield
         return
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+            if torch.is_autocast_enabled(device):
+                stack.enter_context(torch.autocast(device, enabled=False))
+        with _float32_precision():
+            yield
+
+
+@contextlib.contextmanager
+def _float32_precision():
+    """The matmul-precision part of :func:`full_float32_matmul`."""
     try:
         legacy = torch.get_float32_matmul_precision()
     except RuntimeError:  # the user mixed the legacy and per-backend settings: restore each backend

@@ -81,10 +81,14 @@ class Family(ABC):
     """
 
     #: The per-chunk hooks (:meth:`log_prob`, :meth:`stats`, :meth:`fused_e_step`,
-    #: :meth:`portable_aux`) may run on several threads at once, each on its own chunks with
-    #: its own shallow copy of :meth:`prepare`'s dict (whose ``"workspace"`` dict, if any, is
-    #: the thread's own): they write into nothing else that is shared. The driver then runs
-    #: an in-memory CPU pass on worker threads (:mod:`torchem._threads`).
+    #: :meth:`portable_aux`) may run on several threads at once, each on its own chunks: the
+    #: calling thread reads :meth:`prepare`'s dict itself, each worker a shallow copy made at
+    #: its first chunk, whose ``"workspace"`` dict (if any) is the worker's own. The hooks may
+    #: add entries to the dict (caches) but must not change a tensor in it in place, nor write
+    #: into anything else shared (the family object included); what they return must not be
+    #: a view of their workspace (the driver may add it after the thread's next chunk). The
+    #: driver then shares an in-memory CPU pass out among threads (:mod:`torchem._threads`).
+    #: Subclasses inherit the promise.
     parallel_chunks: bool = False
 
     @abstractmethod
