@@ -158,15 +158,11 @@ class TensorSource:
     def chunks(self, labels: bool = False) -> Iterator[tuple]:
         """Yield ``(start, X[:, start:start+n], weight or None)`` over the whole data (and the
         chunk's labels or ``None`` with ``labels=True``)."""
-        return self.chunks_between(0, self.n_samples, self.chunk_size, labels)
-
-    def chunks_between(self, begin: int, end: int, step: int, labels: bool = False) -> Iterator[tuple]:
-        """:meth:`chunks` of the rows ``begin .. end - 1`` only, ``step`` rows at a time."""
-        for start in range(begin, end, step):
-            stop = min(end, start + step)
-            w = None if self.sample_weight is None else self.sample_weight[:, start:stop]
-            part = (start, self.X[:, start:stop], w)
-            yield part + (None if self.labels is None else self.labels[:, start:stop],) if labels else part
+        step = self.chunk_size
+        for start in range(0, self.n_samples, step):
+            w = None if self.sample_weight is None else self.sample_weight[:, start : start + step]
+            part = (start, self.X[:, start : start + step], w)
+            yield part + (None if self.labels is None else self.labels[:, start : start + step],) if labels else part
 
 
 # --------------------------------------------------------------------------------------------
