@@ -235,13 +235,13 @@ def test_a_pass_does_not_wait_for_another_callers_pass(monkeypatch):
     """Two threads fitting at once share the workers; neither waits for the other's pass."""
     monkeypatch.setattr(_threads, "workers", lambda: 3)
     busy, finished = threading.Event(), []
-    slow = threading.Thread(target=lambda: _threads.run_ordered(range(3), lambda i: busy.set() or threading.Event().wait(1.5),
+    slow = threading.Thread(target=lambda: _threads.run_ordered(range(3), lambda i: busy.set() or threading.Event().wait(0.8),
                                                                   lambda r: None))
     slow.start()
     busy.wait(10)
     quick = threading.Thread(target=lambda: finished.append(_threads.run_ordered(range(4), lambda i: i, lambda r: None)))
     quick.start()
-    quick.join(1.0)  # the slow pass takes 1.5 s
+    quick.join(0.5)  # the slow pass takes 0.8 s
     done_early = not quick.is_alive()
     slow.join()
     quick.join()
