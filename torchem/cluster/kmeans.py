@@ -495,7 +495,7 @@ class _KMeansFamily(Lloyd):
         return spread
 
     def _assign_rows(self, X: Tensor, Xc: Tensor, xx: Tensor, w: Tensor | None, c64: Tensor, ref: Tensor, base: int,
-                     lab: Tensor, slack: Tensor, first: bool, acc=None) -> None:
+                     lab: Tensor, slack: Tensor, first: bool, acc: _Share) -> None:
         """Assign the rows ``X [S, D]`` (weights ``w [S]`` or ``None``) to their nearest centre
         among ``c64 [K, D]`` (one problem and restart, whose clusters are rows ``base ..
         base + K - 1`` of the running sums), exactly as Lloyd's algorithm: ``lab [S]`` holds
@@ -503,8 +503,7 @@ class _KMeansFamily(Lloyd):
         [S]`` receives the lower bound on their slack (:meth:`run_pass`); the points that
         changed cluster move in the running sums (float64 scatter-adds; all the rows on the ``first`` pass). ``Xc``
         and ``xx`` are the rows' part of :meth:`_prepare_rows`'s, ``ref [D]`` their reference;
-        ``acc`` holds the running sums and the workspace (this family by default, or a
-        worker's :class:`_Share`).
+        ``acc`` is the :class:`_Share` of the thread running them (the moves, the workspace).
 
         The rows are cut into blocks whose ``[K, S]`` distance matrix stays in cache (of
         :attr:`block_entries` entries). In each block one GEMM in the data's dtype, on the centred data ``Xc``, gives ``|c|^2 - 2
@@ -520,7 +519,6 @@ class _KMeansFamily(Lloyd):
         exactly in float64 (on exact ties the current label stays). The per-row bound
         arithmetic runs once over all ``S`` rows, in the data's dtype (its rounding is
         counted in the error, :meth:`_relative_error`), not per block."""
-        acc = self if acc is None else acc
         ws = acc.workspace
         n, d = X.shape
         k = c64.shape[0]
@@ -585,6 +583,7 @@ class _KMeansFamily(Lloyd):
                 lab_new = lab_new + base
                 lab_old = None if lab_old is None else lab_old + base
             self._move_rows(X, idx, w, lab_old, lab_new, acc)
+            acc.moved = True
         lab.copy_(new)
 
     def _constants(self, X: Tensor, k: int, block: int, ws: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -609,8 +608,6 @@ class _KMeansFamily(Lloyd):
         in blocks whose float64 copy stays in cache."""
         acc = self if acc is None else acc
         ws = acc.workspace
-        if isinstance(acc, _Share):
-            acc.moved = True
         c, d = new.shape[0], X.shape[1]
         f64 = torch.float64
         if w is None:
