@@ -1,5 +1,7 @@
 """KMeans against scikit-learn's Lloyd K-means from the same initial centres."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -144,6 +146,29 @@ def test_bad_input(kwargs, data, match):
     X = np.random.default_rng(0).normal(size=(20, 2)) if data is None else data
     with pytest.raises(ValueError, match=match):
         KMeans(**{"n_clusters": 2, **kwargs}).fit(X)
+
+
+def test_given_centres_need_no_distinct_points_and_warn_as_sklearn():
+    """Given centres fit data with fewer distinct points than clusters, as scikit-learn's do:
+    the same labels and inertia, and its ConvergenceWarning (a drawn start is still refused,
+    test_bad_input); data with enough distinct points does not warn."""
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    centres = np.array([[5.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
+    with pytest.warns(SkConvergenceWarning, match=r"distinct clusters \(2\) found smaller than n_clusters \(3\)"):
+        sk = SkKMeans(3, init=centres, n_init=1).fit(X)
+    with pytest.warns(SkConvergenceWarning, match=r"distinct clusters \(2\) found smaller than n_clusters \(3\)"):
+        km = KMeans(3, init=centres).fit(X)
+    np.testing.assert_array_equal(km.labels_, sk.labels_)
+    assert km.inertia_ == sk.inertia_ == 0.0
+    # B problems: the count of each, and only when one of them falls short
+    stacked = np.stack([X, X + np.arange(7.0)[:, None]])
+    with pytest.warns(SkConvergenceWarning, match=r"\(2, 3 in the problems\)"):
+        KMeans(3, init=np.stack([centres, centres])).fit(stacked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        KMeans(3, init=centres).fit(X + np.arange(7.0)[:, None])
 
 
 def test_bad_sample_weight_and_unfitted_use():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..exceptions import NotFittedError
+from ..exceptions import ConvergenceWarning, NotFittedError
 from ..estimator import EMEstimator, _count_distinct_up_to
-from .._utils import as_float_tensor, check_data, check_fitted, check_int, check_real, to_output
+from .._utils import as_float_tensor, caller_stacklevel, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
@@ -628,7 +630,7 @@ class _KMeansFamily(Lloyd):
             if w is not None:
                 x64.mul_(wt[s:e].unsqueeze(-1))
             if old is not None:
-                acc.sums.index_add_(0, old[s:e], x64, alpha=-1)
+                acc.sums.index_add_(0, old[s:e], torch.neg(x64, out=buffer(ws, "moved64_neg", (e - s, d), acc.sums)))
             acc.sums.index_add_(0, new[s:e], x64)
 
     def _move_bounds(self, old: Tensor, new: Tensor) -> None:
@@ -729,7 +731,10 @@ class KMeans(EMEstimator):
     Args:
         n_clusters: number of clusters ``K``.
         init: ``"k-means++"`` (greedy, batched, on device), ``"random"`` (distinct random
-            samples), or initial centres ``[K, D]`` (or ``[B, K, D]``).
+            samples), or initial centres ``[K, D]`` (or ``[B, K, D]``). The first two need
+            ``K`` distinct points in the data (fewer is an error that says so); given centres
+            do not, and, as scikit-learn's, a fit whose ``labels_`` name fewer than ``K``
+            clusters warns (``ConvergenceWarning``).
         n_init: number of restarts, or ``"auto"`` (1 for ``k-means++`` or given centres, 10
             for ``random``, as scikit-learn).
         max_iter: the most Lloyd iterations.
@@ -845,7 +850,9 @@ class KMeans(EMEstimator):
 
     def _starting_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
         k, (b, _, d) = int(self.n_clusters), source.X.shape
-        for bi in range(b):
+        # (given centres need no distinct points: the fit then warns as scikit-learn's when
+        # fewer than n_clusters clusters keep points, _warn_if_clusters_coincide)
+        for bi in range(b if self._method() is not None else 0):
             distinct = _count_distinct_up_to(source.X[bi], k)
             if distinct < k:
                 raise ValueError(
@@ -878,6 +885,24 @@ class KMeans(EMEstimator):
     def _after_fit(self, source: Source, params) -> None:
         self._labels, self._inertia, self._counts = self._final
         del self._final
+        self._warn_if_clusters_coincide()
+
+    def _warn_if_clusters_coincide(self) -> None:
+        """scikit-learn's ConvergenceWarning when ``labels_`` (over every rank) name fewer
+        than ``n_clusters`` distinct clusters: duplicate points, or given centres that the
+        data cannot all keep (a start drawn from the data needs ``n_clusters`` distinct points
+        and is refused without them, :meth:`_starting_params`)."""
+        k = int(self.n_clusters)
+        labels = self._labels  # [B, N] int32, of the best restart
+        b = labels.shape[0]
+        offsets = torch.arange(b, device=labels.device).unsqueeze(-1) * k
+        hits = torch.bincount((labels.long() + offsets).reshape(-1), minlength=b * k).view(b, k)
+        hits = all_reduce_sum([hits.to(self._counts.device, torch.float64)])[0]
+        distinct = (hits > 0).sum(-1).tolist()
+        if min(distinct) < k:
+            found = str(distinct[0]) if b == 1 else ", ".join(map(str, distinct)) + " in the problems"
+            warnings.warn(f"Number of distinct clusters ({found}) found smaller than n_clusters ({k}). "
+                          "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=caller_stacklevel())
 
     def _how_to_get_parameters(self) -> str:
         return " (with init=<array of centres> and max_iter=1 to start close to given centres)."
