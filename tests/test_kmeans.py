@@ -171,6 +171,35 @@ def test_given_centres_need_no_distinct_points_and_warn_as_sklearn():
         KMeans(3, init=centres).fit(X + np.arange(7.0)[:, None])
 
 
+def test_tolerance_is_sklearns_and_combines_the_ranks_exactly(monkeypatch):
+    """tol's scale, the mean over features of the data's variance, from one float64 pass about
+    a reference (the first rows, here far from the rest), equals NumPy's variance in one
+    process, and over ranks combines each rank's count, mean and scatter exactly (Chan's
+    rule): two shards give the variance of their union."""
+    from torchem.cluster import kmeans as km
+    from torchem.data import TensorSource
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2, 3000, 5)) * [1.0, 2.0, 3.0, 4.0, 5.0] + 1e4
+    X[:, :100] += 40.0
+    expected = np.var(X, axis=1).mean(-1) * 1e-4
+
+    def source(rows):
+        return TensorSource(torch.from_numpy(rows), device=torch.device("cpu"), dtype=torch.float64, chunk_size=700)
+
+    tol, ref, spread = km._scales(source(X), 1e-4, {})
+    np.testing.assert_allclose(tol.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(spread.numpy(), ((X - ref.numpy()[:, None]) ** 2).sum((1, 2)), rtol=1e-12)
+    shards = [X[:, :1000], X[:, 1000:]]
+    local = []
+    monkeypatch.setattr(km, "all_gather", lambda t: local.append(t) or [t])
+    for shard in shards:
+        km._scales(source(shard), 1e-4, {})
+    monkeypatch.setattr(km, "all_gather", lambda t: local)
+    tol, _, _ = km._scales(source(shards[0]), 1e-4, {})
+    np.testing.assert_allclose(tol.numpy(), expected, rtol=1e-12)
+
+
 def test_bad_sample_weight_and_unfitted_use():
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ValueError, match="sample_weight"):

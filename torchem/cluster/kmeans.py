@@ -25,31 +25,40 @@ __all__ = ["KMeans"]
 
 
 
-def _scales(source: TensorSource, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _scales(source: Source, tol: float, workspace: dict) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
     times the mean over features of the (unweighted) variance of the data (over the ranks of
-    a distributed fit), and, from the same second pass, this rank's ``sum w |x - ref|^2``
-    about the data's mean ``ref``, which the exact inertia of :meth:`_KMeansFamily._inertia`
-    reads. Two passes in float64 (the mean, then the moments about it); with ``tol = 0`` none
+    a distributed fit), a reference ``ref`` near this rank's data (the mean of its first
+    rows) and this rank's ``sum w |x - ref|^2``, which the exact inertia of
+    :meth:`_KMeansFamily._inertia` reads. One pass in float64, the data taken less ``ref``
+    (so the moments do not cancel), in a reused chunk buffer; the ranks' counts, means and
+    scatters about their means are combined exactly (Chan's rule). With ``tol = 0`` no pass
     (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first call)."""
+    b, d = source.n_problems, source.n_features
     if tol == 0:
-        return torch.zeros(source.n_problems, dtype=torch.float64, device=source.device), None, None
-    total = None
-    for _, X, _ in source.chunks():
-        part = X.double().sum(1)
-        total = part if total is None else total + part
-    n = torch.tensor(float(source.n_samples), dtype=torch.float64, device=total.device)
-    total, n = all_reduce_sum([total, n])
-    mean = total / n
-    sq, spread = None, None
+        return torch.zeros(b, dtype=torch.float64, device=source.device), None, None
+    f64 = dict(dtype=torch.float64, device=source.device)
+    ref, count = torch.zeros(b, d, **f64), 0
+    s, q, spread = torch.zeros(b, d, **f64), torch.zeros(b, **f64), torch.zeros(b, **f64)
+    ones = torch.ones(d, **f64)
     for _, X, w in source.chunks():
-        dev2 = (X.double() - mean.unsqueeze(1)).square_()  # [B, n, D]
-        part = dev2.sum(1)
-        sq = part if sq is None else sq + part
-        per = dev2.sum(-1)
-        part = (per if w is None else per * w.double()).sum(-1)
-        spread = part if spread is None else spread + part
-    return (all_reduce_sum([sq])[0] / n).mean(-1) * tol, mean, spread
+        if count == 0:
+            ref = X[:, : min(X.shape[1], 4096)].double().mean(1)  # [B, D]
+        x = buffer(workspace, "scales", X.shape, ref).copy_(X).sub_(ref.unsqueeze(1))  # [B, n, D]
+        s += x.sum(1)
+        per = torch.matmul(x.square_(), ones)  # [B, n]: |x - ref|^2 (a GEMV, no sum over short rows)
+        q += per.sum(-1)
+        spread += per.sum(-1) if w is None else (per * w.double()).sum(-1)
+        count += X.shape[1]
+    n = torch.full((b, 1), float(count), **f64)
+    mean = ref + s / n.clamp_min(1.0)
+    scatter = (q - s.square().sum(-1) / n.squeeze(-1).clamp_min(1.0)).clamp_min(0.0)  # about this rank's mean
+    ranks = torch.stack(all_gather(torch.cat([n, mean, scatter.unsqueeze(-1)], -1)))  # [ranks, B, D + 2]
+    n_r, mean_r, scatter_r = ranks[..., :1], ranks[..., 1:-1], ranks[..., -1]
+    total = n_r.sum(0)  # [B, 1]
+    centre = (n_r * mean_r).sum(0) / total
+    scatter = scatter_r.sum(0) + (n_r.squeeze(-1) * (mean_r - centre).square().sum(-1)).sum(0)
+    return scatter / (total.squeeze(-1) * d) * tol, ref, spread
 
 
 def _assign_labelled(X: Tensor, centers: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -156,14 +165,14 @@ class _KMeansFamily(Lloyd):
 
     def __init__(self, source: TensorSource, tol: float):
         self.source = source
+        self.workspace: dict = {}  # chunk buffers reused from pass to pass
         # [B] absolute tolerance on the total squared centre shift; [B, D] reference near
         # the data and [B] sum w |x - ref|^2 (None: taken by the first _inertia)
-        self.tol, self.ref, self.spread = _scales(source, tol)
+        self.tol, self.ref, self.spread = _scales(source, tol, self.workspace)
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         # [B, R, N] float64 lower bound on (distance to the nearest other centre) - (distance
         # to the own centre): a point whose slack is not negative keeps its cluster
         self.slack = None
-        self.workspace: dict = {}  # chunk buffers reused from pass to pass
         self._workers: list[_Share] = []  # per thread of a bounded pass: its moves and workspace
         self.rows = None  # the data as the bounded pass's GEMMs read it (_prepare_rows)
 
