@@ -42,7 +42,7 @@ def _scales(source: Source, tol: float, workspace: dict) -> tuple[Tensor, Tensor
     s, q, spread = torch.zeros(b, d, **f64), torch.zeros(b, **f64), torch.zeros(b, **f64)
     ones = torch.ones(d, **f64)
     for _, X, w in source.chunks():
-        if count == 0:
+        if count == 0 and X.shape[1]:
             ref = X[:, : min(X.shape[1], 4096)].double().mean(1)  # [B, D]
         x = buffer(workspace, "scales", X.shape, ref).copy_(X).sub_(ref.unsqueeze(1))  # [B, n, D]
         s += x.sum(1)
