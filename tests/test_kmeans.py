@@ -148,27 +148,40 @@ def test_bad_input(kwargs, data, match):
         KMeans(**{"n_clusters": 2, **kwargs}).fit(X)
 
 
-def test_given_centres_need_no_distinct_points_and_warn_as_sklearn():
+def test_given_centres_need_no_distinct_points_and_warn_as_sklearn(monkeypatch):
     """Given centres fit data with fewer distinct points than clusters, as scikit-learn's do:
-    the same labels and inertia, and its ConvergenceWarning (a drawn start is still refused,
-    test_bad_input); data with enough distinct points does not warn."""
+    its labels and inertia, and its ConvergenceWarning (a drawn start is still refused,
+    test_bad_input). Where every point sits on its centre no point is moved into the empty
+    cluster (scikit-learn's rule), which keeps its given centre, so the bounded pass, the dense
+    pass (CUDA's) and a stream agree; data with enough distinct points does not warn."""
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchem.cluster.kmeans import _KMeansFamily
 
     X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
     centres = np.array([[5.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
-    with pytest.warns(SkConvergenceWarning, match=r"distinct clusters \(2\) found smaller than n_clusters \(3\)"):
+    match = r"distinct clusters \(2\) found smaller than n_clusters \(3\)"
+    with pytest.warns(SkConvergenceWarning, match=match):
         sk = SkKMeans(3, init=centres, n_init=1).fit(X)
-    with pytest.warns(SkConvergenceWarning, match=r"distinct clusters \(2\) found smaller than n_clusters \(3\)"):
-        km = KMeans(3, init=centres).fit(X)
-    np.testing.assert_array_equal(km.labels_, sk.labels_)
-    assert km.inertia_ == sk.inertia_ == 0.0
+    stream = DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=3)
+    for dense, data in [(None, X), (True, X), (None, stream)]:
+        monkeypatch.setattr(_KMeansFamily, "dense", dense)
+        with pytest.warns(SkConvergenceWarning, match=match):
+            km = KMeans(3, init=centres).fit(data)
+        np.testing.assert_array_equal(np.asarray(km.labels_), sk.labels_)
+        np.testing.assert_array_equal(np.asarray(km.cluster_centers_), centres)  # the points' own, and the empty one's
+        assert float(km.inertia_) == sk.inertia_ == 0.0
+    monkeypatch.setattr(_KMeansFamily, "dense", None)
     # B problems: the count of each, and only when one of them falls short
-    stacked = np.stack([X, X + np.arange(7.0)[:, None]])
+    spread = X + np.arange(7.0)[:, None]
     with pytest.warns(SkConvergenceWarning, match=r"\(2, 3 in the problems\)"):
-        KMeans(3, init=np.stack([centres, centres])).fit(stacked)
+        KMeans(3, init=np.stack([centres, centres])).fit(np.stack([X, spread]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        KMeans(3, init=centres).fit(X + np.arange(7.0)[:, None])
+        KMeans(3, init=centres).fit(spread)
+        KMeans(3, init=np.stack([centres, centres])).fit(np.stack([spread, spread[::-1]]))
 
 
 def test_tolerance_is_sklearns_and_combines_the_ranks_exactly(monkeypatch):
@@ -187,16 +200,23 @@ def test_tolerance_is_sklearns_and_combines_the_ranks_exactly(monkeypatch):
     def source(rows):
         return TensorSource(torch.from_numpy(rows), device=torch.device("cpu"), dtype=torch.float64, chunk_size=700)
 
-    tol, ref, spread = km._scales(source(X), 1e-4, {})
+    tol, ref, spread = km._scales(source(X), 1e-4)
     np.testing.assert_allclose(tol.numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(spread.numpy(), ((X - ref.numpy()[:, None]) ** 2).sum((1, 2)), rtol=1e-12)
+    # weights weigh the inertia's spread, not the tolerance (scikit-learn's is unweighted)
+    w = rng.uniform(0.0, 3.0, size=X.shape[:2])
+    weighted = TensorSource(torch.from_numpy(X), device=torch.device("cpu"), dtype=torch.float64, chunk_size=700,
+                            sample_weight=torch.from_numpy(w))
+    tol, ref, spread = km._scales(weighted, 1e-4)
+    np.testing.assert_allclose(tol.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(spread.numpy(), (w * ((X - ref.numpy()[:, None]) ** 2).sum(-1)).sum(1), rtol=1e-12)
     shards = [X[:, :1000], X[:, 1000:]]
     local = []
     monkeypatch.setattr(km, "all_gather", lambda t: local.append(t) or [t])
     for shard in shards:
-        km._scales(source(shard), 1e-4, {})
+        km._scales(source(shard), 1e-4)
     monkeypatch.setattr(km, "all_gather", lambda t: local)
-    tol, _, _ = km._scales(source(shards[0]), 1e-4, {})
+    tol, _, _ = km._scales(source(shards[0]), 1e-4)
     np.testing.assert_allclose(tol.numpy(), expected, rtol=1e-12)
 
 

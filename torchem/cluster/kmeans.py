@@ -25,13 +25,13 @@ __all__ = ["KMeans"]
 
 
 
-def _scales(source: Source, tol: float, workspace: dict) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _scales(source: Source, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
     times the mean over features of the (unweighted) variance of the data (over the ranks of
     a distributed fit), a reference ``ref`` near this rank's data (the mean of its first
     rows) and this rank's ``sum w |x - ref|^2``, which the exact inertia of
     :meth:`_KMeansFamily._inertia` reads. One pass in float64, the data taken less ``ref``
-    (so the moments do not cancel), in a reused chunk buffer; the ranks' counts, means and
+    (so the moments do not cancel), in a chunk buffer reused for the pass; the ranks' counts, means and
     scatters about their means are combined exactly (Chan's rule). With ``tol = 0`` no pass
     (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first call)."""
     b, d = source.n_problems, source.n_features
@@ -41,6 +41,7 @@ def _scales(source: Source, tol: float, workspace: dict) -> tuple[Tensor, Tensor
     ref, count = torch.zeros(b, d, **f64), 0
     s, q, spread = torch.zeros(b, d, **f64), torch.zeros(b, **f64), torch.zeros(b, **f64)
     ones = torch.ones(d, **f64)
+    workspace: dict = {}  # the pass's chunk buffer, freed with it
     for _, X, w in source.chunks():
         if count == 0 and X.shape[1]:
             ref = X[:, : min(X.shape[1], 4096)].double().mean(1)  # [B, D]
@@ -168,7 +169,7 @@ class _KMeansFamily(Lloyd):
         self.workspace: dict = {}  # chunk buffers reused from pass to pass
         # [B] absolute tolerance on the total squared centre shift; [B, D] reference near
         # the data and [B] sum w |x - ref|^2 (None: taken by the first _inertia)
-        self.tol, self.ref, self.spread = _scales(source, tol, self.workspace)
+        self.tol, self.ref, self.spread = _scales(source, tol)
         self.labels = None  # [B, R, N] current assignment (bounded passes)
         # [B, R, N] float64 lower bound on (distance to the nearest other centre) - (distance
         # to the own centre): a point whose slack is not negative keeps its cluster
@@ -694,8 +695,14 @@ class _KMeansFamily(Lloyd):
         best = parts[0]
         for other in parts[1:]:
             best = _keep_farthest(best, other, n_far)
+        # where every (unlabelled) point already sits on its centre, relocating would only
+        # stack two centres on one point (more clusters than distinct points): as
+        # scikit-learn's, the empty clusters are then left as they are (their centres stay)
+        movable = (best[0].amax(-1) > 0).tolist()  # [B][R], the same on every rank
         for bi in range(b):
             for ri in range(r):
+                if not movable[bi][ri]:
+                    continue
                 empties = torch.nonzero(empty[bi, ri]).flatten().tolist()
                 for j, cluster in enumerate(empties):
                     x = best[1][bi, ri, j]
@@ -902,14 +909,12 @@ class KMeans(EMEstimator):
         data cannot all keep (a start drawn from the data needs ``n_clusters`` distinct points
         and is refused without them, :meth:`_starting_params`)."""
         k = int(self.n_clusters)
-        labels = self._labels  # [B, N] int32, of the best restart
-        b = labels.shape[0]
-        offsets = torch.arange(b, device=labels.device).unsqueeze(-1) * k
-        hits = torch.bincount((labels.long() + offsets).reshape(-1), minlength=b * k).view(b, k)
+        labels = self._labels  # [B, N] int32, of the best restart (counted as they are: no int64 copy)
+        hits = torch.stack([torch.bincount(row, minlength=k) for row in labels])  # [B, K] labels, not weights
         hits = all_reduce_sum([hits.to(self._counts.device, torch.float64)])[0]
         distinct = (hits > 0).sum(-1).tolist()
         if min(distinct) < k:
-            found = str(distinct[0]) if b == 1 else ", ".join(map(str, distinct)) + " in the problems"
+            found = str(distinct[0]) if len(distinct) == 1 else ", ".join(map(str, distinct)) + " in the problems"
             warnings.warn(f"Number of distinct clusters ({found}) found smaller than n_clusters ({k}). "
                           "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=caller_stacklevel())
 
