@@ -16,9 +16,12 @@ __all__ = [
     "Lloyd",
     "gather_rows",
     "kmeans_plusplus",
+    "labelled_mass",
     "lloyd",
     "random_distinct_indices",
     "random_resp",
+    "seeded_centers",
+    "seeded_kmeans_plusplus",
 ]
 
 
@@ -97,6 +100,62 @@ class Lloyd(Family):
         new = stats["sums"] / counts.clamp_min(1e-300).unsqueeze(-1)
         failed = torch.zeros(counts.shape[:-1], dtype=torch.bool, device=counts.device)
         return {"centers": torch.where((counts > 0).unsqueeze(-1), new, old.double())}, failed
+
+
+def labelled_mass(source: TensorSource, k: int) -> Tensor:
+    """``[B, K]`` float64 (weighted) count of the rows ``source`` labels with each class (a
+    labelled row of weight 0 counts nothing, as if absent)."""
+    labels = source.labels
+    mass = (labels >= 0).double()
+    if source.sample_weight is not None:
+        mass = mass * source.sample_weight.to(labels.device, torch.float64)
+    counts = torch.zeros(labels.shape[0], k, dtype=torch.float64, device=labels.device)
+    return counts.scatter_add_(1, labels.clamp_min(0), mass)
+
+
+def seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
+    """``centers [B, R, K, D]`` with every cluster that has labelled rows (of positive weight)
+    in ``source`` moved to their (weighted) mean, as seeded k-means starts (Basu et al., 2002);
+    the others as given."""
+    k = centers.shape[-2]
+    labels = source.labels
+    mass = (labels >= 0).double() * (1.0 if source.sample_weight is None else source.sample_weight.double())
+    one = torch.nn.functional.one_hot(labels.clamp_min(0), k).double() * mass.unsqueeze(-1)  # [B, n, K]
+    counts, sums = one.sum(1), one.mT @ source.X.double()  # [B, K], [B, K, D]
+    seeded = (sums / counts.clamp_min(1e-300).unsqueeze(-1)).unsqueeze(1).to(centers.dtype)
+    return torch.where((counts > 0)[:, None, :, None], seeded, centers)
+
+
+def seeded_kmeans_plusplus(source: TensorSource, n_clusters: int, n_seeds: int, generator: torch.Generator) -> Tensor:
+    """``[B, R, K, D]`` starting centres of seeded k-means: a cluster with labelled rows (of
+    positive weight) in ``source`` starts at their mean (:func:`seeded_centers`), and the
+    others are drawn by greedy k-means++ as if those means had been drawn first, so they fall
+    away from the labelled classes rather than inside them; a problem without labelled rows
+    (or a source without labels) takes plain :func:`kmeans_plusplus`."""
+    X, sw = source.X, source.sample_weight
+    if source.labels is None:
+        return gather_rows(X, kmeans_plusplus(X, n_clusters, n_seeds, generator, sample_weight=sw))
+    b, n, d = X.shape
+    seeded = labelled_mass(source, n_clusters) > 0  # [B, K]
+    centers = seeded_centers(source, X.new_zeros(b, n_seeds, n_clusters, d))
+    trials = default_local_trials(n_clusters)
+    parts = []
+    for bi in range(b):
+        xb, wb = X[bi : bi + 1], None if sw is None else sw[bi : bi + 1]
+        given = seeded[bi].nonzero().flatten().tolist()
+        if not given:
+            parts.append(gather_rows(xb, kmeans_plusplus(xb, n_clusters, n_seeds, generator, sample_weight=wb)))
+            continue
+        c = centers[bi : bi + 1].clone()
+        free = [j for j in range(n_clusters) if j not in given]
+        if free:
+            closest = torch.cat([squared_distances(xb[:, None, s : s + 2**16], c[:, :, given]).amin(-1)
+                                 for s in range(0, n, 2**16)], -1)  # [1, R, N]
+            for j in free:
+                index, closest = kmeans_plusplus_step(xb, closest, generator, trials, wb)
+                c[:, :, j] = gather_rows(xb, index.unsqueeze(-1))[:, :, 0]
+        parts.append(c)
+    return torch.cat(parts, 0)
 
 
 def lloyd(source: TensorSource, centers: Tensor, n_iter: int) -> Tensor:

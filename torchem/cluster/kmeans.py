@@ -18,7 +18,7 @@ from .. import _threads
 from .._threads import run_ordered, slot, workers
 from ..functional._buffers import buffer
 from ..functional.kmeans import assign, lloyd_stats, squared_distances
-from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices
+from ..init import Lloyd, gather_rows, kmeans_plusplus, random_distinct_indices, seeded_centers, seeded_kmeans_plusplus
 
 __all__ = ["KMeans"]
 
@@ -74,18 +74,6 @@ def _assign_labelled(X: Tensor, centers: Tensor, labels: Tensor | None) -> tuple
     own = torch.gather(centers.expand(*lab.shape[:-1], *centers.shape[-2:]), -2,
                        fixed.unsqueeze(-1).expand(*fixed.shape, X.shape[-1]))
     return torch.where(known, fixed, lab), torch.where(known, (X - own).square().sum(-1), dist)
-
-
-def _seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
-    """``centers [B, R, K, D]`` with every cluster that has labelled rows (of positive weight)
-    in ``source`` moved to their (weighted) mean, as seeded k-means starts."""
-    k = centers.shape[-2]
-    labels = source.labels
-    mass = (labels >= 0).double() * (1.0 if source.sample_weight is None else source.sample_weight.double())
-    one = torch.nn.functional.one_hot(labels.clamp_min(0), k).double() * mass.unsqueeze(-1)  # [B, n, K]
-    counts, sums = one.sum(1), one.mT @ source.X.double()  # [B, K], [B, K, D]
-    seeded = (sums / counts.clamp_min(1e-300).unsqueeze(-1)).unsqueeze(1).to(centers.dtype)
-    return torch.where((counts > 0)[:, None, :, None], seeded, centers)
 
 
 def _argmin_keeping(d2: Tensor, current: Tensor, first: bool) -> Tensor:
@@ -876,10 +864,14 @@ class KMeans(EMEstimator):
                     + (f"[{bi}]" if b > 1 else "") + " (or in the uniform sample of X that seeds the centres); "
                     "reduce n_clusters."
                 )
-        centers = self._initial_centers(self._method(), source.X, source.sample_weight, n_init, generator, b, d,
-                                        source.device, source.dtype)
-        if source.labels is not None and self._method() is not None:
-            centers = _seeded_centers(source, centers)
+        if source.labels is not None and self._method() == "k-means++":
+            # seeded k-means++: the labelled clusters at their means, the others drawn away from them
+            centers = seeded_kmeans_plusplus(source, int(self.n_clusters), n_init, generator)
+        else:
+            centers = self._initial_centers(self._method(), source.X, source.sample_weight, n_init, generator, b, d,
+                                            source.device, source.dtype)
+            if source.labels is not None and self._method() is not None:
+                centers = seeded_centers(source, centers)
         return {"centers": centers.to(source.dtype)}
 
     def _select(self, result, source: Source):
@@ -944,7 +936,8 @@ class KMeans(EMEstimator):
             labels: optional ``[N]`` (or ``[B, N]``) partial labels (seeded k-means):
                 ``labels[i] = k`` keeps row ``i`` in cluster ``k`` in every assignment (and in
                 ``labels_``), ``-1`` leaves it free; with ``"k-means++"`` or ``"random"`` a
-                cluster with labelled rows starts at their mean. Streams carry them in
+                cluster with labelled rows starts at their mean (``"k-means++"`` then draws
+                the other seeds away from those means). Streams carry them in
                 ``{"X": X, "labels": l}`` batches. ``y`` is never read.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every Lloyd iteration with minus the mean squared distance of the samples to

@@ -31,7 +31,7 @@ from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_upda
 from ..functional import missing as M
 from ..functional.estep import log_responsibilities
 from ..functional.kmeans import assign
-from ..init import gather_rows, kmeans_plusplus, lloyd, random_distinct_indices, random_resp
+from ..init import kmeans_plusplus, labelled_mass, lloyd, random_distinct_indices, random_resp, seeded_kmeans_plusplus
 
 __all__ = ["BaseMixture"]
 
@@ -151,27 +151,29 @@ class BaseMixture(EMEstimator):
 
     def _labelled_init(self, source: TensorSource, n_init: int, generator: torch.Generator):
         """:meth:`_init_responsibilities`, seeded by the source's partial labels: a labelled
-        row is one-hot at its class and a component with labelled rows starts from them alone
-        (seeded k-means' rule, so component ``k`` is class ``k``); a component without any
-        takes the usual initialisation's responsibilities of the unlabelled rows. When every
-        component has labelled rows the usual initialisation is skipped (no random draw)."""
+        row is one-hot at its class. With ``init_params="kmeans"`` (seeded k-means: clusters
+        with labelled rows start at their mean and keep those rows, so component ``k`` is
+        class ``k``) and ``"random"``, every unlabelled row takes the usual initialisation's
+        responsibilities over all the components, so a class with one labelled row starts
+        with the rows near it, not as a ``reg_covar`` spike of weight ``1/N``. With the
+        chosen-sample methods (``"k-means++"``, ``"random_from_data"``, whose components
+        start from single rows anyway) a component with labelled rows starts from them alone
+        and the others take the usual initialisation's responsibilities of the unlabelled
+        rows. When every component has labelled rows those methods (and ``"kmeans"``, whose
+        seeds are then the labelled means) draw nothing at random."""
         labels = source.labels
         if labels is None:
             return self._init_responsibilities(source, n_init, generator)
         k, b = self.n_components, source.n_problems
-        counts = torch.zeros(b, k, dtype=torch.float64, device=labels.device)
-        known = (labels >= 0).double()
-        if source.sample_weight is not None:  # a labelled row of weight 0 seeds nothing, as if absent
-            known = known * source.sample_weight.to(labels.device, torch.float64)
-        counts.scatter_add_(1, labels.clamp_min(0), known)
-        free = (counts == 0).double()[:, None, None, :]  # [B, 1, 1, K]: components without labelled rows
-        base = None if not bool(free.any()) else self._init_responsibilities(source, n_init, generator)
+        free = (labelled_mass(source, k) == 0).double()[:, None, None, :]  # [B, 1, 1, K]: components without labelled rows
+        spread = self.init_params in ("kmeans", "random")  # unlabelled rows over every component
+        base = self._init_responsibilities(source, n_init, generator) if spread or bool(free.any()) else None
 
         def resp_fn(start, X):
             lab = labels[:, start : start + X.shape[-2]]
             one = torch.nn.functional.one_hot(lab.clamp_min(0), k).double().unsqueeze(1)  # [B, 1, n, K]
             known = (lab >= 0)[:, None, :, None]
-            rest = torch.zeros_like(one) if base is None else base(start, X) * free
+            rest = torch.zeros_like(one) if base is None else base(start, X) if spread else base(start, X) * free
             return torch.where(known, one, rest).expand(b, n_init, lab.shape[-1], k)
 
         return resp_fn
@@ -320,15 +322,17 @@ class BaseMixture(EMEstimator):
 
     def _init_responsibilities(self, source: TensorSource, n_init: int, generator: torch.Generator):
         """Initial responsibilities as a function ``resp_fn(start, X [B, 1, n, D]) -> [B, R, n, K]``
-        (float64) of each chunk: hard k-means labels (k-means++ then a few Lloyd steps) for
+        (float64) of each chunk: hard k-means labels (k-means++ then a few Lloyd steps; seeded
+        k-means, :func:`~torchem.init.seeded_kmeans_plusplus`, when the source has labels) for
         ``"kmeans"``, random ones for ``"random"``, and one-hot at the chosen samples for
         ``"k-means++"`` and ``"random_from_data"`` (half of it, the other half spread over the
         data, with :attr:`_init_smoothing`)."""
         k, b = self.n_components, source.n_problems
         method = self.init_params
         if method == "kmeans":
-            idx = kmeans_plusplus(source.X, k, n_init, generator, sample_weight=source.sample_weight)
-            centers = lloyd(source, gather_rows(source.X, idx), _KMEANS_INIT_ITER)
+            # (seeded k-means with labels: labelled clusters start at their means, and their
+            # rows stay in them through the Lloyd steps)
+            centers = lloyd(source, seeded_kmeans_plusplus(source, k, n_init, generator), _KMEANS_INIT_ITER)
 
             def resp_fn(start, X):
                 return torch.nn.functional.one_hot(assign(X, centers)[0], k).double()
@@ -390,9 +394,9 @@ class BaseMixture(EMEstimator):
                 ``labels[i] = -1`` leaves row ``i`` unlabelled, ``labels[i] = k`` fixes it to
                 component ``k`` (its responsibilities are one-hot in every E-step, its
                 log-likelihood term is ``log w_k + log p_k(x)``, so ``lower_bound_`` is the
-                semi-supervised log-likelihood); components with labelled rows are initialised
-                from them, so component ``k`` is class ``k`` (see the guide page "Partly
-                labelled data"). For a re-iterable ``X``, yield ``{"X": X, "labels": l}``
+                semi-supervised log-likelihood); the initialisation is seeded by them (seeded
+                k-means for ``init_params="kmeans"``), so component ``k`` is class ``k`` (see
+                the guide page "Partly labelled data"). For a re-iterable ``X``, yield ``{"X": X, "labels": l}``
                 batches instead. Never read from ``y``, which scikit-learn's tools pass.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
