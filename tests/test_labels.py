@@ -347,6 +347,35 @@ def test_one_labelled_row_does_not_collapse_its_component(covariance_type):
         assert np.mean(semi.predict(X)[y == 0] == 0) > 0.8  # component 0 is class 0
 
 
+def test_free_seeds_are_never_labelled_rows():
+    """Seeded k-means++ draws the free clusters' seeds among the unlabelled rows: a labelled
+    row far from its class (the likeliest draw) would be kept in its own class by the labelled
+    E-step, leaving the drawn cluster empty and its component at weight 0."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([[[-10.0], [10.0]], rng.normal(size=(50, 1))])
+    labels = np.full(len(X), -1)
+    labels[:2] = 0
+    for max_iter in (0, 100):
+        model = GaussianMixture(2, n_init=5, max_iter=max_iter, random_state=0).fit(X, labels=labels)
+        assert model.weights_.min() > 0.02
+
+
+def test_stacked_problems_without_labels_start_as_the_unlabelled_fit():
+    """With B problems, a problem without labelled rows (all -1, or beside a labelled one)
+    starts from the very draws of the fit without labels, for mixtures and K-means."""
+    X = np.random.default_rng(3).normal(size=(2, 300, 2))
+    X[:, :100] += 3.0
+    none = np.full((2, 300), -1)
+    some = none.copy()
+    some[0, :3] = 0
+    plain = GaussianMixture(3, max_iter=0, random_state=0).fit(X).means_
+    np.testing.assert_array_equal(GaussianMixture(3, max_iter=0, random_state=0).fit(X, labels=none).means_, plain)
+    np.testing.assert_array_equal(GaussianMixture(3, max_iter=0, random_state=0).fit(X, labels=some).means_[1], plain[1])
+    plain = KMeans(3, n_init=1, max_iter=1, random_state=0).fit(X).cluster_centers_
+    np.testing.assert_array_equal(KMeans(3, n_init=1, max_iter=1, random_state=0).fit(X, labels=none).cluster_centers_, plain)
+    np.testing.assert_array_equal(KMeans(3, n_init=1, max_iter=1, random_state=0).fit(X, labels=some).cluster_centers_[1], plain[1])
+
+
 @pytest.mark.parametrize(
     "labels, match",
     [

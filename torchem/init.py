@@ -129,33 +129,37 @@ def seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
 def seeded_kmeans_plusplus(source: TensorSource, n_clusters: int, n_seeds: int, generator: torch.Generator) -> Tensor:
     """``[B, R, K, D]`` starting centres of seeded k-means: a cluster with labelled rows (of
     positive weight) in ``source`` starts at their mean (:func:`seeded_centers`), and the
-    others are drawn by greedy k-means++ as if those means had been drawn first, so they fall
-    away from the labelled classes rather than inside them; a problem without labelled rows
-    (or a source without labels) takes plain :func:`kmeans_plusplus`."""
-    X, sw = source.X, source.sample_weight
-    if source.labels is None:
-        return gather_rows(X, kmeans_plusplus(X, n_clusters, n_seeds, generator, sample_weight=sw))
+    others are drawn by greedy k-means++ among the unlabelled rows, as if those means had been
+    drawn first, so they fall away from the labelled classes rather than inside them (a
+    labelled row is never drawn: the labelled E-step would keep it in its own class and leave
+    the drawn cluster empty). The problems without labelled rows take :func:`kmeans_plusplus`'s
+    draws, the very ones a fit without labels makes; when every cluster of every problem has
+    labelled rows nothing is drawn."""
+    X, sw, labels = source.X, source.sample_weight, source.labels
     b, n, d = X.shape
-    seeded = labelled_mass(source, n_clusters) > 0  # [B, K]
-    centers = seeded_centers(source, X.new_zeros(b, n_seeds, n_clusters, d))
+    seeded = None if labels is None else labelled_mass(source, n_clusters) > 0  # [B, K]
+    if seeded is not None and bool(seeded.all()):
+        return seeded_centers(source, X.new_zeros(b, n_seeds, n_clusters, d))
+    centers = gather_rows(X, kmeans_plusplus(X, n_clusters, n_seeds, generator, sample_weight=sw))
+    if seeded is None or not bool(seeded.any()):
+        return centers
+    centers = seeded_centers(source, centers)
     trials = default_local_trials(n_clusters)
-    parts = []
-    for bi in range(b):
-        xb, wb = X[bi : bi + 1], None if sw is None else sw[bi : bi + 1]
+    for bi in seeded.any(-1).nonzero().flatten().tolist():  # redraw the free clusters of the labelled problems
         given = seeded[bi].nonzero().flatten().tolist()
-        if not given:
-            parts.append(gather_rows(xb, kmeans_plusplus(xb, n_clusters, n_seeds, generator, sample_weight=wb)))
-            continue
-        c = centers[bi : bi + 1].clone()
         free = [j for j in range(n_clusters) if j not in given]
-        if free:
-            closest = torch.cat([squared_distances(xb[:, None, s : s + 2**16], c[:, :, given]).amin(-1)
-                                 for s in range(0, n, 2**16)], -1)  # [1, R, N]
-            for j in free:
-                index, closest = kmeans_plusplus_step(xb, closest, generator, trials, wb)
-                c[:, :, j] = gather_rows(xb, index.unsqueeze(-1))[:, :, 0]
-        parts.append(c)
-    return torch.cat(parts, 0)
+        if not free:
+            continue
+        xb, c = X[bi : bi + 1], centers[bi : bi + 1]  # (a view: the draws are written into centers)
+        mass = (labels[bi : bi + 1] >= 0).logical_not().double()
+        if sw is not None:
+            mass = mass * sw[bi : bi + 1].double()
+        closest = torch.cat([squared_distances(xb[:, None, s : s + 2**16], c[:, :, given]).amin(-1)
+                             for s in range(0, n, 2**16)], -1)  # [1, R, N]
+        for j in free:
+            index, closest = kmeans_plusplus_step(xb, closest, generator, trials, mass)
+            c[:, :, j] = gather_rows(xb, index.unsqueeze(-1))[:, :, 0]
+    return centers
 
 
 def lloyd(source: TensorSource, centers: Tensor, n_iter: int) -> Tensor:
