@@ -729,7 +729,9 @@ class KMeans(EMEstimator):
     so the inertia carries no cancellation. In-memory data on the CPU takes Hamerly's bounded
     passes (which skip the distances that cannot change an assignment); on CUDA a dense pass
     with no host synchronisation gives the same assignment. Empty clusters are re-seeded from
-    the points farthest from their centres. The ``n_init`` restarts run together; ``X`` of
+    the points farthest from their centres (as scikit-learn's, not where every point already
+    sits on its centre: an empty cluster then keeps its centre). The ``n_init`` restarts run
+    together; ``X`` of
     shape ``[B, N, D]`` clusters ``B`` independent datasets.
 
     Args:
