@@ -396,8 +396,9 @@ class BaseMixture(EMEstimator):
                 log-likelihood term is ``log w_k + log p_k(x)``, so ``lower_bound_`` is the
                 semi-supervised log-likelihood); the initialisation is seeded by them (seeded
                 k-means for ``init_params="kmeans"``), so component ``k`` is class ``k`` (see
-                the guide page "Partly labelled data"). For a re-iterable ``X``, yield ``{"X": X, "labels": l}``
-                batches instead. Never read from ``y``, which scikit-learn's tools pass.
+                the guide page "Partly labelled data"). For a re-iterable ``X``, yield
+                ``{"X": X, "labels": l}`` batches instead. Never read from ``y``, which
+                scikit-learn's tools pass.
             callback: optional ``callback(iteration, lower_bound, model) -> bool`` called after
                 every EM iteration, with the lower bound of the best restart (a float; ``[B]``
                 for a fit of ``B`` problems) and this model holding that restart's current parameters
