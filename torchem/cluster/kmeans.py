@@ -31,9 +31,10 @@ def _scales(source: Source, tol: float) -> tuple[Tensor, Tensor | None, Tensor |
     a distributed fit), a reference ``ref`` near this rank's data (the mean of its first
     rows) and this rank's ``sum w |x - ref|^2``, which the exact inertia of
     :meth:`_KMeansFamily._inertia` reads. One pass in float64, the data taken less ``ref``
-    (so the moments do not cancel), in a chunk buffer reused for the pass; the ranks' counts, means and
-    scatters about their means are combined exactly (Chan's rule). With ``tol = 0`` no pass
-    (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first call)."""
+    (so the moments do not cancel), in a chunk buffer reused for the pass; the ranks' counts,
+    means and scatters about their means are combined exactly (Chan's rule). With ``tol = 0``
+    no pass (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first
+    call)."""
     b, d = source.n_problems, source.n_features
     if tol == 0:
         return torch.zeros(b, dtype=torch.float64, device=source.device), None, None
