@@ -102,25 +102,29 @@ class Lloyd(Family):
         return {"centers": torch.where((counts > 0).unsqueeze(-1), new, old.double())}, failed
 
 
+def _label_weight(source: TensorSource) -> Tensor:
+    """``[B, N]`` float64: each labelled row's weight (a labelled row of weight 0 weighs
+    nothing, as if absent), zero for the unlabelled rows."""
+    mass = (source.labels >= 0).double()
+    if source.sample_weight is not None:
+        mass = mass * source.sample_weight.to(mass.device, torch.float64)
+    return mass
+
+
 def labelled_mass(source: TensorSource, k: int) -> Tensor:
     """``[B, K]`` float64 (weighted) count of the rows ``source`` labels with each class (a
     labelled row of weight 0 counts nothing, as if absent)."""
     labels = source.labels
-    mass = (labels >= 0).double()
-    if source.sample_weight is not None:
-        mass = mass * source.sample_weight.to(labels.device, torch.float64)
     counts = torch.zeros(labels.shape[0], k, dtype=torch.float64, device=labels.device)
-    return counts.scatter_add_(1, labels.clamp_min(0), mass)
+    return counts.scatter_add_(1, labels.clamp_min(0), _label_weight(source))
 
 
 def seeded_centers(source: TensorSource, centers: Tensor) -> Tensor:
     """``centers [B, R, K, D]`` with every cluster that has labelled rows (of positive weight)
     in ``source`` moved to their (weighted) mean, as seeded k-means starts (Basu et al., 2002);
     the others as given."""
-    k = centers.shape[-2]
-    labels = source.labels
-    mass = (labels >= 0).double() * (1.0 if source.sample_weight is None else source.sample_weight.double())
-    one = torch.nn.functional.one_hot(labels.clamp_min(0), k).double() * mass.unsqueeze(-1)  # [B, n, K]
+    one = torch.nn.functional.one_hot(source.labels.clamp_min(0), centers.shape[-2]).double()
+    one *= _label_weight(source).unsqueeze(-1)  # [B, n, K]: each labelled row's weight at its class
     counts, sums = one.sum(1), one.mT @ source.X.double()  # [B, K], [B, K, D]
     seeded = (sums / counts.clamp_min(1e-300).unsqueeze(-1)).unsqueeze(1).to(centers.dtype)
     return torch.where((counts > 0)[:, None, :, None], seeded, centers)
