@@ -33,7 +33,7 @@ from typing import Callable, Iterable, TypeVar
 
 import torch
 
-__all__ = ["MIN_ROWS", "run_ordered", "slot", "workers"]
+__all__ = ["MIN_ROWS", "run_ordered", "shares", "slot", "workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +60,13 @@ def workers() -> int:
     if not enabled or getattr(_local, "slot", 0) or getattr(_local, "busy", False):
         return 1
     return max(1, torch.get_num_threads())
+
+
+def shares(device: torch.device, n_rows: int, n_chunks: int) -> bool:
+    """Whether a pass of ``n_chunks`` chunks over ``n_rows`` in-memory rows on ``device`` is
+    worth sharing among threads: on the CPU, with more than one chunk and at least
+    :data:`MIN_ROWS` rows (a GPU pass, or a smaller one, runs in the caller)."""
+    return device.type == "cpu" and n_chunks > 1 and n_rows >= MIN_ROWS
 
 
 def slot() -> int:

@@ -239,8 +239,8 @@ def _parallel(family: Family, source: Source) -> bool:
     in-memory CPU data of more than one chunk and at least :data:`torchem._threads.MIN_ROWS`
     rows, read by a family whose hooks are :attr:`Family.parallel_chunks`. (Other passes, and
     passes on a GPU, run in the caller.)"""
-    return (family.parallel_chunks and isinstance(source, TensorSource) and source.device.type == "cpu"
-            and source.n_samples > source.chunk_size and source.n_samples >= _threads.MIN_ROWS)
+    return (family.parallel_chunks and isinstance(source, TensorSource)
+            and _threads.shares(source.device, source.n_samples, -(-source.n_samples // source.chunk_size)))
 
 
 def _own(prepared: dict | None, i: int) -> dict | None:

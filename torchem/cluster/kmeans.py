@@ -25,34 +25,44 @@ __all__ = ["KMeans"]
 
 
 
-def _scales(source: Source, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
-    times the mean over features of the (unweighted) variance of the data (over the ranks of
-    a distributed fit), a reference ``ref`` near this rank's data (the mean of its first
-    rows) and this rank's ``sum w |x - ref|^2``, which the exact inertia of
-    :meth:`_KMeansFamily._inertia` reads. One pass in float64, the data taken less ``ref``
-    (so the moments do not cancel), in a chunk buffer reused for the pass; the ranks' counts,
-    means and scatters about their means are combined exactly (Chan's rule). With ``tol = 0``
-    no pass (``ref`` and ``spread`` are then ``None``: the inertia takes them on its first
-    call)."""
+def _moments(source: Source, ref: Tensor | None = None) -> tuple[Tensor, int, Tensor, Tensor, Tensor]:
+    """``(ref [B, D], rows, s [B, D], q [B], spread [B])`` of one float64 pass over ``source``
+    (this rank's rows): the sums ``s = sum (x - ref)``, ``q = sum |x - ref|^2`` and ``spread =
+    sum w |x - ref|^2`` about ``ref``, by default the mean of the first rows (of the first
+    chunk that holds any), the data taken less ``ref`` in a chunk buffer reused for the pass,
+    so the moments do not cancel."""
     b, d = source.n_problems, source.n_features
-    if tol == 0:
-        return torch.zeros(b, dtype=torch.float64, device=source.device), None, None
     f64 = dict(dtype=torch.float64, device=source.device)
-    ref, count = torch.zeros(b, d, **f64), 0
+    given, count = ref is not None, 0
+    ref = torch.zeros(b, d, **f64) if ref is None else ref
     s, q, spread = torch.zeros(b, d, **f64), torch.zeros(b, **f64), torch.zeros(b, **f64)
     ones = torch.ones(d, **f64)
     workspace: dict = {}  # the pass's chunk buffer, freed with it
     for _, X, w in source.chunks():
-        if count == 0 and X.shape[1]:
+        if count == 0 and X.shape[1] and not given:
             ref = X[:, : min(X.shape[1], 4096)].double().mean(1)  # [B, D]
-        x = buffer(workspace, "scales", X.shape, ref).copy_(X).sub_(ref.unsqueeze(1))  # [B, n, D]
+        x = buffer(workspace, "moments", X.shape, ref).copy_(X).sub_(ref.unsqueeze(1))  # [B, n, D]
         s += x.sum(1)
         per = torch.matmul(x.square_(), ones)  # [B, n]: |x - ref|^2 (a GEMV, no sum over short rows)
         q += per.sum(-1)
         spread += per.sum(-1) if w is None else (per * w.double()).sum(-1)
         count += X.shape[1]
-    n = torch.full((b, 1), float(count), **f64)
+    return ref, count, s, q, spread
+
+
+def _scales(source: Source, tol: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(tol_abs [B], ref [B, D], spread [B])``: scikit-learn's absolute tolerance, ``tol``
+    times the mean over features of the (unweighted) variance of the data (over the ranks of
+    a distributed fit), and :func:`_moments`'s reference near this rank's data and this rank's
+    ``sum w |x - ref|^2``, which the exact inertia of :meth:`_KMeansFamily._inertia` reads:
+    one float64 pass, the ranks' counts, means and scatters about their means combined
+    exactly (Chan's rule). With ``tol = 0`` no pass (``ref`` and ``spread`` are then ``None``:
+    :meth:`_KMeansFamily._prepare_rows` takes them)."""
+    b, d = source.n_problems, source.n_features
+    if tol == 0:
+        return torch.zeros(b, dtype=torch.float64, device=source.device), None, None
+    ref, count, s, q, spread = _moments(source)
+    n = torch.full((b, 1), float(count), dtype=torch.float64, device=source.device)
     mean = ref + s / n.clamp_min(1.0)
     scatter = (q - s.square().sum(-1) / n.squeeze(-1).clamp_min(1.0)).clamp_min(0.0)  # about this rank's mean
     ranks = torch.stack(all_gather(torch.cat([n, mean, scatter.unsqueeze(-1)], -1)))  # [ranks, B, D + 2]
@@ -324,7 +334,7 @@ class _KMeansFamily(Lloyd):
                 self.counts += moves[0]
                 self.sums += moves[1]
 
-        if dev.type == "cpu" and len(chunks) > 1 and n >= _threads.MIN_ROWS:
+        if _threads.shares(dev, n, len(chunks)):
             run_ordered(chunks, work, take)  # chunks side by side on threads (torchem._threads)
         else:
             for chunk in chunks:
@@ -450,8 +460,7 @@ class _KMeansFamily(Lloyd):
         X = source.X
         b, n, d = X.shape
         if self.spread is None:
-            self.ref = X[:, : min(n, 4096)].double().mean(1)  # [B, D]
-            self.spread = self._spread(source, self.ref)
+            self.ref, _, _, _, self.spread = _moments(source, X[:, : min(n, 4096)].double().mean(1))
         mean_square = self.spread / source.total_weight().double().clamp_min(1e-300)
         centre = bool((self.ref.square().sum(-1) > mean_square).any())
         refd = self.ref.to(X.dtype) if centre else self.ref.new_zeros(self.ref.shape, dtype=X.dtype)
@@ -476,24 +485,6 @@ class _KMeansFamily(Lloyd):
         (``eps / 2``), with ``eps`` to spare.)"""
         bits = (k - 1).bit_length()
         return (2.0 * (d + 2) + 2.0 ** (bits + 1) + 18.0) * torch.finfo(dtype).eps
-
-    def _spread(self, source: TensorSource, ref: Tensor) -> Tensor:
-        """``[B]`` (weighted) ``sum w |x - ref|^2`` in float64, in cache-sized blocks."""
-        X, wt = source.X, source.sample_weight
-        b, n, d = X.shape
-        spread = torch.zeros(b, dtype=torch.float64, device=X.device)
-        step = max(1, 2**17 // d)
-        for bi in range(b):
-            parts = []
-            for s in range(0, n, step):
-                x = buffer(self.workspace, "spread", (min(n, s + step) - s, d), ref).copy_(X[bi, s : s + step]).sub_(ref[bi])
-                if wt is None:
-                    flat = x.view(-1)
-                    parts.append(torch.dot(flat, flat))
-                else:
-                    parts.append(torch.dot(torch.mv(x.square_(), x.new_ones(d)), wt[bi, s : s + step].double()))
-            spread[bi] = torch.stack(parts).sum()
-        return spread
 
     def _assign_rows(self, X: Tensor, Xc: Tensor, xx: Tensor, w: Tensor | None, c64: Tensor, ref: Tensor, base: int,
                      lab: Tensor, slack: Tensor, first: bool, acc: _Share) -> None:
