@@ -32,6 +32,13 @@ def gather_rows(X: Tensor, index: Tensor) -> Tensor:
     return torch.gather(X, 1, flat).reshape(b, r, k, X.shape[-1])
 
 
+def _closest(X: Tensor, seeds: Tensor) -> Tensor:
+    """``[B, R, N]`` squared distance of each row of ``X [B, N, D]`` to its nearest seed of
+    ``seeds [B, R, m, D]``, in blocks of rows (k-means++'s potential)."""
+    n = X.shape[1]
+    return torch.cat([squared_distances(X[:, None, s : s + 2**16], seeds).amin(-1) for s in range(0, n, 2**16)], -1)
+
+
 def kmeans_plusplus(
     X: Tensor,
     n_clusters: int,
@@ -62,7 +69,7 @@ def kmeans_plusplus(
     first = torch.searchsorted(cum.expand(b, n_seeds, n).contiguous(), u).squeeze(-1).clamp_max_(n - 1)  # [B, R]
     indices = [first]
     seeds = gather_rows(X, first.unsqueeze(-1))
-    closest = torch.cat([squared_distances(X[:, None, s : s + 2**16], seeds) for s in range(0, n, 2**16)], -2).squeeze(-1)  # [B, R, N]
+    closest = _closest(X, seeds)  # [B, R, N]
     for _ in range(1, n_clusters):
         index, closest = kmeans_plusplus_step(X, closest, generator, trials, sample_weight)
         indices.append(index)
@@ -140,7 +147,7 @@ def seeded_kmeans_plusplus(source: TensorSource, n_clusters: int, n_seeds: int, 
     draws, the very ones a fit without labels makes; when every cluster of every problem has
     labelled rows nothing is drawn."""
     X, sw, labels = source.X, source.sample_weight, source.labels
-    b, n, d = X.shape
+    b, _, d = X.shape
     seeded = None if labels is None else labelled_mass(source, n_clusters) > 0  # [B, K]
     if seeded is not None and bool(seeded.all()):
         return seeded_centers(source, X.new_zeros(b, n_seeds, n_clusters, d))
@@ -158,8 +165,7 @@ def seeded_kmeans_plusplus(source: TensorSource, n_clusters: int, n_seeds: int, 
         mass = (labels[bi : bi + 1] >= 0).logical_not().double()
         if sw is not None:
             mass = mass * sw[bi : bi + 1].double()
-        closest = torch.cat([squared_distances(xb[:, None, s : s + 2**16], c[:, :, given]).amin(-1)
-                             for s in range(0, n, 2**16)], -1)  # [1, R, N]
+        closest = _closest(xb, c[:, :, given])  # [1, R, N]
         for j in free:
             index, closest = kmeans_plusplus_step(xb, closest, generator, trials, mass)
             c[:, :, j] = gather_rows(xb, index.unsqueeze(-1))[:, :, 0]
