@@ -147,11 +147,12 @@ def test_a_small_batch_barely_moves_a_model_fitted_on_much_data(covariance_type)
     np.testing.assert_allclose(b.weights_, nk / nk.sum(), rtol=1e-10)
 
 
-def _one_step_after_fit(g, x, batches):
-    """Weights, means and covariances after one partial_fit of batch ``x`` on the fitted ``g``,
-    in closed form: the fit's weights, means and scatters (less reg_covar) count as ``batches``
-    earlier batches, and the two groups combine as the update ``(1 - eta) old + eta batch`` of
-    normalised statistics does (their means' difference enters as a positive term)."""
+def _one_step_after_fit(g, x, batches, sample_weight=None):
+    """Weights, means and covariances after one partial_fit of batch ``x`` (with
+    ``sample_weight``) on the fitted ``g``, in closed form: the fit's weights, means and
+    scatters (less reg_covar) count as ``batches`` earlier batches, and the two groups combine
+    as the update ``(1 - eta) old + eta batch`` of normalised statistics does (their means'
+    difference enters as a positive term)."""
     ct, k, d = g.covariance_type, g.n_components, x.shape[1]
     eta = step_size(batches + 1)
     cov, mu, w = (np.asarray(v, dtype=np.float64) for v in (g.covariances_, g.means_, g.weights_))
@@ -159,6 +160,8 @@ def _one_step_after_fit(g, x, batches):
              "diag": lambda: np.stack([np.diag(c) for c in cov]), "spherical": lambda: np.stack([c * np.eye(d) for c in cov])}[ct]()
     resp = np.asarray(g.predict_proba(x), dtype=np.float64)
     n = len(x)
+    if sample_weight is not None:  # a weight w counts as w samples
+        resp, n = resp * sample_weight[:, None], float(np.sum(sample_weight))
     a, bk = (1 - eta) * w, eta * resp.sum(0) / n
     tot = a + bk
     m = resp.T @ x / np.maximum(resp.sum(0), 1e-300)[:, None]
@@ -177,6 +180,53 @@ def _one_step_after_fit(g, x, batches):
         new = np.trace(total, axis1=1, axis2=2) / (d * tot)
     eye = np.eye(d) if ct in ("full", "tied") else 1.0
     return tot / tot.sum(), means, new + g.reg_covar * eye
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_partial_fit_after_a_weighted_fit_counts_the_weight(covariance_type):
+    """The fit's statistics count as ceil(W_fit / w) batches, with W_fit the fit's total sample
+    weight and w the batch's (a weight w counts as w samples, as in KMeans's cluster sizes and
+    the variational model), not their numbers of rows; per problem when B are stacked."""
+    rng = np.random.default_rng(11)
+    X = _gauss(rng, 3000)
+    w = rng.uniform(0.5, 4.0, len(X))  # total weight about 6,750 over 3,000 rows
+    x, wx = X[:40] + 0.5, rng.uniform(0.0, 2.0, 40)
+
+    def fitted(weight):
+        return GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X, sample_weight=weight)
+
+    g = fitted(w)
+    g.partial_fit(x)
+    expected = _one_step_after_fit(fitted(w), x, int(np.ceil(w.sum() / len(x))))
+    np.testing.assert_allclose(g.means_, expected[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g.covariances_, expected[2], rtol=1e-9, atol=1e-12)
+    # a weighted batch: its weight, not its rows
+    g = fitted(w)
+    g.partial_fit(x, sample_weight=wx)
+    expected = _one_step_after_fit(fitted(w), x, int(np.ceil(w.sum() / wx.sum())), sample_weight=wx)
+    np.testing.assert_allclose(g.means_, expected[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g.covariances_, expected[2], rtol=1e-9, atol=1e-12)
+    # a second batch continues the count (t + 1), and the weight seen survives a reload
+    fresh = GaussianMixture(3, covariance_type=covariance_type)
+    fresh.load_state_dict(g.state_dict())
+    expected = _one_step_after_fit(g, x, int(np.ceil((w.sum() + wx.sum()) / len(x))))
+    fresh.partial_fit(x)
+    np.testing.assert_allclose(fresh.means_, expected[1], rtol=1e-10, atol=1e-12)
+    # stacked problems of different total weights (the same data and start): each takes its
+    # own step, as when alone (a step shared by the two would move both alike)
+    def started():
+        precisions = np.stack([np.eye(3)] * 3) if covariance_type == "full" else np.ones((3, 3))
+        return GaussianMixture(3, covariance_type=covariance_type, weights_init=np.full(3, 1 / 3), means_init=CENTRES,
+                               precisions_init=precisions, tol=1e-10, max_iter=100)
+
+    stacked = started().fit(np.stack([X, X]), sample_weight=np.stack([w, 40.0 * w]))
+    stacked.partial_fit(np.stack([x, x]))
+    for b, scale in enumerate([1.0, 40.0]):
+        alone = started().fit(X, sample_weight=scale * w)
+        alone.partial_fit(x)
+        np.testing.assert_allclose(stacked.means_[b], alone.means_, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stacked.covariances_[b], alone.covariances_, rtol=1e-5, atol=1e-5)
+    assert abs(stacked.means_[1] - stacked.means_[0]).max() > 1e-2  # the two steps differ
 
 
 def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():

@@ -543,7 +543,7 @@ def stepwise_update(
     params: Params,
     reference: Params,
     running: Params | None,
-    eta: float,
+    eta: float | Tensor,
     *,
     hard: bool = False,
 ) -> tuple[Params, Params, Tensor, Tensor]:
@@ -551,7 +551,8 @@ def stepwise_update(
 
     The E-step uses ``params``; the batch's statistics are taken about the fixed
     ``reference`` parameters (in float64) so they can be averaged with the running ones, and
-    normalised by the batch's weight: ``running <- (1 - eta) running + eta batch``. The
+    normalised by the batch's weight: ``running <- (1 - eta) running + eta batch`` (``eta`` a
+    number, or ``[B]``: a step per problem). The
     M-step reads the running statistics. Under ``torch.distributed`` the batch statistics are
     summed over the ranks, whose batches together make the step's batch.
 
@@ -566,7 +567,10 @@ def stepwise_update(
     if running is None:
         running = batch
     else:
-        running = {k: (1.0 - eta) * running[k] + eta * batch[k] for k in batch}
+        def step(v: Tensor):  # eta broadcast over the statistics' trailing dims
+            return eta if not isinstance(eta, Tensor) else eta.to(v).reshape(eta.shape + (1,) * (v.ndim - eta.ndim))
+
+        running = {k: (1.0 - step(v)) * running[k] + step(v) * v for k, v in batch.items()}
     new_params, failed = family.m_step(running, ref64)
     return new_params, running, failed, ll / scale
 

@@ -335,8 +335,10 @@ class EMEstimator(EstimatorModule):
         labels and inertia of the training data)."""
 
     @abstractmethod
-    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
-        """One ``partial_fit`` update: ``(new params [B, 1, ...], lower bound [B, 1], state)``."""
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, batch_weight: np.ndarray):
+        """One ``partial_fit`` update: ``(new params [B, 1, ...], lower bound [B, 1], state)``;
+        ``batch_weight`` is the ``[B]`` weight of the batch over every rank (its samples when
+        unweighted)."""
 
     def _structural_hyperparameters(self) -> dict:
         """Hyper-parameters a fitted state depends on (a state dict of another is refused)."""
@@ -419,7 +421,7 @@ class EMEstimator(EstimatorModule):
         )
         self._fitted = False
         self._online = None
-        self._fit_samples = None
+        self._fit_samples = self._fit_weight = None
         return True
 
     # ----------------------------------------------------------------------------------------
@@ -568,7 +570,8 @@ class EMEstimator(EstimatorModule):
         if n < k:
             raise ValueError(self._too_few_samples(n, k))
         # on every rank, whatever its source (a shard may weigh nothing; the whole data may not)
-        if bool((all_reduce_sum([source.total_weight().double()])[0] <= 0).any()):
+        total_weight = all_reduce_sum([source.total_weight().double()])[0]  # [B], every rank's
+        if bool((total_weight <= 0).any()):
             raise ValueError(
                 "Sample weights must contain at least one non-zero number: the sample weights of "
                 f"{'the stream X' if fit.streamed else 'X'} sum to zero; give some samples a positive weight."
@@ -613,9 +616,11 @@ class EMEstimator(EstimatorModule):
             result = EMResult(params, lb0, zeros, zeros.bool())
         best = self._record(result, fit, source, select=True)
         self._online = None  # a new fit: partial_fit starts its running statistics afresh
-        # how many samples the fitted parameters summarise, for partial_fit (none after an
-        # initialisation without EM iterations, e.g. initialize(X))
+        # how many samples the fitted parameters summarise, and their weight per problem (a
+        # weight w counts as w samples), for partial_fit (none after an initialisation
+        # without EM iterations, e.g. initialize(X))
         self._fit_samples = n if settings["max_iter"] > 0 else None
+        self._fit_weight = total_weight.cpu().numpy() if settings["max_iter"] > 0 else None
         self._after_fit(source, best)
         # warn only when EM ran out of iterations: not when a callback (on any rank) stopped it
         ran_out = int(result.n_iter.max()) >= settings["max_iter"] and not stopped
@@ -793,10 +798,14 @@ class EMEstimator(EstimatorModule):
             state = None
         if state is not None:
             state = _to_device(state, device)  # the model may have been moved with .to(device)
-        new, ll, state = self._online_step(source, {k: v.to(dtype) for k, v in params.items()}, state, n_batch)
+        # [B] float64 on the host: the batch's weight per problem, over every rank
+        batch_weight = all_reduce_sum([source.total_weight().double()])[0].cpu().numpy()
+        new, ll, state = self._online_step(source, {k: v.to(dtype) for k, v in params.items()}, state, batch_weight)
         state["batches"] = state.get("batches", 0) + 1
-        # the samples the parameters now summarise (a reloaded model continues from there)
+        # the samples and weight the parameters now summarise (a reloaded model continues from there)
         self._fit_samples = (getattr(self, "_fit_samples", None) or 0) + n_batch
+        past = getattr(self, "_fit_weight", None)
+        self._fit_weight = batch_weight if past is None else past + batch_weight
         steps = torch.full(ll.shape, state["batches"], dtype=torch.int64, device=ll.device)
         self._record(EMResult({k: v.to(dtype) for k, v in new.items()}, ll, steps,
                               torch.zeros_like(steps, dtype=torch.bool), [ll]), fit, source)
@@ -980,6 +989,7 @@ class EMEstimator(EstimatorModule):
                 history=torch.as_tensor(self._history),
                 hyper=self.__dict__.get("_fitted_structure") or self._structural_hyperparameters(),
                 fit_samples=int(getattr(self, "_fit_samples", None) or 0),
+                fit_weight=None if getattr(self, "_fit_weight", None) is None else torch.as_tensor(self._fit_weight),
                 feature_names=None if self.__dict__.get("feature_names_in_") is None else [str(n) for n in self.feature_names_in_],
                 model=self._extra_state(),
             )
@@ -1026,6 +1036,10 @@ class EMEstimator(EstimatorModule):
         # a loaded model is a new starting point: partial_fit continues from its parameters
         self._online = None
         self._fit_samples = int(state.get("fit_samples", 0)) or None
+        weight = state.get("fit_weight")
+        if weight is None and self._fit_samples:  # saved before the weight was kept: the samples
+            weight = np.full(int(self._n_problems), float(self._fit_samples))
+        self._fit_weight = None if weight is None else np.asarray(weight, dtype=np.float64)
         self._load_extra_state(state.get("model", {}))
 
 

@@ -1017,7 +1017,7 @@ class KMeans(EMEstimator):
         """
         return super().partial_fit(X, y, sample_weight, labels=labels)
 
-    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, batch_weight):
         centers = params["centers"]  # [B, 1, K, D]
         if state is None:
             counts = getattr(self, "_counts", None) if self._fitted else None

@@ -445,9 +445,11 @@ class BaseMixture(EMEstimator):
         The first call initialises the model from its batch (with ``init_params``, so that
         batch needs at least ``n_components`` samples), unless the model is already fitted,
         in which case the stream continues from the fitted parameters: their sufficient
-        statistics start the running average, counted as the first ``ceil(N_fit / n)`` steps
-        (``N_fit`` samples in the fit, ``n`` in this batch), so a small batch moves a model
-        fitted on much data only a little (a model built without a fit counts as one step).
+        statistics start the running average, counted as the first ``ceil(W_fit / w)`` steps,
+        per problem (``W_fit`` the weight of the samples the model summarises, ``w`` this
+        batch's: their numbers of samples when unweighted, as a weight ``w`` counts as ``w``
+        samples), so a small batch moves a model fitted on much data only a little (a model
+        built without a fit counts as one step).
         A later ``fit`` restarts from scratch. ``n_iter_`` counts the batches seen,
         ``lower_bound_`` is the mean log-likelihood of the last batch under the parameters
         before its update and ``converged_`` stays False. Under ``torch.distributed`` every
@@ -467,18 +469,25 @@ class BaseMixture(EMEstimator):
         """
         return super().partial_fit(X, y, sample_weight, labels=labels)
 
-    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, batch_weight: np.ndarray):
+        b = source.n_problems
         if state is None:
-            state = {"t": 0, "running": None, "reference": {k: v.double() for k, v in params.items()}}
+            # "t": the steps taken, per problem
+            state = {"t": [0] * b, "running": None, "reference": {k: v.double() for k, v in params.items()}}
             if self._fitted:
                 # The fitted model is the stream's past: its statistics start the running
-                # average, weighted as the first ceil(N_fit / n) batches of this batch's size.
+                # average, weighted as the first ceil(W_fit / w) batches of this batch's
+                # weight w, per problem (W_fit: the fit's weight, its samples when unweighted).
                 state["running"] = self._implied_statistics(state["reference"])
-                n_fit = getattr(self, "_fit_samples", None)
-                state["t"] = max(1, math.ceil(n_fit / n_batch)) if n_fit else 1
-        state["t"] += 1
-        eta = step_size(state["t"], self.stepwise_schedule)
-        family, hard = self._online_family(source.n_features, n_batch), bool(self.hard)
+                past = getattr(self, "_fit_weight", None)
+                if past is None:
+                    state["t"] = [1] * b
+                else:
+                    state["t"] = [max(1, math.ceil(p / w)) if w > 0 else 1 for p, w in zip(past.tolist(), batch_weight.tolist())]
+        state["t"] = [t + 1 for t in state["t"]]
+        eta = torch.tensor([step_size(t, self.stepwise_schedule) for t in state["t"]], dtype=torch.float64,
+                           device=source.device)
+        family, hard = self._online_family(source.n_features, batch_weight), bool(self.hard)
         new, running, failed, ll = stepwise_update(family, source, params, state["reference"], state["running"], eta, hard=hard)
         if self._statistics_read_reference and not bool(failed.any()) and family.needs_recentring(running, state["reference"]):
             # The new parameters lie so far from the reference that the batch's statistics
@@ -501,9 +510,10 @@ class BaseMixture(EMEstimator):
         state["running"] = running
         return new, ll, state
 
-    def _online_family(self, n_features: int, n_batch: int) -> Family:
-        """The hooks of a ``partial_fit`` step on ``n_batch`` samples (a variational family
-        scales its per-sample running statistics by the samples seen); :meth:`_family`."""
+    def _online_family(self, n_features: int, batch_weight: np.ndarray) -> Family:
+        """The hooks of a ``partial_fit`` step on a batch of weight ``batch_weight [B]`` (a
+        variational family scales its per-sample running statistics by the weight seen);
+        :meth:`_family`."""
         return self._family(n_features)
 
     def _moment_points_about(self, params: dict[str, Tensor], about: dict[str, Tensor]):

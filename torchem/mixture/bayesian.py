@@ -461,23 +461,19 @@ class BayesianGaussianMixture(GaussianMixture):
         return _BayesianFamily(self.covariance_type, float(self.reg_covar), self._process, self._priors, n_scale,
                                self._marginalizes)
 
-    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, n_batch: int):
+    def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, batch_weight: np.ndarray):
         # stochastic variational inference: the running statistics, averages per unit of
         # weight, stand for the total weight seen so far: this batch's (a weight w counts as w
-        # rows) and the fitted posterior's, sum_k (beta_k - beta_0) (none before a fit, or
-        # after an initialisation without EM iterations); [B, 1], per problem
-        if source.sample_weight is None:  # (every rank joins the sum, weighted or not)
-            local = torch.full((source.n_problems,), float(source.n_samples), dtype=torch.float64, device=source.device)
-        else:
-            local = source.sample_weight.double().sum(-1)
-        weight = all_reduce_sum([local])[0].reshape(-1, 1).cpu()
-        if self._fitted and getattr(self, "_fit_samples", None):
+        # rows; over every rank) and the fitted posterior's, sum_k (beta_k - beta_0) (none
+        # before a fit, or after an initialisation without EM iterations); [B, 1], per problem
+        weight = torch.as_tensor(batch_weight, dtype=torch.float64).reshape(-1, 1)
+        if self._fitted and getattr(self, "_fit_weight", None) is not None:
             past = params["mean_precision"].double() - self._priors["mean_precision"]
             weight = weight + past.sum(-1).cpu()
         self._online_weight = weight
-        return super()._online_step(source, params, state, n_batch)
+        return super()._online_step(source, params, state, batch_weight)
 
-    def _online_family(self, n_features: int, n_batch: int) -> _BayesianFamily:
+    def _online_family(self, n_features: int, batch_weight: np.ndarray) -> _BayesianFamily:
         return self._family(n_features, self._online_weight)
 
     def _extra_state(self) -> dict:

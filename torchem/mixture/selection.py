@@ -652,7 +652,7 @@ class _GridFit(EMEstimator):
     def _constrained(self):
         return self._grid_params
 
-    def _online_step(self, source, params, state, n_batch):
+    def _online_step(self, source, params, state, batch_weight):
         raise TypeError("GaussianMixtureIC has no partial_fit.")
 
     def _record(self, result: EMResult, fit, source: Source, select: bool = False):
@@ -913,7 +913,8 @@ class GaussianMixtureIC(EstimatorModule):
         model._converged = grid._cell_converged[0, cell:cell + 1].cpu().numpy()
         history = [h[0, cell] for h in grid._cell_history[:n_iter]]
         model._history = torch.stack(history).reshape(1, -1).cpu().numpy() if history else np.zeros((1, 0))
-        model._fit_samples = grid._fit_samples  # partial_fit continues the model as it would the single fit
+        # partial_fit continues the model as it would the single fit
+        model._fit_samples, model._fit_weight = grid._fit_samples, grid._fit_weight
         names = grid.__dict__.get("feature_names_in_")
         if names is not None:
             model.feature_names_in_ = names
