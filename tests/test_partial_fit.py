@@ -1,5 +1,7 @@
 """partial_fit: stepwise (online) EM approaches the batch fit on a stationary stream."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -227,6 +229,30 @@ def test_partial_fit_after_a_weighted_fit_counts_the_weight(covariance_type):
         np.testing.assert_allclose(stacked.means_[b], alone.means_, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(stacked.covariances_[b], alone.covariances_, rtol=1e-5, atol=1e-5)
     assert abs(stacked.means_[1] - stacked.means_[0]).max() > 1e-2  # the two steps differ
+
+
+def test_the_weight_seen_starts_afresh_with_the_model_and_survives_older_pickles():
+    """A model made unfitted by loading an unfitted state counts only its new stream; a model
+    pickled by a torchem that kept only the number of samples (no weight, one step count for
+    all problems) continues as its state dict would."""
+    rng = np.random.default_rng(12)
+    X = _gauss(rng, 600)
+    g = GaussianMixture(3, random_state=0).fit(np.stack([X, X, X]))
+    g.load_state_dict(GaussianMixture(3).state_dict(), strict=False)  # unfitted now
+    g.partial_fit(np.stack([X[:50], X[50:100]]))  # a fresh stream of 2 problems
+    np.testing.assert_array_equal(g._fit_weight, [50.0, 50.0])
+    assert g._fit_samples == 50
+    g = GaussianMixture(3, random_state=0).fit(X)
+    g.partial_fit(X[:30])
+    old = pickle.loads(pickle.dumps(g))
+    del old.__dict__["_fit_weight"]  # as pickled before the weight was kept
+    old._online["t"] = old._online["t"][0]
+    reloaded = GaussianMixture(3)
+    reloaded.load_state_dict(g.state_dict())
+    for m in (g, old, reloaded):
+        m.partial_fit(X[30:60])
+    np.testing.assert_array_equal(old.means_, g.means_)
+    np.testing.assert_array_equal(reloaded.means_, g.means_)
 
 
 def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():

@@ -334,6 +334,17 @@ class EMEstimator(EstimatorModule):
         """Anything a model computes from its fitted parameters and the data (K-means: the
         labels and inertia of the training data)."""
 
+    def _past_weight(self) -> np.ndarray | None:
+        """``[B]`` float64: the sample weight the fitted parameters summarise, per problem (their
+        samples when unweighted), for ``partial_fit``; ``None`` for a model not fitted by EM
+        (unfitted, or only initialised)."""
+        if not self._fitted:
+            return None
+        if "_fit_weight" not in self.__dict__:  # pickled by a torchem that kept only the samples
+            n = getattr(self, "_fit_samples", None)
+            return np.full(int(self._n_problems), float(n)) if n else None
+        return self._fit_weight
+
     @abstractmethod
     def _online_step(self, source: Source, params: dict[str, Tensor], state: dict | None, batch_weight: np.ndarray):
         """One ``partial_fit`` update: ``(new params [B, 1, ...], lower bound [B, 1], state)``;
@@ -800,11 +811,14 @@ class EMEstimator(EstimatorModule):
             state = _to_device(state, device)  # the model may have been moved with .to(device)
         # [B] float64 on the host: the batch's weight per problem, over every rank
         batch_weight = all_reduce_sum([source.total_weight().double()])[0].cpu().numpy()
+        was_fitted = bool(self._fitted)
         new, ll, state = self._online_step(source, {k: v.to(dtype) for k, v in params.items()}, state, batch_weight)
         state["batches"] = state.get("batches", 0) + 1
-        # the samples and weight the parameters now summarise (a reloaded model continues from there)
-        self._fit_samples = (getattr(self, "_fit_samples", None) or 0) + n_batch
-        past = getattr(self, "_fit_weight", None)
+        # the samples and weight the parameters now summarise (a reloaded model continues from
+        # there; the step's parameters stand for this batch alone when it started the model)
+        past_samples = getattr(self, "_fit_samples", None) if was_fitted else None
+        self._fit_samples = (past_samples or 0) + n_batch
+        past = self._past_weight() if was_fitted else None
         self._fit_weight = batch_weight if past is None else past + batch_weight
         steps = torch.full(ll.shape, state["batches"], dtype=torch.int64, device=ll.device)
         self._record(EMResult({k: v.to(dtype) for k, v in new.items()}, ll, steps,
@@ -1003,7 +1017,9 @@ class EMEstimator(EstimatorModule):
                 f"to {EXTRA_STATE_VERSION}); upgrade torchem to load it."
             )
         self._fitted = bool(state.get("fitted", False))
-        if not self._fitted:
+        if not self._fitted:  # an unfitted model: partial_fit starts afresh
+            self._online = None
+            self._fit_samples = self._fit_weight = None
             return
         if "stacked" not in state:  # saved by torchem 0.1, which called B problems a "batch"
             state = dict(state, stacked=state["batched"], n_problems=state["batch_size"])

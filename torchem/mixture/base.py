@@ -479,11 +479,13 @@ class BaseMixture(EMEstimator):
                 # average, weighted as the first ceil(W_fit / w) batches of this batch's
                 # weight w, per problem (W_fit: the fit's weight, its samples when unweighted).
                 state["running"] = self._implied_statistics(state["reference"])
-                past = getattr(self, "_fit_weight", None)
+                past = self._past_weight()
                 if past is None:
                     state["t"] = [1] * b
                 else:
                     state["t"] = [max(1, math.ceil(p / w)) if w > 0 else 1 for p, w in zip(past.tolist(), batch_weight.tolist())]
+        if isinstance(state["t"], int):  # a stream pickled by a torchem with one count for all problems
+            state["t"] = [state["t"]] * b
         state["t"] = [t + 1 for t in state["t"]]
         eta = torch.tensor([step_size(t, self.stepwise_schedule) for t in state["t"]], dtype=torch.float64,
                            device=source.device)

@@ -467,7 +467,7 @@ class BayesianGaussianMixture(GaussianMixture):
         # rows; over every rank) and the fitted posterior's, sum_k (beta_k - beta_0) (none
         # before a fit, or after an initialisation without EM iterations); [B, 1], per problem
         weight = torch.as_tensor(batch_weight, dtype=torch.float64).reshape(-1, 1)
-        if self._fitted and getattr(self, "_fit_weight", None) is not None:
+        if self._past_weight() is not None:
             past = params["mean_precision"].double() - self._priors["mean_precision"]
             weight = weight + past.sum(-1).cpu()
         self._online_weight = weight
