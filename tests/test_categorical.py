@@ -381,6 +381,12 @@ X_BAD_CODE[7, 2] = 9
         (CategoricalMixture(3, weights_init=[0.5, 0.6, 0.1]), X_SURVEY, "'weights' should be normalized"),
         (CategoricalMixture(3, weights_init=[0.5, 0.5]), X_SURVEY, "'weights' should have the shape of \\(3,\\)"),
         (CategoricalMixture(2, init_params="kmeans++"), X_SURVEY, "init_params must be one of"),
+        # codes whose indicator columns could not be held: refused before anything is allocated
+        (CategoricalMixture(2), np.where(np.arange(6) == 2, 1e10, X_SURVEY), "X's code 1e\\+10 in feature 2 makes "
+         "10,000,000,001 categories for a feature.*\\(6 x 10,000,000,001\\), more than the 262,144"),
+        (CategoricalMixture(2), np.where(np.arange(6) == 0, 1e30, X_SURVEY), "code 1e\\+30 in feature 0 makes 1e\\+30 categories"),
+        (CategoricalMixture(2, n_categories=10**12), X_SURVEY, "n_categories=1000000000000 makes 1e\\+12 categories"),
+        (CategoricalMixture(2, n_categories=[2, 3, 4, 5, 3, 50_000]), X_SURVEY, "\\(6 x 50,000\\), more than"),
     ],
 )
 def test_bad_input(est, X, match):
@@ -397,5 +403,12 @@ def test_unseen_code_at_prediction_says_which_and_what_to_do():
             method(X_BAD_CODE)
     with pytest.raises(ValueError, match="has not seen"):
         model(torch.from_numpy(X_BAD_CODE))
+    # the module's forward reads codes too: NaN, fractions and infinities are refused, not read as codes
+    for value, match in ((np.nan, "whole numbers .* holds nan: a missing answer"), (0.5, "whole numbers .* holds 0.5"),
+                         (np.inf, "Feature 0 holds code inf, a category this model has not seen.*Map the code")):
+        x = torch.from_numpy(X_SURVEY[:3].copy())
+        x[0, 0] = value
+        with pytest.raises(ValueError, match=match):
+            model(x)
     with pytest.raises(NotFittedError):
         CategoricalMixture(2).n_categories_

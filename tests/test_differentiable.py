@@ -179,6 +179,22 @@ def test_fit_by_gradient_bad_arguments():
         torchem.fit_by_gradient(BernoulliMixture(2).fit(_binary_data()), _gauss_data())
 
 
+def test_fit_by_gradient_that_diverges_raises_and_keeps_the_model():
+    """A learning rate too large for the data drives the parameters to NaN: an error naming lr,
+    and the model keeps its fit (an unfitted one stays unfitted), never a NaN model."""
+    X = np.vstack([_gauss_data(), _gauss_data() + 5.0])
+    model = GaussianMixture(2, random_state=0).fit(X)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    with pytest.raises(ValueError, match=r"diverged in epoch .*Lower lr \(now 1e\+06\)"):
+        torchem.fit_by_gradient(model, X, epochs=20, lr=1e6, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if torch.is_tensor(v))
+    assert np.isfinite(model.means_).all()
+    fresh = GaussianMixture(2, random_state=0)
+    with pytest.raises(ValueError, match="diverged"):
+        torchem.fit_by_gradient(fresh, X, epochs=20, lr=1e6, generator=torch.Generator().manual_seed(0))
+    assert not hasattr(fresh, "means_")
+
+
 @pytest.mark.parametrize("name,model,X", MODELS, ids=IDS)
 def test_gradcheck_inputs_and_parameters(name, model, X):
     model = _clone(model).double()

@@ -134,6 +134,7 @@ def test_tensor_in_tensor_out_and_state_dict(tmp_path):
         ({"n_clusters": 4}, np.repeat([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], 5, axis=0), "distinct points"),
         ({"n_clusters": 50}, None, "should be >= n_clusters"),
         ({"init": "banana"}, None, "init must be"),
+        ({"init": lambda X, k, random_state: X[:k]}, None, "init as a callable is not supported.*pass the centres"),
         ({"init": np.zeros((3, 3))}, None, "initial centers"),
         ({"n_init": 0}, None, "n_init must be"),
         ({"max_iter": 0}, None, "max_iter must be"),

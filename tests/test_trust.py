@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchem import GaussianMixture, KMeans
+from torchem import GaussianMixture, KMeans, NotFittedError
 
 
 def _blobs(n=200, seed=0):
@@ -149,8 +149,14 @@ def test_changed_structure_is_refused_until_refit(model, change):
         model.predict(X)
     with pytest.raises(ValueError, match=f"fitted with {key}="):
         model.score(X)
+    # not fitted as it stands: NotFittedError (also an AttributeError), so hasattr is False
+    fitted_attr = "cluster_centers_" if isinstance(model, KMeans) else "means_"
+    with pytest.raises(NotFittedError, match=f"fitted with {key}="):
+        getattr(model, fitted_attr)
+    assert not hasattr(model, fitted_attr)
     model.fit(X)
     assert model.predict(X).shape == (len(X),)
+    assert hasattr(model, fitted_attr)
 
 
 def test_warm_start_with_a_changed_structure_starts_afresh():
@@ -510,3 +516,28 @@ def test_a_singular_covariance_is_rescued_only_where_float64_resolves_it(covaria
         copies = np.concatenate([rng.normal(size=(100, 2)), np.tile([[20.0, 20.0]], (10, 1))])
         with pytest.raises(ValueError, match="ill-defined empirical covariance"):
             GaussianMixture(2, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(copies)
+
+
+@pytest.mark.parametrize("make, key, value", [
+    (lambda: GaussianMixture(3, random_state=0), "loc", float("nan")),
+    (lambda: GaussianMixture(3, random_state=0), "precision_cholesky_unconstrained", float("inf")),
+    (lambda: GaussianMixture(3, random_state=0), "logits", float("nan")),
+    (lambda: KMeans(3, random_state=0), "centers", -float("inf")),
+])
+def test_a_state_dict_with_non_finite_parameters_is_refused_before_loading(make, key, value):
+    """A NaN mean or an infinite centre would make a model that predicts silently wrong: the
+    load is refused, naming the key, and the model keeps what it had; logits may be -inf (a
+    component of weight 0)."""
+    X = _blobs()
+    saved = make().fit(X).state_dict()
+    bad = dict(saved, **{key: saved[key].clone()})
+    bad[key].view(-1)[0] = value
+    model = make().fit(X + 1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    with pytest.raises(ValueError, match=f"'{key}' holds 1 NaN or infinite"):
+        model.load_state_dict(bad)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if torch.is_tensor(v))
+    if key == "logits":  # -inf: a component switched off, which loads and predicts
+        bad[key].view(-1)[0] = -float("inf")
+        model.load_state_dict(bad)
+        assert model.weights_[0] == 0.0 and 0 not in model.predict(X)

@@ -22,6 +22,7 @@ The loop is the ordinary one, and you can write it yourself::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -87,6 +88,13 @@ def fit_by_gradient(
         raise ValueError("lr must be positive; got 0.")
     t, _ = as_float_tensor(X, "X")
     check_data(t, "X", allow_stacked=True)
+    # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was
+    with model._transaction():
+        return _descend(model, t, epochs, batch_size, lr, optimizer, generator, callback)
+
+
+def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, optimizer, generator, callback) -> list[float]:
+    """The loop of :func:`fit_by_gradient` on its checked arguments."""
     if not getattr(model, "_fitted", False):
         model.initialize(t)
     for s in range(0, t.shape[-2], 2**16):  # by blocks: the checks' temporaries stay block-sized
@@ -109,6 +117,12 @@ def fit_by_gradient(
             opt.step()
             total += loss.detach().double() * batch.shape[-2]
         history.append(float(total) / n)
+        if not math.isfinite(history[-1]) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise ValueError(
+                f"fit_by_gradient diverged in epoch {epoch + 1}: the loss or the model's parameters became NaN or "
+                f"infinite. {'Give an optimizer with smaller steps' if optimizer is not None else f'Lower lr (now {lr:g})'}; "
+                "the model keeps the parameters it had before the call."
+            )
         if callback is not None and callback(epoch, history[-1]):
             break
     return history

@@ -153,6 +153,8 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
             return super().__getattr__(name)
         except AttributeError:
             if name in type(self)._fitted_attributes:
+                if self.__dict__.get("_fitted"):
+                    self._check_structure()  # fitted, then changed by set_params: says so
                 raise NotFittedError(
                     f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
                     "Call 'fit' with appropriate arguments before using this estimator."
@@ -173,6 +175,19 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         self._parameters[name] = nn.Parameter(value.clone(), requires_grad=requires_grad)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Refused before anything is loaded (the model stays as it was): non-finite parameters
+        # would make a model that predicts silently wrong. Logits may be infinite (a
+        # probability of exactly 0 or 1), never NaN.
+        for name in self._param_names:
+            value = state_dict.get(prefix + name)
+            if isinstance(value, Tensor) and value.is_floating_point():
+                bad = torch.isnan(value) if name.endswith("logits") else ~torch.isfinite(value)
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"The state dict's {prefix + name!r} holds {int(bad.sum())} NaN or infinite value(s), from which no "
+                        f"{type(self).__name__} can be built; load the state dict that model.state_dict() saved from a "
+                        "fitted model, or fix those entries."
+                    )
         # A fresh model has no parameters yet: give them the saved shapes so they can be filled.
         for name in self._param_names:
             key = prefix + name
@@ -407,11 +422,13 @@ class EMEstimator(EstimatorModule):
 
     def _check_structure(self) -> None:
         """Refuse to use a fitted model whose structure was changed by ``set_params``: its
-        parameters belong to the old structure."""
+        parameters belong to the old structure, so it is not fitted as it stands
+        (:class:`~torchem.NotFittedError`, a ``ValueError`` and an ``AttributeError``:
+        ``hasattr(model, "means_")`` is False)."""
         change = self._structure_change()
         if change is not None:
             key, old, new = change
-            raise ValueError(
+            raise NotFittedError(
                 f"This {type(self).__name__} was fitted with {key}={old!r}, but {key} is now {new!r} (changed by "
                 f"set_params after the fit), so its fitted parameters no longer match it. Call fit (or partial_fit) "
                 f"again before using the model, or set {key}={old!r} back."

@@ -802,6 +802,12 @@ class KMeans(EMEstimator):
         check_real(self.tol, "tol")
         if self.chunk_size is not None:
             check_int(self.chunk_size, "chunk_size", 1)
+        if callable(self.init):
+            raise ValueError(
+                "init as a callable is not supported (scikit-learn's init(X, n_clusters, random_state)): call it "
+                "yourself and pass the centres it returns, KMeans(n_clusters, init=centres), or use init='k-means++' "
+                "or 'random'."
+            )
         method = self._method()
         if method is not None and method not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++', 'random' or an array of centres; got {self.init!r}.")

@@ -483,7 +483,10 @@ class BaseMixture(EMEstimator):
                 if past is None:
                     state["t"] = [1] * b
                 else:
-                    state["t"] = [max(1, math.ceil(p / w)) if w > 0 else 1 for p, w in zip(past.tolist(), batch_weight.tolist())]
+                    # (at most 2^62 steps: a fit that outweighs the batch past float range takes
+                    # steps of about 1e-11)
+                    state["t"] = [max(1, math.ceil(min(p / w, 2.0**62))) if w > 0 else 1
+                                  for p, w in zip(past.tolist(), batch_weight.tolist())]
         if isinstance(state["t"], int):  # a stream pickled by a torchem with one count for all problems
             state["t"] = [state["t"]] * b
         state["t"] = [t + 1 for t in state["t"]]

@@ -11,6 +11,8 @@ support, and the hooks need no other state.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -96,18 +98,49 @@ def moment_points(log_weights: Tensor, log_probs: Tensor) -> tuple[Tensor, Tenso
     return points.flatten(-3, -2), resp.flatten(-3, -2)
 
 
+#: The most indicator columns (features times the most categories of any feature) a
+#: categorical mixture encodes a row into: a chunk of the E-step holds 256 rows or more of
+#: them in float64, the parameters K times as many.
+MAX_WIDTH = 2**18
+
+
+def check_width(n_features: int | None, most: float, what: str) -> None:
+    """Refuse a support of ``most`` categories for some feature of ``n_features`` (``None``: not
+    known yet, one at least) whose one-hot rows would be wider than :data:`MAX_WIDTH`; ``what``
+    names where ``most`` comes from."""
+    if (n_features or 1) * most > MAX_WIDTH:
+        many = f"{most:,.0f}" if most < 1e12 else f"{most:.3g}"
+        raise ValueError(
+            f"{what} makes {many} categories for a feature: a CategoricalMixture encodes each row as one indicator "
+            f"column per category of each feature{f' ({n_features} x {many})' if n_features else ''}, more than the "
+            f"{MAX_WIDTH:,} it handles. "
+            "Encode each feature's categories as 0, 1, ..., n_categories - 1 (e.g. with "
+            "sklearn.preprocessing.OrdinalEncoder), merging rare ones."
+        )
+
+
 def check_codes(X: Tensor, n_categories: Tensor) -> None:
-    """Refuse a code outside ``0 .. n_categories[d] - 1``: a category the model has not seen."""
+    """Refuse what is not a code ``0 .. n_categories[d] - 1`` of a category the model knows: a
+    fraction, NaN, or a code out of range."""
+    other = X != X.floor()  # fractions, and NaN (a missing answer)
+    if bool(other.any()):
+        value = float(X[other][0])
+        raise ValueError(
+            f"Category codes are whole numbers 0, 1, ..., n_categories - 1, but X holds {value:g}"
+            + (": a missing answer, which only a model fitted with nan_policy='marginalize' reads (or encode it as "
+               "a category of its own)." if math.isnan(value) else ".")
+        )
     limits = n_categories.to(X.device, X.dtype)
     low, high = torch.aminmax(X, dim=-2)  # one pass, no [n, D] temporaries
     if bool(((high >= limits) | (low < 0)).any()):
         at = ((X >= limits) | (X < 0)).nonzero()[0]
         d, code, known = int(at[-1]), float(X[tuple(at)]), n_categories.tolist()
-        fix = known[:d] + [max(int(code) + 1, known[d])] + known[d + 1 :]
+        fix = known[:d] + [max(int(code) + 1, known[d])] + known[d + 1 :] if 0 <= code < MAX_WIDTH else None
         raise ValueError(
             f"Feature {d} holds code {code:g}, a category this model has not seen: it knows codes 0..{known[d] - 1} "
-            f"(n_categories_[{d}] = {known[d]}). Refit with n_categories covering it (e.g. n_categories={fix}), "
-            "or map the code to a known category."
+            f"(n_categories_[{d}] = {known[d]}). "
+            + (f"Refit with n_categories covering it (e.g. n_categories={fix}), or map" if fix else "Map")
+            + " the code to a known category."
         )
 
 
@@ -240,6 +273,7 @@ class CategoricalMixture(BaseMixture):
             raise ValueError(f"n_categories must be a positive integer or one per feature; got {self.n_categories!r}.")
         if n_features is not None and c.ndim == 1 and c.size != n_features:
             raise ValueError(f"n_categories has {c.size} values but X has {n_features} features; give one per feature.")
+        check_width(n_features, float(c.max()), f"n_categories={self.n_categories!r}")
         return None if n_features is None else torch.as_tensor(np.broadcast_to(c, (n_features,)).astype(np.int64))
 
     def _validate_values(self, X: Tensor, name: str) -> None:
@@ -269,6 +303,9 @@ class CategoricalMixture(BaseMixture):
             raise ValueError(f"Negative values in data passed to {type(self).__name__}: {name} holds negative codes "
                              f"(e.g. {float(low.min()):g}); category codes must be 0, 1, ..., n_categories - 1. Encode a "
                              "missing answer as a category of its own.")
+        if top.numel():
+            d = int(top.argmax())
+            check_width(X.shape[-1], float(top[d]) + 1.0, f"{name}'s code {float(top[d]):g} in feature {d}")
         return top.long().cpu()
 
     def _support(self, n_features: int, device, probs: Tensor | None = None) -> Tensor:
