@@ -255,6 +255,17 @@ def test_the_weight_seen_starts_afresh_with_the_model_and_survives_older_pickles
     np.testing.assert_array_equal(reloaded.means_, g.means_)
 
 
+def test_a_fit_that_outweighs_the_batch_past_float_range_takes_a_tiny_step():
+    """W_fit / w overflows (weights 1e300 then 1e-10): the step count is capped instead of an
+    OverflowError, and the model barely moves."""
+    rng = np.random.default_rng(13)
+    X = _gauss(rng, 600)
+    g = GaussianMixture(3, random_state=0).fit(X, sample_weight=np.full(len(X), 1e300))
+    before = g.means_.copy()
+    g.partial_fit(X[:10] + 3.0, sample_weight=np.full(10, 1e-10))
+    assert np.abs(g.means_ - before).max() < 1e-9
+
+
 def test_kmeans_partial_fit_after_fit_keeps_the_cluster_sizes():
     """As MiniBatchKMeans after fit: a centre that received c samples in the fit moves by
     (x - centre) / (c + 1) for one new sample x."""

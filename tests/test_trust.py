@@ -541,3 +541,29 @@ def test_a_state_dict_with_non_finite_parameters_is_refused_before_loading(make,
         bad[key].view(-1)[0] = -float("inf")
         model.load_state_dict(bad)
         assert model.weights_[0] == 0.0 and 0 not in model.predict(X)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_a_feature_constant_within_components_with_no_regularisation_fails_as_sklearn(covariance_type):
+    """reg_covar=0 and a constant feature: the likelihood has no maximum (a zero variance).
+    scikit-learn raises; a jitter or the factor of a rounding error made a "converged" model
+    with a variance of 1e-11 or 1e-304 and a meaningless lower bound. The spherical variance
+    (the features' mean) stays positive: both libraries fit it."""
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(50, 3)), rng.normal(size=(50, 3)) + 5.0])
+    X[:, 1] = 7.0
+    kwargs = dict(covariance_type=covariance_type, reg_covar=0.0, random_state=0)
+    if covariance_type == "spherical":
+        ours = GaussianMixture(2, **kwargs).fit(X)
+        theirs = SkGaussianMixture(2, **kwargs).fit(X)
+        np.testing.assert_allclose(np.sort(ours.covariances_), np.sort(theirs.covariances_), rtol=1e-6)
+        return
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        SkGaussianMixture(2, **kwargs).fit(X)
+    with pytest.raises(ValueError, match="ill-defined empirical covariance.*increase reg_covar"):
+        GaussianMixture(2, **kwargs).fit(X)
+    # the default regularisation fits it, as scikit-learn's does
+    ours = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+    assert np.isfinite(ours.lower_bound_) and ours.converged_

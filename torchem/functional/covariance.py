@@ -258,6 +258,12 @@ class CovarianceType(ABC):
         of the jitter that rescues a covariance that is not positive definite."""
 
     @abstractmethod
+    def unresolved(self, cov: Tensor, resolution: Tensor) -> Tensor:
+        """Which factors' covariances (``[...]``, as :meth:`jitter_scale`) have a variance at or
+        below ``resolution [..., K, D]`` (what float64 resolves about each component's mean,
+        feature by feature) along some feature; over the features, for a variance they share."""
+
+    @abstractmethod
     def add_to_diagonal(self, cov: Tensor, add: Tensor) -> Tensor:
         """``cov + add I`` with ``add`` one value per factor."""
 
@@ -431,6 +437,11 @@ class _Triangular(CovarianceType):
 
     def jitter_scale(self, cov):
         return torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1).clamp_min(0.0)
+
+    def unresolved(self, cov, resolution):
+        if self.pooled:  # one covariance for the components: the coarsest resolution of theirs
+            resolution = resolution.amax(-2)
+        return (torch.diagonal(cov, dim1=-2, dim2=-1) <= resolution).any(-1)
 
     def add_to_diagonal(self, cov, add):
         return cov + self.expand_to_factor(add) * _eye_like(cov, cov.shape[-1])
@@ -729,6 +740,9 @@ class _Diag(_Elementwise):
     def jitter_scale(self, cov):
         return cov.mean(-1).clamp_min(0.0)
 
+    def unresolved(self, cov, resolution):
+        return (cov <= resolution).any(-1)
+
     def expansion_terms(self, mc, prec_chol):
         return (prec_chol * mc + 1.0).square().sum(-1)
 
@@ -801,6 +815,9 @@ class _Spherical(_Elementwise):
 
     def jitter_scale(self, cov):
         return cov.clamp_min(0.0)
+
+    def unresolved(self, cov, resolution):
+        return cov <= resolution.mean(-1)
 
     def expansion_terms(self, mc, prec_chol):
         return (prec_chol.unsqueeze(-1) * mc + 1.0).square().sum(-1)

@@ -533,11 +533,19 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | Non
     With the components' ``means``, a covariance whose scale lies below what float64 can
     resolve about its mean (``(10 eps |mu|)^2``: the rounding of the mean itself, as rows that
     are copies of one point with ``reg_covar=0`` leave it) is degenerate, not rounded, and is
-    left failed (scikit-learn raises there too)."""
+    left failed (scikit-learn raises there too); so is one whose variance along a feature lies
+    below the resolution of that feature's mean (a feature constant within a component, with
+    ``reg_covar=0``), even where its factor exists: the likelihood has no maximum there, and
+    a jitter or a factor of a rounding error would make one up."""
     ct = _lookup(covariance_type)
     prec_chol, failed = ct.factor_from_covariances(cov)
+    degenerate = None
+    if means is not None:  # (no synchronisation of its own: read with failed's)
+        degenerate = ct.unresolved(cov, (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square())
+        failed = failed | degenerate
     if not bool(failed.any()):
         return prec_chol, failed
+    rescued = failed if degenerate is None else failed & ~degenerate
     scale = ct.jitter_scale(cov)
     if means is not None:
         resolution = (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square().mean(-1)  # [..., K]
@@ -546,15 +554,16 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | Non
         scale = torch.where(scale > resolution, scale, torch.zeros_like(scale))
     used = None
     for jitter in (1e-10, 1e-8, 1e-6, 1e-4):
+        if not bool(rescued.any()):
+            break
         add = jitter * scale
         trial = ct.add_to_diagonal(cov, add)
-        mask = ct.expand_to_factor(failed)
+        mask = ct.expand_to_factor(rescued)
         trial_chol, trial_failed = ct.factor_from_covariances(trial)
         prec_chol = torch.where(mask, trial_chol, prec_chol)
-        failed = failed & trial_failed
+        rescued = rescued & trial_failed
         used = jitter
-        if not bool(failed.any()):
-            break
+    failed = rescued if degenerate is None else rescued | degenerate
     if not bool(failed.any()):  # every failure was rescued (else the caller raises)
         warnings.warn(
             "A component covariance was not positive definite; added up to "

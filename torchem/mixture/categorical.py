@@ -101,19 +101,19 @@ def moment_points(log_weights: Tensor, log_probs: Tensor) -> tuple[Tensor, Tenso
 #: The most indicator columns (features times the most categories of any feature) a
 #: categorical mixture encodes a row into: a chunk of the E-step holds 256 rows or more of
 #: them in float64, the parameters K times as many.
-MAX_WIDTH = 2**18
+_MAX_WIDTH = 2**18
 
 
-def check_width(n_features: int | None, most: float, what: str) -> None:
+def _check_width(n_features: int | None, most: float, what: str) -> None:
     """Refuse a support of ``most`` categories for some feature of ``n_features`` (``None``: not
-    known yet, one at least) whose one-hot rows would be wider than :data:`MAX_WIDTH`; ``what``
+    known yet, one at least) whose one-hot rows would be wider than ``_MAX_WIDTH``; ``what``
     names where ``most`` comes from."""
-    if (n_features or 1) * most > MAX_WIDTH:
+    if (n_features or 1) * most > _MAX_WIDTH:
         many = f"{most:,.0f}" if most < 1e12 else f"{most:.3g}"
         raise ValueError(
             f"{what} makes {many} categories for a feature: a CategoricalMixture encodes each row as one indicator "
             f"column per category of each feature{f' ({n_features} x {many})' if n_features else ''}, more than the "
-            f"{MAX_WIDTH:,} it handles. "
+            f"{_MAX_WIDTH:,} it handles. "
             "Encode each feature's categories as 0, 1, ..., n_categories - 1 (e.g. with "
             "sklearn.preprocessing.OrdinalEncoder), merging rare ones."
         )
@@ -135,7 +135,7 @@ def check_codes(X: Tensor, n_categories: Tensor) -> None:
     if bool(((high >= limits) | (low < 0)).any()):
         at = ((X >= limits) | (X < 0)).nonzero()[0]
         d, code, known = int(at[-1]), float(X[tuple(at)]), n_categories.tolist()
-        fix = known[:d] + [max(int(code) + 1, known[d])] + known[d + 1 :] if 0 <= code < MAX_WIDTH else None
+        fix = known[:d] + [max(int(code) + 1, known[d])] + known[d + 1 :] if 0 <= code < _MAX_WIDTH else None
         raise ValueError(
             f"Feature {d} holds code {code:g}, a category this model has not seen: it knows codes 0..{known[d] - 1} "
             f"(n_categories_[{d}] = {known[d]}). "
@@ -273,7 +273,7 @@ class CategoricalMixture(BaseMixture):
             raise ValueError(f"n_categories must be a positive integer or one per feature; got {self.n_categories!r}.")
         if n_features is not None and c.ndim == 1 and c.size != n_features:
             raise ValueError(f"n_categories has {c.size} values but X has {n_features} features; give one per feature.")
-        check_width(n_features, float(c.max()), f"n_categories={self.n_categories!r}")
+        _check_width(n_features, float(c.max()), f"n_categories={self.n_categories!r}")
         return None if n_features is None else torch.as_tensor(np.broadcast_to(c, (n_features,)).astype(np.int64))
 
     def _validate_values(self, X: Tensor, name: str) -> None:
@@ -305,7 +305,7 @@ class CategoricalMixture(BaseMixture):
                              "missing answer as a category of its own.")
         if top.numel():
             d = int(top.argmax())
-            check_width(X.shape[-1], float(top[d]) + 1.0, f"{name}'s code {float(top[d]):g} in feature {d}")
+            _check_width(X.shape[-1], float(top[d]) + 1.0, f"{name}'s code {float(top[d]):g} in feature {d}")
         return top.long().cpu()
 
     def _support(self, n_features: int, device, probs: Tensor | None = None) -> Tensor:
