@@ -47,7 +47,8 @@ trap 'rm -rf "$WORK"' EXIT
 LOG=$DEST/gpu-check.log
 : >"$LOG"
 if [ $DRY = 1 ]; then
-    BUDGET=${GPU_CHECK_BUDGET_S:-75}
+    # (every step's process pays torch's import, 4-8 s on a slow 2-core VM: room for all of them)
+    BUDGET=${GPU_CHECK_BUDGET_S:-120}
 else
     BUDGET=${GPU_CHECK_BUDGET_S:-465}
 fi

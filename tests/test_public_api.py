@@ -71,3 +71,21 @@ def test_the_api_reference_lists_every_public_name(tmp_path):
     # the committed pages are the generated ones
     for page in tmp_path.glob("*.md"):
         assert (DOCS / "api" / page.name).read_text() == page.read_text(), f"docs/api/{page.name} is stale"
+
+
+def test_import_does_not_pay_for_scikit_learn_and_the_exceptions_are_its():
+    """``import torchem`` leaves scikit-learn unimported (seconds of start-up for every
+    process); the exception classes, made on first use, still subclass scikit-learn's (and the
+    built-ins), with one identity however they are reached."""
+    import subprocess
+
+    code = ("import sys, torchem; assert 'sklearn' not in sys.modules, 'imported'; "
+            "from torchem import NotFittedError as A; from torchem.exceptions import NotFittedError as B; "
+            "import sklearn.exceptions as s, torchem.exceptions as e; "
+            "assert A is B is torchem.NotFittedError and issubclass(A, s.NotFittedError) "
+            "and issubclass(A, ValueError) and issubclass(A, AttributeError); "
+            "assert issubclass(e.ConvergenceWarning, s.ConvergenceWarning) and issubclass(e.ConvergenceWarning, UserWarning); "
+            "m = torchem.GaussianMixture(2); assert not hasattr(m, 'means_')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(torchem.__file__).parents[1])
+    assert run.returncode == 0, run.stderr

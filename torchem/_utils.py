@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .exceptions import NotFittedError
+from . import exceptions
 
 __all__ = [
     "InputKind",
@@ -268,7 +268,7 @@ def check_real(value, name: str, minimum: float = 0.0) -> float:
 
 def check_fitted(model, attribute: str = "_fitted") -> None:
     if not getattr(model, attribute, False):
-        raise NotFittedError(
+        raise exceptions.NotFittedError(
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate "
             "arguments before using this estimator."
         )

@@ -34,7 +34,7 @@ from .data import (DataInfo, Source, TensorSource, auto_chunk_size, check_observ
 from .distributed import (all_reduce_sum, broadcast_params, check_consistent, consistent_count, gather_samples, is_distributed,
                           signature, world_size)
 from .em import EMResult, Family, run_em, select_best
-from .exceptions import ConvergenceWarning, NotFittedError
+from . import exceptions
 
 __all__ = ["EMEstimator", "EstimatorModule"]
 
@@ -155,7 +155,7 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
             if name in type(self)._fitted_attributes:
                 if self.__dict__.get("_fitted"):
                     self._check_structure()  # fitted, then changed by set_params: says so
-                raise NotFittedError(
+                raise exceptions.NotFittedError(
                     f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
                     "Call 'fit' with appropriate arguments before using this estimator."
                 ) from None
@@ -428,7 +428,7 @@ class EMEstimator(EstimatorModule):
         change = self._structure_change()
         if change is not None:
             key, old, new = change
-            raise NotFittedError(
+            raise exceptions.NotFittedError(
                 f"This {type(self).__name__} was fitted with {key}={old!r}, but {key} is now {new!r} (changed by "
                 f"set_params after the fit), so its fitted parameters no longer match it. Call fit (or partial_fit) "
                 f"again before using the model, or set {key}={old!r} back."
@@ -657,7 +657,7 @@ class EMEstimator(EstimatorModule):
             warnings.warn(
                 f"Best performing initialization did not converge{which}. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
+                exceptions.ConvergenceWarning,
                 stacklevel=caller_stacklevel(),
             )
 
@@ -971,7 +971,7 @@ class EMEstimator(EstimatorModule):
         if requires_grad and not self._fitted:
             found = self._parameters_from_init()
             if found is None:
-                raise NotFittedError(
+                raise exceptions.NotFittedError(
                     f"This {type(self).__name__} has no parameters to train yet. Call fit(X) first"
                     + self._how_to_get_parameters()
                 )

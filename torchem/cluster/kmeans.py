@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..exceptions import ConvergenceWarning, NotFittedError
+from .. import exceptions
 from ..estimator import EMEstimator, _count_distinct_up_to
 from .._utils import as_float_tensor, caller_stacklevel, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
@@ -908,7 +908,7 @@ class KMeans(EMEstimator):
         if min(distinct) < k:
             found = str(distinct[0]) if len(distinct) == 1 else ", ".join(map(str, distinct)) + " in the problems"
             warnings.warn(f"Number of distinct clusters ({found}) found smaller than n_clusters ({k}). "
-                          "Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=caller_stacklevel())
+                          "Possibly due to duplicate points in X.", exceptions.ConvergenceWarning, stacklevel=caller_stacklevel())
 
     def _how_to_get_parameters(self) -> str:
         return " (with init=<array of centres> and max_iter=1 to start close to given centres)."
@@ -1054,7 +1054,7 @@ class KMeans(EMEstimator):
 
     def _check_final(self, name: str) -> None:
         if "_labels" not in self.__dict__:  # inside a callback of a first fit
-            raise NotFittedError(f"{name} is set at the end of fit; inside a callback use cluster_centers_, predict, "
+            raise exceptions.NotFittedError(f"{name} is set at the end of fit; inside a callback use cluster_centers_, predict, "
                                  "transform or score.")
 
     def _scalar(self, t: Tensor, cast):

@@ -42,7 +42,7 @@ from ..data import Source, TensorSource
 from ..em import EMResult, Family, accumulate, select_best
 from ..estimator import EMEstimator, EstimatorModule
 from ..init import Lloyd, gather_rows, kmeans_plusplus
-from ..exceptions import ConvergenceWarning
+from .. import exceptions
 from ..functional import covariance as C
 from ..functional import gaussian as G
 from ..functional.kmeans import default_local_trials
@@ -880,7 +880,7 @@ class GaussianMixtureIC(EstimatorModule):
         if not bool(converged[~failed].all()):
             names = [f"{types[i]} K={ks[j]}" for i, j in zip(*np.nonzero(~converged & ~failed))]
             warnings.warn(f"{len(names)} model(s) of the grid did not converge ({', '.join(names)}); their criteria "
-                          "compare unfinished fits. Increase max_iter or tol.", ConvergenceWarning,
+                          "compare unfinished fits. Increase max_iter or tol.", exceptions.ConvergenceWarning,
                           stacklevel=caller_stacklevel())
         self.bic_, self.aic_, self.criterion_ = bic, aic, chosen
         self.lower_bound_ = grid._cell_lower_bound[0].reshape(t_n, k_n).cpu().numpy()
