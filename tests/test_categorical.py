@@ -383,10 +383,10 @@ X_BAD_CODE[7, 2] = 9
         (CategoricalMixture(2, init_params="kmeans++"), X_SURVEY, "init_params must be one of"),
         # codes whose indicator columns could not be held: refused before anything is allocated
         (CategoricalMixture(2), np.where(np.arange(6) == 2, 1e10, X_SURVEY), "X's code 1e\\+10 in feature 2 makes "
-         "10,000,000,001 categories for a feature.*\\(6 x 10,000,000,001\\), more than the 262,144"),
+         "10,000,000,001 categories for a feature.*\\(6 x 10,000,000,001\\), more than the 2,097,152"),
         (CategoricalMixture(2), np.where(np.arange(6) == 0, 1e30, X_SURVEY), "code 1e\\+30 in feature 0 makes 1e\\+30 categories"),
         (CategoricalMixture(2, n_categories=10**12), X_SURVEY, "n_categories=1000000000000 makes 1e\\+12 categories"),
-        (CategoricalMixture(2, n_categories=[2, 3, 4, 5, 3, 50_000]), X_SURVEY, "\\(6 x 50,000\\), more than"),
+        (CategoricalMixture(2, n_categories=[2, 3, 4, 5, 3, 500_000]), X_SURVEY, "\\(6 x 500,000\\), more than"),
     ],
 )
 def test_bad_input(est, X, match):

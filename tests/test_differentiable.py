@@ -189,10 +189,19 @@ def test_fit_by_gradient_that_diverges_raises_and_keeps_the_model():
         torchem.fit_by_gradient(model, X, epochs=20, lr=1e6, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if torch.is_tensor(v))
     assert np.isfinite(model.means_).all()
+    assert not any(p.requires_grad for p in model.parameters())  # frozen, as before the call
     fresh = GaussianMixture(2, random_state=0)
     with pytest.raises(ValueError, match="diverged"):
         torchem.fit_by_gradient(fresh, X, epochs=20, lr=1e6, generator=torch.Generator().manual_seed(0))
     assert not hasattr(fresh, "means_")
+    # a component switched off (logit -inf) is a valid model, not a divergence
+    off = GaussianMixture(3, random_state=0).fit(X)
+    state = off.state_dict()
+    state["logits"] = state["logits"].clone()
+    state["logits"][0] = -float("inf")
+    off.load_state_dict(state)
+    losses = torchem.fit_by_gradient(off, X, epochs=3, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(losses).all() and off.weights_[0] == 0.0
 
 
 @pytest.mark.parametrize("name,model,X", MODELS, ids=IDS)

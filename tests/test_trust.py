@@ -564,6 +564,9 @@ def test_a_feature_constant_within_components_with_no_regularisation_fails_as_sk
         SkGaussianMixture(2, **kwargs).fit(X)
     with pytest.raises(ValueError, match="ill-defined empirical covariance.*increase reg_covar"):
         GaussianMixture(2, **kwargs).fit(X)
-    # the default regularisation fits it, as scikit-learn's does
-    ours = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
-    assert np.isfinite(ours.lower_bound_) and ours.converged_
+    # the default regularisation fits it, as scikit-learn's does, even where the constant lies
+    # so far out (a millisecond timestamp) that reg_covar is below its mean's resolution
+    for offset in (7.0, 2e12):
+        X[:, 1] = offset
+        ours = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+        assert np.isfinite(ours.lower_bound_) and ours.converged_

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ._utils import as_float_tensor, check_data, check_int, check_real
+from .estimator import _invalid_entries
 
 __all__ = ["fit_by_gradient"]
 
@@ -88,9 +89,16 @@ def fit_by_gradient(
         raise ValueError("lr must be positive; got 0.")
     t, _ = as_float_tensor(X, "X")
     check_data(t, "X", allow_stacked=True)
-    # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was
-    with model._transaction():
-        return _descend(model, t, epochs, batch_size, lr, optimizer, generator, callback)
+    # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was,
+    # its parameters frozen or not as they were
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        with model._transaction():
+            return _descend(model, t, epochs, batch_size, lr, optimizer, generator, callback)
+    except BaseException:
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen.get(name, p.requires_grad))
+        raise
 
 
 def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, optimizer, generator, callback) -> list[float]:
@@ -117,7 +125,7 @@ def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, o
             opt.step()
             total += loss.detach().double() * batch.shape[-2]
         history.append(float(total) / n)
-        if not math.isfinite(history[-1]) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not math.isfinite(history[-1]) or any(bool(_invalid_entries(n, p).any()) for n, p in model.named_parameters()):
             raise ValueError(
                 f"fit_by_gradient diverged in epoch {epoch + 1}: the loss or the model's parameters became NaN or "
                 f"infinite. {'Give an optimizer with smaller steps' if optimizer is not None else f'Lower lr (now {lr:g})'}; "

@@ -153,8 +153,9 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
             return super().__getattr__(name)
         except AttributeError:
             if name in type(self)._fitted_attributes:
-                if self.__dict__.get("_fitted"):
-                    self._check_structure()  # fitted, then changed by set_params: says so
+                check = getattr(type(self), "_check_structure", None)
+                if check is not None and self.__dict__.get("_fitted"):
+                    check(self)  # fitted, then changed by set_params: says so
                 raise exceptions.NotFittedError(
                     f"This {type(self).__name__} instance is not fitted yet, so it has no attribute {name!r}. "
                     "Call 'fit' with appropriate arguments before using this estimator."
@@ -180,8 +181,8 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         # probability of exactly 0 or 1), never NaN.
         for name in self._param_names:
             value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor) and value.is_floating_point():
-                bad = torch.isnan(value) if name.endswith("logits") else ~torch.isfinite(value)
+            if isinstance(value, Tensor) and not value.is_meta:
+                bad = _invalid_entries(name, value)
                 if bool(bad.any()):
                     raise ValueError(
                         f"The state dict's {prefix + name!r} holds {int(bad.sum())} NaN or infinite value(s), from which no "
@@ -213,6 +214,14 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         if any(self._parameters.get(n) is not None for n in self._param_names):
             ref = self._parameters[self._param_names[0]]
             self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+
+
+def _invalid_entries(name: str, value: Tensor) -> Tensor:
+    """Where a model parameter's ``value`` cannot be: NaN, or infinite except in logits (a
+    probability of exactly 0 or 1)."""
+    if not value.is_floating_point():
+        return torch.zeros_like(value, dtype=torch.bool)
+    return torch.isnan(value) if name.endswith("logits") else ~torch.isfinite(value)
 
 
 @dataclass

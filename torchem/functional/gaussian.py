@@ -526,21 +526,23 @@ def stats_need_float64(
     return _lookup(covariance_type).variances_cancelled(stats, nk, mean_c, eps, tolerance)
 
 
-def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | None = None, *,
+                          unregularised: bool = False) -> tuple[Tensor, Tensor]:
     """Precision factor of ``cov``; covariances that are not positive definite get a growing
     jitter (relative to their own scale) with a warning. Returns ``(prec_chol, failed)``.
 
     With the components' ``means``, a covariance whose scale lies below what float64 can
     resolve about its mean (``(10 eps |mu|)^2``: the rounding of the mean itself, as rows that
     are copies of one point with ``reg_covar=0`` leave it) is degenerate, not rounded, and is
-    left failed (scikit-learn raises there too); so is one whose variance along a feature lies
-    below the resolution of that feature's mean (a feature constant within a component, with
-    ``reg_covar=0``), even where its factor exists: the likelihood has no maximum there, and
-    a jitter or a factor of a rounding error would make one up."""
+    left failed (scikit-learn raises there too). With ``unregularised`` (``reg_covar=0``), so
+    is one whose variance along a feature lies at or below the resolution of that feature's
+    mean (a feature constant within a component), even where its factor exists: the likelihood
+    has no maximum there, and a jitter or a factor of a rounding error would make one up
+    (with ``reg_covar > 0`` the variance is bounded below, and the fit is the regularised one)."""
     ct = _lookup(covariance_type)
     prec_chol, failed = ct.factor_from_covariances(cov)
     degenerate = None
-    if means is not None:  # (no synchronisation of its own: read with failed's)
+    if means is not None and unregularised:  # (no synchronisation of its own: read with failed's)
         degenerate = ct.unresolved(cov, (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square())
         failed = failed | degenerate
     if not bool(failed.any()):
@@ -601,7 +603,7 @@ def gaussian_m_step(
     """
     nk, new_means, cov = gaussian_moments(stats, means, covariance_type, reg_covar, centre=centre)
     log_weights = nk.log() - nk.sum(-1, keepdim=True).log()
-    new_prec_chol, failed = _regularised_cholesky(cov, covariance_type, new_means)
+    new_prec_chol, failed = _regularised_cholesky(cov, covariance_type, new_means, unregularised=reg_covar == 0)
     return log_weights, new_means, new_prec_chol, failed
 
 

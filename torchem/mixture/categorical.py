@@ -100,8 +100,9 @@ def moment_points(log_weights: Tensor, log_probs: Tensor) -> tuple[Tensor, Tenso
 
 #: The most indicator columns (features times the most categories of any feature) a
 #: categorical mixture encodes a row into: a chunk of the E-step holds 256 rows or more of
-#: them in float64, the parameters K times as many.
-_MAX_WIDTH = 2**18
+#: them in float64 (4 GiB at this width), the parameters K times as many. Wide coded data
+#: (100,000 features of 3 categories) stays well inside; a stray code such as 1e10 does not.
+_MAX_WIDTH = 2**21
 
 
 def _check_width(n_features: int | None, most: float, what: str) -> None:
