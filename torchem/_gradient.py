@@ -91,14 +91,8 @@ def fit_by_gradient(
     check_data(t, "X", allow_stacked=True)
     # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was,
     # its parameters frozen or not as they were
-    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
-    try:
-        with model._transaction():
-            return _descend(model, t, epochs, batch_size, lr, optimizer, generator, callback)
-    except BaseException:
-        for name, p in model.named_parameters():
-            p.requires_grad_(frozen.get(name, p.requires_grad))
-        raise
+    with model._transaction():
+        return _descend(model, t, epochs, batch_size, lr, optimizer, generator, callback)
 
 
 def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, optimizer, generator, callback) -> list[float]:

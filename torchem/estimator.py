@@ -364,7 +364,7 @@ class EMEstimator(EstimatorModule):
         (unfitted, or only initialised)."""
         if not self._fitted:
             return None
-        if "_fit_weight" not in self.__dict__:  # pickled by a torchem that kept only the samples
+        if "_fit_weight" not in self.__dict__:  # saved or pickled by a torchem that kept only the samples
             n = getattr(self, "_fit_samples", None)
             return np.full(int(self._n_problems), float(n)) if n else None
         return self._fit_weight
@@ -394,9 +394,9 @@ class EMEstimator(EstimatorModule):
     def _transaction(self):
         """Run a fit (or a ``partial_fit`` step) as a transaction: on any exception, a
         ``KeyboardInterrupt`` too, every parameter (in place, so optimizers' references stay
-        valid), buffer and attribute is put back as it was, so a fitted model keeps its fit
+        valid; frozen or not as it was), buffer and attribute is put back as it was, so a fitted model keeps its fit
         (and ``partial_fit``'s running state) and an unfitted one stays unfitted."""
-        params = {name: (p, None if p is None else p.detach().clone()) for name, p in self._parameters.items()}
+        params = {name: (p, None if p is None else (p.detach().clone(), p.requires_grad)) for name, p in self._parameters.items()}
         buffers = dict(self._buffers)
         # dicts and lists (partial_fit's running state) are changed in place by a step: copied
         attrs = {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
@@ -405,10 +405,11 @@ class EMEstimator(EstimatorModule):
             yield
         except BaseException:
             self._parameters.clear()
-            for name, (p, data) in params.items():
+            for name, (p, kept) in params.items():
                 if p is not None:
                     with torch.no_grad():
-                        p.copy_(data)
+                        p.copy_(kept[0])
+                    p.requires_grad_(kept[1])  # frozen or trained, as it was
                 self._parameters[name] = p
             self._buffers.clear()
             self._buffers.update(buffers)
@@ -1078,10 +1079,10 @@ class EMEstimator(EstimatorModule):
         # a loaded model is a new starting point: partial_fit continues from its parameters
         self._online = None
         self._fit_samples = int(state.get("fit_samples", 0)) or None
-        weight = state.get("fit_weight")
-        if weight is None and self._fit_samples:  # saved before the weight was kept: the samples
-            weight = np.full(int(self._n_problems), float(self._fit_samples))
-        self._fit_weight = None if weight is None else np.asarray(weight, dtype=np.float64)
+        if state.get("fit_weight") is None:  # saved before the weight was kept: _past_weight reads the samples
+            self.__dict__.pop("_fit_weight", None)
+        else:
+            self._fit_weight = np.asarray(state["fit_weight"], dtype=np.float64)
         self._load_extra_state(state.get("model", {}))
 
 

@@ -541,19 +541,21 @@ def _regularised_cholesky(cov: Tensor, covariance_type: str, means: Tensor | Non
     (with ``reg_covar > 0`` the variance is bounded below, and the fit is the regularised one)."""
     ct = _lookup(covariance_type)
     prec_chol, failed = ct.factor_from_covariances(cov)
+    # [..., K, D]: what float64 resolves about each component's mean, feature by feature
+    resolution = None if means is None else (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square()
     degenerate = None
-    if means is not None and unregularised:  # (no synchronisation of its own: read with failed's)
-        degenerate = ct.unresolved(cov, (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square())
+    if resolution is not None and unregularised:  # (no synchronisation of its own: read with failed's)
+        degenerate = ct.unresolved(cov, resolution)
         failed = failed | degenerate
     if not bool(failed.any()):
         return prec_chol, failed
     rescued = failed if degenerate is None else failed & ~degenerate
     scale = ct.jitter_scale(cov)
-    if means is not None:
-        resolution = (10.0 * torch.finfo(torch.float64).eps) ** 2 * means.double().square().mean(-1)  # [..., K]
-        if resolution.ndim > scale.ndim:  # one factor shared by the components
-            resolution = resolution.amax(-1)
-        scale = torch.where(scale > resolution, scale, torch.zeros_like(scale))
+    if resolution is not None:
+        floor = resolution.mean(-1)  # [..., K]
+        if floor.ndim > scale.ndim:  # one factor shared by the components
+            floor = floor.amax(-1)
+        scale = torch.where(scale > floor, scale, torch.zeros_like(scale))
     used = None
     for jitter in (1e-10, 1e-8, 1e-6, 1e-4):
         if not bool(rescued.any()):
