@@ -101,3 +101,19 @@ def test_bad_sample_weights():
     loader = DataLoader(TensorDataset(torch.from_numpy(X)), batch_size=50)
     with pytest.raises(ValueError, match="yield mappings {'X': X, 'sample_weight': w}"):
         GaussianMixture(2).fit(loader, sample_weight=np.ones(N))
+
+
+def test_stacked_problems_name_both_accepted_shapes():
+    """For stacked problems ``X (B, N, D)``, a per-sample argument of the wrong shape is told
+    both shapes it may take, ``(N,)`` shared by all problems and ``(B, N)``; one problem's
+    message stays ``(N,)``."""
+    X = np.stack([_data("gmm-full"), _data("gmm-full")])  # (2, N, 3)
+    both = rf"should have shape \({N},\) or \(2, {N}\) .*\(B, N\) gives each its own\); got \(3, {N}\)"
+    with pytest.raises(ValueError, match="sample_weight " + both):
+        GaussianMixture(2).fit(X, sample_weight=np.ones((3, N)))
+    with pytest.raises(ValueError, match="labels " + both):
+        GaussianMixture(2).fit(X, labels=np.zeros((3, N), dtype=int))
+    with pytest.raises(ValueError, match=rf"sample_weight should have shape \({N},\) \(one weight per sample\); got \(5,\)"):
+        GaussianMixture(2).fit(X[0], sample_weight=np.ones(5))
+    for good in (np.ones(N), np.ones((2, N))):  # both accepted shapes fit
+        assert (GaussianMixture(2, max_iter=2, tol=0.0, random_state=0).fit(X, sample_weight=good).n_iter_ == 2).all()

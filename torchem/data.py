@@ -680,13 +680,24 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
     else:
         w = torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
     if tuple(w.shape) not in (tuple(shape[-2:-1]), tuple(shape[:-1])):
-        raise ValueError(f"sample_weight should have shape {tuple(shape[-2:-1])} (one weight per sample); got {tuple(w.shape)}.")
+        raise ValueError(f"sample_weight should have shape {_per_sample_shapes(tuple(shape[:-1]))} (one weight per sample"
+                         f"{_per_problem_note(len(shape))}); got {tuple(w.shape)}.")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError("sample_weight must hold finite, non-negative numbers.")
     if bool((w.double().sum(-1) <= 0).any()) and not is_distributed():  # a shard may weigh nothing
         raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
                          "give some samples a positive weight.")
     return w
+
+
+def _per_sample_shapes(rows: tuple[int, ...]) -> str:
+    """``(N,)``, or ``(N,) or (B, N)`` for the rows ``(B, N)`` of stacked problems."""
+    return f"{rows[-1:]}" if len(rows) < 2 else f"{rows[-1:]} or {rows}"
+
+
+def _per_problem_note(ndim: int) -> str:
+    """For stacked problems (3-D data), how the two accepted shapes are read."""
+    return "" if ndim < 3 else "; (N,) is shared by all the stacked problems, (B, N) gives each its own"
 
 
 def _lead(t: Tensor) -> Tensor:
@@ -729,8 +740,8 @@ def check_labels(labels, shape, n_components: int | None, name: str = "labels") 
             raise ValueError(f"{name} must hold whole numbers ({HOW_TO_LABEL}); got {bad!r}.")
     n_rows = tuple(shape[:-1]) if len(shape) > 1 else tuple(shape)
     if tuple(t.shape) not in (n_rows[-1:], n_rows):
-        raise ValueError(f"{name} should have shape {n_rows[-1:]} (one label per sample, -1 where unknown); "
-                         f"got {tuple(t.shape)}.")
+        raise ValueError(f"{name} should have shape {_per_sample_shapes(n_rows)} (one label per sample, -1 where "
+                         f"unknown{_per_problem_note(len(n_rows) + 1)}); got {tuple(t.shape)}.")
     if t.numel():  # before the cast to int64, which would wrap a whole float beyond its range
         low, high = _label_value(t.min()), _label_value(t.max())
         if low < -1:
