@@ -245,3 +245,93 @@ def test_clone_keeps_dtype_and_pickle_round_trips_for_each_family(family):
     for restored in (pickle.loads(pickle.dumps(fitted)), _joblib_round_trip(fitted)):
         np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
         np.testing.assert_array_equal(restored.score_samples(X), fitted.score_samples(X))
+
+
+@pytest.fixture
+def routing():
+    """scikit-learn's metadata routing, on for one test."""
+    sklearn.set_config(enable_metadata_routing=True)
+    yield
+    sklearn.set_config(enable_metadata_routing=False)
+
+
+def _weighted_blobs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 2)) + np.repeat([[0.0, 0.0], [6.0, 6.0], [0.0, 7.0]], 50, 0)
+    return X, rng.uniform(0.2, 3.0, len(X))
+
+
+ROUTED = {"gmm": lambda: GaussianMixture(3, random_state=0), "kmeans": lambda: KMeans(3, random_state=0),
+          "bgmm": lambda: BayesianGaussianMixture(n_components=3, random_state=0),
+          "ic": lambda: GaussianMixtureIC((2, 3), covariance_type="full", random_state=0)}
+
+
+def _fitted_state(model):
+    if isinstance(model, GaussianMixtureIC):
+        model = model.best_estimator_
+    return model.cluster_centers_ if isinstance(model, KMeans) else model.means_
+
+
+@pytest.mark.parametrize("name", ROUTED)
+def test_metadata_routing_passes_requested_weights_and_refuses_unrequested_ones(name, routing):
+    """With routing on, a requested ``sample_weight`` reaches ``fit`` through a pipeline, a
+    grid search and cross-validation (the fit equals the direct weighted fit), an unrequested
+    one raises scikit-learn's error naming the estimator's method, and ``clone`` keeps the
+    requests, as for scikit-learn's own estimators."""
+    from sklearn.exceptions import UnsetMetadataPassedError
+    from sklearn.model_selection import cross_validate
+
+    X, w = _weighted_blobs()
+    make = ROUTED[name]
+    direct = make().fit(X, sample_weight=w)
+    with pytest.raises(UnsetMetadataPassedError, match=rf"{type(direct).__name__}\.fit"):
+        GridSearchCV(make(), {"random_state": [0]}, cv=3).fit(X, sample_weight=w)
+    requested = make().set_fit_request(sample_weight=True).set_score_request(sample_weight=False)
+    assert clone(requested).get_metadata_routing().fit.requests["sample_weight"] is True
+    search = GridSearchCV(requested, {"random_state": [0]}, cv=3).fit(X, sample_weight=w)
+    np.testing.assert_allclose(_fitted_state(search.best_estimator_), _fitted_state(direct), rtol=1e-10, atol=1e-10)
+    scaled = StandardScaler().fit(X).transform(X)
+    pipe = make_pipeline(StandardScaler().set_fit_request(sample_weight=False), clone(requested)).fit(X, sample_weight=w)
+    np.testing.assert_allclose(_fitted_state(pipe[-1]), _fitted_state(make().fit(scaled, sample_weight=w)), rtol=1e-10, atol=1e-10)
+    # (with score's sample_weight unrequested a pipeline scores, as scikit-learn's KMeans does)
+    assert np.isfinite(make_pipeline(StandardScaler(), make()).fit(X).score(X))
+    scores = cross_validate(clone(requested), X, params={"sample_weight": w}, cv=3)["test_score"]
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    with pytest.raises(TypeError, match="Unexpected args"):
+        make().set_fit_request(weights=True)
+
+
+def test_request_setters_need_routing_on():
+    with pytest.raises(RuntimeError, match="enable_metadata_routing=True"):
+        KMeans(2).set_fit_request(sample_weight=True)
+
+
+def test_kmeans_set_output_gives_data_frames_named_by_cluster():
+    """``set_output(transform="pandas")`` (or scikit-learn's global setting) makes
+    ``transform`` and ``fit_transform`` return data frames with columns ``kmeans0..`` and the
+    input's index, in pipelines and column transformers too, as scikit-learn's KMeans."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+
+    X, _ = _weighted_blobs()
+    df = pd.DataFrame(X, columns=["a", "b"], index=np.arange(1000, 1000 + len(X)))
+    model = KMeans(3, random_state=0).set_output(transform="pandas")
+    out = model.fit_transform(df)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == ["kmeans0", "kmeans1", "kmeans2"]
+    assert list(out.index) == list(df.index)
+    np.testing.assert_array_equal(out.to_numpy(), KMeans(3, random_state=0).fit(df).transform(df))
+    assert clone(model)._sklearn_output_config == {"transform": "pandas"}
+    piped = make_pipeline(StandardScaler(), KMeans(3, random_state=0)).set_output(transform="pandas").fit_transform(df)
+    assert isinstance(piped, pd.DataFrame)
+    columns = ColumnTransformer([("k", KMeans(3, random_state=0), ["a", "b"])]).set_output(transform="pandas").fit_transform(df)
+    assert list(columns.columns) == ["k__kmeans0", "k__kmeans1", "k__kmeans2"]
+    with sklearn.config_context(transform_output="pandas"):
+        assert isinstance(KMeans(2, random_state=0).fit(df).transform(df), pd.DataFrame)
+    assert isinstance(KMeans(2, random_state=0).fit(df).transform(df), np.ndarray)
+    assert list(model.get_feature_names_out(["a", "b"])) == ["kmeans0", "kmeans1", "kmeans2"]
+    with pytest.raises(ValueError, match="not equal to feature_names_in_"):
+        model.get_feature_names_out(["x", "y"])
+    with pytest.raises(SkNotFittedError):
+        KMeans(2).get_feature_names_out()
+    with pytest.raises(ValueError, match="'default', 'pandas', 'polars'"):
+        KMeans(2).set_output(transform="arrow")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import warnings
 from collections.abc import Mapping
@@ -44,6 +45,26 @@ EXTRA_STATE_VERSION = 2
 #: ``nn.Module``'s own bookkeeping in ``__dict__`` (parameters, buffers, hooks): a fit's
 #: transaction restores parameters and buffers by hand and leaves the rest alone.
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__) | {"_training"}
+
+
+#: What ``sklearn.base.clone`` keeps besides the hyper-parameters: the metadata requests and
+#: the output container of scikit-learn's ``set_fit_request``... and ``set_output``.
+_CLONED_SETTINGS = ("_metadata_request", "_sklearn_output_config")
+
+#: The methods whose metadata scikit-learn's routing asks about (those a torchem estimator has).
+_ROUTED_METHODS = ("fit", "partial_fit", "predict", "predict_proba", "score", "transform")
+
+
+@functools.cache
+def _request_class(cls: type) -> type:
+    """A subclass of scikit-learn's ``BaseEstimator`` named as ``cls``, with the signatures of
+    its routed methods (never called): scikit-learn derives from them the metadata requests and
+    the ``set_{method}_request`` methods that :meth:`EstimatorModule.get_metadata_routing` and
+    its setters use."""
+    from sklearn.base import BaseEstimator
+
+    methods = {name: getattr(cls, name) for name in _ROUTED_METHODS if callable(getattr(cls, name, None))}
+    return type(cls.__name__, (BaseEstimator,), {**methods, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
 class EstimatorModule(nn.Module, metaclass=ABCMeta):
@@ -128,11 +149,63 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
 
     def __sklearn_clone__(self):
         """``sklearn.base.clone``: a new unfitted model with the same hyper-parameters, on the
-        same device and in the same dtype as this one (``.to(device)``, ``.double()``)."""
+        same device and in the same dtype as this one (``.to(device)``, ``.double()``), with
+        the same metadata requests (``set_fit_request``...) and output container
+        (``set_output``), as scikit-learn's clone keeps them."""
         params = self.get_params(deep=False)
         new = type(self)(**{k: (v.clone() if isinstance(v, Tensor) else copy.deepcopy(v)) for k, v in params.items()})
+        for kept in _CLONED_SETTINGS:
+            if kept in self.__dict__:
+                new.__dict__[kept] = copy.deepcopy(self.__dict__[kept])
         anchor = self._anchor
         return new.to(device=anchor.device, dtype=anchor.dtype)
+
+    # scikit-learn's metadata routing (``sklearn.set_config(enable_metadata_routing=True)``).
+    # A torchem estimator is not a subclass of scikit-learn's BaseEstimator (scikit-learn is
+    # optional and not imported with torchem), so the requests are kept and answered by
+    # scikit-learn's own machinery, on a stand-in class with this class's method signatures
+    # (:func:`_request_class`): the same requests, validation and messages as scikit-learn's
+    # estimators, and no copy of its logic here.
+
+    def get_metadata_routing(self):
+        """scikit-learn's metadata routing of this estimator: which metadata
+        (``sample_weight``, ``labels``, ``callback``) its ``fit``, ``partial_fit`` and
+        ``score`` take, as requested with :meth:`set_fit_request`, :meth:`set_partial_fit_request`
+        and :meth:`set_score_request` (unrequested metadata passed by a meta-estimator raises,
+        as for scikit-learn's own estimators). Needs scikit-learn."""
+        return self._requests().get_metadata_routing()
+
+    def set_fit_request(self, **requests):
+        """Request metadata for ``fit`` when scikit-learn's metadata routing is enabled
+        (``sklearn.set_config(enable_metadata_routing=True)``): e.g.
+        ``set_fit_request(sample_weight=True)`` lets a ``Pipeline`` or ``GridSearchCV`` pass
+        ``sample_weight`` on to this estimator's ``fit``. Each value is ``True``, ``False``,
+        ``None`` or an alias, as in scikit-learn. Returns ``self``."""
+        return self._set_request("fit", requests)
+
+    def set_partial_fit_request(self, **requests):
+        """As :meth:`set_fit_request`, for ``partial_fit``. Returns ``self``."""
+        return self._set_request("partial_fit", requests)
+
+    def set_score_request(self, **requests):
+        """As :meth:`set_fit_request`, for ``score`` (``sample_weight``). Returns ``self``."""
+        return self._set_request("score", requests)
+
+    def _requests(self):
+        """A stand-in of :func:`_request_class` holding this estimator's requests."""
+        stand_in = object.__new__(_request_class(type(self)))
+        if "_metadata_request" in self.__dict__:
+            stand_in._metadata_request = self.__dict__["_metadata_request"]
+        return stand_in
+
+    def _set_request(self, method: str, requests: dict):
+        stand_in = self._requests()
+        setter = getattr(stand_in, f"set_{method}_request", None)
+        if setter is None:
+            raise TypeError(f"{type(self).__name__}.{method} takes no metadata to request.")
+        setter(**requests)
+        self.__dict__["_metadata_request"] = stand_in._metadata_request
+        return self
 
     def extra_repr(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -1139,10 +1140,54 @@ class KMeans(EMEstimator):
             d = d2.sqrt_().mul_(scale)
             _check_finite(d, x, "distance")
             return d
-        return to_output(self._map_chunks(t, distances, dim=-2), kind)
+        return self._wrap_output(to_output(self._map_chunks(t, distances, dim=-2), kind), X)
 
     def fit_transform(self, X, y=None, sample_weight=None, *, labels=None):
+        """:meth:`fit`, then :meth:`transform` of the same ``X``."""
         return self.fit(X, sample_weight=sample_weight, labels=labels).transform(X)
+
+    # scikit-learn's set_output for transform and fit_transform (read by its helpers).
+    _sklearn_auto_wrap_output_keys = frozenset({"transform"})
+
+    def set_output(self, *, transform=None):
+        """The container of :meth:`transform`'s and :meth:`fit_transform`'s output, as
+        scikit-learn's transformers have it: ``"default"`` (a NumPy array; a tensor for tensor
+        input), ``"pandas"`` or ``"polars"`` (a data frame with the columns of
+        :meth:`get_feature_names_out`, and the index of a pandas input); ``None`` leaves it as
+        it is. Until it is set, scikit-learn's global ``transform_output`` applies. Returns
+        ``self``."""
+        if transform is not None:
+            if transform not in ("default", "pandas", "polars"):
+                raise ValueError(f"set_output's transform must be 'default', 'pandas', 'polars' or None; got {transform!r}.")
+            self.__dict__.setdefault("_sklearn_output_config", {})["transform"] = transform
+        return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of :meth:`transform`'s output columns, one per cluster: ``kmeans0``,
+        ``kmeans1``, ... (scikit-learn's). ``input_features``, when given, must be the fitted
+        features (``feature_names_in_``, or as many names as ``n_features_in_``)."""
+        check_fitted(self, "_fitted")
+        if input_features is not None:
+            names = np.asarray(input_features, dtype=object)
+            fitted = self.__dict__.get("feature_names_in_")
+            if fitted is not None and not np.array_equal(names, fitted):
+                raise ValueError("input_features is not equal to feature_names_in_.")
+            if names.ndim != 1 or len(names) != self.n_features_in_:
+                raise ValueError(f"input_features should have length equal to the number of features "
+                                 f"({self.n_features_in_}), got {names.size}.")
+        return np.asarray([f"{type(self).__name__.lower()}{i}" for i in range(self.n_clusters)], dtype=object)
+
+    def _wrap_output(self, out, X):
+        """``out`` in the container :meth:`set_output` (or scikit-learn's global setting)
+        asks for: only 2-D NumPy results, and scikit-learn is imported only when it is already
+        in use (its global setting is unset otherwise)."""
+        if not isinstance(out, np.ndarray) or out.ndim != 2:
+            return out
+        if "_sklearn_output_config" not in self.__dict__ and "sklearn" not in sys.modules:
+            return out
+        from sklearn.utils._set_output import _wrap_data_with_container
+
+        return _wrap_data_with_container("transform", out, X, self)
 
     @torch.no_grad()
     def score(self, X, y=None, sample_weight=None):
