@@ -570,3 +570,88 @@ def test_a_feature_constant_within_components_with_no_regularisation_fails_as_sk
         X[:, 1] = offset
         ours = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
         assert np.isfinite(ours.lower_bound_) and ours.converged_
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _same_model(a, b):
+    assert _same(dict(a.state_dict()), dict(b.state_dict()))
+
+
+def test_a_refused_state_dict_leaves_the_model_exactly_as_it_was():
+    """Found by fuzzing: a state dict of another structure raised only after the parameters were
+    copied (the model kept the other model's K = 2 parameters under n_components = 3 and scored
+    them); parameters of the wrong shape loaded silently and broadcast into wrong answers
+    (one weight in a two-component model); a GaussianMixture's state in a
+    BayesianGaussianMixture raised a bare KeyError and left a broken fitted model; a strict
+    load with an unexpected key raised after loading the rest. Now each is a ValueError (or
+    torch's own strict error) and the model is unchanged."""
+    from torchem import BayesianGaussianMixture, CategoricalMixture
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    fitted = GaussianMixture(3, random_state=0).fit(X)
+    before, score = copy.deepcopy(fitted), fitted.score(X)
+    short = GaussianMixture(2, random_state=0).fit(X).state_dict()
+    short["logits"] = short["logits"][:1]
+    kmeans = KMeans(2, random_state=0).fit(X).state_dict()
+    kmeans["centers"] = kmeans["centers"][:, :2]
+    unexpected = GaussianMixture(3, random_state=1).fit(X).state_dict()
+    unexpected["bogus"] = torch.zeros(1)
+    cases = [
+        (fitted, GaussianMixture(2, random_state=0).fit(3 * X).state_dict(), ValueError, "n_components=2"),
+        (fitted, GaussianMixture(3, covariance_type="diag", random_state=0).fit(X).state_dict(), ValueError, "covariance_type='diag'"),
+        (fitted, unexpected, RuntimeError, "Unexpected key"),
+        (GaussianMixture(2), short, ValueError, r"'logits' has shape \(1,\), but this GaussianMixture \(n_components=2, 3 features\) needs \(2,\)"),
+        (KMeans(2), kmeans, ValueError, r"'centers' has shape \(2, 2\).*needs \(2, 3\)"),
+        (BayesianGaussianMixture(n_components=2), GaussianMixture(2).fit(X).state_dict(), ValueError, "saved by a GaussianMixture; load it into a GaussianMixture"),
+    ]
+    for model, state, error, match in cases:
+        kept = copy.deepcopy(model)
+        with pytest.raises(error, match=match):
+            model.load_state_dict(state)
+        _same_model(model, kept)
+        assert model.__dict__.get("_fitted") == kept.__dict__.get("_fitted")
+    _same_model(fitted, before)
+    assert fitted.score(X) == score
+    # a state saved before the class was recorded: the missing entry is named, nothing changes
+    old = GaussianMixture(2).fit(X).state_dict()
+    old["_extra_state"] = {k: v for k, v in old["_extra_state"].items() if k != "estimator"}
+    bgmm = BayesianGaussianMixture(n_components=2)
+    with pytest.raises(ValueError, match="extra state has no entry 'priors'"):
+        bgmm.load_state_dict(old)
+    assert not bgmm.__dict__.get("_fitted") and all(p is None for p in bgmm._parameters.values())
+    # what the shape check allows: every family's own state, stacked too
+    codes = rng.integers(0, 4, (100, 3))
+    for make, data in [(lambda: CategoricalMixture(2, random_state=0), codes),
+                       (lambda: BayesianGaussianMixture(n_components=2, random_state=0), np.stack([X, X])),
+                       (lambda: KMeans(2, random_state=0), np.stack([X, X]))]:
+        source = make().fit(data)
+        target = make()
+        target.load_state_dict(source.state_dict())
+        np.testing.assert_array_equal(target.predict(data), source.predict(data))
+
+
+def test_a_model_fitted_under_inference_mode_refits_outside_it():
+    """Found by fuzzing: refitting a model fitted under torch.inference_mode failed on writing
+    its inference tensors, and the rollback failed the same way, leaving a "fitted" model with
+    no parameters."""
+    X = np.random.default_rng(4).normal(size=(100, 2))
+    for make in (lambda: GaussianMixture(2, random_state=0), lambda: KMeans(2, random_state=0)):
+        with torch.inference_mode():
+            model = make().fit(X)
+        model.fit(X + 1)
+        np.testing.assert_allclose(model.score(X + 1), make().fit(X + 1).score(X + 1), rtol=1e-12)
+        with torch.inference_mode():
+            model = make().fit(X)
+        with pytest.raises(ValueError):
+            model.fit(np.full((100, 2), np.nan))
+        assert model.predict(X).shape == (100,)  # rolled back, parameters and all

@@ -241,7 +241,9 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         ``nn.Parameter`` that keeps the old one's ``requires_grad`` (frozen by default)."""
         current = self._parameters.get(name)
         value = value.detach()
-        if current is not None and current.shape == value.shape and current.dtype == value.dtype and current.device == value.device:
+        # (a parameter made under torch.inference_mode cannot be written outside it: replaced)
+        if (current is not None and current.shape == value.shape and current.dtype == value.dtype and current.device == value.device
+                and (not current.is_inference() or torch.is_inference_mode_enabled())):
             with torch.no_grad():
                 current.copy_(value)
             return
@@ -249,6 +251,49 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         self._parameters[name] = nn.Parameter(value.clone(), requires_grad=requires_grad)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # All or nothing (also as a submodule of another module): a state dict refused below,
+        # by its extra state or by the parameters' shapes leaves the model as it was.
+        with self._loading_transaction():
+            self._load_state(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+            self._check_loaded_shapes(prefix)
+
+    @contextlib.contextmanager
+    def _loading_transaction(self):
+        """:meth:`EMEstimator._transaction` where the model has one (a plain module loads as
+        nn.Module does)."""
+        transaction = getattr(self, "_transaction", None)
+        if transaction is None:
+            yield
+        else:
+            with transaction():
+                yield
+
+    def _check_loaded_shapes(self, prefix: str = "") -> None:
+        """Refuse loaded parameters whose shapes do not fit the model they now make up (its
+        number of components, features and stacked problems): they would broadcast into wrong
+        answers or fail later with torch's own messages."""
+        expected = self._parameter_shapes() if self.__dict__.get("_fitted") else {}
+        for name, shape in expected.items():
+            p = self._parameters.get(name)
+            if p is None:
+                continue
+            if p.ndim != len(shape) or any(e is not None and e != s for e, s in zip(shape, p.shape)):
+                want = "(" + ", ".join("any" if e is None else str(e) for e in shape) + ("," if len(shape) == 1 else "") + ")"
+                raise ValueError(
+                    f"The state dict's {prefix + name!r} has shape {tuple(p.shape)}, but this {type(self).__name__} "
+                    f"({self._shape_context()}) needs {want}; load the state dict that model.state_dict() saved, "
+                    "unchanged, into a model constructed like the one that saved it."
+                )
+
+    def _parameter_shapes(self) -> dict[str, tuple]:
+        """The shape each parameter must have in this fitted model (``None``: any size), for
+        :meth:`_check_loaded_shapes`; none checked by default."""
+        return {}
+
+    def _shape_context(self) -> str:
+        return ""
+
+    def _load_state(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # Refused before anything is loaded (the model stays as it was): non-finite parameters
         # would make a model that predicts silently wrong. Logits may be infinite (a
         # probability of exactly 0 or 1), never NaN.
@@ -480,7 +525,8 @@ class EMEstimator(EstimatorModule):
             self._parameters.clear()
             for name, (p, kept) in params.items():
                 if p is not None:
-                    with torch.no_grad():
+                    # (a parameter made under torch.inference_mode is written back under it)
+                    with torch.inference_mode() if p.is_inference() else torch.no_grad():
                         p.copy_(kept[0])
                     p.requires_grad_(kept[1])  # frozen or trained, as it was
                 self._parameters[name] = p
@@ -1088,8 +1134,29 @@ class EMEstimator(EstimatorModule):
     # State dict: the versioned extra state
     # ----------------------------------------------------------------------------------------
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, all or nothing: a state dict refused for any reason
+        (keys missing or unexpected with ``strict``, another model's structure or class,
+        parameters of the wrong shape, NaN entries) leaves the model exactly as it was."""
+        with self._transaction():
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _parameter_shapes(self) -> dict[str, tuple]:
+        lead = (self._n_problems,) if self._stacked else ()
+        k, d = self._n_components, self.n_features_in_
+        return {name: lead + shape for name, shape in self._component_shapes(k, d).items()}
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        """One problem's parameter shapes for ``k`` components of ``d`` features (``None``:
+        any size); none checked by default."""
+        return {}
+
+    def _shape_context(self) -> str:
+        problems = f", {self._n_problems} stacked problems" if self._stacked else ""
+        return f"{self._k_name()}={self._n_components}, {self.n_features_in_} features{problems}"
+
     def get_extra_state(self) -> dict:
-        state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted}
+        state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted, "estimator": type(self).__name__}
         if self._fitted:
             state.update(
                 stacked=self._stacked,
@@ -1115,6 +1182,12 @@ class EMEstimator(EstimatorModule):
             raise ValueError(
                 f"This state dict was saved by a newer torchem (extra state version {version}; this one reads up "
                 f"to {EXTRA_STATE_VERSION}); upgrade torchem to load it."
+            )
+        saved_by = state.get("estimator")
+        if saved_by is not None and saved_by != type(self).__name__:
+            raise ValueError(
+                f"The state dict was saved by a {saved_by}; load it into a {saved_by} (a {type(self).__name__} has "
+                "other parameters)."
             )
         self._fitted = bool(state.get("fitted", False))
         if not self._fitted:  # an unfitted model: partial_fit starts afresh
@@ -1156,7 +1229,13 @@ class EMEstimator(EstimatorModule):
             self.__dict__.pop("_fit_weight", None)
         else:
             self._fit_weight = np.asarray(state["fit_weight"], dtype=np.float64)
-        self._load_extra_state(state.get("model", {}))
+        try:
+            self._load_extra_state(state.get("model", {}))
+        except KeyError as missing:
+            raise ValueError(
+                f"The state dict's extra state has no entry {missing}, which a fitted {type(self).__name__} keeps; load "
+                f"the state dict that a {type(self).__name__}'s state_dict() saved."
+            ) from None
 
 
 def _count_distinct_up_to(X: Tensor, k: int) -> int:

@@ -750,6 +750,9 @@ class KMeans(EMEstimator):
     """
 
     _param_names = ("centers",)
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"centers": (k, d)}
     _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans

@@ -330,6 +330,11 @@ class BayesianGaussianMixture(GaussianMixture):
     _param_names = GaussianMixture._param_names + (
         "log_weight_concentration", "log_mean_precision", "log_degrees_of_freedom",
     )
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        concentration = (2, k) if self._process else (k,)  # a Beta per stick, or one Dirichlet
+        return {**super()._component_shapes(k, d), "log_weight_concentration": concentration,
+                "log_mean_precision": (k,), "log_degrees_of_freedom": (k,)}
     _fitted_attributes = GaussianMixture._fitted_attributes + (
         "weight_concentration_",
         "mean_precision_",

@@ -127,6 +127,9 @@ class BernoulliMixture(BaseMixture):
     """
 
     _param_names = ("logits", "component_logits")
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "component_logits": (k, d)}
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_",)
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "probs_init")

@@ -243,6 +243,9 @@ class CategoricalMixture(BaseMixture):
     """
 
     _param_names = ("logits", "component_logits")
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "component_logits": (k, d, None)}  # (the categories: the widest feature's)
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_", "n_categories_")
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _input_tags = {"positive_only": True, "categorical": True}  # integer codes

@@ -206,6 +206,9 @@ class GaussianMixture(BaseMixture):
     """
 
     _param_names = ("logits", "loc", "precision_cholesky_unconstrained")
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "loc": (k, d), "precision_cholesky_unconstrained": tuple(self._covariance.factor_shape(k, d))}
     _fitted_attributes = BaseMixture._fitted_attributes + (
         "means_",
         "covariances_",
