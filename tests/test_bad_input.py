@@ -72,6 +72,9 @@ def test_fewer_samples_than_components():
         ({"n_init": 0}, "n_init must be"),
         ({"random_state": "seed"}, "random_state must be"),
         ({"chunk_size": 0}, "chunk_size must be"),
+        # found by fuzzing: any truthy string warm-started the next fit
+        ({"warm_start": "False"}, r"warm_start must be True or False; got 'False'"),
+        ({"hard": 1}, "hard must be True or False"),
     ],
 )
 def test_bad_hyperparameters(kwargs, match):

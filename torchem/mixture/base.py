@@ -114,8 +114,9 @@ class BaseMixture(EMEstimator):
         check_int(self.verbose_interval, "verbose_interval", 1)
         if self.chunk_size is not None:
             check_int(self.chunk_size, "chunk_size", 1)
-        if not isinstance(self.hard, (bool, np.bool_)):
-            raise ValueError(f"hard must be True or False; got {self.hard!r}.")
+        for flag in ("hard", "warm_start"):  # (a string such as "False" would read as true)
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}.")
         if not isinstance(self.nan_policy, str) or self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {self.nan_policy!r}.")
         if self.init_params not in self._init_methods:
