@@ -412,3 +412,23 @@ def test_omit_drops_the_labels_of_the_rows_it_leaves_out_and_marginalize_takes_l
     named[low], named[high] = 1, 0  # the component at the origin is named 1
     marginal = GaussianMixture(2, random_state=0, nan_policy="marginalize").fit(X, labels=named)
     assert marginal.means_[1, 0] < 1.0 < marginal.means_[0, 0]
+
+
+def test_pandas_nullable_columns_hold_missing_values_as_nan():
+    """Found by fuzzing: a DataFrame of pandas' nullable dtypes (``Float64``, ``Int64``) with
+    ``pd.NA`` failed with "float() argument must be ... not 'NAType'", whatever the nan_policy.
+    Now ``pd.NA`` reads as NaN (as scikit-learn reads it): the same fits as the NumPy array."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(7)
+    X = np.concatenate([rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 5])
+    X[[3, 50], [1, 0]] = np.nan
+    frame = pd.DataFrame(X, columns=["a", "b"]).astype("Float64")
+    for policy in ("omit", "marginalize"):
+        model = GaussianMixture(2, nan_policy=policy, random_state=0).fit(frame)
+        np.testing.assert_allclose(model.means_, GaussianMixture(2, nan_policy=policy, random_state=0).fit(X).means_, rtol=1e-12)
+        assert list(model.feature_names_in_) == ["a", "b"]
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(2).fit(frame)
+    counts = pd.DataFrame(rng.poisson(3.0, size=(80, 2)), columns=["a", "b"]).astype("Int64")
+    np.testing.assert_array_equal(PoissonMixture(2, random_state=0).fit(counts).predict(counts),
+                                  PoissonMixture(2, random_state=0).fit(counts.to_numpy(dtype=float)).predict(counts.to_numpy(dtype=float)))

@@ -117,3 +117,24 @@ def test_stacked_problems_name_both_accepted_shapes():
         GaussianMixture(2).fit(X[0], sample_weight=np.ones(5))
     for good in (np.ones(N), np.ones((2, N))):  # both accepted shapes fit
         assert (GaussianMixture(2, max_iter=2, tol=0.0, random_state=0).fit(X, sample_weight=good).n_iter_ == 2).all()
+
+
+def test_a_scalar_weight_weighs_every_sample_and_read_only_weights_are_taken_quietly():
+    """As scikit-learn's KMeans: ``sample_weight=2.0`` is a weight of 2 for every sample (the
+    same fit; the inertia twice). A read-only weight array (a pandas 3 Series, a frozen array)
+    no longer prints torch's "not writable" warning: it is copied."""
+    from torchem import KMeans
+
+    X = _data("gmm-full")
+    for make in (lambda: GaussianMixture(3, random_state=0), lambda: KMeans(3, random_state=0)):
+        scalar, full = make().fit(X, sample_weight=2.0), make().fit(X, sample_weight=np.full(N, 2.0))
+        for name, p in scalar.named_parameters():
+            torch.testing.assert_close(p, dict(full.named_parameters())[name], rtol=0, atol=0)
+    assert KMeans(3, random_state=0).fit(X, sample_weight=2.0).inertia_ == 2 * KMeans(3, random_state=0).fit(X).inertia_
+    frozen = np.ones(N)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not writable")
+        GaussianMixture(2, max_iter=2, tol=0.0, random_state=0).fit(X, sample_weight=frozen)
+    with pytest.raises(ValueError, match="finite, non-negative"):
+        GaussianMixture(2).fit(X, sample_weight=-1.0)

@@ -90,6 +90,23 @@ class InputKind:
     device: torch.device | None = None
 
 
+def _nullable_frame_array(X, name: str) -> np.ndarray | None:
+    """A pandas DataFrame or Series with extension dtypes (the nullable ``Int64``, ``Float64``,
+    ``boolean``...) as a float64 array with its missing values (``pd.NA``) as NaN, which the
+    estimators' ``nan_policy`` then handles, as scikit-learn reads them; ``None`` for anything
+    else (read by ``np.asarray``)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "to_numpy"):
+        return None
+    dtypes = [dtypes] if isinstance(dtypes, np.dtype) or not hasattr(dtypes, "__iter__") else list(dtypes)
+    if all(isinstance(dt, np.dtype) for dt in dtypes):
+        return None
+    try:
+        return X.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must contain numbers: {exc}") from None
+
+
 def as_float_tensor(X, name: str = "X", *, detach: bool = True) -> tuple[Tensor, InputKind]:
     """Convert array-like input to a floating tensor without copying when possible.
 
@@ -114,8 +131,9 @@ def as_float_tensor(X, name: str = "X", *, detach: bool = True) -> tuple[Tensor,
             f"{name} is a sparse {type(X).__name__}, but torchem needs dense data. Convert it with "
             f"{name}.toarray() (mixtures of sparse counts: densify by blocks and stream them as a DataLoader)."
         )
+    arr = _nullable_frame_array(X, name)
     try:
-        arr = np.asarray(X)
+        arr = np.asarray(X) if arr is None else arr
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
     if arr.dtype.kind == "c":

@@ -678,7 +678,10 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
     if isinstance(sample_weight, Tensor):
         w = sample_weight.detach()
     else:
-        w = torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
+        # (a copy: a read-only array, e.g. a pandas Series, is not handed to torch as it is)
+        w = torch.from_numpy(np.array(sample_weight, dtype=np.float64))
+    if w.ndim == 0 and len(shape) > 1:  # one number weighs every sample, as in scikit-learn
+        w = w.expand(tuple(shape[-2:-1]))
     if tuple(w.shape) not in (tuple(shape[-2:-1]), tuple(shape[:-1])):
         raise ValueError(f"sample_weight should have shape {_per_sample_shapes(tuple(shape[:-1]))} (one weight per sample"
                          f"{_per_problem_note(len(shape))}); got {tuple(w.shape)}.")
