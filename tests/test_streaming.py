@@ -416,3 +416,23 @@ def test_free_device_memory_counts_the_allocators_cache(monkeypatch):
     assert data.open_source(info, device=cuda, dtype=torch.float32, chunk_size=100) == ("in memory", cuda)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 10 * gib)  # nothing cached
     assert isinstance(data.open_source(info, device=cuda, dtype=torch.float32, chunk_size=100), data.HostStreamSource)
+
+
+def test_stream_batches_weights_are_checked_when_scoring():
+    """Found by fuzzing: ``score``/``bic`` of a stream of ``{"X", "sample_weight"}`` batches
+    read the batches' weights unchecked (NaN or -inf for weights that sum to zero, negative
+    weights accepted, a bare torch size error for a short one), where ``fit`` and in-memory
+    weights give clear errors. A batch that weighs nothing beside others still counts as it
+    should."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(60, 3))
+    model = GaussianMixture(2, random_state=0).fit(X)
+    batch = lambda w: iter([{"X": X[:5], "sample_weight": w}])  # noqa: E731 (a one-shot stream)
+    for weights, match in [(np.zeros(5), "sum to zero"), (-np.ones(5), "finite, non-negative"),
+                           (np.full(5, np.nan), "finite, non-negative"), (np.ones(4), r"shape \(5,\).*got \(4,\)")]:
+        for method in (model.score, model.bic, model.aic):
+            with pytest.raises(ValueError, match=match):
+                method(batch(weights))
+    mixed = iter([{"X": X[:5], "sample_weight": np.zeros(5)}, {"X": X[5:], "sample_weight": np.ones(55)}])
+    assert model.score(mixed) == pytest.approx(model.score(X[5:]), rel=1e-12)
+    assert model.score(batch(np.full(5, 2.0))) == pytest.approx(model.score(X[:5]), rel=1e-12)

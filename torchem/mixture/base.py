@@ -43,6 +43,20 @@ NAN_POLICIES = ("raise", "omit", "marginalize")
 _KMEANS_INIT_ITER = 10
 
 
+def _batch_weight(w, shape: tuple[int, ...]) -> Tensor:
+    """A stream batch's ``sample_weight`` for its log-likelihoods of ``shape`` (``[n]`` or
+    ``[B, n]``) as float64 on the CPU: one per sample (or per problem and sample), finite and
+    non-negative, as :func:`~torchem.data.check_sample_weight` asks of in-memory weights (a
+    batch may weigh nothing; the whole stream may not)."""
+    t = (w.detach() if isinstance(w, Tensor) else torch.from_numpy(np.array(w, dtype=np.float64))).double().cpu()
+    if tuple(t.shape) not in (tuple(shape[-1:]), tuple(shape)):
+        raise ValueError(f"A batch's sample_weight should have shape {tuple(shape[-1:])} (one weight per sample of the "
+                         f"batch); got {tuple(t.shape)}.")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError("A batch's sample_weight must hold finite, non-negative numbers.")
+    return t
+
+
 class BaseMixture(EMEstimator):
     """Shared behaviour of torchem's mixture models (not used directly).
 
@@ -708,12 +722,14 @@ class BaseMixture(EMEstimator):
             n = ll.shape[-1]
             if weights is not None:
                 wb = weights[..., start : start + n]
-            w = torch.ones(n, dtype=torch.float64) if wb is None else torch.as_tensor(wb).double().cpu()
+            w = torch.ones(n, dtype=torch.float64) if wb is None else _batch_weight(wb, ll.shape)
             start += n
             total = (ll * w).sum(-1) if total is None else total + (ll * w).sum(-1)
             mass = w.sum(-1) if mass is None else mass + w.sum(-1)
         if total is None:
             raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
+        if bool((mass <= 0).any()):
+            raise ValueError("The sample weights of the stream X sum to zero; give some samples a positive weight.")
         return total, mass, InputKind(numpy_out, None)  # outputs as the batches came
 
     @staticmethod
