@@ -355,3 +355,39 @@ def test_float32_fit_is_lloyd_in_float64_from_the_float32_centres(k):
     assert km.inertia_ == pytest.approx(d.sum(), rel=1e-6)
 
 
+
+
+def test_float32_inertia_is_exact_where_one_squared_distance_overflows_float32():
+    """Found by fuzzing: float32 data at 1e20 (each squared distance past float32's range, the
+    sum far inside float64's) gave ``inertia_ = inf`` with no warning; the distances of such a
+    fit are now taken in float64: scikit-learn's Lloyd on the same data in float64 from the same
+    start gives the same inertia."""
+    X = (np.random.default_rng(0).normal(size=(20, 2)) * 1e20).astype(np.float32)
+    model = KMeans(3, init=X[:3], n_init=1).fit(X)
+    X64 = X.astype(np.float64)
+    exact = ((X64 - model.cluster_centers_.astype(np.float64)[model.labels_]) ** 2).sum()
+    assert np.isfinite(model.inertia_) and model.inertia_ == pytest.approx(exact, rel=1e-12)
+
+
+def test_data_whose_squares_overflow_float64_is_refused_in_k_means_terms():
+    """The refusal speaks of K-means (its inertia, squared distances, how to scale), not of a
+    log-likelihood and M-step it does not have."""
+    X = np.random.default_rng(0).normal(size=(60, 2)) * 1e200
+    with pytest.raises(ValueError, match=r"inertia became NaN.*squared distances of X overflow.*fit X / s"):
+        KMeans(2, random_state=0).fit(X)
+
+
+def test_labels_follow_argmin_on_exact_ties_as_predict_does():
+    """Found by fuzzing: with two final centres at the same place, ``labels_`` (and
+    ``fit_predict``) kept the higher index where the iterations had left the points, while
+    ``predict(X)`` gives the lowest (argmin's rule); the final assignment now sends exact ties to
+    the lowest index too, so ``labels_ == predict(X)``."""
+    X = np.array([[1.0], [5.0], [1.0], [3.0], [2.0], [4.0], [5.0], [1.0], [1.0], [5.0], [5.0]])
+    init = np.array([[4.0], [3.0], [5.0], [5.5], [5.5], [1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer distinct clusters than n_clusters
+        model = KMeans(6, init=init, n_init=1).fit(X)
+        assert model.cluster_centers_[4, 0] == model.cluster_centers_[5, 0] == 1.0
+        np.testing.assert_array_equal(model.labels_, model.predict(X))
+        np.testing.assert_array_equal(KMeans(6, init=init, n_init=1).fit_predict(X), model.predict(X))
+        assert model.inertia_ == pytest.approx(((X - model.cluster_centers_[model.labels_]) ** 2).sum(), rel=1e-12)

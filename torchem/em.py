@@ -91,6 +91,9 @@ class Family(ABC):
     #: Subclasses inherit the promise.
     parallel_chunks: bool = False
 
+    #: What the lower bound is, for the message of a fit whose lower bound became NaN.
+    objective: str = "log-likelihood"
+
     @abstractmethod
     def prepare(self, params: Params, precise: bool = False) -> dict:
         """Whatever the per-chunk hooks need that depends on the parameters only (computed
@@ -459,7 +462,7 @@ def run_em(
             history.append(lower_bound)
             change = lower_bound - previous
             if bool(torch.isnan(lower_bound).any()):
-                raise ValueError(f"The log-likelihood became NaN during EM. {failure_message}")
+                raise ValueError(f"The {family.objective} became NaN during the fit. {failure_message}")
             own = family.converged(old_params, params)
             newly = active & ((change.abs() < tol) if own is None else own)
             converged = converged | newly

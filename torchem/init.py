@@ -84,6 +84,8 @@ class Lloyd(Family):
     ``sums [B, R, K, D]`` (float64). :class:`torchem.KMeans` adds Hamerly's bounded pass and
     the re-seeding of empty clusters."""
 
+    objective = "inertia"
+
     def prepare(self, params, precise=False):
         return {"centers": params["centers"].double() if precise else params["centers"]}
 

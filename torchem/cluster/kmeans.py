@@ -176,6 +176,7 @@ class _KMeansFamily(Lloyd):
         self.slack = None
         self._workers: list[_Share] = []  # per thread of a bounded pass: its moves and workspace
         self.rows = None  # the data as the bounded pass's GEMMs read it (_prepare_rows)
+        self._lowest_on_ties = False  # the final pass: exact ties to the lowest index (final_assignment)
 
     #: Which pass in-memory data takes: the dense GEMM + argmin pass (``True``), Hamerly's
     #: bounded pass (``False``), or ``None``: dense on CUDA devices, bounded on the CPU. The
@@ -357,7 +358,8 @@ class _KMeansFamily(Lloyd):
         for start in range(begin, end, step):
             stop = min(end, start + step)
             lab = self.labels[..., start:stop]
-            need = self.slack[..., start:stop] < 0  # [B, R, m]
+            slack = self.slack[..., start:stop]
+            need = slack <= 0 if self._lowest_on_ties else slack < 0  # [B, R, m]
             if not first and source.labels is not None:
                 need &= (source.labels[:, start:stop] < 0).unsqueeze(1)  # labelled points stay
             count = need.numel() if first else int(need.count_nonzero())  # one synchronisation
@@ -417,26 +419,42 @@ class _KMeansFamily(Lloyd):
         inertia is summed exactly, ``|x - c_label|^2`` per sample, as :func:`assign` gives it."""
         if self.labels is None or not isinstance(source, TensorSource):
             return None
-        stats, _ = self.run_pass(source, {"centers": centers}, True)
+        # exact ties (centres that coincide, a point on a bisector) go to the lowest index, as
+        # argmin and predict give them, rather than staying where the iterations left them
+        self._lowest_on_ties = True
+        try:
+            stats, _ = self.run_pass(source, {"centers": centers}, True)
+        finally:
+            self._lowest_on_ties = False
+        inertia = self._exact_inertia(source, centers, source.X.dtype)
+        if not bool(torch.isfinite(inertia).all()):  # a squared distance past the data's dtype (float32 past ~1e19)
+            inertia = self._exact_inertia(source, centers, torch.float64)
+        inertia, counts = all_reduce_sum([inertia, stats["counts"]])
+        return self.labels, inertia, counts
+
+    def _exact_inertia(self, source: TensorSource, centers: Tensor, dtype: torch.dtype) -> Tensor:
+        """``[B, R]`` (weighted) sum of ``|x - c_label|^2`` over this rank's rows, each
+        distance taken in ``dtype`` (the data's; float64 where one overflows it) and summed in
+        float64."""
         b, r, k, d = centers.shape
         inertia = torch.zeros(b, r, dtype=torch.float64, device=centers.device)
         rows = (torch.arange(b * r, device=centers.device) * k).view(b, r, 1)  # first centre of each restart
-        c_flat = centers.reshape(b * r * k, d)
+        c_flat = centers.reshape(b * r * k, d).to(dtype)
         X, wt, ws = source.X, source.sample_weight, self.workspace
-        ones = X.new_ones(d)
+        like = X.new_empty((), dtype=dtype)
+        ones = like.new_ones(d)
         n = X.shape[1]
         step = max(1, 2**16 // (d * b * r))  # blocks that stay in cache, in reused buffers
         for start in range(0, n, step):
             lab = self.labels[..., start : start + step]
             m = lab.shape[-1]
             idx = lab.reshape(-1) if b * r == 1 else (lab + rows).view(-1)
-            nearest = torch.index_select(c_flat, 0, idx, out=buffer(ws, "nearest", (b * r * m, d), X)).view(b, r, m, d)
+            nearest = torch.index_select(c_flat, 0, idx, out=buffer(ws, "nearest", (b * r * m, d), like)).view(b, r, m, d)
             diff = torch.sub(X[:, None, start : start + m], nearest, out=nearest).square_().view(-1, d)
             # a GEMV: no sum over short rows
-            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), X)).view(b, r, m)
+            dist = torch.mv(diff, ones, out=buffer(ws, "nearest_d", (b * r * m,), like)).view(b, r, m)
             inertia += (dist.double() if wt is None else dist.double() * wt[:, None, start : start + m].double()).sum(-1)
-        inertia, counts = all_reduce_sum([inertia, stats["counts"]])
-        return self.labels, inertia, counts
+        return inertia
 
     def _inertia(self, source: TensorSource, c64: Tensor, stats) -> Tensor:
         """``[B, R]`` (weighted) inertia of the assignment, exactly, from the cluster sums (the
@@ -561,7 +579,7 @@ class _KMeansFamily(Lloyd):
         if close is not None and close.numel():  # the GEMM cannot tell: exact distances
             old = lab.index_select(0, close)
             ex = (X.index_select(0, close).double().unsqueeze(1) - c64).square_().sum(-1)  # [c, K]
-            lc = _argmin_keeping(ex, old, first)
+            lc = _argmin_keeping(ex, old, first or self._lowest_on_ties)
             new.index_copy_(0, close, lc)
             own = ex.gather(-1, lc.unsqueeze(-1)).squeeze(-1).sqrt_()
             other = ex.scatter_(-1, lc.unsqueeze(-1), torch.inf).amin(-1).sqrt_()
@@ -798,6 +816,11 @@ class KMeans(EMEstimator):
 
     def _method(self) -> str | None:
         return self.init if isinstance(self.init, str) else None
+
+    def _failure_message(self) -> str:
+        return ("K-means failed: squared distances of X overflow its dtype (coordinates past about 1e154 in "
+                "float64, 1e19 in float32); scale the data (K-means commutes with scaling: fit X / s and multiply "
+                "cluster_centers_ by s), or fit float64 data.")
 
     def _validate_hyperparameters(self) -> None:
         check_int(self.n_clusters, "n_clusters", 1)
