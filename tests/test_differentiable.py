@@ -376,8 +376,9 @@ def test_kmeans_forward_hard_and_soft():
     km.requires_grad_(True)
     km(x, temperature=1.0).mean().backward()
     assert torch.isfinite(km.centers.grad).all() and (km.centers.grad.abs().sum(-1) > 0).all()
-    with pytest.raises(ValueError, match="temperature"):
-        km(x, temperature=0.0)
+    for bad in (0.0, float("inf"), float("nan")):  # (inf gave inf scores: found by fuzzing)
+        with pytest.raises(ValueError, match="temperature"):
+            km(x, temperature=bad)
 
 
 class _Flow(torch.nn.Module):
@@ -489,3 +490,28 @@ def test_compiled_float32_forward_takes_the_float64_fall_back_where_eager_does()
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x).double(), model(x).double(), rtol=1e-6, atol=1e-4)
+
+
+def test_fit_by_gradient_refuses_arguments_it_cannot_use_and_takes_lbfgs():
+    """Found by fuzzing: a string or an optimizer class, an int generator and a non-callable
+    callback raised bare internal errors; an optimizer over another model's parameters trained
+    nothing without a word; L-BFGS (whose step needs a closure) failed. Now clear errors, and
+    L-BFGS steps as it should (its loss falls)."""
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    model = GaussianMixture(2, random_state=0).fit(X)
+    for kwargs, error, match in [
+        ({"optimizer": "adam"}, TypeError, "optimizer must be a torch.optim.Optimizer"),
+        ({"optimizer": torch.optim.Adam}, TypeError, "optimizer must be a torch.optim.Optimizer"),
+        ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
+        ({"callback": 3}, TypeError, "callback must be a function"),
+        ({"optimizer": torch.optim.SGD(GaussianMixture(2, random_state=0).fit(X).parameters(), lr=0.1)}, ValueError,
+         "holds none of the model's parameters"),
+    ]:
+        before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        with pytest.raises(error, match=match):
+            torchem.fit_by_gradient(model, X, epochs=2, **kwargs)
+        for k, v in before.items():
+            assert torch.equal(model.state_dict()[k], v)
+    model.requires_grad_(True)
+    history = torchem.fit_by_gradient(model, X, epochs=3, optimizer=torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5))
+    assert len(history) == 3 and history[-1] < history[0]

@@ -391,3 +391,13 @@ def test_labels_follow_argmin_on_exact_ties_as_predict_does():
         np.testing.assert_array_equal(model.labels_, model.predict(X))
         np.testing.assert_array_equal(KMeans(6, init=init, n_init=1).fit_predict(X), model.predict(X))
         assert model.inertia_ == pytest.approx(((X - model.cluster_centers_[model.labels_]) ** 2).sum(), rel=1e-12)
+
+
+def test_predict_gives_labels_of_labels_dtype():
+    """scikit-learn's KMeans gives int32 from labels_, fit_predict and predict alike; predict
+    gave int64 here (found by fuzzing)."""
+    X = np.random.default_rng(1).normal(size=(60, 2))
+    model = KMeans(2, random_state=0).fit(X)
+    ref = SkKMeans(2, n_init=1, random_state=0).fit(X)
+    assert model.predict(X).dtype == model.labels_.dtype == model.fit_predict(X).dtype == ref.predict(X).dtype == np.int32
+    assert KMeans(2, random_state=0).fit(torch.tensor(X)).predict(torch.tensor(X)).dtype == torch.int32

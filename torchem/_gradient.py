@@ -87,6 +87,15 @@ def fit_by_gradient(
         batch_size = check_int(batch_size, "batch_size", 1)
     if check_real(lr, "lr") == 0.0:
         raise ValueError("lr must be positive; got 0.")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "optimizer must be a torch.optim.Optimizer built over the model's parameters, e.g. "
+            f"torch.optim.SGD(model.parameters(), lr=0.1), or None (Adam with lr); got {optimizer!r}."
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None; got {generator!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of (epoch, mean negative log-likelihood) or None; got {callback!r}.")
     t, _ = as_float_tensor(X, "X")
     check_data(t, "X", allow_stacked=True)
     # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was,
@@ -107,16 +116,26 @@ def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, o
     n = data.shape[-2]
     step = n if batch_size is None else min(batch_size, n)
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters()):
+        raise ValueError(
+            "The optimizer holds none of the model's parameters, so it would train nothing; build it over "
+            "model.parameters() of this model once it is fitted or initialised (model.initialize(X))."
+        )
     history: list[float] = []
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu").to(ref.device)
         total = torch.zeros((), dtype=torch.float64, device=ref.device)
         for start in range(0, n, step):
             batch: Tensor = data.index_select(-2, order[start : start + step])
-            loss = -model(batch).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+            def closure(batch=batch):  # (L-BFGS evaluates it several times a step; the others once)
+                opt.zero_grad()
+                loss = -model(batch).mean()
+                loss.backward()
+                return loss
+
+            loss = opt.step(closure)
             total += loss.detach().double() * batch.shape[-2]
         history.append(float(total) / n)
         if not math.isfinite(history[-1]) or any(bool(_invalid_entries(n, p).any()) for n, p in model.named_parameters()):

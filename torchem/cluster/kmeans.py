@@ -771,6 +771,10 @@ class KMeans(EMEstimator):
 
     def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
         return {"centers": (k, d)}
+
+    def _predict_chunk(self, X: Tensor, params, family, prepared) -> Tensor:
+        # int32, as labels_ and fit_predict (and scikit-learn's KMeans.predict)
+        return super()._predict_chunk(X, params, family, prepared).to(torch.int32)
     _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
     _cosmetic = ("verbose", "random_state", "chunk_size")
     _warn_not_converged = False  # as scikit-learn's KMeans
@@ -1129,8 +1133,8 @@ class KMeans(EMEstimator):
         x, centers = x.to(dtype), centers.to(dtype)
         if temperature is None:
             return -assign(x, centers)[1]
-        if isinstance(temperature, bool) or not float(temperature) > 0:
-            raise ValueError(f"temperature must be a positive number (or None for the hard score); got {temperature!r}.")
+        if isinstance(temperature, bool) or not 0 < float(temperature) < float("inf"):
+            raise ValueError(f"temperature must be a positive finite number (or None for the hard score); got {temperature!r}.")
         return float(temperature) * torch.logsumexp(-squared_distances(x, centers) / float(temperature), -1)
 
     @staticmethod

@@ -293,9 +293,9 @@ class BernoulliMixture(BaseMixture):
                 "BinomialMixture has no reparameterised sampler: counts are discrete. Use sample() for draws, "
                 "or score samples with model(x), which is differentiable."
             )
-        if temperature is None or isinstance(temperature, bool) or not float(temperature) > 0:
+        if temperature is None or isinstance(temperature, bool) or not 0 < float(temperature) < float("inf"):
             raise ValueError(
-                "rsample needs temperature > 0: binary samples are not differentiable, so rsample draws from "
+                "rsample needs a finite temperature > 0: binary samples are not differentiable, so rsample draws from "
                 f"the relaxed (Concrete) Bernoulli at that temperature; got temperature={temperature!r}."
             )
         logits = self.component_logits if self._stacked else self.component_logits.unsqueeze(0)
