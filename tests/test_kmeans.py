@@ -131,7 +131,6 @@ def test_tensor_in_tensor_out_and_state_dict(tmp_path):
     "kwargs, data, match",
     [
         ({"n_clusters": 0}, None, "n_clusters must be"),
-        ({"n_clusters": 4}, np.repeat([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], 5, axis=0), "distinct points"),
         ({"n_clusters": 50}, None, "should be >= n_clusters"),
         ({"init": "banana"}, None, "init must be"),
         ({"init": lambda X, k, random_state: X[:k]}, None, "init as a callable is not supported.*pass the centres"),
@@ -151,8 +150,8 @@ def test_bad_input(kwargs, data, match):
 
 def test_given_centres_need_no_distinct_points_and_warn_as_sklearn(monkeypatch):
     """Given centres fit data with fewer distinct points than clusters, as scikit-learn's do:
-    its labels and inertia, and its ConvergenceWarning (a drawn start is still refused,
-    test_bad_input). Where every point sits on its centre no point is moved into the empty
+    its labels and inertia, and its ConvergenceWarning (drawn starts too:
+    test_drawn_starts_on_too_few_distinct_points_fit_and_warn_as_sklearn). Where every point sits on its centre no point is moved into the empty
     cluster (scikit-learn's rule), which keeps its given centre, so the bounded pass, the dense
     pass (CUDA's) and a stream agree; data with enough distinct points does not warn."""
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
@@ -401,3 +400,27 @@ def test_predict_gives_labels_of_labels_dtype():
     ref = SkKMeans(2, n_init=1, random_state=0).fit(X)
     assert model.predict(X).dtype == model.labels_.dtype == model.fit_predict(X).dtype == ref.predict(X).dtype == np.int32
     assert KMeans(2, random_state=0).fit(torch.tensor(X)).predict(torch.tensor(X)).dtype == torch.int32
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_drawn_starts_on_too_few_distinct_points_fit_and_warn_as_sklearn(init):
+    """scikit-learn fits data with fewer distinct points than n_clusters, its draws repeating
+    points, and warns; torchem refused it (so a grid search over n_clusters on rounded data got
+    failed fits, and scikit-learn's checks failed on the default KMeans). Now the same: every
+    point on a centre (inertia 0), every distinct point a centre, and the warning."""
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+    from sklearn.utils.estimator_checks import check_sample_weights_not_overwritten, check_sample_weights_shape
+
+    X = np.repeat([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], [5, 5, 2], axis=0)
+    match = r"distinct clusters \(3\) found smaller than n_clusters \(4\)"
+    with pytest.warns(SkConvergenceWarning, match=match):
+        SkKMeans(4, init=init, n_init=1, random_state=0).fit(X)
+    with pytest.warns(SkConvergenceWarning, match=match):
+        model = KMeans(4, init=init, random_state=0).fit(X)
+    assert model.inertia_ == 0.0
+    assert {tuple(c) for c in model.cluster_centers_} == {(0.0, 1.0), (2.0, 3.0), (4.0, 5.0)}
+    np.testing.assert_array_equal(model.cluster_centers_[model.labels_], X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_sample_weights_shape("KMeans", KMeans(init=init))  # the default 8 clusters on the check's 12 rows
+        check_sample_weights_not_overwritten("KMeans", KMeans(init=init))

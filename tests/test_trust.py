@@ -279,9 +279,10 @@ def test_kmeans_never_refuses_large_data_with_enough_distinct_points():
     X[12345] = [5.0, 5.0]  # a rare third point, missing from the initial sample at this seed
     km = KMeans(3, random_state=3, n_init=1).fit(X)
     assert sorted(map(tuple, np.round(km.cluster_centers_, 9))) == [(0, 0), (1, 1), (5, 5)]
-    X[12345] = [1.0, 1.0]  # two distinct points only: still refused
-    with pytest.raises(ValueError, match="distinct points"):
-        KMeans(3, random_state=3, n_init=1).fit(X)
+    X[12345] = [1.0, 1.0]  # two distinct points only: fitted with coinciding centres, as scikit-learn does
+    with pytest.warns(Warning, match=r"distinct clusters \(2\) found smaller than n_clusters \(3\)"):
+        km = KMeans(3, random_state=3, n_init=1).fit(X)
+    assert km.inertia_ == 0.0
 
 
 # ------------------------------------------------------------------------------------------------

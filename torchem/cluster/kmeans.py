@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import exceptions
-from ..estimator import EMEstimator, _count_distinct_up_to
+from ..estimator import EMEstimator
 from .._utils import as_float_tensor, caller_stacklevel, check_data, check_fitted, check_int, check_real, to_output
 from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
@@ -748,10 +748,9 @@ class KMeans(EMEstimator):
     Args:
         n_clusters: number of clusters ``K``.
         init: ``"k-means++"`` (greedy, batched, on device), ``"random"`` (distinct random
-            samples), or initial centres ``[K, D]`` (or ``[B, K, D]``). The first two need
-            ``K`` distinct points in the data (fewer is an error that says so); given centres
-            do not, and, as scikit-learn's, a fit whose ``labels_`` name fewer than ``K``
-            clusters warns (``ConvergenceWarning``).
+            samples), or initial centres ``[K, D]`` (or ``[B, K, D]``). As scikit-learn's, a
+            fit whose ``labels_`` name fewer than ``K`` clusters (data with fewer than ``K``
+            distinct points, where some centres coincide) warns (``ConvergenceWarning``).
         n_init: number of restarts, or ``"auto"`` (1 for ``k-means++`` or given centres, 10
             for ``random``, as scikit-learn).
         max_iter: the most Lloyd iterations.
@@ -884,17 +883,10 @@ class KMeans(EMEstimator):
         return {"centers": self.centers}
 
     def _starting_params(self, source: Source, n_init: int, generator: torch.Generator) -> dict[str, Tensor]:
-        k, (b, _, d) = int(self.n_clusters), source.X.shape
-        # (given centres need no distinct points: the fit then warns as scikit-learn's when
-        # fewer than n_clusters clusters keep points, _warn_if_clusters_coincide)
-        for bi in range(b if self._method() is not None else 0):
-            distinct = _count_distinct_up_to(source.X[bi], k)
-            if distinct < k:
-                raise ValueError(
-                    f"n_clusters={k} is larger than the number of distinct points ({distinct}) in X"
-                    + (f"[{bi}]" if b > 1 else "") + " (or in the uniform sample of X that seeds the centres); "
-                    "reduce n_clusters."
-                )
+        b, _, d = source.X.shape
+        # Data with fewer distinct points than n_clusters is fitted as scikit-learn fits it: the
+        # draws then repeat points, some centres coincide, and the fit warns that fewer than
+        # n_clusters clusters keep points (_warn_if_clusters_coincide).
         if source.labels is not None and self._method() == "k-means++":
             # seeded k-means++: the labelled clusters at their means, the others drawn away from them
             centers = seeded_kmeans_plusplus(source, int(self.n_clusters), n_init, generator)
