@@ -436,3 +436,16 @@ def test_stream_batches_weights_are_checked_when_scoring():
     mixed = iter([{"X": X[:5], "sample_weight": np.zeros(5)}, {"X": X[5:], "sample_weight": np.ones(55)}])
     assert model.score(mixed) == pytest.approx(model.score(X[5:]), rel=1e-12)
     assert model.score(batch(np.full(5, 2.0))) == pytest.approx(model.score(X[:5]), rel=1e-12)
+
+
+def test_inference_skips_empty_batches_as_fit_does():
+    """Found by fuzzing: fit skipped a stream's empty batches but predict and score failed on
+    them ("Found array with 0 sample(s)")."""
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(60, 3))
+    for model in (GaussianMixture(2, random_state=0).fit(X), KMeans(2, random_state=0).fit(X)):
+        stream = lambda: iter([X[:0], X[:5], np.zeros((0, 3)), X[5:9]])  # noqa: E731
+        np.testing.assert_array_equal(model.predict(stream()), model.predict(X[:9]))
+        assert float(model.score(stream())) == pytest.approx(float(model.score(X[:9])), rel=1e-12)
+        with pytest.raises(ValueError, match="yielded no samples"):
+            model.predict(iter([X[:0]]))

@@ -266,11 +266,18 @@ def inference_blocks(X, name: str = "X"):
     generator too: inference reads it once), or row blocks of a 2-D ``np.memmap`` (so it is
     never copied whole); ``None`` for in-memory data."""
     if is_iterable_data(X):
-        return (split_batch(batch, name) for batch in X)
+        # a batch without rows is skipped, as fit skips it (all of them empty: "X yielded no samples")
+        return (block for block in (split_batch(batch, name) for batch in X) if not _no_rows(block[0]))
     if isinstance(X, np.memmap) and X.ndim == 2:
         # np.asarray: a plain view of each block (a slice of a memmap is a memmap again)
         return ((np.asarray(X[s : s + INFERENCE_BLOCK]), None) for s in range(0, X.shape[0], INFERENCE_BLOCK))
     return None
+
+
+def _no_rows(X) -> bool:
+    """Whether a batch is ``[0, D]`` (or ``[B, 0, D]``): data without a sample."""
+    shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
+    return len(shape) >= 2 and shape[-2] == 0
 
 
 def concat_blocks(outs: list, axis_from_end: int, name: str = "X"):
