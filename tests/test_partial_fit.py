@@ -107,6 +107,10 @@ def test_partial_fit_continues_a_fit_and_checks_layout():
         g.partial_fit(X[:, :2])
     with pytest.raises(ValueError, match="same layout"):
         g.partial_fit(np.stack([X[:10], X[:10]]))
+    # one stacked problem is not 2-D data: the message names the difference (it read "a model of 1
+    # problem(s) with 3 features; X has 1 problem(s) with 3 features", found by fuzzing)
+    with pytest.raises(ValueError, match=r"fitted on 2-D data \(N, D\) of 3 features; X is stacked data \(B, N, D\) of 1 problem"):
+        g.partial_fit(X[None, :10])
     with pytest.raises(ValueError, match="at least n_components"):
         GaussianMixture(5).partial_fit(X[:3])
     with pytest.raises(ValueError, match="at least n_clusters"):

@@ -675,9 +675,12 @@ class EMEstimator(EstimatorModule):
                 f"as input ({what} continues the fitted model); pass data with the same columns."
             )
         if fit.info.stacked != self._stacked or fit.info.n_problems != self._n_problems:
+            def layout(stacked: bool, b: int, d: int) -> str:
+                return f"stacked data (B, N, D) of {b} problem(s) with {d} features" if stacked else f"2-D data (N, D) of {d} features"
+
             raise ValueError(
-                f"{what} continues a model of {self._n_problems} problem(s) with {self.n_features_in_} features; "
-                f"X has {fit.info.n_problems} problem(s) with {s.n_features} features. Pass data of the same layout"
+                f"{what} continues a model fitted on {layout(self._stacked, self._n_problems, self.n_features_in_)}; "
+                f"X is {layout(fit.info.stacked, fit.info.n_problems, s.n_features)}. Pass data of the same layout"
                 + (" or set warm_start=False." if what == "warm_start=True" else ".")
             )
 
