@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchem import GaussianMixture
+from torchem import GaussianMixture, KMeans
 from torchem.__main__ import main
 from torchem._cli import load_model
 
@@ -143,10 +143,18 @@ def test_bad_inputs_to_predict(tmp_path, blobs, capsys):
     data = _write(tmp_path, "x.npy", blobs)
     model = str(tmp_path / "m.pt")
     assert main(["fit", data, "--model", "kmeans", "-k", "2", "--out", model]) == 0
+    saved = torch.load(model, weights_only=True)
+    # hand-edited files (found by fuzzing: raw KeyError and TypeError text, or "call fit")
+    torch.save({k: v for k, v in saved.items() if k != "state_dict"}, tmp_path / "nostate.pt")
+    torch.save({**saved, "params": {**saved["params"], "bogus": 1}}, tmp_path / "param.pt")
+    torch.save({**saved, "state_dict": KMeans(2).state_dict()}, tmp_path / "unfitted.pt")
     cases = [
         ([model, _write(tmp_path, "two.npy", blobs[:, :2])], "has 2 features but the model was fitted on 3"),
         ([model, data, "--proba"], "no probabilities"),
         ([_write(tmp_path, "junk.pt", "junk"), data], "not a model saved by torchem fit"),
+        ([str(tmp_path / "nostate.pt"), data], "damaged model: it has no state dict"),
+        ([str(tmp_path / "param.pt"), data], "damaged model: its parameters do not make a kmeans"),
+        ([str(tmp_path / "unfitted.pt"), data], "holds an unfitted model: write it with torchem fit"),
         ([str(tmp_path / "none.pt"), data], "does not exist"),
         ([model, data, "--out", str(tmp_path / "no" / "dir.npy")], "does not exist"),
     ]
@@ -168,6 +176,7 @@ def test_bad_requests_to_fit(tmp_path, blobs, capsys):
     ]
     if not torch.cuda.is_available():
         cases.append((["--model", "gmm", "-k", "2", "--device", "cuda"], "CUDA is not available"))
+        cases.append((["--model", "gmm", "-k", "2", "--device", "cuda:7"], "--device cuda:7: CUDA is not available"))
     for args, message in cases:
         assert main(["fit", data, "--out", out, *args]) == 1
         err = capsys.readouterr().err

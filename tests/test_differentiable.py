@@ -175,8 +175,9 @@ def test_fit_by_gradient_bad_arguments():
         torchem.fit_by_gradient(GaussianMixture(2), _gauss_data(), epochs=0)
     with pytest.raises(ValueError, match="lr"):
         torchem.fit_by_gradient(GaussianMixture(2), _gauss_data(), lr=0.0)
-    with pytest.raises(ValueError, match="binary"):
-        torchem.fit_by_gradient(BernoulliMixture(2).fit(_binary_data()), _gauss_data())
+    binary = _binary_data()
+    with pytest.raises(ValueError, match="binary"):  # the model's features, not its values
+        torchem.fit_by_gradient(BernoulliMixture(2).fit(binary), binary + 0.5)
 
 
 def test_fit_by_gradient_that_diverges_raises_and_keeps_the_model():
@@ -504,12 +505,13 @@ def test_fit_by_gradient_refuses_arguments_it_cannot_use_and_takes_lbfgs():
         ({"optimizer": torch.optim.Adam}, TypeError, "optimizer must be a torch.optim.Optimizer"),
         ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
         ({"callback": 3}, TypeError, "callback must be a function"),
+        ({"X": X[:, :1]}, ValueError, "X has 1 features, but GaussianMixture is expecting 2"),
         ({"optimizer": torch.optim.SGD(GaussianMixture(2, random_state=0).fit(X).parameters(), lr=0.1)}, ValueError,
          "holds none of the model's parameters"),
     ]:
         before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
         with pytest.raises(error, match=match):
-            torchem.fit_by_gradient(model, X, epochs=2, **kwargs)
+            torchem.fit_by_gradient(model, **{"X": X, "epochs": 2, **kwargs})
         for k, v in before.items():
             assert torch.equal(model.state_dict()[k], v)
     model.requires_grad_(True)

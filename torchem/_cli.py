@@ -26,6 +26,7 @@ import os
 import pickle
 import sys
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -407,11 +408,18 @@ def load_model(path: str):
                        f"{type(exc).__name__}).") from None
     if not isinstance(saved, dict) or saved.get("model") not in MODELS or not isinstance(saved.get("params"), dict):
         raise CLIError(f"{path} is not a model saved by torchem fit.")
-    model = MODELS[saved["model"]](**saved["params"])
+    if not isinstance(saved.get("state_dict"), Mapping):
+        raise CLIError(f"{path} holds a damaged model: it has no state dict (the fitted parameters).")
+    try:
+        model = MODELS[saved["model"]](**saved["params"])
+    except TypeError as exc:  # a parameter the model does not take
+        raise CLIError(f"{path} holds a damaged model: its parameters do not make a {saved['model']} ({exc}).") from None
     try:
         model.load_state_dict(saved["state_dict"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CLIError(f"{path} holds a damaged model: {exc}") from None
+    if not getattr(model, "_fitted", False):
+        raise CLIError(f"{path} holds an unfitted model: write it with torchem fit.")
     return saved["model"], model
 
 
@@ -421,7 +429,10 @@ def _device(text: str | None) -> torch.device:
     except RuntimeError:
         raise CLIError(f"unknown device {text!r}; use cpu or cuda (cuda:1, ...).") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: CUDA is not available on this machine; use --device cpu.")
+        raise CLIError(f"--device {text}: CUDA is not available on this machine; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                       f"cuda:{torch.cuda.device_count() - 1}.")
     if device.type not in ("cpu", "cuda"):
         raise CLIError(f"unsupported device {text!r}; use cpu or cuda.")
     return device

@@ -98,6 +98,9 @@ def fit_by_gradient(
         raise TypeError(f"callback must be a function of (epoch, mean negative log-likelihood) or None; got {callback!r}.")
     t, _ = as_float_tensor(X, "X")
     check_data(t, "X", allow_stacked=True)
+    if getattr(model, "_fitted", False) and t.shape[-1] != model.n_features_in_:
+        raise ValueError(f"X has {t.shape[-1]} features, but {type(model).__name__} is expecting {model.n_features_in_} "
+                         "features as input (fit_by_gradient continues the fitted model); pass data with the same columns.")
     # all or nothing: a run that fails (diverges, or is interrupted) leaves the model as it was,
     # its parameters frozen or not as they were
     with model._transaction():

@@ -370,7 +370,8 @@ def _list(cast):
         try:
             values = [cast(v) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
+            what = "positive whole numbers" if cast is _positive_int else "values"
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
         return values
 
     return parse

@@ -729,7 +729,7 @@ class KMeans(EMEstimator):
         >>> km.labels_
         array([1, 1, 1, 0, 0, 0], dtype=int32)
         >>> km.predict([[0, 0], [12, 3]])
-        array([1, 0])
+        array([1, 0], dtype=int32)
         >>> km.cluster_centers_
         array([[10.,  2.],
                [ 1.,  2.]])

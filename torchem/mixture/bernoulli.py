@@ -206,9 +206,11 @@ class BernoulliMixture(BaseMixture):
             return  # any finite value: binarised as it is read
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
-            example = float(X[bad].reshape(-1)[0])
+            negative = X < 0
+            # the example is a negative value where the message leads with them
+            example = float(X[negative if bool(negative.any()) else bad].reshape(-1)[0])
             # scikit-learn's wording for negative input to an estimator of non-negative data
-            lead = "Negative values in data passed to BernoulliMixture: " if bool((X < 0).any()) else ""
+            lead = "Negative values in data passed to BernoulliMixture: " if bool(negative.any()) else ""
             raise ValueError(
                 f"{lead}{type(self).__name__} expects binary data: {name} must contain only 0 and 1, but it "
                 f"contains other values (e.g. {example:g}). Binarise it first (for example X > 0.5), pass a "
