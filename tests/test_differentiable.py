@@ -517,3 +517,15 @@ def test_fit_by_gradient_refuses_arguments_it_cannot_use_and_takes_lbfgs():
     model.requires_grad_(True)
     history = torchem.fit_by_gradient(model, X, epochs=3, optimizer=torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5))
     assert len(history) == 3 and history[-1] < history[0]
+
+    class NoClosure(torch.optim.SGD):  # a step without a closure argument: stepped plainly
+        def step(self):
+            return super().step()
+
+    class Ignores(torch.optim.SGD):  # a step that never evaluates the closure would train nothing
+        def step(self, closure=None):
+            return None
+
+    assert len(torchem.fit_by_gradient(model, X, epochs=2, optimizer=NoClosure(model.parameters(), lr=0.01))) == 2
+    with pytest.raises(TypeError, match="did not evaluate the closure"):
+        torchem.fit_by_gradient(model, X, epochs=2, optimizer=Ignores(model.parameters(), lr=0.01))

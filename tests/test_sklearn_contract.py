@@ -345,6 +345,22 @@ def test_kmeans_set_output_gives_data_frames_named_by_cluster():
         KMeans(2).get_feature_names_out()
     with pytest.raises(ValueError, match="'default', 'pandas', 'polars'"):
         KMeans(2).set_output(transform="arrow")
+    # a stream's (or a memmap's) blocks are joined before the output is wrapped, once
+    stream = model.transform(iter([X[:70], X[70:]]))
+    assert isinstance(stream, pd.DataFrame) and stream.shape == (len(X), 3)
+    np.testing.assert_array_equal(stream.to_numpy(), out.to_numpy())
+
+
+def test_polars_frames_are_read_as_arrays():
+    """A polars frame is read by NumPy as before (the nullable pandas reading is for pandas
+    frames only), so a pipeline with polars output fits."""
+    pl = pytest.importorskip("polars")
+    X, _ = _weighted_blobs()
+    frame = pl.DataFrame(X, schema=["a", "b"])
+    np.testing.assert_array_equal(KMeans(3, random_state=0).fit(frame).cluster_centers_,
+                                  KMeans(3, random_state=0).fit(X).cluster_centers_)
+    out = make_pipeline(StandardScaler(), KMeans(3, random_state=0)).set_output(transform="polars").fit_transform(frame)
+    assert isinstance(out, pl.DataFrame)
 
 
 @pytest.mark.parametrize("model", [BinomialMixture(2, n_trials=10, random_state=0), PoissonMixture(2, random_state=0),

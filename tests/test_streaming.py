@@ -433,9 +433,14 @@ def test_stream_batches_weights_are_checked_when_scoring():
         for method in (model.score, model.bic, model.aic):
             with pytest.raises(ValueError, match=match):
                 method(batch(weights))
-    mixed = iter([{"X": X[:5], "sample_weight": np.zeros(5)}, {"X": X[5:], "sample_weight": np.ones(55)}])
-    assert model.score(mixed) == pytest.approx(model.score(X[5:]), rel=1e-12)
+    mixed = lambda: iter([{"X": X[:5], "sample_weight": np.zeros(5)}, {"X": X[5:], "sample_weight": np.ones(55)}])  # noqa: E731
+    assert model.score(mixed()) == pytest.approx(model.score(X[5:]), rel=1e-12)
     assert model.score(batch(np.full(5, 2.0))) == pytest.approx(model.score(X[:5]), rel=1e-12)
+    km = KMeans(2, random_state=0).fit(X)  # the same rules for K-means's score (a batch weighing nothing counts nothing)
+    assert float(km.score(mixed())) == pytest.approx(float(km.score(X[5:])), rel=1e-12)
+    for weights, match in [(np.zeros(5), "sum to zero"), (-np.ones(5), "finite, non-negative"), (np.ones(4), r"got \(4,\)")]:
+        with pytest.raises(ValueError, match=match):
+            km.score(batch(weights))
 
 
 def test_inference_skips_empty_batches_as_fit_does():

@@ -630,6 +630,13 @@ def test_a_refused_state_dict_leaves_the_model_exactly_as_it_was():
     with pytest.raises(ValueError, match="extra state has no entry 'priors'"):
         bgmm.load_state_dict(old)
     assert not bgmm.__dict__.get("_fitted") and all(p is None for p in bgmm._parameters.values())
+    # a user's subclass takes its torchem class's state, as before the class was recorded
+    class MyMixture(GaussianMixture):
+        pass
+
+    mine = MyMixture(3)
+    mine.load_state_dict(fitted.state_dict())
+    np.testing.assert_array_equal(mine.predict(X), fitted.predict(X))
     # what the shape check allows: every family's own state, stacked too
     codes = rng.integers(0, 4, (100, 3))
     for make, data in [(lambda: CategoricalMixture(2, random_state=0), codes),
@@ -641,7 +648,7 @@ def test_a_refused_state_dict_leaves_the_model_exactly_as_it_was():
         np.testing.assert_array_equal(target.predict(data), source.predict(data))
 
 
-def test_a_model_fitted_under_inference_mode_refits_outside_it():
+def test_a_model_fitted_under_inference_mode_refits_outside_it(monkeypatch):
     """Found by fuzzing: refitting a model fitted under torch.inference_mode failed on writing
     its inference tensors, and the rollback failed the same way, leaving a "fitted" model with
     no parameters."""
@@ -656,3 +663,15 @@ def test_a_model_fitted_under_inference_mode_refits_outside_it():
         with pytest.raises(ValueError):
             model.fit(np.full((100, 2), np.nan))
         assert model.predict(X).shape == (100,)  # rolled back, parameters and all
+    # loading into it and training it by gradient, with the full covariance's pair layout
+    # first made under inference mode (a module cache: it once kept inference tensors that
+    # autograd then refused)
+    import torchem.functional.covariance as covariance
+    from torchem import fit_by_gradient
+
+    monkeypatch.setattr(covariance, "_PAIR_CACHE", {})
+    with torch.inference_mode():
+        model = GaussianMixture(2, random_state=1).fit(X)
+    model.load_state_dict(GaussianMixture(2, random_state=0).fit(X).state_dict())
+    history = fit_by_gradient(model, X, epochs=2)
+    assert len(history) == 2 and np.isfinite(history).all()

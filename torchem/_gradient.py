@@ -113,6 +113,9 @@ def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, o
         model.initialize(t)
     for s in range(0, t.shape[-2], 2**16):  # by blocks: the checks' temporaries stay block-sized
         model._validate_values(t[..., s : s + 2**16, :], "X")
+    for name, p in list(model._parameters.items()):  # made under torch.inference_mode: normal tensors to train
+        if p is not None and p.is_inference():
+            model._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
     model.requires_grad_(True)
     ref = next(model.parameters())
     data = t.to(device=ref.device, dtype=torch.promote_types(t.dtype, ref.dtype))
@@ -132,14 +135,26 @@ def _descend(model, t: Tensor, epochs: int, batch_size: int | None, lr: float, o
         for start in range(0, n, step):
             batch: Tensor = data.index_select(-2, order[start : start + step])
 
-            def closure(batch=batch):  # (L-BFGS evaluates it several times a step; the others once)
+            first: list[Tensor] = []
+
+            def closure(batch=batch, first=first):  # (L-BFGS evaluates it several times a step; the others once)
                 opt.zero_grad()
                 loss = -model(batch).mean()
                 loss.backward()
+                first.append(loss.detach())
                 return loss
 
-            loss = opt.step(closure)
-            total += loss.detach().double() * batch.shape[-2]
+            try:
+                opt.step(closure)
+            except TypeError:  # an optimizer whose step takes no closure: the plain step
+                if first:
+                    raise
+                closure()
+                opt.step()
+            if not first:  # a step that ignored the closure trained nothing
+                raise TypeError(f"optimizer {type(opt).__name__}.step(closure) did not evaluate the closure; give a "
+                                "torch.optim optimizer (their step evaluates it), or train with your own loop.")
+            total += first[0].double() * batch.shape[-2]
         history.append(float(total) / n)
         if not math.isfinite(history[-1]) or any(bool(_invalid_entries(n, p).any()) for n, p in model.named_parameters()):
             raise ValueError(

@@ -95,6 +95,8 @@ def _nullable_frame_array(X, name: str) -> np.ndarray | None:
     ``boolean``...) as a float64 array with its missing values (``pd.NA``) as NaN, which the
     estimators' ``nan_policy`` then handles, as scikit-learn reads them; ``None`` for anything
     else (read by ``np.asarray``)."""
+    if not type(X).__module__.startswith("pandas"):  # (polars frames and others: np.asarray reads them)
+        return None
     dtypes = getattr(X, "dtypes", None)
     if dtypes is None or not hasattr(X, "to_numpy"):
         return None

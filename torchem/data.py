@@ -38,6 +38,7 @@ __all__ = [
     "describe",
     "open_source",
     "check_sample_weight",
+    "check_batch_weight",
     "check_labels",
     "batch_labels",
     "working_dtype",
@@ -698,6 +699,20 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
         raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
                          "give some samples a positive weight.")
     return w
+
+
+def check_batch_weight(w, shape: tuple[int, ...]) -> Tensor:
+    """A stream batch's ``sample_weight`` for its log-likelihoods of ``shape`` (``[n]`` or
+    ``[B, n]``) as float64 on the CPU: one per sample (or per problem and sample), finite and
+    non-negative, as :func:`check_sample_weight` asks of in-memory weights (a
+    batch may weigh nothing; the whole stream may not)."""
+    t = (w.detach() if isinstance(w, Tensor) else torch.from_numpy(np.array(w, dtype=np.float64))).double().cpu()
+    if tuple(t.shape) not in (tuple(shape[-1:]), tuple(shape)):
+        raise ValueError(f"A batch's sample_weight should have shape {tuple(shape[-1:])} (one weight per sample of the "
+                         f"batch); got {tuple(t.shape)}.")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError("A batch's sample_weight must hold finite, non-negative numbers.")
+    return t
 
 
 def _per_sample_shapes(rows: tuple[int, ...]) -> str:

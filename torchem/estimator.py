@@ -251,8 +251,10 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         self._parameters[name] = nn.Parameter(value.clone(), requires_grad=requires_grad)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # All or nothing (also as a submodule of another module): a state dict refused below,
-        # by its extra state or by the parameters' shapes leaves the model as it was.
+        # All or nothing for the model's own refusals (also as a submodule of another module): a
+        # state dict refused below, by its extra state or by the parameters' shapes, leaves the
+        # model as it was. (A parent module's strict-key errors come after its submodules
+        # loaded: only this model's own load_state_dict undoes those too.)
         with self._loading_transaction():
             self._load_state(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
             self._check_loaded_shapes(prefix)
@@ -314,7 +316,7 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
                 current = self._parameters.get(name)
                 device = self._anchor.device
                 dtype = state_dict[key].dtype if current is None else current.dtype
-                if current is None or current.shape != state_dict[key].shape:
+                if current is None or current.shape != state_dict[key].shape or current.is_inference():
                     self._parameters[name] = nn.Parameter(
                         torch.empty(state_dict[key].shape, device=device, dtype=dtype), requires_grad=False
                     )
@@ -332,6 +334,12 @@ class EstimatorModule(nn.Module, metaclass=ABCMeta):
         if any(self._parameters.get(n) is not None for n in self._param_names):
             ref = self._parameters[self._param_names[0]]
             self._anchor = self._anchor.to(device=ref.device, dtype=ref.dtype)
+
+
+def _torchem_class(cls: type) -> str:
+    """The name of the nearest torchem estimator class of ``cls`` (itself, or the one a user's
+    subclass derives from), which a state dict records and checks."""
+    return next((c.__name__ for c in cls.__mro__ if c.__module__.startswith("torchem.")), cls.__name__)
 
 
 def _invalid_entries(name: str, value: Tensor) -> Tensor:
@@ -806,8 +814,9 @@ class EMEstimator(EstimatorModule):
                             n: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The initial sample ``sx [B, m, D]`` (weights ``sw``, labels ``sl``), with up to ``k`` distinct rows
         of the data appended when a sample of fewer than ``n`` samples holds fewer than the
-        ``k`` distinct rows the initialisation needs, so that data with enough distinct points
-        is never refused because a rare one was not drawn (one more pass, only then)."""
+        ``k`` distinct rows the initialisation needs, so that a rare point the sample missed can
+        still seed a centre (one more pass, only then; data with fewer than ``k`` distinct points
+        pays it too, and its centres then repeat points)."""
         k = self._distinct_rows_needed()
         # the sample is every rank's (gathered), and so is each decision below
         if k == 0 or sx.shape[1] >= n:
@@ -818,7 +827,7 @@ class EMEstimator(EstimatorModule):
         if is_distributed():  # the distinct rows of every rank's shard, then of their union
             found = _distinct_rows_over_ranks(found, sx, k)
         if any(f.shape[0] < k for f in found):
-            return sx, sw, sl  # the data itself has too few: the initialisation says so
+            return sx, sw, sl  # the data itself has too few: the initialisation repeats points (and the fit warns)
         extra = torch.stack(found).to(device=sx.device, dtype=sx.dtype)
         sx = torch.cat([sx, extra], 1)
         if sw is not None:
@@ -1159,7 +1168,7 @@ class EMEstimator(EstimatorModule):
         return f"{self._k_name()}={self._n_components}, {self.n_features_in_} features{problems}"
 
     def get_extra_state(self) -> dict:
-        state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted, "estimator": type(self).__name__}
+        state = {"version": EXTRA_STATE_VERSION, "fitted": self._fitted, "estimator": _torchem_class(type(self))}
         if self._fitted:
             state.update(
                 stacked=self._stacked,
@@ -1186,11 +1195,11 @@ class EMEstimator(EstimatorModule):
                 f"This state dict was saved by a newer torchem (extra state version {version}; this one reads up "
                 f"to {EXTRA_STATE_VERSION}); upgrade torchem to load it."
             )
-        saved_by = state.get("estimator")
-        if saved_by is not None and saved_by != type(self).__name__:
+        saved_by, mine = state.get("estimator"), _torchem_class(type(self))
+        if saved_by is not None and saved_by != mine:
             raise ValueError(
-                f"The state dict was saved by a {saved_by}; load it into a {saved_by} (a {type(self).__name__} has "
-                "other parameters)."
+                f"The state dict was saved by a {saved_by}; load it into a {saved_by} (a {mine} has other parameters "
+                "and extra state)."
             )
         self._fitted = bool(state.get("fitted", False))
         if not self._fitted:  # an unfitted model: partial_fit starts afresh

@@ -12,7 +12,7 @@ from torch import Tensor
 from .. import exceptions
 from ..estimator import EMEstimator
 from .._utils import as_float_tensor, caller_stacklevel, check_data, check_fitted, check_int, check_real, to_output
-from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
+from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_batch_weight, check_sample_weight, inference_blocks
 from ..distributed import all_gather, all_reduce_sum
 from ..em import accumulate
 from .. import _threads
@@ -920,9 +920,9 @@ class KMeans(EMEstimator):
 
     def _warn_if_clusters_coincide(self) -> None:
         """scikit-learn's ConvergenceWarning when ``labels_`` (over every rank) name fewer
-        than ``n_clusters`` distinct clusters: duplicate points, or given centres that the
-        data cannot all keep (a start drawn from the data needs ``n_clusters`` distinct points
-        and is refused without them, :meth:`_starting_params`)."""
+        than ``n_clusters`` distinct clusters: data with fewer distinct points than clusters
+        (a start drawn from it repeats points), or given centres that the data cannot all
+        keep."""
         k = int(self.n_clusters)
         labels = self._labels  # [B, N] int32, of the best restart (counted as they are: no int64 copy)
         hits = torch.stack([torch.bincount(row, minlength=k) for row in labels])  # [B, K] labels, not weights
@@ -1151,8 +1151,13 @@ class KMeans(EMEstimator):
 
     @torch.no_grad()
     def transform(self, X):
-        """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``)."""
-        joined = self._blocks(X, self.transform, 2)
+        """Euclidean distance of each sample to every centre: ``[N, K]`` (``[B, N, K]``), in the
+        container :meth:`set_output` asks for."""
+        return self._wrap_output(self._distances(X), X)
+
+    def _distances(self, X):
+        """:meth:`transform`'s distances, unwrapped (a stream's blocks are joined first)."""
+        joined = self._blocks(X, self._distances, 2)
         if joined is not None:
             return joined
         t, kind = self._check_input(X)
@@ -1162,7 +1167,7 @@ class KMeans(EMEstimator):
             d = d2.sqrt_().mul_(scale)
             _check_finite(d, x, "distance")
             return d
-        return self._wrap_output(to_output(self._map_chunks(t, distances, dim=-2), kind), X)
+        return to_output(self._map_chunks(t, distances, dim=-2), kind)
 
     def fit_transform(self, X, y=None, sample_weight=None, *, labels=None):
         """:meth:`fit`, then :meth:`transform` of the same ``X``."""
@@ -1220,13 +1225,22 @@ class KMeans(EMEstimator):
             if sample_weight is not None:
                 if not isinstance(X, np.memmap):
                     raise ValueError(f"sample_weight cannot be combined with an iterable X. {HOW_TO_WEIGHT}.")
-                weights = np.asarray(sample_weight)
-                if weights.shape != (X.shape[0],):
-                    raise ValueError(f"sample_weight should have shape ({X.shape[0]},) (one weight per sample); got {weights.shape}.")
+                weights = check_sample_weight(sample_weight, X.shape).numpy()
                 starts = np.cumsum([0] + [len(xb) for xb, _ in inference_blocks(X)])
                 blocks = ((xb, weights[a:b]) for (xb, _), a, b in zip(blocks, starts[:-1], starts[1:]))
-            parts = [self.score(xb, sample_weight=wb) for xb, wb in blocks]
+            parts, mass = [], 0.0
+            for xb, wb in blocks:
+                if wb is not None:  # checked as a stream batch's weights (a batch may weigh nothing; the stream may not)
+                    w = check_batch_weight(wb, tuple(np.shape(xb))[:-1])
+                    mass += float(w.sum())
+                    if not bool((w > 0).any()):
+                        continue
+                else:
+                    mass += 1.0
+                parts.append(self.score(xb, sample_weight=wb))
             if not parts:
+                if mass == 0.0:
+                    raise ValueError("The sample weights of the stream X sum to zero; give some samples a positive weight.")
                 raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
             return sum(parts[1:], parts[0])
         t, kind = self._check_input(X)

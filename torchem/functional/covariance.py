@@ -83,16 +83,22 @@ def _pairs(d: int, device) -> tuple[Tensor, Tensor, Tensor]:
     else 2)."""
     key = (d, str(device))
     if key not in _PAIR_CACHE:
-        h = (d + 1) // 2
-        s = torch.arange(h).repeat_interleave(d)
-        i = torch.arange(d).repeat(h)
-        if d % 2 == 0:
-            s = torch.cat([s, torch.full((d // 2,), d // 2)])
-            i = torch.cat([i, torch.arange(d // 2)])
-        j = (i + s) % d
-        mult = torch.where(s == 0, 1.0, 2.0)
-        _PAIR_CACHE[key] = ((i * d + j).to(device), (j * d + i).to(device), mult.to(device))
+        with torch.inference_mode(False):  # kept for later calls: normal tensors, autograd may save them
+            _PAIR_CACHE[key] = _pair_layout(d, device)
     return _PAIR_CACHE[key]
+
+
+def _pair_layout(d: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_pairs`'s tensors, made afresh."""
+    h = (d + 1) // 2
+    s = torch.arange(h).repeat_interleave(d)
+    i = torch.arange(d).repeat(h)
+    if d % 2 == 0:
+        s = torch.cat([s, torch.full((d // 2,), d // 2)])
+        i = torch.cat([i, torch.arange(d // 2)])
+    j = (i + s) % d
+    mult = torch.where(s == 0, 1.0, 2.0)
+    return (i * d + j).to(device), (j * d + i).to(device), mult.to(device)
 
 
 def quadratic_features(xc: Tensor) -> Tensor:

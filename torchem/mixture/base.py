@@ -26,7 +26,7 @@ from torch import distributions as D
 
 from ..estimator import EMEstimator
 from .._utils import InputKind, as_float_tensor, check_data, check_fitted, check_int, check_n_samples, check_real, make_generator, to_output
-from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_sample_weight, inference_blocks
+from ..data import HOW_TO_WEIGHT, Source, TensorSource, check_batch_weight, check_sample_weight, inference_blocks
 from ..em import STEPWISE_SCHEDULE, Family, accumulate, step_size, stepwise_update
 from ..functional import missing as M
 from ..functional.estep import log_responsibilities
@@ -41,20 +41,6 @@ NAN_POLICIES = ("raise", "omit", "marginalize")
 
 # Lloyd iterations run after k-means++ seeding by init_params="kmeans".
 _KMEANS_INIT_ITER = 10
-
-
-def _batch_weight(w, shape: tuple[int, ...]) -> Tensor:
-    """A stream batch's ``sample_weight`` for its log-likelihoods of ``shape`` (``[n]`` or
-    ``[B, n]``) as float64 on the CPU: one per sample (or per problem and sample), finite and
-    non-negative, as :func:`~torchem.data.check_sample_weight` asks of in-memory weights (a
-    batch may weigh nothing; the whole stream may not)."""
-    t = (w.detach() if isinstance(w, Tensor) else torch.from_numpy(np.array(w, dtype=np.float64))).double().cpu()
-    if tuple(t.shape) not in (tuple(shape[-1:]), tuple(shape)):
-        raise ValueError(f"A batch's sample_weight should have shape {tuple(shape[-1:])} (one weight per sample of the "
-                         f"batch); got {tuple(t.shape)}.")
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError("A batch's sample_weight must hold finite, non-negative numbers.")
-    return t
 
 
 class BaseMixture(EMEstimator):
@@ -722,7 +708,7 @@ class BaseMixture(EMEstimator):
             n = ll.shape[-1]
             if weights is not None:
                 wb = weights[..., start : start + n]
-            w = torch.ones(n, dtype=torch.float64) if wb is None else _batch_weight(wb, ll.shape)
+            w = torch.ones(n, dtype=torch.float64) if wb is None else check_batch_weight(wb, ll.shape)
             start += n
             total = (ll * w).sum(-1) if total is None else total + (ll * w).sum(-1)
             mass = w.sum(-1) if mass is None else mass + w.sum(-1)
