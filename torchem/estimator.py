@@ -1058,9 +1058,9 @@ class EMEstimator(EstimatorModule):
     @torch.no_grad()
     def predict(self, X):
         """The most probable component (nearest centre) of each sample: ``[N]`` (``[B, N]``)
-        int64 (int32 for KMeans, as its ``labels_`` and scikit-learn's). ``X`` may also be an ``np.memmap`` (read in blocks) or an iterable of batches
-        (a DataLoader, a generator): the outputs of its batches are joined, here and in every
-        inference method."""
+        int64 (int32 for KMeans, as its ``labels_`` and scikit-learn's). ``X`` may also be an
+        ``np.memmap`` (read in blocks) or an iterable of batches (a DataLoader, a generator):
+        the outputs of its batches are joined, here and in every inference method."""
         joined = self._blocks(X, self.predict, 1)
         if joined is not None:
             return joined
