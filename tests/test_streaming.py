@@ -454,3 +454,15 @@ def test_inference_skips_empty_batches_as_fit_does():
         assert float(model.score(stream())) == pytest.approx(float(model.score(X[:9])), rel=1e-12)
         with pytest.raises(ValueError, match="yielded no samples"):
             model.predict(iter([X[:0]]))
+
+
+def test_kmeans_score_of_a_stream_says_which_is_wrong():
+    """An empty stream (or one of empty batches) yielded no samples; a stream whose weights
+    are all zero weighs nothing: two messages, not one for both."""
+    X = np.random.default_rng(13).normal(size=(60, 2))
+    km = KMeans(2, random_state=0).fit(X)
+    for stream in (iter([X[:0]]), iter([])):
+        with pytest.raises(ValueError, match="yielded no samples"):
+            km.score(stream)
+    with pytest.raises(ValueError, match="sum to zero"):
+        km.score(iter([{"X": X[:5], "sample_weight": np.zeros(5)}]))

@@ -1228,18 +1228,16 @@ class KMeans(EMEstimator):
                 weights = check_sample_weight(sample_weight, X.shape).numpy()
                 starts = np.cumsum([0] + [len(xb) for xb, _ in inference_blocks(X)])
                 blocks = ((xb, weights[a:b]) for (xb, _), a, b in zip(blocks, starts[:-1], starts[1:]))
-            parts, mass = [], 0.0
+            parts, seen = [], False
             for xb, wb in blocks:
-                if wb is not None:  # checked as a stream batch's weights (a batch may weigh nothing; the stream may not)
-                    w = check_batch_weight(wb, tuple(np.shape(xb))[:-1])
-                    mass += float(w.sum())
-                    if not bool((w > 0).any()):
-                        continue
-                else:
-                    mass += 1.0
+                seen = True
+                # a stream batch's weights: checked, and a batch that weighs nothing adds nothing
+                # (the whole stream may not weigh nothing)
+                if wb is not None and not bool((check_batch_weight(wb, tuple(np.shape(xb))[:-1]) > 0).any()):
+                    continue
                 parts.append(self.score(xb, sample_weight=wb))
             if not parts:
-                if mass == 0.0:
+                if seen:
                     raise ValueError("The sample weights of the stream X sum to zero; give some samples a positive weight.")
                 raise ValueError("X yielded no samples; pass a non-empty iterable of [n_samples, n_features] batches.")
             return sum(parts[1:], parts[0])
