@@ -693,8 +693,7 @@ def check_sample_weight(sample_weight, shape) -> Tensor | None:
     if tuple(w.shape) not in (tuple(shape[-2:-1]), tuple(shape[:-1])):
         raise ValueError(f"sample_weight should have shape {_per_sample_shapes(tuple(shape[:-1]))} (one weight per sample"
                          f"{_per_problem_note(len(shape))}); got {tuple(w.shape)}.")
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    _check_weight_values(w, "sample_weight")
     if bool((w.double().sum(-1) <= 0).any()) and not is_distributed():  # a shard may weigh nothing
         raise ValueError("Sample weights must contain at least one non-zero number: sample_weight sums to zero; "
                          "give some samples a positive weight.")
@@ -710,9 +709,14 @@ def check_batch_weight(w, shape: tuple[int, ...]) -> Tensor:
     if tuple(t.shape) not in (tuple(shape[-1:]), tuple(shape)):
         raise ValueError(f"A batch's sample_weight should have shape {tuple(shape[-1:])} (one weight per sample of the "
                          f"batch); got {tuple(t.shape)}.")
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError("A batch's sample_weight must hold finite, non-negative numbers.")
+    _check_weight_values(t, "A batch's sample_weight")
     return t
+
+
+def _check_weight_values(w: Tensor, what: str) -> None:
+    """Weights are finite and non-negative (``what`` names them in the message)."""
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"{what} must hold finite, non-negative numbers.")
 
 
 def _per_sample_shapes(rows: tuple[int, ...]) -> str:

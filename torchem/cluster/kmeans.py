@@ -767,6 +767,10 @@ class KMeans(EMEstimator):
     """
 
     _param_names = ("centers",)
+    _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
+    _cosmetic = ("verbose", "random_state", "chunk_size")
+    _warn_not_converged = False  # as scikit-learn's KMeans
+    _estimator_type = "clusterer"
 
     def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
         return {"centers": (k, d)}
@@ -774,10 +778,6 @@ class KMeans(EMEstimator):
     def _predict_chunk(self, X: Tensor, params, family, prepared) -> Tensor:
         # int32, as labels_ and fit_predict (and scikit-learn's KMeans.predict)
         return super()._predict_chunk(X, params, family, prepared).to(torch.int32)
-    _fitted_attributes = ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_")
-    _cosmetic = ("verbose", "random_state", "chunk_size")
-    _warn_not_converged = False  # as scikit-learn's KMeans
-    _estimator_type = "clusterer"
 
     def __init__(
         self,

@@ -330,11 +330,6 @@ class BayesianGaussianMixture(GaussianMixture):
     _param_names = GaussianMixture._param_names + (
         "log_weight_concentration", "log_mean_precision", "log_degrees_of_freedom",
     )
-
-    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
-        concentration = (2, k) if self._process else (k,)  # a Beta per stick, or one Dirichlet
-        return {**super()._component_shapes(k, d), "log_weight_concentration": concentration,
-                "log_mean_precision": (k,), "log_degrees_of_freedom": (k,)}
     _fitted_attributes = GaussianMixture._fitted_attributes + (
         "weight_concentration_",
         "mean_precision_",
@@ -347,6 +342,11 @@ class BayesianGaussianMixture(GaussianMixture):
     )
     _init_arguments = ()
     _variational = True  # a posterior, not a likelihood: fit_by_gradient refuses it
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        concentration = (2, k) if self._process else (k,)  # a Beta per stick, or one Dirichlet
+        return {**super()._component_shapes(k, d), "log_weight_concentration": concentration,
+                "log_mean_precision": (k,), "log_degrees_of_freedom": (k,)}
 
     def __init__(
         self,

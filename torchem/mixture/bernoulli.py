@@ -127,12 +127,12 @@ class BernoulliMixture(BaseMixture):
     """
 
     _param_names = ("logits", "component_logits")
-
-    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
-        return {"logits": (k,), "component_logits": (k, d)}
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_",)
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "probs_init")
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "component_logits": (k, d)}
 
     def __init__(
         self,
@@ -207,10 +207,11 @@ class BernoulliMixture(BaseMixture):
         bad = (X != 0) & (X != 1)
         if bool(bad.any()):
             negative = X < 0
+            any_negative = bool(negative.any())
             # the example is a negative value where the message leads with them
-            example = float(X[negative if bool(negative.any()) else bad].reshape(-1)[0])
+            example = float(X[negative if any_negative else bad].reshape(-1)[0])
             # scikit-learn's wording for negative input to an estimator of non-negative data
-            lead = "Negative values in data passed to BernoulliMixture: " if bool(negative.any()) else ""
+            lead = "Negative values in data passed to BernoulliMixture: " if any_negative else ""
             raise ValueError(
                 f"{lead}{type(self).__name__} expects binary data: {name} must contain only 0 and 1, but it "
                 f"contains other values (e.g. {example:g}). Binarise it first (for example X > 0.5), pass a "

@@ -243,12 +243,12 @@ class CategoricalMixture(BaseMixture):
     """
 
     _param_names = ("logits", "component_logits")
-
-    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
-        return {"logits": (k,), "component_logits": (k, d, None)}  # (the categories: the widest feature's)
     _fitted_attributes = BaseMixture._fitted_attributes + ("probs_", "n_categories_")
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _input_tags = {"positive_only": True, "categorical": True}  # integer codes
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "component_logits": (k, d, None)}  # (the categories: the widest feature's)
 
     def __init__(self, n_components: int = 1, *, n_categories=None, tol: float = 1e-3, max_iter: int = 100,
                  n_init: int = 1, init_params: str = "kmeans", weights_init=None, probs_init=None, random_state=None,

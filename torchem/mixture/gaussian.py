@@ -206,9 +206,6 @@ class GaussianMixture(BaseMixture):
     """
 
     _param_names = ("logits", "loc", "precision_cholesky_unconstrained")
-
-    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
-        return {"logits": (k,), "loc": (k, d), "precision_cholesky_unconstrained": tuple(self._covariance.factor_shape(k, d))}
     _fitted_attributes = BaseMixture._fitted_attributes + (
         "means_",
         "covariances_",
@@ -218,6 +215,9 @@ class GaussianMixture(BaseMixture):
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "means_init", "precisions_init")
     _statistics_read_reference = True
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "loc": (k, d), "precision_cholesky_unconstrained": tuple(self._covariance.factor_shape(k, d))}
 
     def __init__(
         self,

@@ -169,13 +169,13 @@ class PoissonMixture(BaseMixture):
     """
 
     _param_names = ("logits", "log_rates")
-
-    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
-        return {"logits": (k,), "log_rates": (k, d)}
     _fitted_attributes = BaseMixture._fitted_attributes + ("rates_",)
     _init_methods = ("kmeans", "k-means++", "random", "random_from_data")
     _init_arguments = ("weights_init", "rates_init")
     _input_tags = {"positive_only": True, "categorical": True}  # counts
+
+    def _component_shapes(self, k: int, d: int) -> dict[str, tuple]:
+        return {"logits": (k,), "log_rates": (k, d)}
 
     def __init__(
         self,
